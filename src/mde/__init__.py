@@ -1,0 +1,1 @@
+"""mde: the Market Data Engine."""

@@ -1,0 +1,302 @@
+"""The `mde` command: parse arguments, call the library, render. Nothing else.
+
+Heavy modules (polars, rich tables, kiteconnect) are imported inside the commands so that
+`mde --help` and `mde window` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .engine import MarketDataEngine
+
+app = typer.Typer(
+    name="mde",
+    help="Market Data Engine: a Parquet candle cache for NSE/NFO via Zerodha Kite Connect.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a traceback must never print a token
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class ListFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class SourceKind(str, Enum):
+    sample = "sample"
+    kite = "kite"
+
+
+class _State:
+    config: Optional[Path] = None
+    cache_dir: Optional[Path] = None
+    verbose: bool = False
+    quiet: bool = False
+
+
+STATE = _State()
+log = logging.getLogger("mde")
+
+
+def _stderr() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _stdout() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    _stderr().print(f"[bold red]error:[/] {message}", markup=True)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The one place where our errors become `error: <message>` and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import MdeError
+
+        try:
+            return fn(*args, **kwargs)
+        except MdeError as exc:
+            raise _fail(exc.message.replace("[", r"\["), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted; the cache is unchanged", 130) from None
+
+    return wrapper
+
+
+def settings(source: Optional[SourceKind] = None) -> Settings:
+    from .config import load
+
+    return load(STATE.config, cache_dir=STATE.cache_dir, source=source.value if source else None)
+
+
+def engine(source: Optional[SourceKind] = None) -> MarketDataEngine:
+    from .engine import MarketDataEngine
+
+    return MarketDataEngine(settings(source))
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"mde {version('mde')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    config: Annotated[Optional[Path], typer.Option("--config", help="Config file (default: $MDE_CONFIG, else ./mde.toml).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (overrides MDE_CACHE_DIR and mde.toml).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what mde does to stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    """Market Data Engine: fetch, cache and read NSE candles.
+
+    Example:  mde refresh --symbols NIFTY BANKNIFTY && mde window NIFTY
+    """
+    STATE.config, STATE.cache_dir, STATE.verbose, STATE.quiet = config, cache_dir, verbose, quiet
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level)
+
+
+TimeframeOpt = Annotated[str, typer.Option("--timeframe", "-t", help="1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day).")]
+SourceOpt = Annotated[Optional[SourceKind], typer.Option("--source", help="Where candles come from (default: [source] kind).")]
+
+
+@app.command()
+@handle_errors
+def window(
+    symbol: Annotated[str, typer.Argument(help="NIFTY, BANKNIFTY, INFY, NSE:INFY ...")],
+    timeframe: TimeframeOpt = "5m",
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many candles (1..1000).")] = 50,
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json (the HTTP API's shape) or csv.")] = Format.table,
+) -> None:
+    """Show the latest complete candles from the cache.
+
+    Example:  mde window NIFTY --timeframe 15m --limit 20 --format json
+    """
+    from .engine import window_payload
+
+    eng = engine()
+    candles = eng.get_window(symbol, timeframe, limit=limit, as_of=as_of)
+    if fmt is Format.json:
+        from .render import window_json
+
+        typer.echo(window_json(window_payload(symbol, timeframe, candles)))
+    elif fmt is Format.csv:
+        from .render import window_csv
+
+        sys.stdout.write(window_csv(candles))
+    else:
+        from .render import window_table
+
+        status = eng.status(symbol, timeframe, as_of=as_of)
+        window_table(candles, symbol.strip().upper(), status, _stdout())
+
+
+@app.command()
+@handle_errors
+def fetch(
+    symbol: Annotated[str, typer.Argument(help="NIFTY, BANKNIFTY, INFY, NSE:INFY ...")],
+    timeframe: TimeframeOpt = "5m",
+    start: Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
+    end: Annotated[Optional[str], typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive; default: now).")] = None,
+    source: SourceOpt = None,
+) -> None:
+    """Download candles for a date range into the cache (never deletes cached candles).
+
+    Example:  mde fetch NIFTY --timeframe 5m --from 2024-06-01 --to 2024-06-30
+    """
+    report = engine(source).download(symbol, timeframe, start, end)
+    if not STATE.quiet:
+        lo, hi = report.requested or (None, None)
+        from .render import fmt_ts
+
+        typer.echo(
+            f"{report.instrument} {report.timeframe}: {report.received} candles for {fmt_ts(lo)} → {fmt_ts(hi)}, "
+            f"{report.added} new, {report.rows} cached"
+        )
+
+
+@app.command()
+@handle_errors
+def refresh(
+    symbols: Annotated[Optional[list[str]], typer.Argument(help="Symbols (also --symbols; default: [refresh] symbols).", show_default=False)] = None,
+    symbols_opt: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to refresh: --symbols NIFTY BANKNIFTY.")] = None,
+    timeframes: Annotated[Optional[list[str]], typer.Option("--timeframe", "-t", help="Timeframe(s) (default: [refresh] timeframes, 5m).")] = None,
+    count: Annotated[Optional[int], typer.Option("--count", help="Candles to fetch for a series not cached yet (default 1000).")] = None,
+    source: SourceOpt = None,
+) -> None:
+    """Bring cached series up to now. Quiet unless on a terminal; exits non-zero if any series failed.
+
+    Example (cron, every 5 minutes in the session):  mde -q refresh --symbols NIFTY BANKNIFTY
+    """
+    from .errors import AuthError, ConfigError, InputError, MdeError
+
+    conf = settings(source)
+    names = [s for group in (symbols_opt or []) + (symbols or []) for s in group.split(",") if s.strip()]
+    names = names or list(conf.refresh.symbols)
+    if not names:
+        raise ConfigError("no symbols to refresh: give --symbols NIFTY BANKNIFTY or set [refresh] symbols in mde.toml")
+    tfs = timeframes or list(conf.refresh.timeframes)
+    from .engine import MarketDataEngine
+
+    results = MarketDataEngine(conf).refresh_many(names, tfs, count=count)
+    show = not STATE.quiet and (STATE.verbose or sys.stdout.isatty())
+    failed: list[MdeError] = []
+    for res in results:
+        if res.error is not None:
+            failed.append(res.error)
+            _stderr().print(f"[bold red]error:[/] {res.symbol} {res.timeframe}: " + res.error.message.replace("[", r"\["))
+        elif show and res.report is not None:
+            r = res.report
+            what = "up to date" if r.requested is None else f"{r.added} new"
+            typer.echo(f"{r.instrument} {r.timeframe}: {what}, {r.rows} cached")
+    if failed:
+        worst = next((e for e in failed if isinstance(e, AuthError)), None) or next(
+            (e for e in failed if not isinstance(e, InputError)), failed[0]
+        )
+        raise typer.Exit(worst.exit_code)
+
+
+@app.command("ls")
+@handle_errors
+def list_series(
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+) -> None:
+    """List the cached series: source, rows, first/last candle, covered ranges, size on disk.
+
+    Example:  mde ls --format json
+    """
+    items = engine().inventory()
+    if fmt is ListFormat.json:
+        from .render import inventory_json
+
+        typer.echo(inventory_json(items))
+    else:
+        from .render import inventory_table
+
+        inventory_table(items, _stdout())
+
+
+@app.command("import")
+@handle_errors
+def import_(
+    path: Annotated[Path, typer.Argument(help="A CSV (ts,open,high,low,close,volume) or the old JSON cache file.")],
+    symbol: Annotated[str, typer.Option("--symbol", help="The symbol these candles belong to.")] = ...,  # type: ignore[assignment]
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Their timeframe.")] = ...,  # type: ignore[assignment]
+    origin: Annotated[str, typer.Option("--origin", help="Source label in the manifest (kite to continue with `mde refresh` on Kite).")] = "import",
+) -> None:
+    """Load candles from a CSV or the previous version's JSON cache into the Parquet cache.
+
+    Example:  mde import artifacts/market_data/NIFTY_5m.json --symbol NIFTY --timeframe 5m --origin kite
+    """
+    rep = engine().import_file(path, symbol, timeframe, origin=origin)
+    if not STATE.quiet:
+        typer.echo(
+            f"{rep.instrument} {rep.timeframe}: read {rep.rows_read} rows, dropped {rep.dropped_outside_session} outside "
+            f"NSE sessions and {rep.dropped_incomplete} incomplete, {rep.added} new, {rep.replaced} replaced, {rep.rows} cached"
+        )
+
+
+@app.command()
+@handle_errors
+def prune(
+    before: Annotated[str, typer.Option("--before", help="Drop candles before this date (YYYY-MM-DD).")] = ...,  # type: ignore[assignment]
+    symbol: Annotated[Optional[str], typer.Option("--symbol", help="Only this symbol.")] = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Only this timeframe.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go; change nothing.")] = False,
+) -> None:
+    """Drop old candles from the cache (whole partitions; a straddling one is rewritten).
+
+    Example:  mde prune --before 2023-01-01 --timeframe 1m --dry-run
+    """
+    results = engine().prune(before, symbol=symbol, timeframe=timeframe, dry_run=dry_run)
+    if STATE.quiet:
+        return
+    verb = "would drop" if dry_run else "dropped"
+    for inst, tf, parts, dropped in results:
+        typer.echo(f"{inst} {tf}: {verb} {dropped} candles from {', '.join(parts)}")
+    if not results:
+        typer.echo("nothing to prune")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The one home of configuration: `mde.toml`, then environment variables, then flags.
+
+Lookup of the file: `--config PATH`, else `$MDE_CONFIG`, else `./mde.toml`, else built-in
+defaults. Relative paths inside a file are relative to that file's folder. Unknown keys
+and wrong types are errors naming the key and the file, so a typo never goes unnoticed.
+
+Environment: MDE_CACHE_DIR, MDE_SOURCE, MDE_NOW, MDE_KITE_ROOT, KITE_API_KEY,
+KITE_ACCESS_TOKEN, KITE_API_SECRET. Secrets never appear in a repr or a message.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .calendar import IST, now_ist, parse_instant
+from .errors import ConfigError, InputError
+
+SOURCES = ("sample", "kite")
+DEFAULT_KITE_ROOT = "https://api.kite.trade"
+
+
+def default_cache_dir() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("mde", appauthor=False) / "cache"
+
+
+def default_config_dir() -> Path:
+    from platformdirs import user_config_path
+
+    return user_config_path("mde", appauthor=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KiteSettings:
+    api_key: str | None = None
+    root: str = DEFAULT_KITE_ROOT
+    access_token: str | None = field(default=None, repr=False)
+    api_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefreshSettings:
+    symbols: tuple[str, ...] = ()
+    timeframes: tuple[str, ...] = ("5m",)
+    count: int = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything mde needs to know, built once by `load()` and never mutated."""
+
+    cache_dir: Path
+    source: str = "kite"
+    kite: KiteSettings = KiteSettings()
+    refresh: RefreshSettings = RefreshSettings()
+    aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    now: datetime | None = None  # MDE_NOW: a pinned clock
+    config_path: Path | None = None
+
+    def clock(self) -> datetime:
+        """The pinned instant if MDE_NOW is set, else the wall clock, in IST."""
+        return self.now if self.now is not None else now_ist()
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+# section -> key -> (type description, validator/converter)
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError("a string")
+    return v
+
+
+def _str_list(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise TypeError("a list of strings")
+    return tuple(v)
+
+
+def _pos_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise TypeError("a positive integer")
+    return v
+
+
+def _source(v: Any) -> str:
+    if v not in SOURCES:
+        raise TypeError(f"one of {', '.join(repr(s) for s in SOURCES)}")
+    return v
+
+
+SCHEMA: dict[str, dict[str, Any]] = {
+    "cache": {"dir": _str},
+    "source": {"kind": _source},
+    "kite": {"api_key": _str, "root": _str},
+    "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _pos_int},
+}
+# Sections whose keys are free-form (validated by their own type only).
+FREE_SECTIONS = {"aliases": _str}
+
+
+def _check(raw: dict[str, Any], where: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    known_sections = [*SCHEMA, *FREE_SECTIONS]
+    for section, body in raw.items():
+        if section not in known_sections:
+            hint = difflib.get_close_matches(section, known_sections, n=1)
+            extra = f"; did you mean [{hint[0]}]?" if hint else f"; known sections: {', '.join(known_sections)}"
+            raise ConfigError(f"unknown section [{section}] in {where}{extra}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"[{section}] in {where} must be a table")
+        out[section] = {}
+        for key, value in body.items():
+            if section in FREE_SECTIONS:
+                check = FREE_SECTIONS[section]
+            else:
+                keys = SCHEMA[section]
+                if key not in keys:
+                    hint = difflib.get_close_matches(key, list(keys), n=1)
+                    extra = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(keys)}"
+                    raise ConfigError(f"unknown key '{key}' in [{section}] of {where}{extra}")
+                check = keys[key]
+            try:
+                out[section][key] = check(value)
+            except TypeError as exc:
+                raise ConfigError(f"'{section}.{key}' in {where} must be {exc}, not {value!r}") from None
+    return out
+
+
+def find_config_file(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    if environ.get("MDE_CONFIG"):
+        path = Path(environ["MDE_CONFIG"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"MDE_CONFIG points to {path}, which does not exist")
+        return path
+    local = Path("mde.toml")
+    return local if local.is_file() else None
+
+
+def load(
+    config: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cache_dir: str | Path | None = None,
+    source: str | None = None,
+    now: str | datetime | None = None,
+) -> Settings:
+    """Build the Settings: file, then environment, then the keyword arguments (flags)."""
+    env = os.environ if environ is None else environ
+    path = find_config_file(config, env)
+    raw: dict[str, dict[str, Any]] = {}
+    base = Path.cwd()
+    if path is not None:
+        try:
+            parsed = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        raw = _check(parsed, path)
+        base = path.resolve().parent
+
+    def pick(flag: Any, env_name: str, section: str, key: str, default: Any) -> Any:
+        if flag is not None:
+            return flag
+        if env.get(env_name):
+            return env[env_name]
+        return raw.get(section, {}).get(key, default)
+
+    cache = pick(cache_dir, "MDE_CACHE_DIR", "cache", "dir", None)
+    if cache is None:
+        cache_path = default_cache_dir()
+    else:
+        cache_path = Path(cache).expanduser()
+        if not cache_path.is_absolute() and cache_dir is None and not env.get("MDE_CACHE_DIR"):
+            cache_path = base / cache_path  # relative to the config file
+    kind = pick(source, "MDE_SOURCE", "source", "kind", "kite")
+    if kind not in SOURCES:
+        raise ConfigError(f"unknown source {kind!r}; use one of {', '.join(SOURCES)}")
+
+    pinned = now if now is not None else env.get("MDE_NOW") or None
+    if isinstance(pinned, str):
+        try:
+            pinned = parse_instant(pinned, "MDE_NOW")
+        except InputError as exc:
+            raise ConfigError(str(exc)) from None
+    elif isinstance(pinned, datetime):
+        pinned = pinned if pinned.tzinfo else pinned.replace(tzinfo=IST)
+
+    kite_raw = raw.get("kite", {})
+    kite = KiteSettings(
+        api_key=env.get("KITE_API_KEY") or kite_raw.get("api_key"),
+        root=(env.get("MDE_KITE_ROOT") or kite_raw.get("root") or DEFAULT_KITE_ROOT).rstrip("/"),
+        access_token=env.get("KITE_ACCESS_TOKEN") or None,
+        api_secret=env.get("KITE_API_SECRET") or None,
+    )
+    refresh = RefreshSettings(**raw.get("refresh", {}))
+    aliases = MappingProxyType({k.upper(): v for k, v in raw.get("aliases", {}).items()})
+    return Settings(
+        cache_dir=cache_path,
+        source=kind,
+        kite=kite,
+        refresh=refresh,
+        aliases=aliases,
+        now=pinned,
+        config_path=path,
+    )

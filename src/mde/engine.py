@@ -1,0 +1,452 @@
+"""MarketDataEngine: the cache, a source, and the clock, behind the names users know.
+
+    engine = MarketDataEngine()                       # settings from mde.toml / env
+    engine.update_cache("NIFTY", "5m")                # fetch what is missing up to now
+    engine.get_window("NIFTY", "15m", limit=20, as_of="2024-06-14T11:00")
+
+Every read answers "what could a user have seen at `as_of`": a candle is visible only
+once it has closed (`closes_at <= as_of`), and a timeframe that is not cached is built
+from a smaller cached one under the same rule, so a backtest cannot peek ahead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import polars as pl
+
+from . import calendar as cal_mod
+from .config import Settings, load
+from .errors import InputError, MdeError, NotCached
+from .importer import read_candles
+from .resample import resample, visible, with_close
+from .sources import Source, make_source
+from .store import CandleStore, Manifest, Range, WriteResult, empty_candles
+from .symbols import Instrument, resolve_offline, validate_symbol
+from .timeframes import Timeframe, parse, sources_for
+
+MAX_LIMIT = 1000
+LATEST_LOOKBACK_DOUBLINGS = 6  # new series: look back up to ~64x the first span for `count` candles
+
+
+class Candle(NamedTuple):
+    """One candle. `ts` is its start (IST); it may be acted on only at `closes_at`."""
+
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int | None
+    closes_at: datetime
+    oi: int | None = None
+
+
+@dataclass(frozen=True)
+class FetchReport:
+    symbol: str
+    instrument: Instrument
+    timeframe: Timeframe
+    requested: Range | None  # None when nothing needed fetching
+    received: int  # complete candles the source returned
+    added: int
+    replaced: int
+    rows: int
+    candles: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    symbol: str
+    timeframe: str
+    report: FetchReport | None
+    error: MdeError | None
+
+
+@dataclass(frozen=True)
+class SeriesStatus:
+    instrument: Instrument
+    timeframe: Timeframe
+    last_ts: datetime | None
+    last_close: datetime | None
+    expected_close: datetime | None  # close of the newest candle a complete series would have
+    as_of: datetime
+
+    @property
+    def stale(self) -> bool:
+        if self.last_close is None:
+            return True
+        return self.expected_close is not None and self.last_close < self.expected_close
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    instrument: Instrument
+    timeframe: Timeframe
+    source: str
+    rows: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+    updated_at: datetime | None
+    coverage: list[Range]
+    bytes: int
+    partitions: int
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    instrument: Instrument
+    timeframe: Timeframe
+    rows_read: int
+    dropped_outside_session: int
+    dropped_incomplete: int
+    added: int
+    replaced: int
+    rows: int
+
+
+def check_limit(limit: Any) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        try:
+            limit = int(str(limit))
+        except ValueError:
+            raise InputError(f"limit must be a whole number between 1 and {MAX_LIMIT}, got {limit!r}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InputError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def _as_instant(value: datetime | date | str | None, what: str, end_of_day: bool = False) -> datetime | None:
+    """Dates mean whole sessions: a start date is 00:00, an end date is 23:59:59.999999."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if len(value) == 10:
+            value = cal_mod.parse_date(value, what)
+        else:
+            return cal_mod.parse_instant(value, what)
+    if isinstance(value, datetime):
+        return value.astimezone(cal_mod.IST) if value.tzinfo else value.replace(tzinfo=cal_mod.IST)
+    day = datetime.combine(value, time(0, 0), cal_mod.IST)
+    return day + timedelta(days=1, microseconds=-1) if end_of_day else day
+
+
+class MarketDataEngine:
+    """The candle cache and its source. Works offline for everything that only reads."""
+
+    def __init__(self, settings: Settings | None = None, source: Source | None = None) -> None:
+        self.settings = settings if settings is not None else load()
+        self._source = source
+        self.store = CandleStore(self.settings.cache_dir)
+        self.calendar = cal_mod.nse()
+
+    # -- plumbing -----------------------------------------------------------------------
+    @property
+    def source(self) -> Source:
+        """The configured source, created on first use (Kite is imported only then)."""
+        if self._source is None:
+            self._source = make_source(self.settings)
+        return self._source
+
+    @property
+    def source_name(self) -> str:
+        return self._source.name if self._source is not None else self.settings.source
+
+    def now(self) -> datetime:
+        """MDE_NOW if pinned, else the source's clock (the sample's end of data), else the wall clock."""
+        if self.settings.now is not None:
+            return self.settings.now
+        if self._source is None and self.settings.source == "sample":
+            self._source = make_source(self.settings)  # cheap: no network, no kiteconnect
+        clock = self._source.clock() if self._source is not None else None
+        return clock if clock is not None else cal_mod.now_ist()
+
+    def resolve(self, symbol: str) -> Instrument:
+        """The instrument a symbol stands for. Reads need no source: aliases and EXCH:SYMBOL suffice."""
+        if self._source is not None:
+            return self._source.resolve(symbol)
+        return resolve_offline(symbol, self.settings.aliases)
+
+    def _series(self, symbol: str, timeframe: str | Timeframe) -> tuple[Instrument, Timeframe]:
+        tf = parse(timeframe)  # validate the timeframe before the symbol: cheaper, clearer
+        return self.resolve(symbol), tf
+
+    def _complete(self, candles: pl.DataFrame, tf: Timeframe, now: datetime) -> pl.DataFrame:
+        return visible(candles, tf, self.calendar, now)
+
+    # -- the cache ----------------------------------------------------------------------
+    def load_cache(self, symbol: str, timeframe: str | Timeframe = "5m") -> pl.DataFrame:
+        """Every cached candle of the series (empty frame if none)."""
+        inst, tf = self._series(symbol, timeframe)
+        return self.store.read(inst, tf)
+
+    def save_cache(self, symbol: str, timeframe: str | Timeframe, candles: pl.DataFrame, *, covered: Range | None = None) -> WriteResult:
+        """Merge candles into the cache; incomplete ones (closing after now) are dropped."""
+        inst, tf = self._series(symbol, timeframe)
+        return self._save(inst, tf, candles, self.source_name, covered, self.now())[0]
+
+    def _save(
+        self, inst: Instrument, tf: Timeframe, candles: pl.DataFrame, source: str, covered: Range | None, now: datetime
+    ) -> tuple[WriteResult, pl.DataFrame, int]:
+        from .store import normalize, normalize_daily
+
+        candles = normalize(candles)
+        if tf.is_daily:
+            candles = normalize_daily(candles)
+        complete = self._complete(candles, tf, now)
+        result = self.store.write(inst, tf, complete, source=source, covered=covered, now=now)
+        return result, complete, candles.height - complete.height
+
+    # -- fetching -----------------------------------------------------------------------
+    def download(
+        self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str | None = None
+    ) -> FetchReport:
+        """Fetch [start, end] (dates are whole sessions) from the source and merge it into the cache."""
+        inst, tf = self._series(symbol, timeframe)
+        now = self.now()
+        lo = _as_instant(start, "start date")
+        hi = _as_instant(end, "end date", end_of_day=True) if end is not None else now
+        assert lo is not None and hi is not None
+        if lo > hi:
+            raise InputError(f"start {lo:%Y-%m-%d %H:%M} is after end {hi:%Y-%m-%d %H:%M}")
+        if lo > now:
+            raise InputError(f"start {lo:%Y-%m-%d %H:%M} is in the future (now is {now:%Y-%m-%d %H:%M} IST)")
+        hi = min(hi, now)
+        raw = self.source.historical(inst, tf, lo, hi)
+        result, complete, _ = self._save(inst, tf, raw, self.source.name, (lo, hi), now)
+        return FetchReport(symbol, inst, tf, (lo, hi), complete.height, result.added, result.replaced, result.rows, complete)
+
+    def fetch_historical(self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str) -> pl.DataFrame:
+        """Exactly [start, end] from the source, merged into the cache; returns the candles received."""
+        return self.download(symbol, timeframe, start, end).candles
+
+    def _fetch_latest(self, symbol: str, timeframe: str | Timeframe, count: int) -> FetchReport:
+        inst, tf = self._series(symbol, timeframe)
+        if count < 1:
+            raise InputError(f"count must be at least 1, got {count}")
+        now = self.now()
+        lo = self.calendar.start_for_count(now, tf, count)
+        candles = self._complete(self.source.historical(inst, tf, lo, now), tf, now)
+        # Fewer than asked (a data gap, an old contract, the sample's older series): look
+        # further back, doubling the span, a bounded number of times.
+        span = now - lo
+        for _ in range(LATEST_LOOKBACK_DOUBLINGS):
+            if candles.height >= count:
+                break
+            hi, lo = lo - timedelta(microseconds=1), lo - span
+            span *= 2
+            older = self._complete(self.source.historical(inst, tf, lo, hi), tf, now)
+            if older.is_empty() and not candles.is_empty():
+                break  # the series starts here
+            candles = pl.concat([older, candles], how="diagonal_relaxed") if not older.is_empty() else candles
+        candles = candles.tail(count)
+        covered = (candles["ts"][0], now) if not candles.is_empty() else (lo, now)
+        result, complete, _ = self._save(inst, tf, candles, self.source.name, covered, now)
+        return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete)
+
+    def fetch_latest(self, symbol: str, timeframe: str | Timeframe = "5m", count: int = 1000) -> pl.DataFrame:
+        """The newest `count` completed candles from the source, merged into the cache."""
+        return self._fetch_latest(symbol, timeframe, count).candles
+
+    def refresh(self, symbol: str, timeframe: str | Timeframe = "5m", count: int | None = None) -> FetchReport:
+        """Bring one series up to now: from its last cached candle, or its newest `count` if new.
+
+        Fetches nothing when the series already holds the newest complete candle, so a
+        cron job can run it every few minutes.
+        """
+        inst, tf = self._series(symbol, timeframe)
+        now = self.now()
+        manifest_last = self._last_ts(inst, tf)
+        if manifest_last is None:
+            return self._fetch_latest(symbol, tf, count or self.settings.refresh.count)
+        last_close = self.calendar.close_time(manifest_last, tf)
+        expected = self.calendar.latest_close(now, tf)
+        if expected is not None and last_close >= expected:
+            rows = self.store.manifest(inst, tf)
+            return FetchReport(symbol, inst, tf, None, 0, 0, 0, rows.rows if rows else 0, empty_candles())
+        # Re-fetch from the last cached candle: Kite may revise the tail after the fact.
+        raw = self.source.historical(inst, tf, manifest_last, now)
+        result, complete, _ = self._save(inst, tf, raw, self.source.name, (manifest_last, now), now)
+        return FetchReport(symbol, inst, tf, (manifest_last, now), complete.height, result.added, result.replaced, result.rows, complete)
+
+    def refresh_many(
+        self, symbols: list[str], timeframes: list[str], count: int | None = None
+    ) -> list[RefreshResult]:
+        """Refresh every (symbol, timeframe); one failing series does not stop the others,
+        except an AuthError, which would fail them all the same way."""
+        from .errors import AuthError, MdeError
+
+        results: list[RefreshResult] = []
+        for symbol in symbols:
+            for timeframe in timeframes:
+                try:
+                    results.append(RefreshResult(symbol, timeframe, self.refresh(symbol, timeframe, count), None))
+                except AuthError as exc:
+                    results.append(RefreshResult(symbol, timeframe, None, exc))
+                    return results
+                except MdeError as exc:
+                    results.append(RefreshResult(symbol, timeframe, None, exc))
+        return results
+
+    def update_cache(self, symbol: str, timeframe: str | Timeframe = "5m") -> int:
+        """Fetch what is missing up to now and merge it; returns the number of candles added."""
+        return self.refresh(symbol, timeframe).added
+
+    def _last_ts(self, inst: Instrument, tf: Timeframe) -> datetime | None:
+        tail = self.store.read_tail(inst, tf, 1)
+        return None if tail.is_empty() else tail["ts"][0]
+
+    # -- reading ------------------------------------------------------------------------
+    def get_window(
+        self, symbol: str, timeframe: str | Timeframe = "5m", limit: int = 50, as_of: datetime | str | None = None
+    ) -> pl.DataFrame:
+        """The last `limit` candles complete at `as_of` (default now), oldest first.
+
+        No candle with closes_at > as_of is ever returned. A timeframe that is not cached
+        is resampled from the largest cached smaller one, under the same rule.
+        """
+        limit = check_limit(limit)
+        inst, tf = self._series(symbol, timeframe)
+        at = self._as_of(as_of)
+        if self.store.exists(inst, tf):
+            tail = self.store.read_tail(inst, tf, limit + 2, before=at)
+            return self._complete(tail, tf, at).tail(limit)
+        # Not cached: build it from a smaller cached timeframe, the coarsest that can fill the window.
+        best: pl.DataFrame | None = None
+        for smaller in sources_for(tf):
+            if self.store.exists(inst, smaller):
+                window = self._resampled_window(inst, smaller, tf, limit, at)
+                if best is None or window.height > best.height:
+                    best = window
+                if best.height >= limit:
+                    break
+        if best is None:
+            raise self._not_cached(symbol, tf)
+        return best
+
+    def _as_of(self, as_of: datetime | str | None) -> datetime:
+        if as_of is None:
+            return self.now()
+        if isinstance(as_of, str):
+            return cal_mod.parse_instant(as_of, "as_of")
+        return as_of if as_of.tzinfo else as_of.replace(tzinfo=cal_mod.IST)
+
+    def _resampled_window(self, inst: Instrument, src: Timeframe, tf: Timeframe, limit: int, at: datetime) -> pl.DataFrame:
+        per_bucket = 375 // src.minutes + 1 if tf.is_daily else tf.minutes // src.minutes
+        want = (limit + 2) * per_bucket
+        while True:
+            base = self.store.read_tail(inst, src, want, before=at)
+            base = self._complete(base, src, at)
+            out = resample(base, tf, self.calendar)
+            reached_start = base.height < want - 2
+            if not reached_start and out.height:
+                out = out.slice(1)  # the oldest bucket may be cut short by where we started reading
+            out = visible(out, tf, self.calendar, at)
+            if out.height >= limit or reached_start:
+                return out.tail(limit)
+            want *= 2
+
+    def _not_cached(self, symbol: str, tf: Timeframe) -> NotCached:
+        return NotCached(
+            f"no cached {tf} candles for {symbol}; run `mde refresh --symbols {symbol} --timeframe {tf}` "
+            f"or `mde fetch {symbol} --timeframe {tf} --from YYYY-MM-DD --to YYYY-MM-DD` first"
+        )
+
+    def get_latest_candle(self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None) -> Candle | None:
+        """The newest complete candle at `as_of` (default now), or None if the window is empty."""
+        tf = parse(timeframe)
+        df = self.get_window(symbol, tf, limit=1, as_of=as_of)
+        if df.is_empty():
+            return None
+        return next(self._candles(df, tf))
+
+    def _candles(self, df: pl.DataFrame, tf: Timeframe) -> Iterator[Candle]:
+        df = with_close(df, tf, self.calendar)
+        has_oi = "oi" in df.columns
+        for row in df.iter_rows(named=True):
+            yield Candle(
+                row["ts"], row["open"], row["high"], row["low"], row["close"], row["volume"], row["closes_at"],
+                row["oi"] if has_oi else None,
+            )
+
+    def replay(
+        self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str
+    ) -> Iterator[Candle]:
+        """Cached candles with start <= ts <= end in time order, each only once it is complete."""
+        inst, tf = self._series(symbol, timeframe)
+        lo = _as_instant(start, "start date")
+        hi = _as_instant(end, "end date", end_of_day=True)
+        if not self.store.exists(inst, tf):
+            raise self._not_cached(symbol, tf)
+        df = self._complete(self.store.read(inst, tf, lo, hi), tf, self.now())
+        yield from self._candles(df, tf)
+
+    def status(self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None) -> SeriesStatus:
+        """Is the series up to date at `as_of`? (The window footer and `mde ls` show it.)"""
+        inst, tf = self._series(symbol, timeframe)
+        at = self._as_of(as_of)
+        window = self.get_window(symbol, tf, limit=1, as_of=at)
+        last = None if window.is_empty() else window["ts"][0]
+        last_close = self.calendar.close_time(last, tf) if last is not None else None
+        return SeriesStatus(inst, tf, last, last_close, self.calendar.latest_close(at, tf), at)
+
+    # -- inventory and maintenance ---------------------------------------------------------
+    def inventory(self) -> list[SeriesInfo]:
+        """Every cached series with its manifest summary, like freqtrade's list-data."""
+        out = []
+        for inst, tf in self.store.list_series():
+            m = self.store.manifest(inst, tf) or self._manifest_from_files(inst, tf)
+            out.append(
+                SeriesInfo(
+                    inst, tf, m.source, m.rows, m.first_ts, m.last_ts, m.updated_at, m.coverage,
+                    self.store.size_on_disk(inst, tf), len(self.store.partitions(inst, tf)),
+                )
+            )
+        return out
+
+    def _manifest_from_files(self, inst: Instrument, tf: Timeframe) -> Manifest:
+        df = self.store.read(inst, tf)
+        return Manifest(inst.key, tf.name, "unknown", df.height, df["ts"].min(), df["ts"].max())  # type: ignore[arg-type]
+
+    def import_file(self, path: str | Path, symbol: str, timeframe: str | Timeframe, origin: str = "import") -> ImportReport:
+        """Load a CSV or the old JSON cache into the Parquet cache (bars outside sessions dropped)."""
+        inst, tf = self._series(symbol, timeframe)
+        imported = read_candles(path, tf)
+        now = self.now()
+        df = imported.candles
+        covered = (df["ts"][0], self.calendar.close_time(df["ts"][-1], tf)) if not df.is_empty() else None
+        result, complete, incomplete = self._save(inst, tf, df, origin, covered, now)
+        return ImportReport(inst, tf, imported.rows_read, imported.dropped_outside_session, incomplete, result.added, result.replaced, result.rows)
+
+    def prune(
+        self, before: date | str, symbol: str | None = None, timeframe: str | Timeframe | None = None, dry_run: bool = False
+    ) -> list[tuple[Instrument, Timeframe, list[str], int]]:
+        """Drop candles before a date (whole partitions, or rewrite the one that straddles it)."""
+        cutoff = _as_instant(before if isinstance(before, (date, datetime)) else cal_mod.parse_date(before, "--before date"), "--before")
+        assert cutoff is not None
+        want_inst = self.resolve(symbol) if symbol else None
+        want_tf = parse(timeframe) if timeframe else None
+        now = self.now()
+        out = []
+        for inst, tf in self.store.list_series():
+            if (want_inst and inst.key != want_inst.key) or (want_tf and tf != want_tf):
+                continue
+            parts, dropped = self.store.prune(inst, tf, cutoff, now=now, dry_run=dry_run)
+            if parts:
+                out.append((inst, tf, parts, dropped))
+        return out
+
+
+
+def window_payload(symbol: str, timeframe: str | Timeframe, candles: pl.DataFrame) -> dict[str, Any]:
+    """The JSON shape shared by `mde window --format json` and `/api/market_data/window`."""
+    tf = parse(timeframe)
+    rows = candles.select(
+        pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%:z"), "open", "high", "low", "close", "volume"
+    ).to_dicts()
+    return {"symbol": validate_symbol(symbol), "timeframe": tf.name, "count": len(rows), "candles": rows}

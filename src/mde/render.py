@@ -1,0 +1,122 @@
+"""Presentation: turning library results into tables, JSON and CSV. No logic lives here
+that a Python user of mde would miss; the JSON shape itself comes from `engine.window_payload`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import polars as pl
+    from rich.console import Console
+
+    from .engine import SeriesInfo, SeriesStatus
+
+
+def fmt_ts(ts: datetime | None, with_seconds: bool = False) -> str:
+    if ts is None:
+        return "-"
+    return ts.strftime("%Y-%m-%d %H:%M:%S" if with_seconds else "%Y-%m-%d %H:%M")
+
+
+def fmt_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _price(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.2f}"
+
+
+def window_json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, indent=None, separators=(", ", ": "))
+
+
+def window_csv(df: pl.DataFrame) -> str:
+    import polars as pl
+
+    out = df.select(
+        pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%:z"), "open", "high", "low", "close", "volume"
+    )
+    return out.write_csv()
+
+
+def status_line(status: SeriesStatus) -> str:
+    if status.last_ts is None:
+        return f"no {status.timeframe} candle complete at {fmt_ts(status.as_of)} IST"
+    base = f"last candle {fmt_ts(status.last_ts)} IST, closed {fmt_ts(status.last_close)}"
+    if status.stale:
+        return f"{base} · STALE: a complete series would reach {fmt_ts(status.expected_close)} (as of {fmt_ts(status.as_of)})"
+    return f"{base} · up to date as of {fmt_ts(status.as_of)}"
+
+
+def window_table(df: pl.DataFrame, symbol: str, status: SeriesStatus, console: Console) -> None:
+    from rich.table import Table
+
+    tf = status.timeframe
+    table = Table(
+        title=f"{symbol} ({status.instrument}) {tf} · {df.height} candle{'s' if df.height != 1 else ''}",
+        caption=status_line(status),
+        caption_style="yellow" if status.stale else "dim",
+    )
+    table.add_column("ts (IST)", no_wrap=True)
+    for name in ("open", "high", "low", "close"):
+        table.add_column(name, justify="right")
+    table.add_column("volume", justify="right")
+    fmt = "%Y-%m-%d" if tf.is_daily else "%Y-%m-%d %H:%M"
+    for ts, o, h, low, c, v in df.select("ts", "open", "high", "low", "close", "volume").iter_rows():
+        table.add_row(ts.strftime(fmt), _price(o), _price(h), _price(low), _price(c), "-" if v is None else f"{v:,}")
+    console.print(table)
+
+
+def inventory_table(items: list[SeriesInfo], console: Console) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"{len(items)} cached series", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("series", no_wrap=True)
+    table.add_column("source")
+    table.add_column("rows", justify="right")
+    table.add_column("first → last (IST)")
+    table.add_column("covered")
+    table.add_column("size", justify="right", no_wrap=True)
+    for it in items:
+        day = "%Y-%m-%d"
+        covered = ", ".join(f"{a:{day}}..{b:{day}}" for a, b in it.coverage[-2:])
+        if len(it.coverage) > 2:
+            covered = f"+{len(it.coverage) - 2} more, " + covered
+        table.add_row(
+            f"{it.instrument.key} {it.timeframe.name}", it.source, f"{it.rows:,}",
+            f"{fmt_ts(it.first_ts)} → {fmt_ts(it.last_ts)}", covered or "-", fmt_bytes(it.bytes),
+        )
+    console.print(table)
+
+
+def inventory_json(items: list[SeriesInfo]) -> str:
+    def iso(ts: datetime | None) -> str | None:
+        return None if ts is None else ts.isoformat()
+
+    return json.dumps(
+        [
+            {
+                "instrument": it.instrument.key,
+                "timeframe": it.timeframe.name,
+                "source": it.source,
+                "rows": it.rows,
+                "first_ts": iso(it.first_ts),
+                "last_ts": iso(it.last_ts),
+                "updated_at": iso(it.updated_at),
+                "coverage": [[iso(a), iso(b)] for a, b in it.coverage],
+                "bytes": it.bytes,
+                "partitions": it.partitions,
+            }
+            for it in items
+        ],
+        indent=1,
+    )

@@ -1,0 +1,139 @@
+"""Pure polars transforms on candle frames: bucketing, close times, resampling, visibility.
+
+No I/O here. Intraday buckets are aligned to the start of the day's first session
+(09:15 on regular days), as Kite does, so 60m candles are 09:15, 10:15 ... 15:15 and the
+15:15 one closes at 15:30. A Muhurat-only day (13:45) gets a 13:45 grid. `1d` is one
+candle per day, stamped 00:00 IST, complete when the day's last session ends.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import polars as pl
+
+from .calendar import IST_OFFSET_MIN, Calendar, from_ist_minutes, to_ist_minutes
+from .store import TS_DTYPE, ohlcv_aggs
+from .timeframes import Timeframe
+
+_US_PER_MIN = 60_000_000
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+
+
+def _day_index(d: date) -> int:
+    return d.toordinal() - _EPOCH_DAY
+
+
+def ist_minutes(col: str = "ts") -> pl.Expr:
+    """Minutes since 1970-01-01 00:00 IST."""
+    return pl.col(col).dt.epoch("us") // _US_PER_MIN + IST_OFFSET_MIN
+
+
+def minutes_to_ts(expr: pl.Expr) -> pl.Expr:
+    return ((expr - IST_OFFSET_MIN) * _US_PER_MIN).cast(TS_DTYPE)
+
+
+def _anchor(day: pl.Expr, cal: Calendar) -> pl.Expr:
+    special = {_day_index(d): s[0][0] for d, s in cal.special.items() if s}
+    if not special:
+        return pl.lit(cal.regular[0], dtype=pl.Int64)
+    return day.replace_strict(list(special), list(special.values()), default=cal.regular[0], return_dtype=pl.Int64)
+
+
+def bucket_minutes(tf: Timeframe, cal: Calendar, col: str = "ts") -> pl.Expr:
+    """IST-minute start of the `tf` bucket that each row's ts falls in."""
+    local = ist_minutes(col)
+    day = local // 1440
+    if tf.is_daily:
+        return day * 1440
+    minute = local % 1440
+    anchor = _anchor(day, cal)
+    return day * 1440 + anchor + ((minute - anchor) // tf.minutes) * tf.minutes
+
+
+def close_minutes(tf: Timeframe, cal: Calendar, col: str = "ts") -> pl.Expr:
+    """IST-minute close time of each row's candle: ts + tf, clipped to its session's end."""
+    local = ist_minutes(col)
+    day = local // 1440
+    minute = local % 1440
+    if tf.is_daily:
+        closes = {_day_index(d): s[-1][1] for d, s in cal.special.items() if s}
+        if closes:
+            day_close = day.replace_strict(list(closes), list(closes.values()), default=cal.regular[1], return_dtype=pl.Int64)
+        else:
+            day_close = pl.lit(cal.regular[1], dtype=pl.Int64)
+        return day * 1440 + day_close
+    reg_start, reg_end = cal.regular
+    chain = None
+    for d, sessions in cal.special.items():
+        di = _day_index(d)
+        for start, end in sessions:
+            cond = (day == di) & (minute >= start) & (minute < end)
+            chain = pl.when(cond).then(pl.lit(end)) if chain is None else chain.when(cond).then(pl.lit(end))
+        cond = day == di
+        chain = pl.when(cond).then(pl.lit(None)) if chain is None else chain.when(cond).then(pl.lit(None))
+    regular = pl.when(minute < reg_end).then(pl.lit(reg_end)).otherwise(pl.lit(None))
+    session_end = regular if chain is None else chain.otherwise(regular)
+    raw_end = local + tf.minutes
+    return pl.when(session_end.is_null()).then(raw_end).otherwise(pl.min_horizontal(raw_end, day * 1440 + session_end))
+
+
+def with_close(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
+    """Add `closes_at` (tz-aware IST): the moment each candle is complete and may be seen."""
+    return df.with_columns(minutes_to_ts(close_minutes(tf, cal)).alias("closes_at"))
+
+
+def visible(df: pl.DataFrame, tf: Timeframe, cal: Calendar, as_of: datetime) -> pl.DataFrame:
+    """Only the candles complete at `as_of` (closes_at <= as_of). Cheap on sorted frames."""
+    if df.is_empty():
+        return df
+    cutoff = to_ist_minutes(as_of)
+    # A candle's close is never later than ts + tf (the session end only clips it), so every
+    # candle with ts + tf <= as_of is complete; only the few newer ones need the exact,
+    # session-aware close. Sorted ts lets a binary search find the split.
+    ts = df.get_column("ts")
+    head_end = ts.search_sorted(from_ist_minutes(cutoff - tf.minutes), side="right")
+    head = df.slice(0, head_end)
+    rest = df.slice(head_end)
+    if rest.is_empty():
+        return head
+    rest = rest.filter(close_minutes(tf, cal) <= cutoff)
+    return pl.concat([head, rest]) if not rest.is_empty() else head
+
+
+def drop_outside_sessions(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> tuple[pl.DataFrame, int]:
+    """Remove intraday bars that start outside every session (vendor junk after 15:30)."""
+    if tf.is_daily or df.is_empty():
+        return df, 0
+    local = ist_minutes()
+    day = local // 1440
+    minute = local % 1440
+    reg_start, reg_end = cal.regular
+    inside = (minute >= reg_start) & (minute < reg_end)
+    # Regular weekdays minus holidays; special days use only their own sessions.
+    weekday_ok = pl.col("ts").dt.weekday() <= 5
+    holidays = [_day_index(d) for d in cal.holidays]
+    regular_day = weekday_ok & ~day.is_in(holidays) & ~day.is_in([_day_index(d) for d in cal.special])
+    keep = regular_day & inside
+    for d, sessions in cal.special.items():
+        di = _day_index(d)
+        for start, end in sessions:
+            keep = keep | ((day == di) & (minute >= start) & (minute < end))
+    kept = df.filter(keep)
+    return kept, df.height - kept.height
+
+
+def resample(df: pl.DataFrame, target: Timeframe, cal: Calendar) -> pl.DataFrame:
+    """Aggregate sorted candles into `target` buckets (open first, high max, low min, close last,
+    volume sum, oi last). Buckets are labelled by their start on the session grid."""
+    if df.is_empty():
+        return df.select([c for c in df.columns if c != "closes_at"])
+    out = (
+        df.with_columns(bucket_minutes(target, cal).alias("_bucket"))
+        .group_by("_bucket", maintain_order=True)
+        .agg(ohlcv_aggs(df.columns))
+        .sort("_bucket")
+        .with_columns(minutes_to_ts(pl.col("_bucket")).alias("ts"))
+        .drop("_bucket")
+    )
+    return out.select(["ts", *[c for c in out.columns if c != "ts"]])

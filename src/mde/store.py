@@ -1,0 +1,475 @@
+"""The Parquet candle cache: the only code that writes it.
+
+Layout (documented in the README, readable with polars/duckdb/pandas directly):
+
+    <cache_dir>/<EXCHANGE>/<TRADINGSYMBOL>/<timeframe>/
+        2024-05.parquet   1m, 3m: one file per month
+        2024.parquet      5m .. 60m: one file per year
+        all.parquet       1d: one file
+        manifest.json     source, rows, first/last, coverage ledger
+        .lock             serialises writers across processes
+
+Every file is replaced atomically (temp file in the same folder, fsync, os.replace, fsync
+of the folder) under the series lock, so a crash leaves each file old or new, never mixed.
+Parquet files are the truth; the manifest is a summary that a later write refreshes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from .calendar import IST
+from .errors import CacheError, InputError
+from .symbols import Instrument, safe_name, unsafe_name
+from .timeframes import Timeframe, parse
+
+TS_DTYPE = pl.Datetime("us", "Asia/Kolkata")
+COLUMNS: dict[str, pl.DataType] = {
+    "ts": TS_DTYPE,
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Int64(),
+}
+OPTIONAL_COLUMNS: dict[str, pl.DataType] = {"oi": pl.Int64()}
+ROW_GROUP_SIZE = 2048
+LOCK_TIMEOUT_S = 120.0
+MANIFEST = "manifest.json"
+
+
+def empty_candles() -> pl.DataFrame:
+    return pl.DataFrame(schema=COLUMNS)
+
+
+def normalize(df: pl.DataFrame) -> pl.DataFrame:
+    """Cast to the cache schema (tz-aware IST ts, float prices, int volume), sorted, unique ts."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"candles lack column(s) {', '.join(missing)}; expected ts, open, high, low, close, volume")
+    ts = df.get_column("ts")
+    if ts.dtype == pl.String:
+        ts = ts.str.to_datetime(time_zone="Asia/Kolkata", time_unit="us")
+    elif isinstance(ts.dtype, pl.Datetime):
+        ts = ts.dt.replace_time_zone("Asia/Kolkata") if ts.dtype.time_zone is None else ts.dt.convert_time_zone("Asia/Kolkata")  # type: ignore[union-attr]
+    cols = [ts.cast(TS_DTYPE).alias("ts")]
+    cols += [pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close")]
+    cols.append(pl.col("volume").cast(pl.Float64).round(0).cast(pl.Int64))
+    if "oi" in df.columns:
+        cols.append(pl.col("oi").cast(pl.Float64).round(0).cast(pl.Int64))
+    out = df.select(cols)
+    if out.get_column("ts").null_count():
+        raise InputError("candles contain an empty timestamp")
+    return out.unique(subset="ts", keep="last", maintain_order=True).sort("ts")
+
+
+def normalize_daily(df: pl.DataFrame) -> pl.DataFrame:
+    """Daily candles stamped 00:00 IST, one per day. Kite's old BANKNIFTY days carry odd
+    times (09:15, 11:54:10) and four 2015 dates have two rows: those are folded into one."""
+    if df.is_empty():
+        return df
+    day = pl.col("ts").dt.truncate("1d")
+    if df.select((pl.col("ts") == day).all() & day.is_unique().all()).item():
+        return df
+    return df.with_columns(day.alias("ts")).group_by("ts", maintain_order=True).agg(ohlcv_aggs(df.columns)).sort("ts")
+
+
+def ohlcv_aggs(columns: list[str]) -> list[pl.Expr]:
+    """How candles combine: open first, high max, low min, close last, volume sum
+    (null if no part has a volume), oi last."""
+    aggs = [
+        pl.col("open").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").last(),
+        pl.when(pl.col("volume").is_not_null().any()).then(pl.col("volume").sum()).alias("volume"),
+    ]
+    if "oi" in columns:
+        aggs.append(pl.col("oi").last())
+    return aggs
+
+
+def merge_candles(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """Union by ts; for a ts in both, the new candle wins. Sorted and unique."""
+    if old.is_empty():
+        return new
+    if new.is_empty():
+        return old
+    return pl.concat([old, new], how="diagonal_relaxed").unique(subset="ts", keep="last", maintain_order=True).sort("ts")
+
+
+def partition_key(ts_local: datetime, tf: Timeframe) -> str:
+    if tf.partition == "month":
+        return f"{ts_local.year:04d}-{ts_local.month:02d}"
+    if tf.partition == "year":
+        return f"{ts_local.year:04d}"
+    return "all"
+
+
+def _partition_expr(tf: Timeframe) -> pl.Expr:
+    if tf.partition == "month":
+        return pl.col("ts").dt.strftime("%Y-%m")
+    if tf.partition == "year":
+        return pl.col("ts").dt.strftime("%Y")
+    return pl.lit("all")
+
+
+# -- ranges (the coverage ledger) -------------------------------------------------
+Range = tuple[datetime, datetime]
+
+
+def union_ranges(ranges: Iterable[Range]) -> list[Range]:
+    """Merge overlapping or touching ranges."""
+    out: list[Range] = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.astimezone(IST).isoformat()
+
+
+def _from_iso(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text).astimezone(IST)
+
+
+@dataclass
+class Manifest:
+    instrument: str
+    timeframe: str
+    source: str
+    rows: int = 0
+    first_ts: datetime | None = None
+    last_ts: datetime | None = None
+    updated_at: datetime | None = None
+    coverage: list[Range] = field(default_factory=list)
+    partitions: dict[str, dict] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": 1,
+                "instrument": self.instrument,
+                "timeframe": self.timeframe,
+                "source": self.source,
+                "rows": self.rows,
+                "first_ts": _iso(self.first_ts),
+                "last_ts": _iso(self.last_ts),
+                "updated_at": _iso(self.updated_at),
+                "coverage": [[_iso(a), _iso(b)] for a, b in self.coverage],
+                "partitions": self.partitions,
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        return cls(
+            instrument=raw["instrument"],
+            timeframe=raw["timeframe"],
+            source=raw["source"],
+            rows=int(raw.get("rows", 0)),
+            first_ts=_from_iso(raw.get("first_ts")),
+            last_ts=_from_iso(raw.get("last_ts")),
+            updated_at=_from_iso(raw.get("updated_at")),
+            coverage=[(_from_iso(a), _from_iso(b)) for a, b in raw.get("coverage", [])],  # type: ignore[misc]
+            partitions=dict(raw.get("partitions", {})),
+        )
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    added: int  # candles whose ts was not cached before
+    replaced: int  # cached candles overwritten (same ts)
+    rows: int  # rows in the series afterwards
+
+
+# -- atomic file replacement ---------------------------------------------------------
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "wb") -> Iterator:
+    """Yield a file in `path`'s folder; on success it replaces `path` in one step."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+class CandleStore:
+    """Read and write candle series under one cache folder."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._read_cache: OrderedDict[Path, tuple[tuple[int, int, int], pl.DataFrame]] = OrderedDict()
+
+    # -- paths ------------------------------------------------------------------------
+    def series_dir(self, instrument: Instrument, tf: Timeframe) -> Path:
+        return self.root / safe_name(instrument.exchange) / safe_name(instrument.tradingsymbol) / tf.name
+
+    def partitions(self, instrument: Instrument, tf: Timeframe) -> list[Path]:
+        folder = self.series_dir(instrument, tf)
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+    def exists(self, instrument: Instrument, tf: Timeframe) -> bool:
+        return bool(self.partitions(instrument, tf))
+
+    # -- reading ----------------------------------------------------------------------
+    def _read_file(self, path: Path) -> pl.DataFrame:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return empty_candles()
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = self._read_cache.get(path)
+        if hit is not None and hit[0] == stamp:
+            self._read_cache.move_to_end(path)
+            return hit[1]
+        try:
+            df = pl.read_parquet(path)
+        except Exception as exc:  # polars raises several types for truncated/corrupt files
+            raise CacheError(
+                f"cache file {path} is unreadable ({type(exc).__name__}); it was left as it is: "
+                "move it aside and run `mde fetch` for that period again"
+            ) from None
+        self._validate(df, path)
+        self._read_cache[path] = (stamp, df)
+        if len(self._read_cache) > 64:
+            self._read_cache.popitem(last=False)
+        return df
+
+    @staticmethod
+    def _validate(df: pl.DataFrame, path: Path) -> None:
+        for name, dtype in COLUMNS.items():
+            if name not in df.columns:
+                raise CacheError(f"cache file {path} has no '{name}' column; it was not written by mde. Move it aside.")
+            if df.schema[name] != dtype:
+                raise CacheError(
+                    f"cache file {path}: column '{name}' is {df.schema[name]}, expected {dtype}. Move it aside."
+                )
+
+    def read(
+        self, instrument: Instrument, tf: Timeframe, start: datetime | None = None, end: datetime | None = None
+    ) -> pl.DataFrame:
+        """All cached candles with start <= ts <= end (bounds optional)."""
+        parts = self.partitions(instrument, tf)
+        if start is not None:
+            lo = partition_key(start.astimezone(IST), tf)
+            parts = [p for p in parts if p.stem == "all" or p.stem >= lo]
+        if end is not None:
+            hi = partition_key(end.astimezone(IST), tf)
+            parts = [p for p in parts if p.stem == "all" or p.stem <= hi]
+        frames = [self._read_file(p) for p in parts]
+        frames = [f for f in frames if not f.is_empty()]
+        if not frames:
+            return empty_candles()
+        df = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+        if start is not None:
+            df = df.filter(pl.col("ts") >= start)
+        if end is not None:
+            df = df.filter(pl.col("ts") <= end)
+        return df
+
+    def read_tail(self, instrument: Instrument, tf: Timeframe, n: int, before: datetime | None = None) -> pl.DataFrame:
+        """The last `n` candles with ts < before, reading only the newest partitions needed."""
+        parts = self.partitions(instrument, tf)
+        if before is not None:
+            hi = partition_key(before.astimezone(IST), tf)
+            parts = [p for p in parts if p.stem == "all" or p.stem <= hi]
+        frames: list[pl.DataFrame] = []
+        have = 0
+        for path in reversed(parts):
+            df = self._read_file(path)
+            if before is not None and not df.is_empty() and df["ts"][-1] >= before:
+                df = df.filter(pl.col("ts") < before)
+            frames.append(df)
+            have += df.height
+            if have >= n:
+                break
+        if not frames:
+            return empty_candles()
+        frames.reverse()
+        df = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+        return df.tail(n)
+
+    def manifest(self, instrument: Instrument, tf: Timeframe) -> Manifest | None:
+        path = self.series_dir(instrument, tf) / MANIFEST
+        try:
+            return Manifest.from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CacheError(f"{path} is not a valid manifest ({exc}); move it aside and mde rebuilds it") from None
+
+    def list_series(self) -> list[tuple[Instrument, Timeframe]]:
+        out = []
+        if not self.root.is_dir():
+            return out
+        for exch in sorted(self.root.iterdir()):
+            if not exch.is_dir() or exch.name.startswith("."):
+                continue
+            for sym in sorted(exch.iterdir()):
+                if not sym.is_dir():
+                    continue
+                for tfdir in sorted(sym.iterdir()):
+                    try:
+                        tf = parse(tfdir.name)
+                    except InputError:
+                        continue
+                    inst = Instrument(unsafe_name(exch.name), unsafe_name(sym.name))
+                    if self.exists(inst, tf):
+                        out.append((inst, tf))
+        return out
+
+    def size_on_disk(self, instrument: Instrument, tf: Timeframe) -> int:
+        return sum(p.stat().st_size for p in self.partitions(instrument, tf))
+
+    # -- writing ----------------------------------------------------------------------
+    @contextmanager
+    def lock(self, instrument: Instrument, tf: Timeframe) -> Iterator[Path]:
+        """Serialise writers of one series across processes (cron refresh vs a paper session)."""
+        from filelock import FileLock, Timeout
+
+        folder = self.series_dir(instrument, tf)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(f"cannot create cache folder {folder}: {exc.strerror}") from None
+        lock = FileLock(str(folder / ".lock"), timeout=LOCK_TIMEOUT_S)
+        try:
+            with lock:
+                for stale in folder.glob(".*.tmp"):  # left by a writer that was killed
+                    stale.unlink(missing_ok=True)
+                yield folder
+        except Timeout:
+            raise CacheError(
+                f"another mde process has held the lock on {instrument} {tf} for {LOCK_TIMEOUT_S:.0f}s; try again"
+            ) from None
+
+    def _write_parquet(self, df: pl.DataFrame, path: Path) -> None:
+        with atomic_write(path) as fh:
+            df.write_parquet(fh, compression="zstd", statistics=True, row_group_size=ROW_GROUP_SIZE)
+
+    def _write_manifest(self, folder: Path, manifest: Manifest) -> None:
+        with atomic_write(folder / MANIFEST, "w") as fh:
+            fh.write(manifest.to_json())
+
+    def write(
+        self,
+        instrument: Instrument,
+        tf: Timeframe,
+        candles: pl.DataFrame,
+        *,
+        source: str,
+        covered: Range | None = None,
+        now: datetime,
+    ) -> WriteResult:
+        """Merge `candles` into the series (new wins on equal ts) and record `covered` as answered."""
+        candles = normalize(candles)
+        if tf.is_daily:
+            candles = normalize_daily(candles)
+        with self.lock(instrument, tf) as folder:
+            manifest = self.manifest(instrument, tf) or Manifest(instrument.key, tf.name, source)
+            if manifest.source != source:
+                raise InputError(
+                    f"{instrument} {tf} in the cache came from '{manifest.source}'; refusing to mix in '{source}' "
+                    f"candles. Use another cache dir (MDE_CACHE_DIR) or `mde prune` this series first"
+                )
+            added = replaced = 0
+            if not candles.is_empty():
+                keyed = candles.with_columns(_partition_expr(tf).alias("_part"))
+                for (key,), part in keyed.group_by("_part", maintain_order=True):
+                    path = folder / f"{key}.parquet"
+                    old = self._read_file(path)
+                    part = part.drop("_part")
+                    merged = merge_candles(old, part)
+                    new_rows = merged.height - old.height
+                    added += new_rows
+                    replaced += part.height - new_rows
+                    self._write_parquet(merged, path)
+            manifest.coverage = union_ranges([*manifest.coverage, *([covered] if covered else [])])
+            self._refresh_manifest(folder, manifest, instrument, tf, now)
+            return WriteResult(added=added, replaced=replaced, rows=manifest.rows)
+
+    def _refresh_manifest(self, folder: Path, manifest: Manifest, instrument: Instrument, tf: Timeframe, now: datetime) -> None:
+        parts: dict[str, dict] = {}
+        rows = 0
+        first = last = None
+        for path in self.partitions(instrument, tf):
+            df = self._read_file(path)
+            if df.is_empty():
+                continue
+            p_first, p_last = df["ts"][0], df["ts"][-1]
+            parts[path.stem] = {"rows": df.height, "first": _iso(p_first), "last": _iso(p_last), "bytes": path.stat().st_size}
+            rows += df.height
+            first = p_first if first is None else min(first, p_first)
+            last = p_last if last is None else max(last, p_last)
+        manifest.partitions = parts
+        manifest.rows, manifest.first_ts, manifest.last_ts = rows, first, last
+        manifest.updated_at = now
+        self._write_manifest(folder, manifest)
+
+    def prune(
+        self, instrument: Instrument, tf: Timeframe, before: datetime, *, now: datetime, dry_run: bool = False
+    ) -> tuple[list[str], int]:
+        """Drop candles with ts < before: whole partitions go, a straddling one is rewritten.
+
+        Returns (partition names affected, candles dropped).
+        """
+        with self.lock(instrument, tf) as folder:
+            affected: list[str] = []
+            dropped = 0
+            for path in self.partitions(instrument, tf):
+                df = self._read_file(path)
+                keep = df.filter(pl.col("ts") >= before)
+                if keep.height == df.height:
+                    continue
+                affected.append(path.stem)
+                dropped += df.height - keep.height
+                if dry_run:
+                    continue
+                if keep.is_empty():
+                    path.unlink()
+                else:
+                    self._write_parquet(keep, path)
+            if not dry_run and affected:
+                manifest = self.manifest(instrument, tf)
+                if manifest is not None:
+                    manifest.coverage = [(max(a, before), b) for a, b in manifest.coverage if b > before]
+                    self._refresh_manifest(folder, manifest, instrument, tf, now)
+            return affected, dropped
