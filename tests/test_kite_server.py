@@ -18,9 +18,9 @@ from kiteconnect import KiteConnect
 from kiteconnect import exceptions as kex
 
 try:  # tests/ as a plain directory (rootdir-relative import) or as a package
-    from kite_server import INTERVAL_MINUTES, IST, MAX_DAYS, SHARED_DATA, KiteServer
+    from kite_server import IST, MAX_DAYS, SHARED_DATA, KiteServer
 except ImportError:  # pragma: no cover
-    from tests.kite_server import INTERVAL_MINUTES, IST, MAX_DAYS, SHARED_DATA, KiteServer
+    from tests.kite_server import IST, MAX_DAYS, SHARED_DATA, KiteServer
 
 NSE = SHARED_DATA / "nse"
 NIFTY, BANKNIFTY, INFY = 256265, 260105, 408065
@@ -333,4 +333,3 @@ def test_context_manager_and_add_candles(tmp_path):
         url = s.url
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(url + "/user/profile", timeout=1)
-    assert INTERVAL_MINUTES["day"] == 1440

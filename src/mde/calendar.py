@@ -105,8 +105,9 @@ class Calendar:
             best = None
             anchor = sessions[0][0]
             for start, end in sessions:
-                # candle starts on the anchor grid within [start, end)
-                first = start + (-(start - anchor)) % timeframe.minutes
+                # candles sit on the anchor grid; a session that starts off the grid (11:30 on a
+                # DR day) begins inside the grid bucket that resample labels 11:15
+                first = anchor + (start - anchor) // timeframe.minutes * timeframe.minutes
                 k = first
                 while k < end:
                     close = d_index * 1440 + min(k + timeframe.minutes, end)
@@ -120,7 +121,8 @@ class Calendar:
     def candles_per_day(self, day: date, timeframe: Timeframe) -> int:
         if timeframe.is_daily:
             return 1 if self.sessions(day) else 0
-        return sum(-(-(end - start) // timeframe.minutes) for start, end in self.sessions(day))
+        tf, anchor = timeframe.minutes, self.anchor(day)  # grid buckets each session touches
+        return sum((end - 1 - anchor) // tf - (start - anchor) // tf + 1 for start, end in self.sessions(day))
 
     def start_for_count(self, now: datetime, timeframe: Timeframe, count: int, margin_days: int = 3) -> datetime:
         """A start time far enough back that [start, now] holds at least `count` candles.

@@ -65,7 +65,8 @@ def _stderr() -> Any:
 def _stdout() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False)
+    # Piped output is not wrapped at rich's default 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _fail(message: str, code: int) -> typer.Exit:

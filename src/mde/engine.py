@@ -176,6 +176,11 @@ class MarketDataEngine:
         tf = parse(timeframe)  # validate the timeframe before the symbol: cheaper, clearer
         return self.resolve(symbol), tf
 
+    def _fetchable(self, symbol: str, timeframe: str | Timeframe) -> tuple[Instrument, Timeframe]:
+        """Like _series, but the source resolves (it knows which instruments exist)."""
+        tf = parse(timeframe)
+        return self.source.resolve(symbol), tf
+
     def _complete(self, candles: pl.DataFrame, tf: Timeframe, now: datetime) -> pl.DataFrame:
         return visible(candles, tf, self.calendar, now)
 
@@ -207,7 +212,7 @@ class MarketDataEngine:
         self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str | None = None
     ) -> FetchReport:
         """Fetch [start, end] (dates are whole sessions) from the source and merge it into the cache."""
-        inst, tf = self._series(symbol, timeframe)
+        inst, tf = self._fetchable(symbol, timeframe)
         now = self.now()
         lo = _as_instant(start, "start date")
         hi = _as_instant(end, "end date", end_of_day=True) if end is not None else now
@@ -226,7 +231,7 @@ class MarketDataEngine:
         return self.download(symbol, timeframe, start, end).candles
 
     def _fetch_latest(self, symbol: str, timeframe: str | Timeframe, count: int) -> FetchReport:
-        inst, tf = self._series(symbol, timeframe)
+        inst, tf = self._fetchable(symbol, timeframe)
         if count < 1:
             raise InputError(f"count must be at least 1, got {count}")
         now = self.now()
@@ -259,7 +264,7 @@ class MarketDataEngine:
         Fetches nothing when the series already holds the newest complete candle, so a
         cron job can run it every few minutes.
         """
-        inst, tf = self._series(symbol, timeframe)
+        inst, tf = self._fetchable(symbol, timeframe)
         now = self.now()
         manifest_last = self._last_ts(inst, tf)
         if manifest_last is None:

@@ -83,8 +83,9 @@ def inventory_table(items: list[SeriesInfo], console: Console) -> None:
     table.add_column("series", no_wrap=True)
     table.add_column("source")
     table.add_column("rows", justify="right")
-    table.add_column("first → last (IST)")
-    table.add_column("covered")
+    table.add_column("first (IST)", no_wrap=True)
+    table.add_column("last (IST)", no_wrap=True)
+    table.add_column("covered", min_width=22)
     table.add_column("size", justify="right", no_wrap=True)
     for it in items:
         day = "%Y-%m-%d"
@@ -93,7 +94,7 @@ def inventory_table(items: list[SeriesInfo], console: Console) -> None:
             covered = f"+{len(it.coverage) - 2} more, " + covered
         table.add_row(
             f"{it.instrument.key} {it.timeframe.name}", it.source, f"{it.rows:,}",
-            f"{fmt_ts(it.first_ts)} → {fmt_ts(it.last_ts)}", covered or "-", fmt_bytes(it.bytes),
+            fmt_ts(it.first_ts), fmt_ts(it.last_ts), covered or "-", fmt_bytes(it.bytes),
         )
     console.print(table)
 

@@ -1,0 +1,3 @@
+from mde.cli import main
+
+main()
