@@ -1,7 +1,6 @@
 """Check src/mde/data/nse_calendar.toml against itself and against real NSE candles.
 
-The real candles live outside the repo in ``<workspace>/shared/data/nse`` (see
-shared/data/PROVENANCE.md); the data tests are skipped when that folder is absent.
+The real candles are the repo's own copies in ``data/nse`` (sources in data/README.md).
 Only the stdlib is used so this stays fast.
 """
 
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 CALENDAR = Path(__file__).resolve().parents[1] / "src" / "mde" / "data" / "nse_calendar.toml"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nse"
+DATA = Path(__file__).resolve().parents[1] / "data" / "nse"
 
 NIFTY_1D = "NIFTY50_1d_1990-2025.csv"  # Kite daily, ends 2025-12-19
 RELIANCE_1D = "RELIANCE_1d_2020-2026.csv"  # Kite daily, ends 2026-01-09
@@ -60,8 +59,7 @@ def days(start: dt.date, end: dt.date):
 
 
 def need_data() -> None:
-    if not DATA.is_dir():
-        pytest.skip(f"real candle data not found at {DATA}")
+    assert DATA.is_dir(), f"real candle data not found at {DATA}"
 
 
 @cache
