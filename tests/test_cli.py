@@ -40,10 +40,13 @@ def engine_for(cache_dir: Path) -> MarketDataEngine:
     return MarketDataEngine(load(cache_dir=cache_dir, source="sample", environ={}))
 
 
-def test_refresh_is_silent_when_not_on_a_terminal_and_fills_the_cache(cli, cache_dir: Path) -> None:
+def test_refresh_prints_one_summary_line_when_not_on_a_terminal_and_fills_the_cache(cli, cache_dir: Path) -> None:
     result = cli("refresh", "--symbols", "NIFTY", "BANKNIFTY")
     assert result.exit_code == 0
-    assert result.stdout == "" and result.stderr == ""
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("refresh: 2 ok, 0 failed; 2000 candles added; 2 requests, 0 rate-limited (429)")
+    assert cli("-q", "refresh", "--symbols", "NIFTY").stdout == ""
     eng = engine_for(cache_dir)
     assert eng.load_cache("NIFTY", "5m").height == 1000
     assert eng.load_cache("BANKNIFTY", "5m").height == 1000
@@ -52,6 +55,7 @@ def test_refresh_is_silent_when_not_on_a_terminal_and_fills_the_cache(cli, cache
 def test_refresh_twice_adds_nothing_the_second_time(cli, refreshed) -> None:
     result = cli("-v", "refresh", "--symbols", "NIFTY,BANKNIFTY")
     assert result.exit_code == 0
+    assert "0 candles added; 0 requests" in result.stdout
     assert "NSE:NIFTY 50 5m: up to date, 1000 cached" in result.stdout
     assert "NSE:NIFTY BANK 5m: up to date, 1000 cached" in result.stdout
 
@@ -71,6 +75,24 @@ def test_refresh_with_one_bad_symbol_still_refreshes_the_others_and_fails(cli, c
     assert result.exit_code == 2
     assert "NOSUCHSYM" in result.stderr and "unknown symbol" in result.stderr
     assert engine_for(cache_dir).load_cache("BANKNIFTY", "5m").height == 1000
+
+
+def test_refresh_json_summary(cli) -> None:
+    result = cli("refresh", "--symbols", "NIFTY", "NOPE", "--json")
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["ok"] == 1 and doc["failed"] == 1 and doc["added"] == 1000 and doc["requests"] == 1
+    bad = next(s for s in doc["series"] if s["symbol"] == "NOPE")
+    assert bad["exit_code"] == 2 and "unknown symbol" in bad["error"]
+
+
+def test_refresh_uses_per_symbol_timeframes_from_multi_tf(cli, tmp_path: Path, cache_dir: Path) -> None:
+    conf = tmp_path / "m.toml"
+    conf.write_text('[refresh]\ntimeframes = ["5m"]\ncount = 30\n[refresh.multi_tf]\nNIFTY = ["15m", "1d"]\n')
+    result = cli("--config", str(conf), "refresh", "--symbols", "NIFTY", "BANKNIFTY")
+    assert result.exit_code == 0, result.stderr
+    items = {(i["instrument"], i["timeframe"]) for i in json.loads(cli("ls", "-f", "json").stdout)}
+    assert items == {("NSE:NIFTY 50", "15m"), ("NSE:NIFTY 50", "1d"), ("NSE:NIFTY BANK", "5m")}
 
 
 def test_refresh_without_symbols_says_how_to_give_them(cli) -> None:
@@ -232,7 +254,7 @@ def test_every_command_is_documented_in_the_readme() -> None:
 def test_the_real_entry_point_maps_errors_to_exit_codes(tmp_path: Path) -> None:
     cache = tmp_path / "c"
     ok = run_mde("--cache-dir", str(cache), "refresh", "--symbols", "NIFTY", env=SAMPLE_ENV)
-    assert ok.returncode == 0 and ok.stdout == "" and ok.stderr == ""
+    assert ok.returncode == 0 and ok.stdout.startswith("refresh: 1 ok, 0 failed; 1000 candles added") and ok.stderr == ""
     out = run_mde("--cache-dir", str(cache), "window", "NIFTY", "-n", "2", "-f", "json", env=SAMPLE_ENV)
     assert out.returncode == 0 and json.loads(out.stdout)["count"] == 2
     bad = run_mde("--cache-dir", str(cache), "window", "NIFTY", "-t", "2h", env=SAMPLE_ENV)

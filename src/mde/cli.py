@@ -198,39 +198,54 @@ def refresh(
     symbols: Annotated[Optional[list[str]], typer.Argument(help="Symbols (also --symbols; default: [refresh] symbols).", show_default=False)] = None,
     symbols_opt: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to refresh: --symbols NIFTY BANKNIFTY.")] = None,
     timeframes: Annotated[Optional[list[str]], typer.Option("--timeframe", "-t", help="Timeframe(s) (default: [refresh] timeframes, 5m).")] = None,
-    count: Annotated[Optional[int], typer.Option("--count", help="Candles to fetch for a series not cached yet (default 1000).")] = None,
+    count: Annotated[Optional[int], typer.Option("--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     source: SourceOpt = None,
 ) -> None:
-    """Bring cached series up to now. Quiet unless on a terminal; exits non-zero if any series failed.
+    """Bring cached series up to now, fetching the least it can. Cron-safe: one summary line
+    (none with -q), and a non-zero exit code (the worst failure's) if any series failed.
 
-    Example (cron, every 5 minutes in the session):  mde -q refresh --symbols NIFTY BANKNIFTY
+    Example (cron, every 5 minutes in the session):  mde refresh --symbols NIFTY BANKNIFTY
     """
-    from .errors import AuthError, ConfigError, InputError, MdeError
+    import time
+
+    from .engine import MarketDataEngine
+    from .errors import ConfigError, worst
 
     conf = settings(source)
     names = [s for group in (symbols_opt or []) + (symbols or []) for s in group.split(",") if s.strip()]
     names = names or list(conf.refresh.symbols)
     if not names:
         raise ConfigError("no symbols to refresh: give --symbols NIFTY BANKNIFTY or set [refresh] symbols in mde.toml")
-    tfs = timeframes or list(conf.refresh.timeframes)
-    from .engine import MarketDataEngine
+    eng = MarketDataEngine(conf)
+    plan = eng.refresh_plan(names, timeframes)
+    started = time.monotonic()
+    on_tty = sys.stdout.isatty() and not STATE.quiet and not as_json
+    if on_tty:
+        from .render import refresh_progress
 
-    results = MarketDataEngine(conf).refresh_many(names, tfs, count=count)
-    show = not STATE.quiet and (STATE.verbose or sys.stdout.isatty())
-    failed: list[MdeError] = []
+        results = refresh_progress(eng, plan, count, _stdout())
+    else:
+        results = [eng.refresh_one(symbol, tf, count) for symbol, tf in plan]
+    summary = eng.refresh_summary(results, time.monotonic() - started)
     for res in results:
         if res.error is not None:
-            failed.append(res.error)
             _stderr().print(f"[bold red]error:[/] {res.symbol} {res.timeframe}: " + res.error.message.replace("[", r"\["))
-        elif show and res.report is not None:
-            r = res.report
-            what = "up to date" if r.requested is None else f"{r.added} new"
-            typer.echo(f"{r.instrument} {r.timeframe}: {what}, {r.rows} cached")
-    if failed:
-        worst = next((e for e in failed if isinstance(e, AuthError)), None) or next(
-            (e for e in failed if not isinstance(e, InputError)), failed[0]
-        )
-        raise typer.Exit(worst.exit_code)
+        elif STATE.verbose and res.report is not None:
+            from .render import refresh_line
+
+            typer.echo(refresh_line(res))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(summary, indent=1))
+    elif not STATE.quiet:
+        from .render import summary_line
+
+        typer.echo(summary_line(summary))
+    bad = worst([r.error for r in results if r.error is not None])
+    if bad is not None:
+        raise typer.Exit(bad.exit_code)
 
 
 @app.command("ls")
@@ -293,6 +308,37 @@ def prune(
         typer.echo(f"{inst} {tf}: {verb} {dropped} candles from {', '.join(parts)}")
     if not results:
         typer.echo("nothing to prune")
+
+
+@app.command()
+@handle_errors
+def login(
+    request_token: Annotated[Optional[str], typer.Argument(help="The request_token, or the whole redirect URL (else read from stdin).")] = None,
+    status: Annotated[bool, typer.Option("--status", help="Say whether a token is stored and when it expires (never the token).")] = False,
+) -> None:
+    """Log in to Kite once a day: open the printed URL, log in, paste the redirect URL back.
+
+    The access token is stored with mode 0600 in your config folder and expires at the
+    next 06:00 IST; KITE_ACCESS_TOKEN overrides it.
+
+    Example:  mde login 'https://127.0.0.1/?action=login&status=success&request_token=abc123'
+    """
+    from . import auth
+
+    conf = settings()
+    if status:
+        typer.echo(auth.status_text(conf))
+        return
+    from .sources.kite import login_client
+
+    auth.require_api_secret(conf)
+    client = login_client(conf)
+    if request_token is None:
+        _stderr().print(f"Open this URL, log in, and paste the URL Kite redirects you to:\n{auth.login_url(client)}")
+        request_token = sys.stdin.readline().strip()
+    info = auth.complete_login(conf, client, request_token)
+    if not STATE.quiet:
+        typer.echo(f"logged in as {info.user_id}; token saved to {auth.token_path(conf)}, expires {info.expires_at:%Y-%m-%d %H:%M} IST")
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ defaults. Relative paths inside a file are relative to that file's folder. Unkno
 and wrong types are errors naming the key and the file, so a typo never goes unnoticed.
 
 Environment: MDE_CACHE_DIR, MDE_SOURCE, MDE_NOW, MDE_KITE_ROOT, KITE_API_KEY,
-KITE_ACCESS_TOKEN, KITE_API_SECRET. Secrets never appear in a repr or a message.
+KITE_ACCESS_TOKEN, KITE_API_SECRET, MDE_TOKEN_FILE. Secrets never appear in a repr or a message.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class RefreshSettings:
     symbols: tuple[str, ...] = ()
     timeframes: tuple[str, ...] = ("5m",)
     count: int = 1000
+    multi_tf: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))  # per symbol
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +66,7 @@ class Settings:
     aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     now: datetime | None = None  # MDE_NOW: a pinned clock
     config_path: Path | None = None
+    token_file: Path = field(default_factory=lambda: default_config_dir() / "kite_token.json")  # MDE_TOKEN_FILE
 
     def clock(self) -> datetime:
         """The pinned instant if MDE_NOW is set, else the wall clock, in IST."""
@@ -93,6 +95,12 @@ def _pos_int(v: Any) -> int:
     return v
 
 
+def _tf_map(v: Any) -> Mapping[str, tuple[str, ...]]:
+    if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+        raise TypeError("a table of SYMBOL = [timeframes]")
+    return MappingProxyType({k.upper(): _str_list(x) for k, x in v.items()})
+
+
 def _source(v: Any) -> str:
     if v not in SOURCES:
         raise TypeError(f"one of {', '.join(repr(s) for s in SOURCES)}")
@@ -103,7 +111,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "cache": {"dir": _str},
     "source": {"kind": _source},
     "kite": {"api_key": _str, "root": _str},
-    "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _pos_int},
+    "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _pos_int, "multi_tf": _tf_map},
 }
 # Sections whose keys are free-form (validated by their own type only).
 FREE_SECTIONS = {"aliases": _str}
@@ -219,4 +227,5 @@ def load(
         aliases=aliases,
         now=pinned,
         config_path=path,
+        token_file=Path(env["MDE_TOKEN_FILE"]).expanduser() if env.get("MDE_TOKEN_FILE") else default_config_dir() / "kite_token.json",
     )

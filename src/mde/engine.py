@@ -12,7 +12,8 @@ from a smaller cached one under the same rule, so a backtest cannot peek ahead.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,6 +30,7 @@ from .store import CandleStore, Manifest, Range, WriteResult, empty_candles
 from .symbols import Instrument, resolve_offline, validate_symbol
 from .timeframes import Timeframe, parse, sources_for
 
+log = logging.getLogger("mde.engine")
 MAX_LIMIT = 1000
 LATEST_LOOKBACK_DOUBLINGS = 6  # new series: look back up to ~64x the first span for `count` candles
 
@@ -57,6 +59,8 @@ class FetchReport:
     replaced: int
     rows: int
     candles: pl.DataFrame
+    redownloaded: bool = False  # the source re-adjusted the past; the series was replaced whole
+    backfilled: int = 0  # older candles added to reach `count`
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,20 @@ class ImportReport:
     rows: int
 
 
+PRICE_TOLERANCE = 0.011  # rupees: float noise like 2071.19 vs 2071.2 is rounding, not an adjustment
+
+
+def _adjusted(cached: pl.DataFrame, fresh: pl.DataFrame) -> bool:
+    """Do the source's candles differ from cached ones at the same ts beyond rounding?"""
+    if cached.is_empty() or fresh.is_empty():
+        return False
+    both = cached.join(fresh, on="ts", suffix="_new")
+    if both.is_empty():
+        return False
+    diff = pl.max_horizontal([(pl.col(c) - pl.col(f"{c}_new")).abs() for c in ("open", "high", "low", "close")])
+    return bool(both.select((diff > PRICE_TOLERANCE).any()).item())
+
+
 def check_limit(limit: Any) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int):
         try:
@@ -142,6 +160,8 @@ class MarketDataEngine:
     def __init__(self, settings: Settings | None = None, source: Source | None = None) -> None:
         self.settings = settings if settings is not None else load()
         self._source = source
+        self._clock_source: Source | None = None
+        self._auth_error: MdeError | None = None
         self.store = CandleStore(self.settings.cache_dir)
         self.calendar = cal_mod.nse()
 
@@ -161,9 +181,14 @@ class MarketDataEngine:
         """MDE_NOW if pinned, else the source's clock (the sample's end of data), else the wall clock."""
         if self.settings.now is not None:
             return self.settings.now
-        if self._source is None and self.settings.source == "sample":
-            self._source = make_source(self.settings)  # cheap: no network, no kiteconnect
-        clock = self._source.clock() if self._source is not None else None
+        source = self._source
+        if source is None and self.settings.source == "sample":
+            # cheap: no network, no kiteconnect. Not kept as self._source, so reads keep resolving
+            # offline (an imported TCS stays readable whether or not the clock was looked at).
+            if self._clock_source is None:
+                self._clock_source = make_source(self.settings)
+            source = self._clock_source
+        clock = source.clock() if source is not None else None
         return clock if clock is not None else cal_mod.now_ist()
 
     def resolve(self, symbol: str) -> Instrument:
@@ -259,44 +284,131 @@ class MarketDataEngine:
         return self._fetch_latest(symbol, timeframe, count).candles
 
     def refresh(self, symbol: str, timeframe: str | Timeframe = "5m", count: int | None = None) -> FetchReport:
-        """Bring one series up to now: from its last cached candle, or its newest `count` if new.
+        """Bring one series up to now, fetching the least it can.
 
-        Fetches nothing when the series already holds the newest complete candle, so a
-        cron job can run it every few minutes.
+        A new series gets its newest `count` candles (default `[refresh] count`). A cached one
+        is fetched from the open of its last cached session (that session is re-read as an
+        overlap, at no extra request) up to now, but only when the coverage ledger does not
+        already reach the newest candle that could have closed, so a second run on a closed
+        market makes no request at all. If the overlap shows Kite has re-adjusted the past
+        (split, bonus), the whole series is downloaded again and swapped in at once.
+        With `count`, older candles are back-filled until at least `count` are cached.
         """
         inst, tf = self._fetchable(symbol, timeframe)
         now = self.now()
-        manifest_last = self._last_ts(inst, tf)
-        if manifest_last is None:
+        last = self._last_ts(inst, tf)
+        if last is None:
             return self._fetch_latest(symbol, tf, count or self.settings.refresh.count)
-        last_close = self.calendar.close_time(manifest_last, tf)
+        manifest = self.store.manifest(inst, tf)
+        covered_until = max([b for _, b in (manifest.coverage if manifest else [])] + [self.calendar.close_time(last, tf)])
         expected = self.calendar.latest_close(now, tf)
-        if expected is not None and last_close >= expected:
-            rows = self.store.manifest(inst, tf)
-            return FetchReport(symbol, inst, tf, None, 0, 0, 0, rows.rows if rows else 0, empty_candles())
-        # Re-fetch from the last cached candle: Kite may revise the tail after the fact.
-        raw = self.source.historical(inst, tf, manifest_last, now)
-        result, complete, _ = self._save(inst, tf, raw, self.source.name, (manifest_last, now), now)
-        return FetchReport(symbol, inst, tf, (manifest_last, now), complete.height, result.added, result.replaced, result.rows, complete)
+        report = FetchReport(symbol, inst, tf, None, 0, 0, 0, manifest.rows if manifest else 0, empty_candles())
+        if expected is None or covered_until < expected:
+            report = self._fetch_tail(symbol, inst, tf, last, now)
+        if count and report.rows < count:
+            report = self._backfill(report, count, now)
+        return report
 
-    def refresh_many(
-        self, symbols: list[str], timeframes: list[str], count: int | None = None
-    ) -> list[RefreshResult]:
-        """Refresh every (symbol, timeframe); one failing series does not stop the others,
-        except an AuthError, which would fail them all the same way."""
-        from .errors import AuthError, MdeError
+    def _fetch_tail(self, symbol: str, inst: Instrument, tf: Timeframe, last: datetime, now: datetime) -> FetchReport:
+        day = last.astimezone(cal_mod.IST).date()
+        lo = datetime.combine(day, time(0, 0), cal_mod.IST) + timedelta(minutes=0 if tf.is_daily else self.calendar.anchor(day))
+        raw = self.source.historical(inst, tf, lo, now)
+        fresh = self._complete(raw, tf, now)
+        cached = self.store.read(inst, tf, lo, now)
+        if _adjusted(cached, fresh):
+            return self._redownload(symbol, inst, tf, now)
+        result, complete, _ = self._save(inst, tf, raw, self.source.name, (lo, now), now)
+        return FetchReport(symbol, inst, tf, (lo, now), complete.height, result.added, result.replaced, result.rows, complete)
 
-        results: list[RefreshResult] = []
+    def _redownload(self, symbol: str, inst: Instrument, tf: Timeframe, now: datetime) -> FetchReport:
+        manifest = self.store.manifest(inst, tf)
+        starts = [a for a, _ in manifest.coverage] if manifest and manifest.coverage else []
+        head = self.store.read(inst, tf).head(1)
+        starts += [head["ts"][0]] if not head.is_empty() else []
+        lo = datetime.combine(min(starts).astimezone(cal_mod.IST).date(), time(0, 0), cal_mod.IST)
+        raw = self._complete(self.source.historical(inst, tf, lo, now), tf, now)
+        log.warning("%s %s: the source re-adjusted past candles; downloaded the whole series again", inst, tf)
+        result = self.store.replace_series(inst, tf, raw, source=self.source.name, coverage=[(lo, now)], now=now)
+        return FetchReport(symbol, inst, tf, (lo, now), raw.height, result.added, result.replaced, result.rows, raw, redownloaded=True)
+
+    def _backfill(self, report: FetchReport, count: int, now: datetime) -> FetchReport:
+        inst, tf = report.instrument, report.timeframe
+        first = self.store.read(inst, tf).head(1)["ts"][0]
+        hi = first - timedelta(microseconds=1)
+        need = count - report.rows
+        lo = self.calendar.start_for_count(hi, tf, need)
+        older = self._complete(self.source.historical(inst, tf, lo, hi), tf, now)
+        span = hi - lo
+        for _ in range(LATEST_LOOKBACK_DOUBLINGS):
+            if older.height >= need:
+                break
+            hi2, lo = lo - timedelta(microseconds=1), lo - span
+            span *= 2
+            more = self._complete(self.source.historical(inst, tf, lo, hi2), tf, now)
+            if more.is_empty():
+                break  # the source has nothing older
+            older = pl.concat([more, older], how="diagonal_relaxed")
+        older = older.tail(need)
+        if older.is_empty():
+            return report
+        covered = (older["ts"][0], first)
+        result, complete, _ = self._save(inst, tf, older, self.source.name, covered, now)
+        return replace(report, received=report.received + complete.height, added=report.added + result.added, rows=result.rows, backfilled=result.added)
+
+    def refresh_plan(self, symbols: list[str], timeframes: list[str] | None = None) -> list[tuple[str, str]]:
+        """(symbol, timeframe) pairs to refresh: explicit timeframes, else `[refresh.multi_tf]`
+        for that symbol (the seed's multi_tf_config), else `[refresh] timeframes`."""
+        per_symbol = {k.upper(): v for k, v in self.settings.refresh.multi_tf.items()}
+        plan = []
         for symbol in symbols:
-            for timeframe in timeframes:
-                try:
-                    results.append(RefreshResult(symbol, timeframe, self.refresh(symbol, timeframe, count), None))
-                except AuthError as exc:
-                    results.append(RefreshResult(symbol, timeframe, None, exc))
-                    return results
-                except MdeError as exc:
-                    results.append(RefreshResult(symbol, timeframe, None, exc))
-        return results
+            tfs = timeframes or per_symbol.get(symbol.strip().upper()) or list(self.settings.refresh.timeframes)
+            plan.extend((symbol, tf) for tf in tfs)
+        return plan
+
+    def refresh_one(self, symbol: str, timeframe: str, count: int | None = None) -> RefreshResult:
+        """refresh(), with the error captured instead of raised. After an AuthError every
+        later series fails the same way without another request."""
+        from .errors import AuthError
+
+        if self._auth_error is not None:
+            return RefreshResult(symbol, timeframe, None, self._auth_error)
+        try:
+            return RefreshResult(symbol, timeframe, self.refresh(symbol, timeframe, count), None)
+        except AuthError as exc:
+            self._auth_error = exc
+            return RefreshResult(symbol, timeframe, None, exc)
+        except MdeError as exc:
+            return RefreshResult(symbol, timeframe, None, exc)
+
+    def refresh_many(self, symbols: list[str], timeframes: list[str] | None = None, count: int | None = None) -> list[RefreshResult]:
+        """Refresh every planned series; one failing series does not stop the others."""
+        return [self.refresh_one(symbol, tf, count) for symbol, tf in self.refresh_plan(symbols, timeframes)]
+
+    def refresh_summary(self, results: list[RefreshResult], seconds: float) -> dict[str, Any]:
+        """What a cron job logs: ok/failed, candles added, requests made, 429s, time taken."""
+        stats = self._source.stats if self._source is not None else None
+        return {
+            "ok": sum(r.error is None for r in results),
+            "failed": sum(r.error is not None for r in results),
+            "added": sum(r.report.added for r in results if r.report),
+            "redownloaded": [f"{r.report.instrument} {r.report.timeframe}" for r in results if r.report and r.report.redownloaded],
+            "requests": stats.requests if stats else 0,
+            "rate_limited": stats.rate_limited if stats else 0,
+            "retries": stats.retries if stats else 0,
+            "seconds": round(seconds, 3),
+            "series": [
+                {
+                    "symbol": r.symbol,
+                    "timeframe": r.timeframe,
+                    "ok": r.error is None,
+                    "added": r.report.added if r.report else 0,
+                    "rows": r.report.rows if r.report else None,
+                    "error": r.error.message if r.error else None,
+                    "exit_code": r.error.exit_code if r.error else 0,
+                }
+                for r in results
+            ],
+        }
 
     def update_cache(self, symbol: str, timeframe: str | Timeframe = "5m") -> int:
         """Fetch what is missing up to now and merge it; returns the number of candles added."""
@@ -434,8 +546,9 @@ class MarketDataEngine:
         """Drop candles before a date (whole partitions, or rewrite the one that straddles it)."""
         cutoff = _as_instant(before if isinstance(before, (date, datetime)) else cal_mod.parse_date(before, "--before date"), "--before")
         assert cutoff is not None
-        want_inst = self.resolve(symbol) if symbol else None
-        want_tf = parse(timeframe) if timeframe else None
+        # `is not None`: an empty --symbol/--timeframe is an error, never "prune every series".
+        want_inst = self.resolve(symbol) if symbol is not None else None
+        want_tf = parse(timeframe) if timeframe is not None else None
         now = self.now()
         out = []
         for inst, tf in self.store.list_series():

@@ -74,3 +74,17 @@ class CacheError(MdeError):
     """A cache file is unreadable or inconsistent. mde never deletes or rewrites it on its own."""
 
     exit_code = 6
+
+
+# Worst first: what a cron job's exit status reports when several series failed differently.
+# A corrupt cache and a dead token need a human; an outage or a rate limit passes by itself.
+SEVERITY: tuple[type[MdeError], ...] = (
+    CacheError, AuthError, SourceUnavailable, RateLimited, SourceError, ConfigError, InputError, MdeError,
+)
+
+
+def worst(errors: list[MdeError]) -> MdeError | None:
+    """The most severe of several errors (by SEVERITY), or None if there are none."""
+    if not errors:
+        return None
+    return min(errors, key=lambda e: next(i for i, cls in enumerate(SEVERITY) if isinstance(e, cls)))

@@ -121,3 +121,44 @@ def inventory_json(items: list[SeriesInfo]) -> str:
         ],
         indent=1,
     )
+
+
+def refresh_line(res: Any) -> str:
+    r = res.report
+    if r.requested is None:
+        what = "up to date"
+    else:
+        what = f"{r.added} new"
+        if r.redownloaded:
+            what += " (the source re-adjusted past candles: series downloaded again)"
+        if r.backfilled:
+            what += f", {r.backfilled} older back-filled"
+    return f"{r.instrument} {r.timeframe}: {what}, {r.rows} cached"
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    line = (
+        f"refresh: {summary['ok']} ok, {summary['failed']} failed; {summary['added']} candles added; "
+        f"{summary['requests']} requests, {summary['rate_limited']} rate-limited (429), {summary['retries']} retries; "
+        f"{summary['seconds']:.1f}s"
+    )
+    if summary["redownloaded"]:
+        line += f"; re-downloaded after a source adjustment: {', '.join(summary['redownloaded'])}"
+    return line
+
+
+def refresh_progress(engine: Any, plan: list[tuple[str, str]], count: int | None, console: Console) -> list[Any]:
+    """On a terminal: one progress row per series, ticked off as each finishes."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    results = []
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks = [progress.add_task(f"{symbol} {tf}", total=1, note="", start=False) for symbol, tf in plan]
+        for task, (symbol, tf) in zip(tasks, plan):
+            progress.start_task(task)
+            res = engine.refresh_one(symbol, tf, count)
+            note = "[red]failed[/]" if res.error else refresh_line(res).split(": ", 1)[1]
+            progress.update(task, completed=1, note=note)
+            results.append(res)
+    return results

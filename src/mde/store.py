@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -229,6 +230,12 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator:
     _fsync_dir(path.parent)
 
 
+def _partitions_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+
 class CandleStore:
     """Read and write candle series under one cache folder."""
 
@@ -241,10 +248,7 @@ class CandleStore:
         return self.root / safe_name(instrument.exchange) / safe_name(instrument.tradingsymbol) / tf.name
 
     def partitions(self, instrument: Instrument, tf: Timeframe) -> list[Path]:
-        folder = self.series_dir(instrument, tf)
-        if not folder.is_dir():
-            return []
-        return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+        return _partitions_in(self.series_dir(instrument, tf))
 
     def exists(self, instrument: Instrument, tf: Timeframe) -> bool:
         return bool(self.partitions(instrument, tf))
@@ -341,7 +345,7 @@ class CandleStore:
         if not self.root.is_dir():
             return out
         for exch in sorted(self.root.iterdir()):
-            if not exch.is_dir() or exch.name.startswith("."):
+            if not exch.is_dir() or exch.name.startswith((".", "_")):
                 continue
             for sym in sorted(exch.iterdir()):
                 if not sym.is_dir():
@@ -362,17 +366,23 @@ class CandleStore:
     # -- writing ----------------------------------------------------------------------
     @contextmanager
     def lock(self, instrument: Instrument, tf: Timeframe) -> Iterator[Path]:
-        """Serialise writers of one series across processes (cron refresh vs a paper session)."""
+        """Serialise writers of one series across processes (cron refresh vs a paper session).
+
+        The lock file sits beside the series folder (`.<tf>.lock`), so a whole-series
+        replacement can swap the folder while holding it.
+        """
         from filelock import FileLock, Timeout
 
         folder = self.series_dir(instrument, tf)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CacheError(f"cannot create cache folder {folder}: {exc.strerror}") from None
-        lock = FileLock(str(folder / ".lock"), timeout=LOCK_TIMEOUT_S)
+            raise CacheError(f"cannot create cache folder {folder.parent}: {exc.strerror}") from None
+        lock = FileLock(str(folder.parent / f".{tf.name}.lock"), timeout=LOCK_TIMEOUT_S)
         try:
             with lock:
+                self._recover_swap(folder)
+                folder.mkdir(exist_ok=True)
                 for stale in folder.glob(".*.tmp"):  # left by a writer that was killed
                     stale.unlink(missing_ok=True)
                 yield folder
@@ -380,6 +390,19 @@ class CandleStore:
             raise CacheError(
                 f"another mde process has held the lock on {instrument} {tf} for {LOCK_TIMEOUT_S:.0f}s; try again"
             ) from None
+
+    @staticmethod
+    def _recover_swap(folder: Path) -> None:
+        """Finish or undo a whole-series replacement that a crash interrupted."""
+        old = folder.parent / f".{folder.name}.old"
+        new = folder.parent / f".{folder.name}.new"
+        if old.exists():
+            if folder.exists():
+                shutil.rmtree(old)  # the swap happened; only the clean-up was missed
+            else:
+                os.replace(old, folder)  # crashed between the two renames: the old series stands
+        if new.exists():
+            shutil.rmtree(new)
 
     def _write_parquet(self, df: pl.DataFrame, path: Path) -> None:
         with atomic_write(path) as fh:
@@ -430,7 +453,7 @@ class CandleStore:
         parts: dict[str, dict] = {}
         rows = 0
         first = last = None
-        for path in self.partitions(instrument, tf):
+        for path in _partitions_in(folder):
             df = self._read_file(path)
             if df.is_empty():
                 continue
@@ -443,6 +466,33 @@ class CandleStore:
         manifest.rows, manifest.first_ts, manifest.last_ts = rows, first, last
         manifest.updated_at = now
         self._write_manifest(folder, manifest)
+
+    def replace_series(
+        self, instrument: Instrument, tf: Timeframe, candles: pl.DataFrame, *, source: str, coverage: list[Range], now: datetime
+    ) -> WriteResult:
+        """Swap in a whole new series in one step (Kite re-adjusted the past: never mix old and new).
+
+        The new files are written to `.<tf>.new/`, then the folders are swapped by two renames
+        under the lock; a crash in between is repaired by the next writer (`_recover_swap`).
+        """
+        candles = normalize(candles)
+        if tf.is_daily:
+            candles = normalize_daily(candles)
+        with self.lock(instrument, tf) as folder:
+            before = sum(int(m.get("rows", 0)) for m in ((self.manifest(instrument, tf) or Manifest("", "", "")).partitions.values()))
+            staging = folder.parent / f".{tf.name}.new"
+            staging.mkdir()
+            keyed = candles.with_columns(_partition_expr(tf).alias("_part"))
+            for (key,), part in keyed.group_by("_part", maintain_order=True):
+                self._write_parquet(part.drop("_part"), staging / f"{key}.parquet")
+            manifest = Manifest(instrument.key, tf.name, source, coverage=union_ranges(coverage))
+            self._refresh_manifest(staging, manifest, instrument, tf, now)
+            old = folder.parent / f".{tf.name}.old"
+            os.replace(folder, old)
+            os.replace(staging, folder)
+            _fsync_dir(folder.parent)
+            shutil.rmtree(old)
+            return WriteResult(added=max(0, candles.height - before), replaced=min(before, candles.height), rows=candles.height)
 
     def prune(
         self, instrument: Instrument, tf: Timeframe, before: datetime, *, now: datetime, dry_run: bool = False
@@ -467,7 +517,9 @@ class CandleStore:
                     path.unlink()
                 else:
                     self._write_parquet(keep, path)
-            if not dry_run and affected:
+            if not dry_run and affected and not _partitions_in(folder):
+                (folder / MANIFEST).unlink(missing_ok=True)  # nothing left: the series is gone
+            elif not dry_run and affected:
                 manifest = self.manifest(instrument, tf)
                 if manifest is not None:
                     manifest.coverage = [(max(a, before), b) for a, b in manifest.coverage if b > before]

@@ -5,6 +5,8 @@ talks to Zerodha's Kite Connect and is imported only when used.
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -16,8 +18,25 @@ if TYPE_CHECKING:
     from ..timeframes import Timeframe
 
 
+@dataclass
+class SourceStats:
+    """What a run cost: requests made (retries included), retries, 429 answers seen."""
+
+    requests: int = 0
+    historical_requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+
 class Source(Protocol):
     name: str  # recorded in each series' manifest; one series never mixes sources
+    stats: SourceStats
 
     def resolve(self, symbol: str) -> Instrument:
         """The instrument a user's symbol stands for, or InputError with close matches."""

@@ -23,6 +23,7 @@ from ..resample import resample
 from ..store import COLUMNS, empty_candles
 from ..symbols import BUILTIN_ALIASES, Instrument, resolve_offline, safe_name, validate_symbol
 from ..timeframes import Timeframe, sources_for
+from . import SourceStats
 
 SAMPLE_DIR = "sample_data"
 
@@ -38,6 +39,7 @@ class SampleSource:
         self.aliases = dict(aliases or {})
         self.root = root or sample_root()
         self._frames: dict[tuple[str, str], pl.DataFrame] = {}
+        self.stats = SourceStats()
 
     @cached_property
     def index(self) -> dict:
@@ -70,6 +72,7 @@ class SampleSource:
         return self._frames[key]
 
     def historical(self, instrument: Instrument, timeframe: Timeframe, start: datetime, end: datetime) -> pl.DataFrame:
+        self.stats.add(requests=1, historical_requests=1)
         df = self._load(instrument, timeframe.name)
         if df is None:
             for smaller in sources_for(timeframe):
