@@ -341,6 +341,31 @@ def login(
         typer.echo(f"logged in as {info.user_id}; token saved to {auth.token_path(conf)}, expires {info.expires_at:%Y-%m-%d %H:%M} IST")
 
 
+@app.command()
+@handle_errors
+def instruments(
+    search: Annotated[Optional[str], typer.Option("--search", help="Case-insensitive text in the symbol or name.")] = None,
+    refresh_dump: Annotated[bool, typer.Option("--refresh", help="Download Kite's instruments list now (else at most once a day).")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show.")] = 50,
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+) -> None:
+    """Show Kite's instruments list (downloaded at most once a day and cached as Parquet).
+
+    Example:  mde instruments --search "nifty bank"
+    """
+    from .sources.kite import KiteSource
+
+    catalog = KiteSource(settings(SourceKind.kite)).catalog
+    table = catalog.refresh() if refresh_dump else catalog.table()
+    rows = catalog.search(search, limit=limit) if search else table.head(limit)
+    from .render import instruments_json, instruments_table
+
+    if fmt is ListFormat.json:
+        typer.echo(instruments_json(rows))
+    else:
+        instruments_table(rows, table.height, catalog.fetched_at, _stdout())
+
+
 def main() -> None:
     app()
 

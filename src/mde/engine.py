@@ -192,10 +192,21 @@ class MarketDataEngine:
         return clock if clock is not None else cal_mod.now_ist()
 
     def resolve(self, symbol: str) -> Instrument:
-        """The instrument a symbol stands for. Reads need no source: aliases and EXCH:SYMBOL suffice."""
+        """The instrument a symbol stands for.
+
+        Reads need no network: aliases and EXCH:SYMBOL answer most symbols. Only a symbol
+        with nothing cached under that reading (NIFTY-FUT, a bare NFO tradingsymbol) is
+        asked of the Kite instruments catalog, which downloads its dump at most once a day.
+        """
         if self._source is not None:
             return self._source.resolve(symbol)
-        return resolve_offline(symbol, self.settings.aliases)
+        inst = resolve_offline(symbol, self.settings.aliases)
+        if self.settings.source == "kite" and not self.store.instrument_dir(inst).is_dir():
+            try:
+                return self.source.resolve(symbol)
+            except MdeError:
+                return inst  # the read then says plainly that nothing is cached for it
+        return inst
 
     def _series(self, symbol: str, timeframe: str | Timeframe) -> tuple[Instrument, Timeframe]:
         tf = parse(timeframe)  # validate the timeframe before the symbol: cheaper, clearer

@@ -162,3 +162,27 @@ def refresh_progress(engine: Any, plan: list[tuple[str, str]], count: int | None
             progress.update(task, completed=1, note=note)
             results.append(res)
     return results
+
+
+_INSTRUMENT_COLUMNS = ("instrument_token", "exchange", "tradingsymbol", "name", "instrument_type", "segment", "expiry", "strike", "lot_size", "tick_size")
+
+
+def instruments_table(rows: pl.DataFrame, total: int, fetched_at: datetime | None, console: Console) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=f"{rows.height} of {total:,} instruments", caption=f"Kite dump fetched {fmt_ts(fetched_at)} IST",
+        box=box.SIMPLE_HEAD, pad_edge=False,
+    )
+    cols = [c for c in _INSTRUMENT_COLUMNS if c in rows.columns]
+    for name in cols:
+        table.add_column(name, justify="right" if name in ("instrument_token", "strike", "lot_size", "tick_size") else "left")
+    for row in rows.select(cols).iter_rows():
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def instruments_json(rows: pl.DataFrame) -> str:
+    cols = [c for c in _INSTRUMENT_COLUMNS if c in rows.columns]
+    return json.dumps(rows.select(cols).to_dicts(), default=str, indent=1)

@@ -244,8 +244,11 @@ class CandleStore:
         self._read_cache: OrderedDict[Path, tuple[tuple[int, int, int], pl.DataFrame]] = OrderedDict()
 
     # -- paths ------------------------------------------------------------------------
+    def instrument_dir(self, instrument: Instrument) -> Path:
+        return self.root / safe_name(instrument.exchange) / safe_name(instrument.tradingsymbol)
+
     def series_dir(self, instrument: Instrument, tf: Timeframe) -> Path:
-        return self.root / safe_name(instrument.exchange) / safe_name(instrument.tradingsymbol) / tf.name
+        return self.instrument_dir(instrument) / tf.name
 
     def partitions(self, instrument: Instrument, tf: Timeframe) -> list[Path]:
         return _partitions_in(self.series_dir(instrument, tf))
