@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .atomic import atomic_write
 from .calendar import IST
 from .config import Settings
 from .errors import AuthError, ConfigError, InputError, MdeError, RateLimited, SourceUnavailable
@@ -101,41 +101,12 @@ def _make_private_dirs(folder: Path) -> None:
         os.chmod(d, 0o700)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_private(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with a 0600 file holding `data`."""
+    """Replace `path` atomically with a 0600 file holding `data` (mkstemp creates it 0600)."""
     _make_private_dirs(path.parent)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    with atomic_write(path) as fh:
+        os.fchmod(fh.fileno(), 0o600)  # whatever the umask
+        fh.write(data)
 
 
 def save_token(settings: Settings, access_token: str, user_id: str, login_time: datetime) -> TokenInfo:

@@ -271,24 +271,32 @@ class MarketDataEngine:
         if count < 1:
             raise InputError(f"count must be at least 1, got {count}")
         now = self.now()
-        lo = self.calendar.start_for_count(now, tf, count)
-        candles = self._complete(self.source.historical(inst, tf, lo, now), tf, now)
-        # Fewer than asked (a data gap, an old contract, the sample's older series): look
-        # further back, doubling the span, a bounded number of times.
-        span = now - lo
-        for _ in range(LATEST_LOOKBACK_DOUBLINGS):
-            if candles.height >= count:
-                break
-            hi, lo = lo - timedelta(microseconds=1), lo - span
-            span *= 2
-            older = self._complete(self.source.historical(inst, tf, lo, hi), tf, now)
-            if older.is_empty() and not candles.is_empty():
-                break  # the series starts here
-            candles = pl.concat([older, candles], how="diagonal_relaxed") if not older.is_empty() else candles
-        candles = candles.tail(count)
+        candles, lo = self._fetch_back(inst, tf, now, count, now)
         covered = (candles["ts"][0], now) if not candles.is_empty() else (lo, now)
         result, complete, _ = self._save(inst, tf, candles, self.source.name, covered, now)
         return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete)
+
+    def _fetch_back(self, inst: Instrument, tf: Timeframe, hi: datetime, need: int, now: datetime) -> tuple[pl.DataFrame, datetime]:
+        """The newest `need` complete candles up to `hi`, and how far back the search went.
+
+        Asks for a span the calendar says holds `need` candles; if that is short (a data gap,
+        an old contract, the sample's older series), looks further back, doubling the span a
+        bounded number of times and stopping where the source has nothing older.
+        """
+        lo = self.calendar.start_for_count(hi, tf, need)
+        candles = self._complete(self.source.historical(inst, tf, lo, hi), tf, now)
+        span = hi - lo
+        for _ in range(LATEST_LOOKBACK_DOUBLINGS):
+            if candles.height >= need:
+                break
+            top, lo = lo - timedelta(microseconds=1), lo - span
+            span *= 2
+            older = self._complete(self.source.historical(inst, tf, lo, top), tf, now)
+            if older.is_empty() and not candles.is_empty():
+                break  # the series starts here
+            if not older.is_empty():
+                candles = pl.concat([older, candles], how="diagonal_relaxed")
+        return candles.tail(need), lo
 
     def fetch_latest(self, symbol: str, timeframe: str | Timeframe = "5m", count: int = 1000) -> pl.DataFrame:
         """The newest `count` completed candles from the source, merged into the cache."""
@@ -345,21 +353,7 @@ class MarketDataEngine:
     def _backfill(self, report: FetchReport, count: int, now: datetime) -> FetchReport:
         inst, tf = report.instrument, report.timeframe
         first = self.store.read(inst, tf).head(1)["ts"][0]
-        hi = first - timedelta(microseconds=1)
-        need = count - report.rows
-        lo = self.calendar.start_for_count(hi, tf, need)
-        older = self._complete(self.source.historical(inst, tf, lo, hi), tf, now)
-        span = hi - lo
-        for _ in range(LATEST_LOOKBACK_DOUBLINGS):
-            if older.height >= need:
-                break
-            hi2, lo = lo - timedelta(microseconds=1), lo - span
-            span *= 2
-            more = self._complete(self.source.historical(inst, tf, lo, hi2), tf, now)
-            if more.is_empty():
-                break  # the source has nothing older
-            older = pl.concat([more, older], how="diagonal_relaxed")
-        older = older.tail(need)
+        older, _ = self._fetch_back(inst, tf, first - timedelta(microseconds=1), count - report.rows, now)
         if older.is_empty():
             return report
         covered = (older["ts"][0], first)

@@ -39,7 +39,7 @@ import polars as pl
 
 from .calendar import IST
 from .errors import CacheError, InputError, SourceError
-from .store import atomic_write
+from .atomic import atomic_write
 from .symbols import BUILTIN_ALIASES, Instrument, parse_instrument, validate_symbol
 
 log = logging.getLogger("mde.instruments")

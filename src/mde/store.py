@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
+from .atomic import atomic_write, fsync_dir
 from .calendar import IST
 from .errors import CacheError, InputError
 from .symbols import Instrument, safe_name, unsafe_name
@@ -198,36 +198,6 @@ class WriteResult:
     added: int  # candles whose ts was not cached before
     replaced: int  # cached candles overwritten (same ts)
     rows: int  # rows in the series afterwards
-
-
-# -- atomic file replacement ---------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_write(path: Path, mode: str = "wb") -> Iterator:
-    """Yield a file in `path`'s folder; on success it replaces `path` in one step."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 def _partitions_in(folder: Path) -> list[Path]:
@@ -493,7 +463,7 @@ class CandleStore:
             old = folder.parent / f".{tf.name}.old"
             os.replace(folder, old)
             os.replace(staging, folder)
-            _fsync_dir(folder.parent)
+            fsync_dir(folder.parent)
             shutil.rmtree(old)
             return WriteResult(added=max(0, candles.height - before), replaced=min(before, candles.height), rows=candles.height)
 
