@@ -1,0 +1,175 @@
+"""The floor for `mde --help`: a bare typer app with mde's commands and options.
+
+The signatures are copied from src/mde/cli.py (callback and commands, same enums, same
+help texts) with empty bodies and no mde import, so the difference between
+`python -m mde --help` and `python bench/bare_typer.py --help` is what mde itself adds
+to start-up. Keep it in step with cli.py when commands or options change: bench/cache.py
+compares the two command trees and prints a warning when they differ.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    name="mde",
+    help="Market Data Engine: a Parquet candle cache for NSE/NFO via Zerodha Kite Connect.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class ListFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class SourceKind(str, Enum):
+    sample = "sample"
+    kite = "kite"
+
+
+def _version(value: bool) -> None:
+    if value:
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    config: Annotated[Optional[Path], typer.Option("--config", help="Config file (default: $MDE_CONFIG, else ./mde.toml).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (overrides MDE_CACHE_DIR and mde.toml).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what mde does to stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    """Market Data Engine: fetch, cache and read NSE candles.
+
+    Example:  mde refresh --symbols NIFTY BANKNIFTY && mde window NIFTY
+    """
+
+
+TimeframeOpt = Annotated[str, typer.Option("--timeframe", "-t", help="1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day).")]
+SourceOpt = Annotated[Optional[SourceKind], typer.Option("--source", help="Where candles come from (default: [source] kind).")]
+
+
+@app.command()
+def window(
+    symbol: Annotated[str, typer.Argument(help="NIFTY, BANKNIFTY, INFY, NSE:INFY ...")],
+    timeframe: TimeframeOpt = "5m",
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many candles (1..1000).")] = 50,
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json (the HTTP API's shape) or csv.")] = Format.table,
+) -> None:
+    """Show the latest complete candles from the cache.
+
+    Example:  mde window NIFTY --timeframe 15m --limit 20 --format json
+    """
+
+
+@app.command()
+def fetch(
+    symbol: Annotated[str, typer.Argument(help="NIFTY, BANKNIFTY, INFY, NSE:INFY ...")],
+    timeframe: TimeframeOpt = "5m",
+    start: Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
+    end: Annotated[Optional[str], typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive; default: now).")] = None,
+    source: SourceOpt = None,
+) -> None:
+    """Download candles for a date range into the cache (never deletes cached candles).
+
+    Example:  mde fetch NIFTY --timeframe 5m --from 2024-06-01 --to 2024-06-30
+    """
+
+
+@app.command()
+def refresh(
+    symbols: Annotated[Optional[list[str]], typer.Argument(help="Symbols (also --symbols; default: [refresh] symbols).", show_default=False)] = None,
+    symbols_opt: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to refresh: --symbols NIFTY BANKNIFTY.")] = None,
+    timeframes: Annotated[Optional[list[str]], typer.Option("--timeframe", "-t", help="Timeframe(s) (default: [refresh] timeframes, 5m).")] = None,
+    count: Annotated[Optional[int], typer.Option("--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    source: SourceOpt = None,
+) -> None:
+    """Bring cached series up to now, fetching the least it can. Cron-safe: one summary line
+    (none with -q), and a non-zero exit code (the worst failure's) if any series failed.
+
+    Example (cron, every 5 minutes in the session):  mde refresh --symbols NIFTY BANKNIFTY
+    """
+
+
+@app.command("ls")
+def list_series(
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+) -> None:
+    """List the cached series: source, rows, first/last candle, covered ranges, size on disk.
+
+    Example:  mde ls --format json
+    """
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="A CSV (ts,open,high,low,close,volume) or the old JSON cache file.")],
+    symbol: Annotated[str, typer.Option("--symbol", help="The symbol these candles belong to.")] = ...,  # type: ignore[assignment]
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Their timeframe.")] = ...,  # type: ignore[assignment]
+    origin: Annotated[str, typer.Option("--origin", help="Source label in the manifest (kite to continue with `mde refresh` on Kite).")] = "import",
+) -> None:
+    """Load candles from a CSV or the previous version's JSON cache into the Parquet cache.
+
+    Example:  mde import artifacts/market_data/NIFTY_5m.json --symbol NIFTY --timeframe 5m --origin kite
+    """
+
+
+@app.command()
+def prune(
+    before: Annotated[str, typer.Option("--before", help="Drop candles before this date (YYYY-MM-DD).")] = ...,  # type: ignore[assignment]
+    symbol: Annotated[Optional[str], typer.Option("--symbol", help="Only this symbol.")] = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Only this timeframe.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go; change nothing.")] = False,
+) -> None:
+    """Drop old candles from the cache (whole partitions; a straddling one is rewritten).
+
+    Example:  mde prune --before 2023-01-01 --timeframe 1m --dry-run
+    """
+
+
+@app.command()
+def login(
+    request_token: Annotated[Optional[str], typer.Argument(help="The request_token, or the whole redirect URL (else read from stdin).")] = None,
+    status: Annotated[bool, typer.Option("--status", help="Say whether a token is stored and when it expires (never the token).")] = False,
+) -> None:
+    """Log in to Kite once a day: open the printed URL, log in, paste the redirect URL back.
+
+    The access token is stored with mode 0600 in your config folder and expires at the
+    next 06:00 IST; KITE_ACCESS_TOKEN overrides it.
+
+    Example:  mde login 'https://127.0.0.1/?action=login&status=success&request_token=abc123'
+    """
+
+
+@app.command()
+def instruments(
+    search: Annotated[Optional[str], typer.Option("--search", help="Case-insensitive text in the symbol or name.")] = None,
+    refresh_dump: Annotated[bool, typer.Option("--refresh", help="Download Kite's instruments list now (else at most once a day).")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show.")] = 50,
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+) -> None:
+    """Show Kite's instruments list (downloaded at most once a day and cached as Parquet).
+
+    Example:  mde instruments --search "nifty bank"
+    """
+
+
+if __name__ == "__main__":
+    app()
