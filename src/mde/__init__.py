@@ -21,7 +21,10 @@ __all__ = [
     "Settings",
     "SourceError",
     "SourceUnavailable",
+    "Strategy",
+    "StrategyRunner",
     "load_settings",
+    "run_replay",
 ]
 
 _WHERE = {
@@ -29,6 +32,9 @@ _WHERE = {
     "Candle": ("mde.engine", "Candle"),
     "Settings": ("mde.config", "Settings"),
     "load_settings": ("mde.config", "load"),
+    "Strategy": ("mde.strategy", "Strategy"),
+    "StrategyRunner": ("mde.strategy", "StrategyRunner"),
+    "run_replay": ("mde.replay", "run_replay"),
     **{name: ("mde.errors", name) for name in (
         "AuthError", "CacheError", "ConfigError", "InputError", "MdeError", "NotCached",
         "RateLimited", "SourceError", "SourceUnavailable",
@@ -47,6 +53,8 @@ if TYPE_CHECKING:
     from .config import Settings
     from .config import load as load_settings
     from .engine import Candle, MarketDataEngine
+    from .replay import run_replay
+    from .strategy import Strategy, StrategyRunner
     from .errors import (
         AuthError, CacheError, ConfigError, InputError, MdeError, NotCached, RateLimited, SourceError, SourceUnavailable,
     )

@@ -47,8 +47,20 @@ class KiteSettings:
     api_secret: str | None = field(default=None, repr=False)
 
 
+def _rebuild(cls: type, state: dict[str, Any]) -> Any:
+    return cls(**{k: MappingProxyType(v) if isinstance(v, dict) else v for k, v in state.items()})
+
+
+class _Picklable:
+    """Read-only mappings cannot be pickled; settings must cross to sweep worker processes."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = {k: dict(v) if isinstance(v, MappingProxyType) else v for k, v in self.__dict__.items()}
+        return (_rebuild, (type(self), state))
+
+
 @dataclass(frozen=True, kw_only=True)
-class RefreshSettings:
+class RefreshSettings(_Picklable):
     symbols: tuple[str, ...] = ()
     timeframes: tuple[str, ...] = ("5m",)
     count: int = 1000
@@ -56,7 +68,7 @@ class RefreshSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings:
+class Settings(_Picklable):
     """Everything mde needs to know, built once by `load()` and never mutated."""
 
     cache_dir: Path
@@ -67,6 +79,7 @@ class Settings:
     now: datetime | None = None  # MDE_NOW: a pinned clock
     config_path: Path | None = None
     token_file: Path = field(default_factory=lambda: default_config_dir() / "kite_token.json")  # MDE_TOKEN_FILE
+    costs_file: Path | None = None  # [costs] file: the user's own charges table (else the bundled one)
 
     def clock(self) -> datetime:
         """The pinned instant if MDE_NOW is set, else the wall clock, in IST."""
@@ -112,6 +125,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "source": {"kind": _source},
     "kite": {"api_key": _str, "root": _str},
     "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _pos_int, "multi_tf": _tf_map},
+    "costs": {"file": _str},
 }
 # Sections whose keys are free-form (validated by their own type only).
 FREE_SECTIONS = {"aliases": _str}
@@ -219,7 +233,9 @@ def load(
     )
     refresh = RefreshSettings(**raw.get("refresh", {}))
     aliases = MappingProxyType({k.upper(): v for k, v in raw.get("aliases", {}).items()})
+    costs_file = raw.get("costs", {}).get("file")
     return Settings(
+        costs_file=(base / Path(costs_file).expanduser()) if costs_file else None,
         cache_dir=cache_path,
         source=kind,
         kite=kite,

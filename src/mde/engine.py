@@ -451,6 +451,32 @@ class MarketDataEngine:
             raise self._not_cached(symbol, tf)
         return best
 
+    def history(self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None) -> pl.DataFrame:
+        """Every candle complete at `as_of` (default now), with its `closes_at`, oldest first.
+
+        The whole-series counterpart of get_window, for backtests that read ahead of time
+        and then reveal candles by `closes_at`: a timeframe that is not cached is resampled
+        from the largest cached smaller one, so each bucket holds only candles it may hold.
+        """
+        inst, tf = self._series(symbol, timeframe)
+        at = self._as_of(as_of)
+        if self.store.exists(inst, tf):
+            df = self.store.read(inst, tf, None, at)
+        else:
+            base = next((s for s in sources_for(tf) if self.store.exists(inst, s)), None)
+            if base is None:
+                raise self._not_cached(symbol, tf)
+            df = resample(self._complete(self.store.read(inst, base, None, at), base, at), tf, self.calendar)
+        return with_close(self._complete(df, tf, at), tf, self.calendar)
+
+    def cached_timeframe(self, symbol: str, timeframe: str | Timeframe) -> Timeframe | None:
+        """The timeframe a series is read from: itself if cached, else the largest cached
+        smaller one it can be resampled from, else None."""
+        inst, tf = self._series(symbol, timeframe)
+        if self.store.exists(inst, tf):
+            return tf
+        return next((s for s in sources_for(tf) if self.store.exists(inst, s)), None)
+
     def _as_of(self, as_of: datetime | str | None) -> datetime:
         if as_of is None:
             return self.now()

@@ -186,3 +186,67 @@ def instruments_table(rows: pl.DataFrame, total: int, fetched_at: datetime | Non
 def instruments_json(rows: pl.DataFrame) -> str:
     cols = [c for c in _INSTRUMENT_COLUMNS if c in rows.columns]
     return json.dumps(rows.select(cols).to_dicts(), default=str, indent=1)
+
+
+# -- replay ------------------------------------------------------------------------------
+_METRIC_LABELS = {
+    "net_pnl": "net P&L (Rs)", "gross_pnl": "gross P&L (Rs)", "charges": "charges (Rs)", "return_pct": "return %",
+    "cagr_pct": "CAGR %", "max_drawdown": "max drawdown (Rs)", "max_drawdown_pct": "max drawdown %",
+    "max_drawdown_bars": "max drawdown, candles under water", "max_drawdown_from": "  from (peak)",
+    "max_drawdown_to": "  to (recovery)", "sharpe": "Sharpe", "sortino": "Sortino", "trades": "trades",
+    "win_rate_pct": "win rate %", "profit_factor": "profit factor", "expectancy": "expectancy per trade (Rs)",
+    "avg_holding": "average holding time", "exposure_pct": "exposure %", "buy_and_hold_pct": "buy and hold %",
+    "bars": "candles", "years": "years of trading time",
+}
+
+
+def _metric(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def replay_table(result: Any, console: Console) -> None:
+    from rich.table import Table
+
+    params = ", ".join(f"{k}={v}" for k, v in result.params.items())
+    table = Table(
+        title=f"{result.strategy}({params}) on {', '.join(result.symbols)} {result.timeframe} · {result.start} → {result.end}",
+        show_header=False,
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.metrics.items():
+        table.add_row(_METRIC_LABELS.get(key, key), _metric(value))
+    console.print(table)
+    console.print(f"costs: {result.cost_basis}\n{result.basis}\n{result.fill_model}", style="dim", markup=False)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+def sweep_table(rows: list[dict[str, Any]], sort_by: str, console: Console) -> None:
+    from rich.table import Table
+
+    keys = list(rows[0]["params"]) if rows else []
+    cols = ["net_pnl", "return_pct", "sharpe", "max_drawdown_pct", "win_rate_pct", "trades"]
+    if sort_by not in cols:
+        cols.insert(0, sort_by)
+    table = Table(title=f"sweep: {len(rows)} combinations, sorted by {sort_by}")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for c in cols:
+        table.add_column(_METRIC_LABELS.get(c, c), justify="right", style="bold" if c == sort_by else None)
+    for row in rows:
+        if "error" in row:
+            table.add_row(*[str(row["params"].get(k, "")) for k in keys], f"[red]{row['error']}[/]", *[""] * (len(cols) - 1))
+        else:
+            table.add_row(*[str(row["params"].get(k, "")) for k in keys], *[_metric(row["metrics"].get(c)) for c in cols])
+    console.print(table)
+
+
+def sweep_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=1, default=str)

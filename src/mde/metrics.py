@@ -1,0 +1,143 @@
+"""Performance metrics of a run, annualised by NSE trading time, not by 365 days or 252 x 24h.
+
+A year is the calendar's sessions per year times the candles per regular session (375 at
+1m, 75 at 5m, 7 at 60m, 1 at 1d). Returns are per candle close of the run's timeline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import polars as pl
+
+from .calendar import Calendar
+from .timeframes import Timeframe
+
+
+@dataclass(frozen=True)
+class Basis:
+    sessions_per_year: float
+    bars_per_session: int
+    years_used: tuple[int, ...]
+
+    @property
+    def bars_per_year(self) -> float:
+        return self.sessions_per_year * self.bars_per_session
+
+    def describe(self, timeframe: Timeframe) -> str:
+        years = ", ".join(str(y) for y in self.years_used)
+        return (f"annualised by NSE trading time: {self.sessions_per_year:g} sessions/year (calendar {years}) "
+                f"x {self.bars_per_session} {timeframe} candles/session = {self.bars_per_year:g} candles/year")
+
+
+def basis_for(cal: Calendar, timeframe: Timeframe, start: date, end: date) -> Basis:
+    """Sessions per year from the NSE calendar over the years the run touches."""
+    years = tuple(range(start.year, end.year + 1))
+    counts = []
+    for year in years:
+        d, n = date(year, 1, 1), 0
+        while d.year == year:
+            n += cal.is_trading_day(d)
+            d += timedelta(days=1)
+        counts.append(n)
+    sessions = sum(counts) / len(counts)
+    regular_day = next(d for d in (date(2024, 1, 1) + timedelta(days=k) for k in range(14))
+                       if d.weekday() < 5 and d not in cal.holidays and d not in cal.special)
+    return Basis(round(sessions, 2), cal.candles_per_day(regular_day, timeframe), years)
+
+
+def _round(x: float | None, digits: int = 2) -> float | None:
+    if x is None or math.isnan(x) or math.isinf(x):
+        return None
+    return round(x, digits)
+
+
+def equity_frame(times_us: list[int], values: list[float], initial: float) -> pl.DataFrame:
+    """One point per close time (the last, when several symbols close together), with drawdown."""
+    df = pl.DataFrame({"ts": times_us, "equity": values}, schema={"ts": pl.Int64, "equity": pl.Float64})
+    df = df.group_by("ts", maintain_order=True).last()
+    peak = pl.max_horizontal(pl.col("equity").cum_max(), pl.lit(initial))
+    return df.with_columns(
+        (pl.col("equity") - peak).alias("drawdown"),
+        (pl.col("equity") / peak - 1.0).alias("drawdown_pct"),
+        pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").dt.convert_time_zone("Asia/Kolkata"),
+    )
+
+
+def compute(
+    equity: pl.DataFrame, trades: pl.DataFrame, initial: float, basis: Basis, exposure: float, buy_and_hold_pct: float | None
+) -> dict[str, object]:
+    """The report's metrics, in display order. Money in rupees, ratios plain, `_pct` in percent."""
+    values = equity["equity"].to_list()
+    final = values[-1] if values else initial
+    net = final - initial
+    bars = len(values)
+    series = pl.Series([initial, *values])
+    rets = (series / series.shift(1) - 1.0).slice(1)
+    mean = rets.mean() if bars else None
+    std = rets.std(ddof=1) if bars > 1 else None
+    downside = math.sqrt((rets.clip(upper_bound=0.0) ** 2).mean()) if bars else 0.0  # type: ignore[operator]
+    scale = math.sqrt(basis.bars_per_year)
+    sharpe = mean / std * scale if mean is not None and std else None  # type: ignore[operator]
+    sortino = mean / downside * scale if mean is not None and downside else None  # type: ignore[operator]
+    years = bars / basis.bars_per_year if basis.bars_per_year else 0.0
+    cagr = ((final / initial) ** (1 / years) - 1) * 100 if years > 0 and final > 0 else None
+
+    dd_value = float(equity["drawdown"].min()) if bars else 0.0  # type: ignore[arg-type]
+    dd_pct = float(equity["drawdown_pct"].min()) * 100 if bars else 0.0  # type: ignore[arg-type]
+    dd_bars, dd_start, dd_end = _longest_drawdown(values, initial)
+    ts = equity["ts"].to_list() if bars else []
+
+    n = trades.height
+    pnl = trades["net_pnl"] if n else pl.Series([], dtype=pl.Float64)
+    wins = float(pnl.filter(pnl > 0).sum()) if n else 0.0
+    losses = float(-pnl.filter(pnl < 0).sum()) if n else 0.0
+    holding = (trades["exit_ts"] - trades["entry_ts"]).mean() if n else None
+    return {
+        "net_pnl": _round(net),
+        "gross_pnl": _round(float(trades["gross_pnl"].sum()) if n else 0.0),
+        "charges": _round(float(trades["charges"].sum()) if n else 0.0),
+        "return_pct": _round(net / initial * 100 if initial else None),
+        "cagr_pct": _round(cagr),
+        "max_drawdown": _round(dd_value),
+        "max_drawdown_pct": _round(dd_pct),
+        "max_drawdown_bars": dd_bars,
+        "max_drawdown_from": ts[dd_start].isoformat() if dd_bars and dd_start is not None else None,
+        "max_drawdown_to": (ts[dd_end].isoformat() if dd_end is not None else "not recovered") if dd_bars else None,
+        "sharpe": _round(sharpe),
+        "sortino": _round(sortino),
+        "trades": n,
+        "win_rate_pct": _round(pnl.filter(pnl > 0).len() / n * 100) if n else None,
+        "profit_factor": _round(wins / losses) if losses else None,
+        "expectancy": _round(float(pnl.mean())) if n else None,  # type: ignore[arg-type]
+        "avg_holding": str(holding) if holding is not None else None,
+        "exposure_pct": _round(exposure * 100),
+        "buy_and_hold_pct": _round(buy_and_hold_pct),
+        "bars": bars,
+        "years": _round(years, 4),
+    }
+
+
+def _longest_drawdown(values: list[float], initial: float) -> tuple[int, int | None, int | None]:
+    """Longest stretch under a previous peak: (candles under water, peak index, recovery index or None).
+
+    Each new high starts a group; the candles after it in the group are under water.
+    Group 0 holds the candles before the first new high, under the starting cash.
+    """
+    if not values:
+        return 0, None, None
+    eq = pl.Series("eq", values, dtype=pl.Float64)
+    peak = eq.cum_max().clip(lower_bound=initial)
+    groups = (eq >= peak).cast(pl.Int64).cum_sum()
+    runs = (
+        pl.DataFrame({"g": groups, "i": pl.int_range(0, len(values), eager=True)})
+        .group_by("g", maintain_order=True)
+        .agg(pl.col("i").first().alias("first"), pl.len().alias("n"))
+        .with_columns(under=pl.col("n") - (pl.col("g") > 0).cast(pl.UInt32), next_first=pl.col("first").shift(-1))
+    )
+    best = runs.sort(["under", "first"], descending=[True, False]).row(0, named=True)
+    if best["under"] <= 0:
+        return 0, None, None
+    return int(best["under"]), int(best["first"]), best["next_first"]

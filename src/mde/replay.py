@@ -1,0 +1,359 @@
+"""Backtests on the cache: `mde replay` as a library call.
+
+    result = run_replay(engine, "sma_cross", ["NIFTY"], "5m", "2024-01-01", "2024-12-31",
+                        params={"fast": 10}, costs="zerodha", segment="futures")
+    result.metrics["net_pnl"]; result.trades; result.write_trades("trades.csv")
+
+The data must be in the cache: a range the coverage ledger does not cover is an error
+naming the `mde fetch` to run (unless allow_gaps). The strategy sees every cached candle
+closed before now, warm-up before `start` included; `on_candle` runs for candles of
+`start`..`end` only. Fills follow broker.FILL_MODEL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+import itertools
+import json
+import os
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from .atomic import atomic_write
+from .broker import FILL_MODEL, SimBroker
+from .calendar import IST, parse_date
+from .costs import CostModel, cost_model, segment_for
+from .errors import InputError, MdeError, NotCached
+from .metrics import Basis, basis_for, compute, equity_frame
+from .strategy import SeriesData, Strategy, StrategyRunner, as_us, load_strategy, merge_events, parse_params
+from .symbols import Instrument
+from .timeframes import Timeframe, parse
+
+DEFAULT_CASH = 1_000_000.0
+DEFAULT_TICK = 0.05
+TRADE_CSV_COLUMNS = (
+    "symbol", "side", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price", "gross_pnl", "charges", "net_pnl",
+    "exit_reason", "strategy",
+)
+SORTABLE = ("net_pnl", "return_pct", "cagr_pct", "sharpe", "sortino", "max_drawdown", "win_rate_pct", "profit_factor",
+            "expectancy", "trades")
+
+
+@dataclass
+class ReplayResult:
+    strategy: str
+    params: dict[str, Any]
+    symbols: list[str]
+    timeframe: str
+    start: date
+    end: date
+    cash: float
+    costs: str
+    segment: str | None
+    cost_basis: str
+    version: str
+    fill_model: str
+    basis: str
+    generated_at: datetime
+    metrics: dict[str, Any]
+    trades: pl.DataFrame
+    equity: pl.DataFrame
+    candles: dict[str, pl.DataFrame]
+    fingerprint: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+    events: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """Everything `--json` prints: enough to reproduce the run and notice a changed cache."""
+        return {
+            "strategy": self.strategy,
+            "params": self.params,
+            "symbols": self.symbols,
+            "timeframe": self.timeframe,
+            "from": self.start.isoformat(),
+            "to": self.end.isoformat(),
+            "cash": self.cash,
+            "costs": {"model": self.costs, "segment": self.segment, "basis": self.cost_basis},
+            "metrics": self.metrics,
+            "annualisation": self.basis,
+            "fill_model": self.fill_model,
+            "data": self.fingerprint,
+            "mde_version": self.version,
+            "candles_processed": self.events,
+            "warnings": self.warnings,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.summary(), indent=1, default=str)
+
+    def trades_csv(self) -> str:
+        df = self.trades.select(TRADE_CSV_COLUMNS)
+        return df.write_csv(datetime_format="%Y-%m-%dT%H:%M:%S%:z")
+
+    def write_trades(self, path: str | Path) -> None:
+        with atomic_write(Path(path), "w") as fh:
+            fh.write(self.trades_csv())
+
+    def write_report(self, path: str | Path) -> None:
+        from .report import write_report
+
+        write_report(path, self)
+
+
+def mde_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mde")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def fingerprint(data: SeriesData, source_tf: Timeframe) -> dict[str, Any]:
+    """rows, first/last and a content hash of the candles a run read (stable across machines)."""
+    h = hashlib.sha256()
+    frame = data.frame
+    h.update(array("q", data.ts_us).tobytes())
+    for col in (data.open, data.high, data.low, data.close):
+        h.update(array("d", col).tobytes())
+    h.update(array("q", [-1 if v is None else v for v in data.volume]).tobytes())
+    first = frame["ts"][0] if frame.height else None
+    last = frame["ts"][-1] if frame.height else None
+    return {
+        "symbol": data.symbol,
+        "timeframe": data.timeframe.name,
+        "read_from": source_tf.name,
+        "rows": frame.height,
+        "first_ts": first.isoformat() if first else None,
+        "last_ts": last.isoformat() if last else None,
+        "sha256": h.hexdigest(),
+    }
+
+
+def _day_start(d: date) -> datetime:
+    return datetime.combine(d, time(0, 0), IST)
+
+
+def missing_sessions(engine: Any, inst: Instrument, tf: Timeframe, start: date, end: date, until: datetime) -> list[date]:
+    """Sessions in [start, end] (up to `until`) that the series' coverage ledger lacks."""
+    manifest = engine.store.manifest(inst, tf)
+    if manifest is not None and manifest.coverage:
+        ranges = manifest.coverage
+    else:
+        frame = engine.store.read_tail(inst, tf, 1)
+        first = engine.store.read(inst, tf).head(1)
+        if frame.is_empty():
+            ranges = []
+        else:
+            ranges = [(first["ts"][0], engine.calendar.close_time(frame["ts"][0], tf))]
+    cal = engine.calendar
+    out = []
+    d = start
+    while d <= end:
+        sessions = cal.sessions(d)
+        if sessions:
+            open_ = _day_start(d) + timedelta(minutes=sessions[0][0])
+            close = _day_start(d) + timedelta(minutes=sessions[-1][1])
+            if open_ >= until:
+                break
+            close = min(close, until)
+            if not any(a <= open_ and b >= close for a, b in ranges):
+                out.append(d)
+        d += timedelta(days=1)
+    return out
+
+
+def _gap_message(symbol: str, tf: Timeframe, gaps: list[date]) -> str:
+    span = f"{gaps[0]}" if len(gaps) == 1 else f"{gaps[0]}..{gaps[-1]}"
+    return (
+        f"the cache lacks {len(gaps)} session(s) of {symbol} {tf} in the replay range ({span}); run "
+        f"`mde fetch {symbol} --timeframe {tf} --from {gaps[0]} --to {gaps[-1]}`, or pass --allow-gaps"
+    )
+
+
+def _tick_for(engine: Any, inst: Instrument) -> float:
+    """The instrument's tick from the instruments dump if it is on disk, else NSE's 0.05."""
+    try:
+        from .instruments import InstrumentCatalog
+
+        def offline() -> list[dict]:
+            raise MdeError("offline")
+
+        info = InstrumentCatalog(engine.settings.cache_dir / "_meta", offline, engine.now).instrument_info(inst)
+    except (MdeError, OSError):
+        return DEFAULT_TICK
+    tick = (info or {}).get("tick_size")
+    return float(tick) if tick else DEFAULT_TICK
+
+
+def build_strategy(spec: str | type[Strategy] | Strategy, params: Mapping[str, Any] | None = None) -> Strategy:
+    if isinstance(spec, Strategy):
+        if params:
+            raise InputError("give parameters to the strategy's constructor, not to run_replay, when passing an instance")
+        return spec
+    cls = load_strategy(spec) if isinstance(spec, str) else spec
+    return cls(**dict(params or {}))
+
+
+def run_replay(
+    engine: Any,
+    strategy: str | type[Strategy] | Strategy,
+    symbols: Sequence[str],
+    timeframe: str | Timeframe,
+    start: date | str,
+    end: date | str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    costs: str = "zerodha",
+    segment: str | None = None,
+    cash: float = DEFAULT_CASH,
+    slippage_ticks: int = 0,
+    allow_gaps: bool = False,
+    square_off: str | None = None,
+) -> ReplayResult:
+    """Run one strategy over cached candles of `symbols` from `start` to `end` (dates inclusive)."""
+    tf = parse(timeframe)
+    lo, hi = parse_date(start, "--from date"), parse_date(end, "--to date")
+    if lo > hi:
+        raise InputError(f"--from {lo} is after --to {hi}")
+    if not symbols:
+        raise InputError("no symbol to replay; pass --symbol NIFTY (repeat it for more)")
+    if cash <= 0:
+        raise InputError("--cash must be positive")
+    strat = build_strategy(strategy, params)
+    now = engine.now()
+    until = min(now, _day_start(hi + timedelta(days=1)))
+    if _day_start(lo) >= now:
+        raise InputError(f"--from {lo} is in the future (now is {now:%Y-%m-%d %H:%M} IST)")
+
+    names, series, starts, ends, models, ticks, warnings, read_from = [], [], [], [], {}, {}, [], {}
+    for raw in symbols:
+        inst = engine.resolve(raw)
+        name = raw.strip().upper()
+        if name in names:
+            raise InputError(f"{name} is given twice")
+        src_tf = engine.cached_timeframe(name, tf)
+        if src_tf is None:
+            raise NotCached(
+                f"no cached {tf} candles for {name} (nor a smaller timeframe to build them from); run "
+                f"`mde fetch {name} --timeframe {tf} --from {lo} --to {hi}` first"
+            )
+        gaps = missing_sessions(engine, inst, src_tf, lo, hi, until)
+        if gaps:
+            if not allow_gaps:
+                raise NotCached(_gap_message(name, src_tf, gaps))
+            warnings.append(f"{name}: {len(gaps)} session(s) missing from the cache were skipped (--allow-gaps)")
+        data = SeriesData(name, tf, engine.history(name, tf, as_of=until))
+        i0 = bisect_left(data.ts_us, as_us(_day_start(lo)))
+        i1 = bisect_right(data.ts_us, as_us(_day_start(hi + timedelta(days=1))) - 1)
+        if i1 <= i0:
+            raise NotCached(
+                f"no cached {tf} candles of {name} between {lo} and {hi}; run `mde fetch {name} --timeframe {tf} "
+                f"--from {lo} --to {hi}` first"
+            )
+        names.append(name)
+        series.append(data)
+        starts.append(i0)
+        ends.append(i1)
+        read_from[name] = src_tf
+        models[name] = cost_model(costs, segment, segment_for(inst.exchange, None, inst.tradingsymbol), name,
+                                  engine.settings.costs_file)
+        ticks[name] = _tick_for(engine, inst)
+
+    broker = SimBroker(cash, models.__getitem__, ticks.__getitem__, slippage_ticks)
+    runner = StrategyRunner([strat], engine, symbols=names, timeframe=tf, broker=broker, as_of=until, square_off=square_off)
+    for data in series:
+        runner.add_series(data)
+    outcome = runner.run(merge_events(series, starts, ends), as_us(_day_start(lo)))
+
+    trades = broker.trades_frame()
+    equity = equity_frame(outcome.equity_us, outcome.equity, cash)
+    basis = basis_for(engine.calendar, tf, lo, hi)
+    exposure = sum(outcome.exposed) / len(outcome.exposed) if outcome.exposed else 0.0
+    holds = [data.close[i1 - 1] / data.open[i0] - 1 for data, i0, i1 in zip(series, starts, ends)]
+    buy_hold = sum(holds) / len(holds) * 100
+    metrics = compute(equity, trades, cash, basis, exposure, buy_hold)
+    model: CostModel = models[names[0]]
+    cost_desc = "; ".join(f"{n}: {models[n].describe()}" for n in names) if len(names) > 1 else model.describe()
+    tick_desc = ", ".join(sorted({f"{t:g}" for t in ticks.values()}))
+    sq = square_off or strat.square_off
+    return ReplayResult(
+        strategy=strat.label(),
+        params=strat.params,
+        symbols=names,
+        timeframe=tf.name,
+        start=lo,
+        end=hi,
+        cash=float(cash),
+        costs=model.name,
+        segment=segment if segment else (model.segment if model.table is not None else None),
+        cost_basis=cost_desc,
+        version=mde_version(),
+        fill_model=FILL_MODEL.format(slippage=slippage_ticks, tick=tick_desc, square_off=sq),
+        basis=basis.describe(tf),
+        generated_at=datetime.now(IST).replace(microsecond=0),
+        metrics=metrics,
+        trades=trades,
+        equity=equity.select("ts", "equity", "drawdown"),
+        candles={d.symbol: d.frame.slice(i0, i1 - i0) for d, i0, i1 in zip(series, starts, ends)},
+        fingerprint=[fingerprint(d, read_from[d.symbol]) for d in runner._series.values()],
+        warnings=warnings,
+        events=outcome.events,
+    )
+
+
+# -- sweeps ----------------------------------------------------------------------------
+def param_grid(pairs: Sequence[str]) -> list[dict[str, str]]:
+    """`--param fast=5,10 --param slow=30,50` -> the 4 combinations, in a stable order."""
+    parsed = parse_params(pairs)
+    keys = list(parsed)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(parsed[k] for k in keys))]
+
+
+def _sweep_one(settings: Any, strategy: str, params: dict[str, str], kwargs: dict[str, Any]) -> dict[str, Any]:
+    from .engine import MarketDataEngine
+
+    try:
+        result = run_replay(MarketDataEngine(settings), strategy, params=params, **kwargs)
+    except MdeError as exc:
+        return {"params": params, "error": str(exc)}
+    return {"params": result.params, "metrics": result.metrics}
+
+
+def sweep(
+    engine: Any, strategy: str, grid: list[dict[str, str]], *, sort_by: str = "net_pnl", workers: int | None = None,
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Run every parameter combination on all cores; rows sorted by `sort_by` (best first)."""
+    if sort_by not in SORTABLE:
+        raise InputError(f"cannot sort by {sort_by!r}; use one of {', '.join(SORTABLE)}")
+    cls = load_strategy(strategy)
+    for combo in grid:  # a bad name or type fails now, before any process starts
+        unknown = set(combo) - set(cls.parameters())
+        if unknown:
+            cls(**combo)
+    settings = engine.settings
+    if settings.now is None:  # every worker must see the same clock
+        settings = settings.with_overrides(now=engine.now())
+    workers = max(1, min(workers or os.cpu_count() or 1, len(grid)))
+    if workers == 1 or len(grid) == 1:
+        rows = [_sweep_one(settings, strategy, combo, kwargs) for combo in grid]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("spawn")  # polars' thread pool does not survive fork
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            rows = list(pool.map(_sweep_one, [settings] * len(grid), [strategy] * len(grid), grid, [kwargs] * len(grid)))
+    ok = [r for r in rows if "metrics" in r]
+    failed = [r for r in rows if "error" in r]
+    # best first; drawdowns are negative, so the largest (closest to 0) is the best there too
+    ok.sort(key=lambda r: (r["metrics"].get(sort_by) is None, -(r["metrics"].get(sort_by) or 0)))
+    return ok + failed

@@ -1,0 +1,133 @@
+"""Built-in strategies: `sma_cross` and the opening-range breakout `orb`.
+
+Both keep their indicators incrementally from the candles they are given (seeded from
+the cached history at start), so a year of 1m costs microseconds per candle, and replay
+and paper compute exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InputError
+from .strategy import Candle, Context, Strategy
+
+
+def _paise(price: float) -> int:
+    """Prices in integer paise: exact on NSE's 0.05 (and indices' 0.01) grid, so ties are ties."""
+    return round(price * 100)
+
+
+class SmaCross(Strategy):
+    """Long when the fast SMA crosses above the slow one; flat when it crosses back below.
+
+    SMA(n) at candle i is the mean of the closes of candles i-n+1..i. Enter when
+    fast(i) > slow(i) and fast(i-1) <= slow(i-1); exit when fast(i) < slow(i) and
+    fast(i-1) >= slow(i-1). Averages are compared in integer paise
+    (sum_fast * slow vs sum_slow * fast), exactly, on every machine.
+    """
+
+    name = "sma_cross"
+    fast: int = 10
+    slow: int = 30
+    qty: int = 1
+
+    def validate(self) -> None:
+        if self.fast < 1 or self.slow < 1:
+            raise InputError("sma_cross: fast and slow must be at least 1")
+        if self.fast >= self.slow:
+            raise InputError(f"sma_cross: fast ({self.fast}) must be smaller than slow ({self.slow})")
+        if self.qty < 1:
+            raise InputError("sma_cross: qty must be at least 1")
+
+    def on_start(self, ctx: Context) -> None:
+        # per symbol: [ring of the last `slow` closes in paise, next slot, count, fast sum, slow sum, previous sign]
+        self._state: dict[str, list[Any]] = {}
+        for symbol in ctx.symbols:
+            self._state[symbol] = st = [[0] * self.slow, 0, 0, 0, 0, None]
+            for close in ctx.closes(symbol, n=self.slow + 1):
+                self._push(st, _paise(close))
+
+    def _push(self, st: list[Any], x: int) -> int | None:
+        """Add a close; return the sign of fast - slow (None until `slow` closes are in)."""
+        ring, slot, count, fsum, ssum, _ = st
+        fast, slow = self.fast, self.slow
+        ssum += x - ring[slot]  # the slot holds the close that leaves the slow window
+        fsum += x - (ring[(slot - fast) % slow] if count >= fast else 0)
+        ring[slot] = x
+        count += 1
+        st[1], st[2], st[3], st[4] = (slot + 1) % slow, count, fsum, ssum
+        if count < slow:
+            st[5] = None
+            return None
+        diff = fsum * slow - ssum * fast
+        sign = (diff > 0) - (diff < 0)
+        st[5] = sign
+        return sign
+
+    def on_candle(self, ctx: Context, candle: Candle) -> None:
+        st = self._state[candle.symbol]
+        before = st[5]
+        now = self._push(st, _paise(candle.close))
+        if before is None or now is None:
+            return
+        if now > 0 >= before:
+            if ctx.position() == 0:
+                ctx.buy(self.qty)
+        elif now < 0 <= before and ctx.position() > 0:
+            ctx.close()
+
+
+class OpeningRangeBreakout(Strategy):
+    """Intraday: trade the first break of the opening range, with a bracket.
+
+    The range is the high and low of the first `range_minutes` of the session. The first
+    candle that closes above the range high buys `qty` (below the low: sells short), with
+    the stop-loss at the other side of the range and the target `target_r` range-heights
+    beyond the broken side. One entry per symbol per day; squared off at `square_off`.
+    """
+
+    name = "orb"
+    intraday = True
+    range_minutes: int = 15
+    target_r: float = 2.0
+    qty: int = 1
+    square_off: str = "15:20"
+    shorts: bool = True
+
+    def validate(self) -> None:
+        if not 1 <= self.range_minutes <= 300:
+            raise InputError("orb: range_minutes must be between 1 and 300")
+        if self.target_r <= 0:
+            raise InputError("orb: target_r must be positive")
+        if self.qty < 1:
+            raise InputError("orb: qty must be at least 1")
+
+    def on_start(self, ctx: Context) -> None:
+        self._day: dict[str, Any] = {}
+        self._range: dict[str, list[float]] = {}  # symbol -> [high, low, range end minute, traded]
+
+    def on_candle(self, ctx: Context, candle: Candle) -> None:
+        sym = candle.symbol
+        day = candle.day  # one range per IST day, from its first candle
+        if self._day.get(sym) != day:
+            self._day[sym] = day
+            self._range[sym] = [candle.high, candle.low, candle.minute + self.range_minutes, False]
+        r = self._range[sym]
+        closes_minute = candle.minute + (candle.close_us - candle.ts_us) // 60_000_000
+        if closes_minute <= r[2]:  # still inside the opening range
+            r[0] = max(r[0], candle.high)
+            r[1] = min(r[1], candle.low)
+            return
+        if r[3] or ctx.position() != 0:
+            return
+        high, low = r[0], r[1]
+        height = high - low
+        if height <= 0:
+            return
+        if candle.close > high:
+            r[3] = True
+            ctx.buy(self.qty, stop_loss=low, target=high + self.target_r * height)
+        elif candle.close < low and self.shorts:
+            r[3] = True
+            ctx.sell(self.qty, stop_loss=high, target=low - self.target_r * height)

@@ -1,0 +1,550 @@
+"""Strategies and the runner that drives them, the same code for `mde replay` and `mde paper`.
+
+A strategy subclasses `Strategy`, declares its parameters as annotated class attributes
+with defaults, and reacts to closed candles:
+
+    class MyStrategy(Strategy):
+        fast: int = 10
+        def on_candle(self, ctx, candle):
+            if ctx.position() == 0 and candle.close > max(ctx.closes(n=20)[:-1]):
+                ctx.buy(1)
+
+Through `ctx` it reads windows of any symbol and timeframe, its position, cash and equity,
+and places orders. It never sees a candle before that candle's close: every read is
+bounded by `ctx.now`, the close time of the candle being processed, under the same
+resampling rule as `MarketDataEngine.get_window`. Nothing in a strategy knows whether a
+backtest or a paper session runs it; the fills follow broker.FILL_MODEL in both.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, ClassVar, get_type_hints
+
+import polars as pl
+
+from .broker import Order, SimBroker, ist_day, us_to_datetime
+from .calendar import IST
+from .errors import InputError, MdeError
+from .timeframes import Timeframe, parse
+
+log = logging.getLogger("mde.strategy")
+
+BUILTIN_STRATEGIES = {
+    "sma_cross": "mde.strategies:SmaCross",
+    "orb": "mde.strategies:OpeningRangeBreakout",
+}
+_PARAM_TYPES = (int, float, bool, str)
+_US_PER_MIN = 60_000_000
+_IST_MIN = 330
+
+
+# -- strategies ------------------------------------------------------------------------
+class Strategy:
+    """Base class. Parameters are the annotated class attributes of a subclass."""
+
+    name: ClassVar[str] = ""
+    intraday: ClassVar[bool] = False  # squared off each session (see `square_off`)
+    square_off: ClassVar[str] = "15:20"
+
+    def __init__(self, **params: Any) -> None:
+        spec = self.parameters()
+        unknown = sorted(set(params) - set(spec))
+        if unknown:
+            takes = ", ".join(spec) or "no parameters"
+            raise InputError(f"{self.label()} has no parameter {', '.join(unknown)}; it takes {takes}")
+        for key, (kind, default) in spec.items():
+            setattr(self, key, coerce_param(key, params[key], kind) if key in params else default)
+        self.validate()
+
+    @classmethod
+    def label(cls) -> str:
+        return cls.name or cls.__name__
+
+    @classmethod
+    def parameters(cls) -> dict[str, tuple[type, Any]]:
+        """name -> (type, default), in declaration order."""
+        out: dict[str, tuple[type, Any]] = {}
+        hints = get_type_hints(cls)
+        for klass in reversed(cls.__mro__):
+            if klass in (Strategy, object):
+                continue
+            for key in klass.__dict__.get("__annotations__", {}):
+                kind = hints.get(key)
+                if key.startswith("_") or kind not in _PARAM_TYPES:
+                    continue
+                out[key] = (kind, getattr(cls, key, None))
+        return out
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.parameters()}
+
+    def validate(self) -> None:
+        """Raise InputError for a parameter combination that makes no sense."""
+
+    def on_start(self, ctx: Context) -> None:
+        """Called once before the first candle; windows already hold the warm-up history."""
+
+    def on_candle(self, ctx: Context, candle: Candle) -> None:
+        """Called at the close of every candle of every symbol the strategy runs on."""
+
+    def on_stop(self, ctx: Context) -> None:
+        """Called once after the last candle."""
+
+
+def coerce_param(key: str, value: Any, kind: type) -> Any:
+    """Convert a parameter (often text from the command line) to its declared type."""
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip()
+    try:
+        if kind is bool:
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise InputError(f"parameter {key}={value!r} is not {kind.__name__ if kind is not bool else 'true/false'}") from None
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, list[str]]:
+    """`["fast=5,10", "slow=30"]` -> {"fast": ["5", "10"], "slow": ["30"]} (lists make a sweep)."""
+    out: dict[str, list[str]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--param {pair!r} is not NAME=VALUE (or NAME=V1,V2 for a sweep)")
+        values = [v.strip() for v in value.split(",")]
+        if any(v == "" for v in values):
+            raise InputError(f"--param {pair!r} has an empty value")
+        out[key] = values
+    return out
+
+
+def load_strategy(spec: str) -> type[Strategy]:
+    """A built-in name (`sma_cross`, `orb`), `path/to/file.py:ClassName` or `package.module:ClassName`."""
+    target = BUILTIN_STRATEGIES.get(spec, spec)
+    module_name, sep, class_name = target.rpartition(":")
+    if not sep or not module_name or not class_name:
+        raise InputError(f"unknown strategy {spec!r}; use {', '.join(BUILTIN_STRATEGIES)} or path/to/file.py:ClassName")
+    try:
+        if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+            path = Path(module_name).expanduser()
+            if not path.is_file():
+                raise InputError(f"strategy file {path} does not exist")
+            mod_id = f"mde_user_strategy_{abs(hash(str(path.resolve())))}"
+            loader_spec = importlib.util.spec_from_file_location(mod_id, path)
+            assert loader_spec is not None and loader_spec.loader is not None
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[mod_id] = module  # dataclasses and pickling (sweeps) need it registered
+            loader_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except MdeError:
+        raise
+    except Exception as exc:  # the user's file failed to import: say where, keep the cause
+        raise InputError(f"cannot load strategy {spec!r}: {type(exc).__name__}: {exc}") from exc
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise InputError(f"{module_name} has no Strategy subclass named {class_name!r}")
+    return cls
+
+
+# -- what a strategy sees --------------------------------------------------------------
+class Candle:
+    """A closed candle. Times are kept as epoch microseconds; `ts`/`closes_at` build datetimes on demand."""
+
+    __slots__ = ("symbol", "timeframe", "open", "high", "low", "close", "volume", "ts_us", "close_us", "index")
+
+    def __init__(self, symbol: str, timeframe: str, ts_us: int, o: float, h: float, low: float, c: float,
+                 v: int | None, close_us: int, index: int) -> None:
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.ts_us = ts_us
+        self.open = o
+        self.high = h
+        self.low = low
+        self.close = c
+        self.volume = v
+        self.close_us = close_us
+        self.index = index  # position in the series, warm-up history included
+
+    @property
+    def ts(self) -> datetime:
+        return us_to_datetime(self.ts_us)
+
+    @property
+    def closes_at(self) -> datetime:
+        return us_to_datetime(self.close_us)
+
+    @property
+    def minute(self) -> int:
+        """Minutes after midnight IST of the candle's start (09:15 -> 555)."""
+        return (self.ts_us // _US_PER_MIN + _IST_MIN) % 1440
+
+    @property
+    def day(self) -> date:
+        return self.ts.date()
+
+    def __repr__(self) -> str:
+        return (f"Candle({self.symbol} {self.timeframe} {self.ts:%Y-%m-%d %H:%M} "
+                f"o={self.open} h={self.high} l={self.low} c={self.close} v={self.volume})")
+
+
+class SeriesData:
+    """One series held in memory for a run: a frame for windows, plain lists for the hot loop."""
+
+    def __init__(self, symbol: str, timeframe: Timeframe, frame: pl.DataFrame) -> None:
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.frame = frame.drop("closes_at") if "closes_at" in frame.columns else frame
+        self.ts_us: list[int] = frame["ts"].dt.epoch("us").to_list()
+        self.close_us: list[int] = frame["closes_at"].dt.epoch("us").to_list()
+        self.open: list[float] = frame["open"].to_list()
+        self.high: list[float] = frame["high"].to_list()
+        self.low: list[float] = frame["low"].to_list()
+        self.close: list[float] = frame["close"].to_list()
+        self.volume: list[int | None] = frame["volume"].to_list()
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+    def visible(self, now_us: int) -> int:
+        """How many candles have closed by `now_us`."""
+        return bisect_right(self.close_us, now_us)
+
+    def candle(self, i: int) -> Candle:
+        return Candle(self.symbol, self.timeframe.name, self.ts_us[i], self.open[i], self.high[i], self.low[i],
+                      self.close[i], self.volume[i], self.close_us[i], i)
+
+
+class Context:
+    """A strategy's view of the market and its account at `now` (the close being processed)."""
+
+    __slots__ = ("_runner", "_strategy", "_sid", "symbol")
+
+    def __init__(self, runner: StrategyRunner, strategy: Strategy, sid: str) -> None:
+        self._runner = runner
+        self._strategy = strategy
+        self._sid = sid
+        self.symbol: str = runner.symbols[0] if runner.symbols else ""  # the candle's symbol in on_candle
+
+    # -- time and universe
+    @property
+    def now(self) -> datetime:
+        return us_to_datetime(self._runner.now_us)
+
+    @property
+    def now_us(self) -> int:
+        return self._runner.now_us
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self._runner.symbols
+
+    @property
+    def timeframe(self) -> str:
+        return self._runner.timeframe.name
+
+    # -- market data (never past `now`)
+    def window(self, symbol: str | None = None, timeframe: str | None = None, n: int = 50) -> pl.DataFrame:
+        """The last `n` candles closed by now, oldest first (same columns as get_window)."""
+        series = self._runner.series(symbol or self.symbol, timeframe)
+        k = series.visible(self._runner.now_us)
+        n = _count(n)
+        return series.frame.slice(max(0, k - n), min(n, k))
+
+    def closes(self, symbol: str | None = None, timeframe: str | None = None, n: int = 50) -> list[float]:
+        """The last `n` closes (closed by now), oldest first: a cheap list for indicators."""
+        series = self._runner.series(symbol or self.symbol, timeframe)
+        k = series.visible(self._runner.now_us)
+        return series.close[max(0, k - _count(n)):k]
+
+    def last(self, symbol: str | None = None, timeframe: str | None = None) -> Candle | None:
+        series = self._runner.series(symbol or self.symbol, timeframe)
+        k = series.visible(self._runner.now_us)
+        return series.candle(k - 1) if k else None
+
+    # -- account
+    def position(self, symbol: str | None = None) -> int:
+        pos = self._runner.broker.position(self._sid, symbol or self.symbol)
+        return pos.qty if pos is not None else 0
+
+    def avg_price(self, symbol: str | None = None) -> float:
+        pos = self._runner.broker.position(self._sid, symbol or self.symbol)
+        return pos.avg_price if pos is not None else 0.0
+
+    @property
+    def cash(self) -> float:
+        return self._runner.broker.cash
+
+    @property
+    def equity(self) -> float:
+        return self._runner.equity()
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        live = self._runner.broker.pending
+        symbols = [symbol] if symbol else list(live)
+        return [o for s in symbols for o in live.get(s, ()) if o.strategy == self._sid]
+
+    # -- orders: they fill from the next candle of their symbol (broker.FILL_MODEL)
+    def buy(self, qty: int, symbol: str | None = None, *, limit: float | None = None, stop: float | None = None,
+            stop_loss: float | None = None, target: float | None = None, tag: str = "") -> Order | None:
+        return self._runner.place(self._sid, symbol or self.symbol, 1, qty, limit, stop, stop_loss, target, tag)
+
+    def sell(self, qty: int, symbol: str | None = None, *, limit: float | None = None, stop: float | None = None,
+             stop_loss: float | None = None, target: float | None = None, tag: str = "") -> Order | None:
+        return self._runner.place(self._sid, symbol or self.symbol, -1, qty, limit, stop, stop_loss, target, tag)
+
+    def close(self, symbol: str | None = None, tag: str = "") -> Order | None:
+        """Exit the whole position with a market order (and cancel its stop-loss/target)."""
+        sym = symbol or self.symbol
+        qty = self.position(sym)
+        if qty == 0:
+            return None
+        self._runner.broker.cancel_where(sym, self._sid)
+        return self._runner.place(self._sid, sym, -1 if qty > 0 else 1, abs(qty), None, None, None, None, tag, exit_=True)
+
+    def cancel(self, order: Order) -> None:
+        self._runner.broker.cancel(order)
+
+    def cancel_all(self, symbol: str | None = None) -> None:
+        for order in self.open_orders(symbol):
+            self._runner.broker.cancel(order)
+
+    def log(self, message: str) -> None:
+        self._runner.note(self._sid, message)
+
+
+def _count(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"window size must be a positive whole number, not {n!r}")
+    return n
+
+
+# -- the runner ------------------------------------------------------------------------
+@dataclass
+class RunOutcome:
+    """What a run produced, before metrics: the broker's books and one equity point per close."""
+
+    broker: SimBroker
+    equity_us: list[int]
+    equity: list[float]
+    exposed: list[bool]
+    events: int
+    notes: list[tuple[int, str, str]]
+
+
+def _minute(text: str) -> int:
+    try:
+        hh, mm = text.split(":")
+        value = int(hh) * 60 + int(mm)
+    except ValueError:
+        raise InputError(f"square-off time {text!r} is not HH:MM") from None
+    if not 0 <= value < 1440:
+        raise InputError(f"square-off time {text!r} is not HH:MM")
+    return value
+
+
+class StrategyRunner:
+    """Drives strategies over the closed candles of one or many symbols, in close-time order.
+
+    `market_data_engine` supplies the series (history included, for warm-up and for
+    windows of other timeframes). Replay hands the runner every candle of a range; paper
+    hands it new candles as they close. Both call `process()` for each, so both apply the
+    same visibility rule and the same fills.
+    """
+
+    def __init__(
+        self,
+        strategies: Strategy | Iterable[Strategy],
+        market_data_engine: Any = None,
+        *,
+        symbols: Sequence[str] = (),
+        timeframe: str | Timeframe = "5m",
+        broker: SimBroker | None = None,
+        as_of: datetime | None = None,
+        square_off: str | None = None,
+    ) -> None:
+        items = [strategies] if isinstance(strategies, Strategy) else list(strategies)
+        if not items:
+            raise InputError("no strategy to run")
+        self.strategies = items
+        self.engine = market_data_engine
+        self.symbols = tuple(symbols)
+        self.timeframe = parse(timeframe)
+        self.broker = broker
+        self.as_of = as_of  # newest instant any series is read up to (the run's end, or now)
+        self.now_us = 0
+        self._series: dict[tuple[str, str], SeriesData] = {}
+        self.notes: list[tuple[int, str, str]] = []
+        ids = []
+        for s in items:
+            sid = s.label()
+            while sid in ids:
+                sid += "'"
+            ids.append(sid)
+        self.ids = ids
+        self.contexts = [Context(self, s, sid) for s, sid in zip(items, ids)]
+        self._sq = [(_minute(square_off or s.square_off) if s.intraday else None) for s in items]
+        self._blocked: dict[tuple[str, str], int] = {}  # (sid, symbol) -> IST day after square-off
+        self.equity_us: list[int] = []
+        self.equity_values: list[float] = []
+        self.exposed: list[bool] = []
+        self._last_close: dict[str, float] = {}
+        self._started = False
+
+    # -- data
+    def add_series(self, data: SeriesData) -> None:
+        self._series[(data.symbol, data.timeframe.name)] = data
+
+    def series(self, symbol: str, timeframe: str | None = None) -> SeriesData:
+        tf = self.timeframe if timeframe is None else parse(timeframe)
+        key = (symbol, tf.name)
+        data = self._series.get(key)
+        if data is None:
+            if self.engine is None:
+                raise InputError(f"no {tf} data for {symbol}: this runner has no market_data_engine to read it from")
+            frame = self.engine.history(symbol, tf, as_of=self.as_of)
+            data = self._series[key] = SeriesData(symbol, tf, frame)
+        return data
+
+    def note(self, sid: str, message: str) -> None:
+        self.notes.append((self.now_us, sid, message))
+        log.info("%s %s: %s", us_to_datetime(self.now_us).strftime("%Y-%m-%d %H:%M"), sid, message)
+
+    # -- orders
+    def place(self, sid: str, symbol: str, side: int, qty: int, limit: float | None, stop: float | None,
+              stop_loss: float | None, target: float | None, tag: str, exit_: bool = False) -> Order | None:
+        assert self.broker is not None
+        if symbol not in self.symbols:
+            raise InputError(f"cannot trade {symbol}: this run trades {', '.join(self.symbols)}")
+        order = self.broker.place(sid, symbol, side, qty, self.now_us, limit=limit, stop=stop, stop_loss=stop_loss,
+                                  target=target, tag=tag)
+        day = self._blocked.get((sid, symbol))
+        if day is not None and day == ist_day(self.now_us) and not exit_:
+            self.broker.reject(order, "after the intraday square-off time")
+            self.note(sid, f"order {order.id} rejected: after the intraday square-off time")
+            return None
+        return order
+
+    def equity(self) -> float:
+        assert self.broker is not None
+        net, last = self.broker.net, self._last_close
+        return self.broker.cash + sum(q * last.get(s, 0.0) for s, q in net.items() if q)
+
+    # -- running
+    def start(self, now_us: int) -> None:
+        self.now_us = now_us
+        for strategy, ctx in zip(self.strategies, self.contexts):
+            strategy.on_start(ctx)
+        self._started = True
+
+    def process(self, data: SeriesData, i: int) -> None:
+        """Candle i of `data` has closed: fill orders at its prices, then let strategies decide."""
+        broker = self.broker
+        assert broker is not None
+        sym = data.symbol
+        ts = data.ts_us[i]
+        o = data.open[i]
+        if any(self._sq):
+            self._square_off(data, i)
+        if broker.pending.get(sym):
+            broker.on_candle(sym, ts, o, data.high[i], data.low[i])
+        c = data.close[i]
+        self._last_close[sym] = c
+        now = self.now_us = data.close_us[i]
+        candle = Candle(sym, data.timeframe.name, ts, o, data.high[i], data.low[i], c, data.volume[i], now, i)
+        for strategy, ctx in zip(self.strategies, self.contexts):
+            ctx.symbol = sym
+            strategy.on_candle(ctx, candle)
+        net = broker.net
+        self.equity_us.append(now)
+        self.equity_values.append(broker.cash + sum(q * self._last_close[s] for s, q in net.items() if q) if net else broker.cash)
+        self.exposed.append(any(net.values()))
+
+    def _square_off(self, data: SeriesData, i: int) -> None:
+        """Flatten intraday strategies at the open of the first candle not closed by their square-off time."""
+        broker = self.broker
+        assert broker is not None
+        sym = data.symbol
+        ts, close_us = data.ts_us[i], data.close_us[i]
+        day = ist_day(ts)
+        close_min = (close_us // _US_PER_MIN + _IST_MIN) % 1440
+        if ist_day(close_us) != day:
+            close_min = 1440
+        for sid, sq in zip(self.ids, self._sq):
+            if sq is None:
+                continue
+            pos = broker.position(sid, sym)
+            holding = pos is not None and pos.qty != 0
+            if close_min > sq:
+                if self._blocked.get((sid, sym)) != day:
+                    self._blocked[(sid, sym)] = day
+                    broker.cancel_where(sym, sid)
+                    if holding:
+                        broker.flatten(sid, sym, data.open[i], ts, "square-off")
+            elif holding and pos is not None and pos.opened_day != day:
+                broker.flatten(sid, sym, data.open[i], ts, "square-off")  # missed yesterday's (data gap)
+
+    def finish(self, reason: str = "end of replay") -> None:
+        """Close what is still open at each symbol's last close, cancel pending orders, call on_stop."""
+        broker = self.broker
+        assert broker is not None
+        for strategy, ctx in zip(self.strategies, self.contexts):
+            strategy.on_stop(ctx)
+        for (sid, sym), pos in list(broker.positions.items()):
+            if pos.qty != 0 and sym in self._last_close:
+                broker.flatten(sid, sym, self._last_close[sym], self.now_us, reason)
+        for orders in list(broker.pending.values()):
+            for order in list(orders):
+                broker.cancel(order)
+        if self.equity_values:
+            self.equity_values[-1] = broker.cash  # flat now: equity is cash, charges of the last exits included
+
+    def run(self, events: Iterable[tuple[SeriesData, int]], start_us: int) -> RunOutcome:
+        """Drive the strategies over `events` (series, index) in time order, from `start_us`."""
+        self.start(start_us)
+        n = 0
+        process = self.process
+        for data, i in events:
+            process(data, i)
+            n += 1
+        self.finish()
+        assert self.broker is not None
+        return RunOutcome(self.broker, self.equity_us, self.equity_values, self.exposed, n, self.notes)
+
+
+def merge_events(series: Sequence[SeriesData], starts: Sequence[int], ends: Sequence[int]) -> list[tuple[SeriesData, int]]:
+    """Candles of several series in close-time order (ties: the order of `series`)."""
+    if len(series) == 1:
+        data = series[0]
+        return [(data, i) for i in range(starts[0], ends[0])]
+    keyed = [(data.close_us[i], k, i) for k, data in enumerate(series) for i in range(starts[k], ends[k])]
+    keyed.sort()
+    return [(series[k], i) for _, k, i in keyed]
+
+
+def as_us(ts: datetime) -> int:
+    ts = ts if ts.tzinfo else ts.replace(tzinfo=IST)
+    return int(ts.timestamp() * 1_000_000)
+
+
+Callback = Callable[..., None]
