@@ -147,7 +147,7 @@ class SimBroker:
         self._slip: dict[str, float] = {}
         self.pending: dict[str, list[Order]] = {}  # symbol -> live orders in placement order
         self.positions: dict[tuple[str, str], Position] = {}
-        self.net: dict[str, int] = {}  # symbol -> net quantity over strategies
+        self.net: dict[str, int] = {}  # symbol -> net quantity over strategies, open positions only
         self.fills: list[Fill] = []
         self.trades: list[ClosedTrade] = []
         self.rejected: list[tuple[Order, str]] = []
@@ -295,7 +295,11 @@ class SimBroker:
             pos = self.positions[key] = Position()
         signed = fill.side * fill.qty
         self.cash -= signed * fill.price
-        self.net[fill.symbol] = self.net.get(fill.symbol, 0) + signed
+        net = self.net.get(fill.symbol, 0) + signed
+        if net:
+            self.net[fill.symbol] = net
+        else:
+            self.net.pop(fill.symbol, None)  # only open positions: the runner marks them each candle
         remaining = signed
         while remaining and pos.lots and (pos.lots[0][0] > 0) != (remaining > 0):
             lot = pos.lots[0]

@@ -83,7 +83,10 @@ def compute(
     sharpe = mean / std * scale if mean is not None and std else None  # type: ignore[operator]
     sortino = mean / downside * scale if mean is not None and downside else None  # type: ignore[operator]
     years = bars / basis.bars_per_year if basis.bars_per_year else 0.0
-    cagr = ((final / initial) ** (1 / years) - 1) * 100 if years > 0 and final > 0 else None
+    try:
+        cagr = ((final / initial) ** (1 / years) - 1) * 100 if years > 0 and final > 0 else None
+    except OverflowError:  # a few days compounded to a year: no meaningful figure
+        cagr = None
 
     dd_value = float(equity["drawdown"].min()) if bars else 0.0  # type: ignore[arg-type]
     dd_pct = float(equity["drawdown_pct"].min()) * 100 if bars else 0.0  # type: ignore[arg-type]

@@ -13,11 +13,6 @@ from .errors import InputError
 from .strategy import Candle, Context, Strategy
 
 
-def _paise(price: float) -> int:
-    """Prices in integer paise: exact on NSE's 0.05 (and indices' 0.01) grid, so ties are ties."""
-    return round(price * 100)
-
-
 class SmaCross(Strategy):
     """Long when the fast SMA crosses above the slow one; flat when it crosses back below.
 
@@ -41,34 +36,31 @@ class SmaCross(Strategy):
             raise InputError("sma_cross: qty must be at least 1")
 
     def on_start(self, ctx: Context) -> None:
-        # per symbol: [ring of the last `slow` closes in paise, next slot, count, fast sum, slow sum, previous sign]
-        self._state: dict[str, list[Any]] = {}
+        self._state: dict[str, _Sma] = {}
         for symbol in ctx.symbols:
-            self._state[symbol] = st = [[0] * self.slow, 0, 0, 0, 0, None]
-            for close in ctx.closes(symbol, n=self.slow + 1):
-                self._push(st, _paise(close))
+            self._state[symbol] = st = _Sma(self.slow)
+            for close in ctx.closes(symbol, n=self.slow + 1):  # warm-up: the cached history before the start
+                self._push(st, close)
 
-    def _push(self, st: list[Any], x: int) -> int | None:
+    def _push(self, st: _Sma, close: float) -> int | None:
         """Add a close; return the sign of fast - slow (None until `slow` closes are in)."""
-        ring, slot, count, fsum, ssum, _ = st
-        fast, slow = self.fast, self.slow
-        ssum += x - ring[slot]  # the slot holds the close that leaves the slow window
-        fsum += x - (ring[(slot - fast) % slow] if count >= fast else 0)
+        x = round(close * 100)  # paise: exact on NSE's 0.05 grid (0.01 for indices), so a tie is a tie
+        ring, slot, fast, slow = st.ring, st.slot, self.fast, self.slow
+        st.ssum += x - ring[slot]  # ring[slot] is the close leaving the slow window
+        st.fsum += x - ring[slot - fast]  # and ring[slot - fast] (negative index wraps) the one leaving the fast one
         ring[slot] = x
-        count += 1
-        st[1], st[2], st[3], st[4] = (slot + 1) % slow, count, fsum, ssum
-        if count < slow:
-            st[5] = None
+        st.slot = slot + 1 if slot + 1 < slow else 0
+        st.count += 1
+        if st.count < slow:
             return None
-        diff = fsum * slow - ssum * fast
-        sign = (diff > 0) - (diff < 0)
-        st[5] = sign
+        diff = st.fsum * slow - st.ssum * fast
+        st.sign = sign = (diff > 0) - (diff < 0)
         return sign
 
     def on_candle(self, ctx: Context, candle: Candle) -> None:
         st = self._state[candle.symbol]
-        before = st[5]
-        now = self._push(st, _paise(candle.close))
+        before = st.sign
+        now = self._push(st, candle.close)
         if before is None or now is None:
             return
         if now > 0 >= before:
@@ -76,6 +68,17 @@ class SmaCross(Strategy):
                 ctx.buy(self.qty)
         elif now < 0 <= before and ctx.position() > 0:
             ctx.close()
+
+
+class _Sma:
+    """Running sums of the last `fast` and `slow` closes, in paise, over a ring of `slow` slots."""
+
+    __slots__ = ("ring", "slot", "count", "fsum", "ssum", "sign")
+
+    def __init__(self, slow: int) -> None:
+        self.ring = [0] * slow
+        self.slot = self.count = self.fsum = self.ssum = 0
+        self.sign: int | None = None
 
 
 class OpeningRangeBreakout(Strategy):

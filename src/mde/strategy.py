@@ -18,6 +18,7 @@ backtest or a paper session runs it; the fills follow broker.FILL_MODEL in both.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
 import logging
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar, NamedTuple, get_type_hints
 
 import polars as pl
 
@@ -168,23 +169,20 @@ def load_strategy(spec: str) -> type[Strategy]:
 
 
 # -- what a strategy sees --------------------------------------------------------------
-class Candle:
-    """A closed candle. Times are kept as epoch microseconds; `ts`/`closes_at` build datetimes on demand."""
+class Candle(NamedTuple):
+    """A closed candle. Times are epoch microseconds; `ts`/`closes_at` build datetimes on demand
+    (a tuple and no datetime per candle keeps a million-candle replay fast)."""
 
-    __slots__ = ("symbol", "timeframe", "open", "high", "low", "close", "volume", "ts_us", "close_us", "index")
-
-    def __init__(self, symbol: str, timeframe: str, ts_us: int, o: float, h: float, low: float, c: float,
-                 v: int | None, close_us: int, index: int) -> None:
-        self.symbol = symbol
-        self.timeframe = timeframe
-        self.ts_us = ts_us
-        self.open = o
-        self.high = h
-        self.low = low
-        self.close = c
-        self.volume = v
-        self.close_us = close_us
-        self.index = index  # position in the series, warm-up history included
+    symbol: str
+    timeframe: str
+    ts_us: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int | None
+    close_us: int
+    index: int  # position in the series, warm-up history included
 
     @property
     def ts(self) -> datetime:
@@ -206,6 +204,9 @@ class Candle:
     def __repr__(self) -> str:
         return (f"Candle({self.symbol} {self.timeframe} {self.ts:%Y-%m-%d %H:%M} "
                 f"o={self.open} h={self.high} l={self.low} c={self.close} v={self.volume})")
+
+
+_new_candle = tuple.__new__
 
 
 class SeriesData:
@@ -403,7 +404,11 @@ class StrategyRunner:
             ids.append(sid)
         self.ids = ids
         self.contexts = [Context(self, s, sid) for s, sid in zip(items, ids)]
+        if square_off is not None:
+            _minute(square_off)  # a bad time is an error even when no strategy is intraday
         self._sq = [(_minute(square_off or s.square_off) if s.intraday else None) for s in items]
+        self._intraday = any(x is not None for x in self._sq)
+        self._handlers = [(s.on_candle, ctx) for s, ctx in zip(items, self.contexts)]
         self._blocked: dict[tuple[str, str], int] = {}  # (sid, symbol) -> IST day after square-off
         self.equity_us: list[int] = []
         self.equity_values: list[float] = []
@@ -459,26 +464,44 @@ class StrategyRunner:
 
     def process(self, data: SeriesData, i: int) -> None:
         """Candle i of `data` has closed: fill orders at its prices, then let strategies decide."""
+        self.process_span(data, i, i + 1)
+
+    def process_span(self, data: SeriesData, start: int, end: int) -> None:
+        """Candles start..end-1 of one series, in order; the loop behind both replay and paper.
+
+        Per candle: square-off (intraday), fills at this candle's prices for orders placed
+        before it, then each strategy's on_candle at its close, then one equity point.
+        Everything the loop touches is bound to a local first: it runs a million times.
+        """
         broker = self.broker
         assert broker is not None
-        sym = data.symbol
-        ts = data.ts_us[i]
-        o = data.open[i]
-        if any(self._sq):
-            self._square_off(data, i)
-        if broker.pending.get(sym):
-            broker.on_candle(sym, ts, o, data.high[i], data.low[i])
-        c = data.close[i]
-        self._last_close[sym] = c
-        now = self.now_us = data.close_us[i]
-        candle = Candle(sym, data.timeframe.name, ts, o, data.high[i], data.low[i], c, data.volume[i], now, i)
-        for strategy, ctx in zip(self.strategies, self.contexts):
+        sym, tf_name = data.symbol, data.timeframe.name
+        ts_l, o_l, h_l, l_l, c_l, v_l, cu_l = data.ts_us, data.open, data.high, data.low, data.close, data.volume, data.close_us
+        pending, net, last = broker.pending, broker.net, self._last_close
+        handlers = self._handlers
+        intraday = self._intraday
+        eq_us, eq, exposed = self.equity_us.append, self.equity_values.append, self.exposed.append
+        for _, ctx in handlers:
             ctx.symbol = sym
-            strategy.on_candle(ctx, candle)
-        net = broker.net
-        self.equity_us.append(now)
-        self.equity_values.append(broker.cash + sum(q * self._last_close[s] for s, q in net.items() if q) if net else broker.cash)
-        self.exposed.append(any(net.values()))
+        new, cls = _new_candle, Candle
+        for i in range(start, end):
+            if intraday:
+                self._square_off(data, i)
+            if pending.get(sym):
+                broker.on_candle(sym, ts_l[i], o_l[i], h_l[i], l_l[i])
+            c = c_l[i]
+            last[sym] = c
+            now = self.now_us = cu_l[i]
+            candle = new(cls, (sym, tf_name, ts_l[i], o_l[i], h_l[i], l_l[i], c, v_l[i], now, i))
+            for on_candle, ctx in handlers:
+                on_candle(ctx, candle)
+            eq_us(now)
+            if net:
+                eq(broker.cash + sum([q * last[s] for s, q in net.items()]))
+                exposed(True)
+            else:
+                eq(broker.cash)
+                exposed(False)
 
     def _square_off(self, data: SeriesData, i: int) -> None:
         """Flatten intraday strategies at the open of the first candle not closed by their square-off time."""
@@ -519,27 +542,36 @@ class StrategyRunner:
         if self.equity_values:
             self.equity_values[-1] = broker.cash  # flat now: equity is cash, charges of the last exits included
 
-    def run(self, events: Iterable[tuple[SeriesData, int]], start_us: int) -> RunOutcome:
-        """Drive the strategies over `events` (series, index) in time order, from `start_us`."""
+    def run(self, events: Iterable[tuple[SeriesData, int, int]], start_us: int) -> RunOutcome:
+        """Drive the strategies over spans of candles (series, start, end) in time order, from `start_us`."""
         self.start(start_us)
         n = 0
-        process = self.process
-        for data, i in events:
-            process(data, i)
-            n += 1
+        gc.freeze()  # the series and the events are long-lived: keep the collector from rescanning them
+        try:
+            for data, start, end in events:
+                self.process_span(data, start, end)
+                n += end - start
+        finally:
+            gc.unfreeze()
         self.finish()
         assert self.broker is not None
         return RunOutcome(self.broker, self.equity_us, self.equity_values, self.exposed, n, self.notes)
 
 
-def merge_events(series: Sequence[SeriesData], starts: Sequence[int], ends: Sequence[int]) -> list[tuple[SeriesData, int]]:
-    """Candles of several series in close-time order (ties: the order of `series`)."""
+def merge_events(series: Sequence[SeriesData], starts: Sequence[int], ends: Sequence[int]) -> list[tuple[SeriesData, int, int]]:
+    """Spans (series, start, end) that visit the candles of several series in close-time order
+    (ties: the order of `series`). One series is one span."""
     if len(series) == 1:
-        data = series[0]
-        return [(data, i) for i in range(starts[0], ends[0])]
-    keyed = [(data.close_us[i], k, i) for k, data in enumerate(series) for i in range(starts[k], ends[k])]
-    keyed.sort()
-    return [(series[k], i) for _, k, i in keyed]
+        return [(series[0], starts[0], ends[0])]
+    keyed = sorted((data.close_us[i], k, i) for k, data in enumerate(series) for i in range(starts[k], ends[k]))
+    spans: list[tuple[SeriesData, int, int]] = []
+    for _, k, i in keyed:
+        if spans and spans[-1][0] is series[k] and spans[-1][2] == i:
+            data, start, _ = spans[-1]
+            spans[-1] = (data, start, i + 1)
+        else:
+            spans.append((series[k], i, i + 1))
+    return spans
 
 
 def as_us(ts: datetime) -> int:
