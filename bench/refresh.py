@@ -16,13 +16,16 @@ Scenario (issue: "back-fill one year of 1m and 5m for NIFTY and BANKNIFTY, then 
   * floor: the real kiteconnect client alone (KiteConnect(...).historical_data), the same
     chunks mde requests (mde.sources.kite.chunk_ranges over the same range), one after
     another; the sum of the call times is "the client's own time" (request + its dateutil
-    parsing). Calls are paced so that the server's 3/s window is never exceeded; the pacing
+    parsing; mde's client is a KiteConnect subclass that parses timestamps with
+    datetime.fromisoformat instead, so it is not bound by that time). Calls are paced so that the server's 3/s window is never exceeded; the pacing
     sleeps are not counted. It is measured before and after the mde back-fill (the machine
     may be shared) and the mean is used: floor = max(minimum requests / 3 per s, that time).
   * mde back-fill: MarketDataEngine(settings, KiteSource(settings)).download(sym, tf,
     "2024-01-01", "2024-12-31") for the 4 series one after another, a fresh cache folder,
     the default RetryPolicy and the default process-wide rate limiter. Wall time includes
     resolving the symbols. kiteconnect, polars and mde are imported before any timing.
+  * check: every candle mde cached equals what the plain kiteconnect client returned for the
+    same chunks in floor pass 1 (built into frames the same way, outside the timed calls).
   * for information: the same back-fill with KiteSource(settings, max_workers=1).
   * second run: a new engine and KiteSource, refresh() for the 4 series (a) at the same
     closed-market clock (expect 0 requests), (b) with mde's and the server's clocks moved to
@@ -32,7 +35,8 @@ Scenario (issue: "back-fill one year of 1m and 5m for NIFTY and BANKNIFTY, then 
     limits), independent of mde's chunker.
 
 Goals: back-fill historical requests == minimum; wall <= 1.15 x floor; zero 429s (server
-log, every phase; KiteSource.stats too); second-run requests <= number of series.
+log, every phase; KiteSource.stats too); second-run requests <= number of series; cached
+candles == plain kiteconnect's.
 One run prints every figure, the ratios and PASS/FAIL; it always exits 0.
 """
 
@@ -247,8 +251,9 @@ class Pacer:
 
 
 def timed_parse(client) -> list[tuple[float, float]]:
-    """Wrap the client's _format_historical (its dateutil parsing) to time it: the list it
-    fills gets (wall seconds, CPU seconds of the calling thread) per call."""
+    """Wrap the client's _format_historical (timestamp parsing: dateutil in kiteconnect,
+    datetime.fromisoformat in mde's subclass) to time it: the list it fills gets (wall
+    seconds, CPU seconds of the calling thread) per call."""
     spent: list[tuple[float, float]] = []
     original = client._format_historical
 
@@ -263,9 +268,12 @@ def timed_parse(client) -> list[tuple[float, float]]:
     return spent
 
 
-def measure_floor(srv: Server) -> dict:
+def measure_floor(srv: Server, keep: bool = False) -> dict:
+    """The plain client over the same chunks. keep: also return its candles as one normalised
+    frame per series (built after each call; that CPU is not counted)."""
     from kiteconnect import KiteConnect
-    from mde.sources.kite import _wall
+    from mde.sources.kite import _to_frame, _wall
+    from mde.store import normalize
 
     before = len(srv.log())
     kite = KiteConnect(srv.api_key, access_token=srv.access_token, root=srv.url)
@@ -275,6 +283,8 @@ def measure_floor(srv: Server) -> dict:
     parse.clear()
     pacer = Pacer()
     calls: list[tuple[str, float, int]] = []
+    frames: dict[str, list] = {}
+    excluded = 0.0
     cpu = time.process_time()
     for sym, tf, token, interval in SERIES:
         for lo, hi in chunks_for(interval):
@@ -282,12 +292,21 @@ def measure_floor(srv: Server) -> dict:
             t = time.perf_counter()
             rows = kite.historical_data(token, _wall(lo), _wall(hi), interval)
             calls.append((f"{sym} {tf}", time.perf_counter() - t, len(rows)))
-    cpu = time.process_time() - cpu
+            if keep:
+                c = time.process_time()
+                frames.setdefault(f"{sym} {tf}", []).append(_to_frame(rows))
+                del rows
+                excluded += time.process_time() - c
+    cpu = time.process_time() - cpu - excluded
+    import polars as pl
+
+    series = {name: normalize(pl.concat(fs)) for name, fs in frames.items()}
     log = hist(srv.log()[before:])
     return {
         "r429": sum(r["status"] == 429 for r in log), "requests": len(log),
         "calls": calls, "total": sum(c[1] for c in calls), "cpu": cpu,
         "parse": sum(p[0] for p in parse), "parse_cpu": sum(p[1] for p in parse), "candles": sum(c[2] for c in calls),
+        "series": series,
     }
 
 
@@ -365,13 +384,17 @@ def main() -> None:
         mde_chunks = {f"{sym} {tf}": len(chunks_for(interval)) for sym, tf, _, interval in SERIES}
 
         # -- floor, pass 1: the real client alone, sequential ---------------------------
-        floors.append(measure_floor(srv))
+        floors.append(measure_floor(srv, keep=True))
         time.sleep(1.2)  # let the server's window empty
 
         # -- mde back-fill --------------------------------------------------------------
         engine, source = make_engine(srv, tmp, NOW)
         mde_parse = timed_parse(source.client)
         backfill = run_phase(srv, engine, source, lambda e, s, tf: e.download(s, tf, START, END))
+        same_as_client = {
+            f"{sym} {tf}": engine.load_cache(sym, tf).equals(floors[0]["series"][f"{sym} {tf}"]) for sym, tf, _, _ in SERIES
+        }
+        floors[0].pop("series")
         time.sleep(1.2)
 
         # -- floor, pass 2 (brackets the mde run: the machine may be shared) -------------
@@ -381,8 +404,8 @@ def main() -> None:
         else:
             print(f"(second floor pass skipped: {time.monotonic() - t_begin:.0f}s > --budget {args.budget:.0f}s)")
 
-        # -- for information: the same back-fill with one worker thread (no parsing threads
-        #    contending for the GIL), into a fresh cache ---------------------------------
+        # -- for information: the same back-fill with one worker thread (one request in
+        #    flight at a time), into a fresh cache ---------------------------------------
         one_worker = None
         if time.monotonic() - t_begin < args.budget_info:
             engine1, source1 = make_engine(srv, tmp, NOW, cache="cache-1worker", max_workers=1)
@@ -439,8 +462,8 @@ def main() -> None:
     print(f"floor = max(requests / {RATE} per s = {minimum}/{RATE} = {rate_floor:.2f}s, kiteconnect's own time "
           f"{client_floor:.2f}s{' (mean of the passes)' if len(floors) > 1 else ''}) = {wall_floor:.2f}s")
     print(f"mde back-fill: {bf_wall:.2f}s wall, {bf_cpu:.2f}s client CPU ({bf_cpu / bf_wall:.0%} of wall), "
-          f"{sum(p[0] for p in mde_parse):.2f}s thread-wall / {sum(p[1] for p in mde_parse):.2f}s CPU in the client's "
-          f"parsing (3 workers overlap); first historical request {first_hist:.2f}s after the start; "
+          f"{sum(p[0] for p in mde_parse):.2f}s thread-wall / {sum(p[1] for p in mde_parse):.2f}s CPU in its client's "
+          f"_format_historical (fromisoformat; 3 workers overlap); first historical request {first_hist:.2f}s after the start; "
           f"{len(backfill['other'])} non-historical request(s); requests sent == the minimal chunks: {sent == expected}")
     for (sym, tf, token, interval), secs, rep in zip(SERIES, backfill["per_series"], backfill["reports"]):
         print(f"    {sym} {tf}: {secs:.2f}s, {rep.rows:,} rows cached (server has {srv.served[f'{token}/{interval}']:,})")
@@ -453,6 +476,7 @@ def main() -> None:
         added = ", ".join(f"{s} {tf} +{rep.added}" for (s, tf, _, _), rep in zip(SERIES, ph["reports"]))
         print(f"{name}: {len(ph['hist'])} historical requests (KiteSource.stats: {ph['stats'].historical_requests}), "
               f"{ph['wall']:.3f}s; {added}")
+    print("cached candles == plain kiteconnect's (floor pass 1): " + ", ".join(f"{k} {v}" for k, v in same_as_client.items()))
     print("429s by phase (server log): " + ", ".join(f"{k} {v}" for k, v in r429_phase.items()))
     if args.timeline:
         print("back-fill timeline (s after start: arrival at the server, status, interval, from .. to):")
@@ -474,6 +498,7 @@ def main() -> None:
         ("2nd run requests, closed market", len(second["hist"]), n_series, len(second["hist"]) / n_series, f"<= {n_series}", len(second["hist"]) <= n_series),
         ("2nd run requests, next day 09:30", len(nextday["hist"]), n_series, len(nextday["hist"]) / n_series, f"<= {n_series}", len(nextday["hist"]) <= n_series),
         ("back-fill rows == rows served", "yes" if rows_ok else "no", "-", None, "check", rows_ok),
+        ("cached candles == kiteconnect's", "yes" if all(same_as_client.values()) else "no", "-", None, "check", all(same_as_client.values())),
     ]
     print()
     head = ("metric", "mde", "floor/peer", "ratio", "goal", "")

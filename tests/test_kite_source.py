@@ -268,7 +268,7 @@ def test_requests_are_chunked_at_each_interval_limit(kite, tf, interval):
 def test_a_steady_run_at_kites_real_rate_never_sees_a_429(kite):
     """Kite's own limits (3 historical requests per 1 s window, enforced by the server) and
     our limiter at 3 per second over 8 chunked requests, fetched by 3 worker threads while
-    others parse a year of candles (holding the GIL, which delays sends): zero 429s."""
+    others decode and parse responses (holding the GIL, which delays sends): zero 429s."""
     kite.srv.rate_window = 1.0
     kite.new_limiters()
     eng = kite.engine("2025-01-31T16:00:00+05:30")
@@ -693,3 +693,116 @@ def test_kite_readjusting_the_past_redownloads_the_whole_series(tmp_path):
         assert all(abs(halved[ts] - c) < 1e-9 for ts, c in zip(new["ts"], new["close"]))
         assert new.join(old, on="ts").filter(pl.col("close") == pl.col("close_right")).is_empty()  # no old price left
         assert (new["ts"][0], new["ts"][-2]) == (old["ts"][0], old["ts"][-1])
+
+
+# -- the client's candle parsing ------------------------------------------------------------
+
+
+def _both_parsers(client) -> list[list[dict]]:
+    """Make `client` (mde's KiteConnect subclass) also run kiteconnect's own
+    `_format_historical` on every raw historical response it gets; returns the list those
+    results are appended to. The client still returns its own (fast) records."""
+    from kiteconnect import KiteConnect
+
+    originals: list[list[dict]] = []
+
+    def both(data):
+        originals.append(KiteConnect._format_historical(client, data))
+        return type(client)._format_historical(client, data)
+
+    client._format_historical = both
+    return originals
+
+
+def assert_same_records(got: list[dict], expected: list[dict], with_oi: bool) -> None:
+    assert got == expected  # same keys ("oi" only in 7-value candles), values, instants
+    assert [(r["date"].replace(tzinfo=None), r["date"].utcoffset()) for r in got] == [
+        (r["date"].replace(tzinfo=None), r["date"].utcoffset()) for r in expected
+    ]  # same wall clock and UTC offset, not just the same instant
+    assert all(("oi" in r) is with_oi for r in got)
+    assert all(type(a[k]) is type(b[k]) for a, b in zip(got, expected) for k in a if k != "date")
+
+
+@pytest.mark.parametrize(
+    ("interval", "frm", "to", "with_oi"),
+    [
+        ("5minute", "2024-01-01 00:00:00", "2024-04-09 23:59:59", False),  # a full 100-day chunk of real candles
+        ("5minute", "2024-10-01 00:00:00", "2024-12-31 23:59:59", True),  # oi asked of an index: 7 values, oi 0
+        ("day", "2015-01-01 00:00:00", "2020-06-22 23:59:59", False),
+    ],
+)
+def test_the_fast_candle_parser_equals_kiteconnects_on_real_responses(srv, interval, frm, to, with_oi):
+    """mde's client subclass replaces only kiteconnect's dateutil timestamp parsing; on the
+    server's responses it returns exactly what kiteconnect's own `_format_historical` does,
+    and `_to_frame` builds the same frame from both."""
+    from kiteconnect import KiteConnect
+
+    from mde.sources.kite import _fast_client_class, _to_frame
+
+    client = _fast_client_class()(srv.api_key, access_token=srv.access_token, root=srv.url)
+    assert isinstance(client, KiteConnect) and type(client)._format_historical is not KiteConnect._format_historical
+    originals = _both_parsers(client)
+    got = client.historical_data(NIFTY, frm, to, interval, False, with_oi)
+    assert len(originals) == 1 and len(got) > 50
+    assert_same_records(got, originals[0], with_oi)
+    assert _to_frame(got).equals(_to_frame(originals[0]))
+    assert _to_frame(got).schema == _to_frame(originals[0]).schema
+    plain = srv.make_client().historical_data(NIFTY, frm, to, interval, False, with_oi)  # unpatched kiteconnect
+    assert got == plain
+
+
+def test_the_fast_candle_parser_keeps_futures_oi_and_1m_candles(tmp_path):
+    """A future with open interest, 1m and 5m, through KiteSource as the engine uses it: the
+    cached frame equals the one built from kiteconnect's own parsing."""
+    from mde.sources.kite import _to_frame
+
+    days = [date(2025, 12, d) for d in (15, 16, 17)]
+    minutes = [
+        (datetime.combine(day, datetime.min.time(), IST).replace(hour=9, minute=15) + timedelta(minutes=i),
+         100.0 + i, 101.5 + i, 99.25 + i, 100.75 + i, 10 * i, 70_000 + i)
+        for day in days for i in range(375)
+    ]
+    with KiteServer(instruments_csv=INSTRUMENTS_CSV) as server:
+        server.rate_window = WINDOW
+        server.add_candles(NIFTY_DEC, "minute", minutes)
+        server.add_candles(NIFTY_DEC, "5minute", synthetic_5m(days, 26000.0))
+        kite = Kite(server, tmp_path)
+        eng = kite.engine("2025-12-17T16:00:00+05:30")
+        originals = _both_parsers(eng.source.client)
+        for tf, interval, n in (("1m", "minute", 3 * 375), ("5m", "5minute", 3 * 75)):
+            originals.clear()
+            inst = eng.resolve("NIFTY25DECFUT")
+            df = eng.source.historical(inst, tf_parse(tf), ist("2025-12-15T00:00"), ist("2025-12-17T23:59:59"))
+            assert len(originals) == 1 and df.height == n
+            assert all(r.query.get("oi") == "1" for r in hist(server))
+            expected = _to_frame(originals[0])
+            assert "oi" in df.columns and df["oi"].min() >= 50_000
+            assert df.select(expected.columns).equals(expected)
+            server.requests.clear()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-11-14T09:15:00+0530", "2024-11-14T09:15:00+05:30", "2024-11-14T03:45:00Z", "2024-11-14T03:45:00+0000",
+        "2024-11-14T09:15:00.250000+0530", "2024-11-14 09:15:00+0530", "2024-11-14T09:15:00", "2024-11-14",
+        "2024-11-14T09:15:00-0400", "14 Nov 2024 09:15 +0530", "2024/11/14 09:15:00",
+    ],
+)
+def test_parse_candle_ts_matches_dateutil(text):
+    import dateutil.parser
+
+    from mde.sources.kite import parse_candle_ts
+
+    got, expected = parse_candle_ts(text), dateutil.parser.parse(text)
+    assert got == expected and got.replace(tzinfo=None) == expected.replace(tzinfo=None)
+    assert got.utcoffset() == expected.utcoffset()
+
+
+def test_parse_candle_ts_fails_like_dateutil_on_garbage():
+    import dateutil.parser
+
+    from mde.sources.kite import parse_candle_ts
+
+    with pytest.raises(dateutil.parser.ParserError):
+        parse_candle_ts("not a time")
