@@ -276,7 +276,7 @@ def run_replay(
     trades = broker.trades_frame()
     equity = equity_frame(outcome.equity_us, outcome.equity, cash)
     basis = basis_for(engine.calendar, tf, lo, hi)
-    exposure = sum(outcome.exposed) / len(outcome.exposed) if outcome.exposed else 0.0
+    exposure = outcome.exposed / outcome.events if outcome.events else 0.0
     holds = [data.close[i1 - 1] / data.open[i0] - 1 for data, i0, i1 in zip(series, starts, ends)]
     buy_hold = sum(holds) / len(holds) * 100
     metrics = compute(equity, trades, cash, basis, exposure, buy_hold)

@@ -36,49 +36,57 @@ class SmaCross(Strategy):
             raise InputError("sma_cross: qty must be at least 1")
 
     def on_start(self, ctx: Context) -> None:
-        self._state: dict[str, _Sma] = {}
+        # per symbol: [running sums of closes in paise (cum[k] = sum of the first k), sign of fast - slow]
+        self._state: dict[str, list] = {}
         for symbol in ctx.symbols:
-            self._state[symbol] = st = _Sma(self.slow)
+            self._state[symbol] = [[0], None]
             for close in ctx.closes(symbol, n=self.slow + 1):  # warm-up: the cached history before the start
-                self._push(st, close)
+                self._push(symbol, close)
 
-    def _push(self, st: _Sma, close: float) -> int | None:
-        """Add a close; return the sign of fast - slow (None until `slow` closes are in)."""
-        x = round(close * 100)  # paise: exact on NSE's 0.05 grid (0.01 for indices), so a tie is a tie
-        ring, slot, fast, slow = st.ring, st.slot, self.fast, self.slow
-        st.ssum += x - ring[slot]  # ring[slot] is the close leaving the slow window
-        st.fsum += x - ring[slot - fast]  # and ring[slot - fast] (negative index wraps) the one leaving the fast one
-        ring[slot] = x
-        st.slot = slot + 1 if slot + 1 < slow else 0
-        st.count += 1
-        if st.count < slow:
+    def _push(self, symbol: str, close: float) -> int | None:
+        """Add a close; return the sign of SMA(fast) - SMA(slow), None until `slow` closes are in.
+
+        Sums in integer paise (exact on NSE's 0.05 grid, 0.01 for indices), compared as
+        sum_fast * slow vs sum_slow * fast, so a tie is a tie on every machine.
+        """
+        st = self._state[symbol]
+        cum = st[0]
+        total = cum[-1] + round(close * 100)
+        cum.append(total)
+        n = len(cum)
+        slow = self.slow
+        if n <= slow:
             return None
-        diff = st.fsum * slow - st.ssum * fast
-        st.sign = sign = (diff > 0) - (diff < 0)
+        fast = self.fast
+        diff = (total - cum[-1 - fast]) * slow - (total - cum[-1 - slow]) * fast
+        if n > 4096:
+            del cum[: n - slow - 1]  # keep memory flat over millions of candles
+        st[1] = sign = (diff > 0) - (diff < 0)
         return sign
 
     def on_candle(self, ctx: Context, candle: Candle) -> None:
+        # _push, inlined: this runs once per candle, a million times a year of 1m for a sweep row
         st = self._state[candle.symbol]
-        before = st.sign
-        now = self._push(st, candle.close)
-        if before is None or now is None:
+        before = st[1]
+        cum = st[0]
+        total = cum[-1] + round(candle.close * 100)
+        cum.append(total)
+        n = len(cum)
+        slow = self.slow
+        if n <= slow:
+            return
+        fast = self.fast
+        diff = (total - cum[-1 - fast]) * slow - (total - cum[-1 - slow]) * fast
+        if n > 4096:
+            del cum[: n - slow - 1]
+        st[1] = now = (diff > 0) - (diff < 0)
+        if before is None or now == before:
             return
         if now > 0 >= before:
             if ctx.position() == 0:
                 ctx.buy(self.qty)
         elif now < 0 <= before and ctx.position() > 0:
             ctx.close()
-
-
-class _Sma:
-    """Running sums of the last `fast` and `slow` closes, in paise, over a ring of `slow` slots."""
-
-    __slots__ = ("ring", "slot", "count", "fsum", "ssum", "sign")
-
-    def __init__(self, slow: int) -> None:
-        self.ring = [0] * slow
-        self.slot = self.count = self.fsum = self.ssum = 0
-        self.sign: int | None = None
 
 
 class OpeningRangeBreakout(Strategy):

@@ -348,7 +348,7 @@ class RunOutcome:
     broker: SimBroker
     equity_us: list[int]
     equity: list[float]
-    exposed: list[bool]
+    exposed: int  # candles that closed with a position open
     events: int
     notes: list[tuple[int, str, str]]
 
@@ -412,7 +412,7 @@ class StrategyRunner:
         self._blocked: dict[tuple[str, str], int] = {}  # (sid, symbol) -> IST day after square-off
         self.equity_us: list[int] = []
         self.equity_values: list[float] = []
-        self.exposed: list[bool] = []
+        self.exposed_count = 0  # candles that closed with a position open
         self._last_close: dict[str, float] = {}
         self._started = False
 
@@ -451,9 +451,14 @@ class StrategyRunner:
         return order
 
     def equity(self) -> float:
+        """Cash plus open positions marked at their latest close visible now."""
         assert self.broker is not None
-        net, last = self.broker.net, self._last_close
-        return self.broker.cash + sum(q * last.get(s, 0.0) for s, q in net.items() if q)
+        total = self.broker.cash
+        for sym, qty in self.broker.net.items():
+            data = self.series(sym)
+            k = data.visible(self.now_us)
+            total += qty * (data.close[k - 1] if k else self._last_close.get(sym, 0.0))
+        return total
 
     # -- running
     def start(self, now_us: int) -> None:
@@ -479,29 +484,39 @@ class StrategyRunner:
         ts_l, o_l, h_l, l_l, c_l, v_l, cu_l = data.ts_us, data.open, data.high, data.low, data.close, data.volume, data.close_us
         pending, net, last = broker.pending, broker.net, self._last_close
         handlers = self._handlers
+        only = handlers[0] if len(handlers) == 1 else None
         intraday = self._intraday
-        eq_us, eq, exposed = self.equity_us.append, self.equity_values.append, self.exposed.append
+        eq = self.equity_values.append
         for _, ctx in handlers:
             ctx.symbol = sym
         new, cls = _new_candle, Candle
-        for i in range(start, end):
+        exposed = 0
+        rows = zip(range(start, end), ts_l[start:end], o_l[start:end], h_l[start:end], l_l[start:end],
+                   c_l[start:end], v_l[start:end], cu_l[start:end])
+        for i, ts, o, h, lo, c, v, now in rows:
             if intraday:
                 self._square_off(data, i)
             if pending.get(sym):
-                broker.on_candle(sym, ts_l[i], o_l[i], h_l[i], l_l[i])
-            c = c_l[i]
-            last[sym] = c
-            now = self.now_us = cu_l[i]
-            candle = new(cls, (sym, tf_name, ts_l[i], o_l[i], h_l[i], l_l[i], c, v_l[i], now, i))
-            for on_candle, ctx in handlers:
-                on_candle(ctx, candle)
-            eq_us(now)
+                broker.on_candle(sym, ts, o, h, lo)
+            self.now_us = now
+            candle = new(cls, (sym, tf_name, ts, o, h, lo, c, v, now, i))
+            if only is not None:
+                only[0](only[1], candle)
+            else:
+                for on_candle, ctx in handlers:
+                    on_candle(ctx, candle)
             if net:
-                eq(broker.cash + sum([q * last[s] for s, q in net.items()]))
-                exposed(True)
+                if len(net) == 1 and sym in net:
+                    eq(broker.cash + net[sym] * c)
+                else:  # other symbols are marked at their last close (set when their span ended)
+                    eq(broker.cash + sum([q * (c if s == sym else last[s]) for s, q in net.items()]))
+                exposed += 1
             else:
                 eq(broker.cash)
-                exposed(False)
+        if end > start:
+            last[sym] = c_l[end - 1]
+        self.equity_us.extend(cu_l[start:end])
+        self.exposed_count += exposed
 
     def _square_off(self, data: SeriesData, i: int) -> None:
         """Flatten intraday strategies at the open of the first candle not closed by their square-off time."""
@@ -555,7 +570,7 @@ class StrategyRunner:
             gc.unfreeze()
         self.finish()
         assert self.broker is not None
-        return RunOutcome(self.broker, self.equity_us, self.equity_values, self.exposed, n, self.notes)
+        return RunOutcome(self.broker, self.equity_us, self.equity_values, self.exposed_count, n, self.notes)
 
 
 def merge_events(series: Sequence[SeriesData], starts: Sequence[int], ends: Sequence[int]) -> list[tuple[SeriesData, int, int]]:
