@@ -102,3 +102,10 @@ def test_sweep_runs_every_combination_sorted_by_the_chosen_metric(cache: Path) -
     assert sharpes == sorted(sharpes, reverse=True)
     single = json.loads(mde(cache, *BASE, "--costs", "none", "-p", "fast=10", "-p", "slow=20", "--json").stdout)
     assert next(r for r in rows if r["params"] == {"fast": 10, "slow": 20, "qty": 1})["metrics"] == single["metrics"]
+
+
+def test_unwritable_trades_path_is_a_one_line_error(cache: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = mde(cache, *BASE, "--costs", "none", "--trades", str(blocker / "t.csv"))
+    assert res.returncode == 2 and "cannot write" in res.stderr and "Traceback" not in res.stderr

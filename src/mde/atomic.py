@@ -22,13 +22,16 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_write(path: Path, mode: str = "wb", shared: bool = False) -> Iterator[IO[Any]]:
     """Yield a temp file in `path`'s folder; on success it is fsynced and replaces `path`.
 
-    The temp file is created by mkstemp, so it (and the result) has mode 0600.
+    The temp file is created by mkstemp, so the result has mode 0600 (right for tokens and
+    the cache); `shared=True` gives 0644 instead, for reports and exports meant to be passed on.
     """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if shared:
+            os.chmod(tmp, 0o644)
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()

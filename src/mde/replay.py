@@ -18,7 +18,8 @@ import itertools
 import json
 import os
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -98,13 +99,25 @@ class ReplayResult:
         return df.write_csv(datetime_format="%Y-%m-%dT%H:%M:%S%:z")
 
     def write_trades(self, path: str | Path) -> None:
-        with atomic_write(Path(path), "w") as fh:
-            fh.write(self.trades_csv())
+        target = Path(path)
+        with _writable(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(target, "w", shared=True) as fh:
+                fh.write(self.trades_csv())
 
     def write_report(self, path: str | Path) -> None:
         from .report import write_report
 
-        write_report(path, self)
+        with _writable(Path(path)):
+            write_report(path, self)
+
+
+@contextmanager
+def _writable(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}; choose another path") from None
 
 
 def mde_version() -> str:

@@ -142,7 +142,7 @@ def write_report(path: str | Path, result: Any) -> None:
     path = Path(path)
     data = render_report(result).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as fh:
+    with atomic_write(path, "wb", shared=True) as fh:
         fh.write(data)
 
 
