@@ -395,3 +395,23 @@ def test_status_stale_when_the_cache_lags_the_clock(settings: Settings) -> None:
     assert status.stale
     assert status.last_close == datetime(2024, 6, 14, 11, 5, tzinfo=IST)
     assert status.expected_close == datetime(2024, 6, 14, 12, 0, tzinfo=IST)
+
+
+def test_as_of_in_any_time_zone_means_the_same_instant(engine) -> None:  # noqa: ANN001
+    from datetime import datetime, timezone
+
+    engine.download("NIFTY", "5m", "2024-06-14", "2024-06-14")
+    ist = engine.get_window("NIFTY", "5m", 3, as_of="2024-06-14T11:00+05:30")
+    fixed = engine.get_window("NIFTY", "5m", 3, as_of=datetime.fromisoformat("2024-06-14T11:00+05:30"))
+    utc = engine.get_window("NIFTY", "5m", 3, as_of=datetime(2024, 6, 14, 5, 30, tzinfo=timezone.utc))
+    assert ist.equals(fixed) and ist.equals(utc) and ist.height == 3
+    assert engine.history("NIFTY", "15m", as_of=datetime(2024, 6, 14, 5, 30, tzinfo=timezone.utc)).height > 0
+
+
+def test_pinned_clock_from_an_offset_datetime_is_ist(cache_dir) -> None:  # noqa: ANN001
+    from datetime import datetime
+
+    from mde.config import load
+
+    settings = load(cache_dir=cache_dir, source="sample", environ={}, now=datetime.fromisoformat("2024-12-31T15:30+05:30"))
+    assert str(settings.now.tzinfo) == "Asia/Kolkata"

@@ -222,7 +222,7 @@ def load(
         except InputError as exc:
             raise ConfigError(str(exc)) from None
     elif isinstance(pinned, datetime):
-        pinned = pinned if pinned.tzinfo else pinned.replace(tzinfo=IST)
+        pinned = pinned.astimezone(IST) if pinned.tzinfo else pinned.replace(tzinfo=IST)
 
     kite_raw = raw.get("kite", {})
     kite = KiteSettings(

@@ -482,7 +482,9 @@ class MarketDataEngine:
             return self.now()
         if isinstance(as_of, str):
             return cal_mod.parse_instant(as_of, "as_of")
-        return as_of if as_of.tzinfo else as_of.replace(tzinfo=cal_mod.IST)
+        # IST, whatever zone it came in: the cache's ts column is Asia/Kolkata and polars
+        # refuses to compare datetimes of different zones
+        return as_of.astimezone(cal_mod.IST) if as_of.tzinfo else as_of.replace(tzinfo=cal_mod.IST)
 
     def _resampled_window(self, inst: Instrument, src: Timeframe, tf: Timeframe, limit: int, at: datetime) -> pl.DataFrame:
         per_bucket = 375 // src.minutes + 1 if tf.is_daily else tf.minutes // src.minutes

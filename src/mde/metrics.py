@@ -7,6 +7,7 @@ A year is the calendar's sessions per year times the candles per regular session
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -54,10 +55,11 @@ def _round(x: float | None, digits: int = 2) -> float | None:
     return round(x, digits)
 
 
-def equity_frame(times_us: list[int], values: list[float], initial: float) -> pl.DataFrame:
+def equity_frame(times_us: Sequence[int], values: Sequence[float], initial: float) -> pl.DataFrame:
     """One point per close time (the last, when several symbols close together), with drawdown."""
-    df = pl.DataFrame({"ts": times_us, "equity": values}, schema={"ts": pl.Int64, "equity": pl.Float64})
-    df = df.group_by("ts", maintain_order=True).last()
+    df = pl.DataFrame({"ts": pl.Series(times_us, dtype=pl.Int64), "equity": pl.Series(values, dtype=pl.Float64)})
+    if df.height > 1 and (df["ts"].diff() == 0).any():
+        df = df.group_by("ts", maintain_order=True).last()
     peak = pl.max_horizontal(pl.col("equity").cum_max(), pl.lit(initial))
     return df.with_columns(
         (pl.col("equity") - peak).alias("drawdown"),
@@ -70,11 +72,11 @@ def compute(
     equity: pl.DataFrame, trades: pl.DataFrame, initial: float, basis: Basis, exposure: float, buy_and_hold_pct: float | None
 ) -> dict[str, object]:
     """The report's metrics, in display order. Money in rupees, ratios plain, `_pct` in percent."""
-    values = equity["equity"].to_list()
-    final = values[-1] if values else initial
+    values = equity["equity"]
+    bars = values.len()
+    final = float(values[-1]) if bars else initial
     net = final - initial
-    bars = len(values)
-    series = pl.Series([initial, *values])
+    series = pl.concat([pl.Series([initial], dtype=pl.Float64), values.cast(pl.Float64)])
     rets = (series / series.shift(1) - 1.0).slice(1)
     mean = rets.mean() if bars else None
     std = rets.std(ddof=1) if bars > 1 else None
@@ -91,7 +93,7 @@ def compute(
     dd_value = float(equity["drawdown"].min()) if bars else 0.0  # type: ignore[arg-type]
     dd_pct = float(equity["drawdown_pct"].min()) * 100 if bars else 0.0  # type: ignore[arg-type]
     dd_bars, dd_start, dd_end = _longest_drawdown(values, initial)
-    ts = equity["ts"].to_list() if bars else []
+    ts = equity["ts"]
 
     n = trades.height
     pnl = trades["net_pnl"] if n else pl.Series([], dtype=pl.Float64)
@@ -123,15 +125,15 @@ def compute(
     }
 
 
-def _longest_drawdown(values: list[float], initial: float) -> tuple[int, int | None, int | None]:
+def _longest_drawdown(values: pl.Series, initial: float) -> tuple[int, int | None, int | None]:
     """Longest stretch under a previous peak: (candles under water, peak index, recovery index or None).
 
     Each new high starts a group; the candles after it in the group are under water.
     Group 0 holds the candles before the first new high, under the starting cash.
     """
-    if not values:
+    if not values.len():
         return 0, None, None
-    eq = pl.Series("eq", values, dtype=pl.Float64)
+    eq = values.cast(pl.Float64)
     peak = eq.cum_max().clip(lower_bound=initial)
     groups = (eq >= peak).cast(pl.Int64).cum_sum()
     runs = (

@@ -19,6 +19,7 @@ backtest or a paper session runs it; the fills follow broker.FILL_MODEL in both.
 from __future__ import annotations
 
 import gc
+from array import array
 import importlib
 import importlib.util
 import logging
@@ -216,13 +217,16 @@ class SeriesData:
         self.symbol = symbol
         self.timeframe = timeframe
         self.frame = frame.drop("closes_at") if "closes_at" in frame.columns else frame
-        self.ts_us: list[int] = frame["ts"].dt.epoch("us").to_list()
-        self.close_us: list[int] = frame["closes_at"].dt.epoch("us").to_list()
-        self.open: list[float] = frame["open"].to_list()
-        self.high: list[float] = frame["high"].to_list()
-        self.low: list[float] = frame["low"].to_list()
-        self.close: list[float] = frame["close"].to_list()
-        self.volume: list[int | None] = frame["volume"].to_list()
+        # Typed arrays: 8 bytes a value instead of a Python object each (a million candles
+        # would otherwise take ~40 MB per column), and iterating them is as fast as a list.
+        self.ts_us = array("q", frame["ts"].dt.epoch("us").to_list())
+        self.close_us = array("q", frame["closes_at"].dt.epoch("us").to_list())
+        self.open = array("d", frame["open"].to_list())
+        self.high = array("d", frame["high"].to_list())
+        self.low = array("d", frame["low"].to_list())
+        self.close = array("d", frame["close"].to_list())
+        volume = frame["volume"]
+        self.volume: Sequence[int | None] = array("q", volume.to_list()) if not volume.null_count() else volume.to_list()
 
     def __len__(self) -> int:
         return len(self.ts_us)
@@ -276,7 +280,7 @@ class Context:
         """The last `n` closes (closed by now), oldest first: a cheap list for indicators."""
         series = self._runner.series(symbol or self.symbol, timeframe)
         k = series.visible(self._runner.now_us)
-        return series.close[max(0, k - _count(n)):k]
+        return series.close[max(0, k - _count(n)):k].tolist()
 
     def last(self, symbol: str | None = None, timeframe: str | None = None) -> Candle | None:
         series = self._runner.series(symbol or self.symbol, timeframe)
@@ -346,8 +350,8 @@ class RunOutcome:
     """What a run produced, before metrics: the broker's books and one equity point per close."""
 
     broker: SimBroker
-    equity_us: list[int]
-    equity: list[float]
+    equity_us: Sequence[int]
+    equity: Sequence[float]
     exposed: int  # candles that closed with a position open
     events: int
     notes: list[tuple[int, str, str]]
@@ -410,8 +414,8 @@ class StrategyRunner:
         self._intraday = any(x is not None for x in self._sq)
         self._handlers = [(s.on_candle, ctx) for s, ctx in zip(items, self.contexts)]
         self._blocked: dict[tuple[str, str], int] = {}  # (sid, symbol) -> IST day after square-off
-        self.equity_us: list[int] = []
-        self.equity_values: list[float] = []
+        self.equity_us = array("q")  # one point per processed candle: its close time ...
+        self.equity_values = array("d")  # ... and cash + open positions at that close
         self.exposed_count = 0  # candles that closed with a position open
         self._last_close: dict[str, float] = {}
         self._started = False
