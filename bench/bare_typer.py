@@ -171,5 +171,43 @@ def instruments(
     """
 
 
+class CostKind(str, Enum):
+    zerodha = "zerodha"
+    none = "none"
+
+
+class Segment(str, Enum):
+    futures = "futures"
+    options = "options"
+    intraday = "intraday"
+    delivery = "delivery"
+
+
+@app.command()
+def replay(
+    strategy: Annotated[str, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = ...,  # type: ignore[assignment]
+    symbols: Annotated[list[str], typer.Option("--symbol", "-s", help="Symbol to trade (repeat for more).")] = ...,  # type: ignore[assignment]
+    timeframe: TimeframeOpt = "5m",
+    start: Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
+    end: Annotated[str, typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
+    params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE; NAME=V1,V2 sweeps every combination.")] = None,
+    costs: Annotated[CostKind, typer.Option("--costs", help="zerodha (dated Indian charges) or none.")] = CostKind.zerodha,
+    segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
+    cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
+    slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill.")] = 0,
+    square_off: Annotated[Optional[str], typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")] = None,
+    trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object, nothing else.")] = False,
+    allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="Replay even if the cache lacks sessions of the range.")] = False,
+    sort: Annotated[str, typer.Option("--sort", help="Sweep: the metric to sort rows by.")] = "net_pnl",
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Sweep: processes (default: all cores).")] = None,
+) -> None:
+    """Backtest a strategy on cached candles: next-open fills, Indian costs, honest metrics.
+
+    Example:  mde replay --strategy sma_cross --symbol NIFTY --from 2024-01-01 --to 2024-12-31 --segment futures
+    """
+
+
 if __name__ == "__main__":
     app()
