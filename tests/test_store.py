@@ -833,3 +833,311 @@ def test_save_cache_mid_session_stores_only_closed_candles(settings, cache_dir: 
     later = engine_at(settings, "2024-06-14T10:10:00+05:30")
     assert later.save_cache("NIFTY", "5m", day).added == 1  # now 10:05 has closed
     assert later.load_cache("NIFTY", "5m")["ts"][-1] == ist("2024-06-14T10:05:00")
+
+
+# -- cost flat in history: the manifest is updated, not rebuilt; listings and reads are reused ----
+def partitions_from_files(folder: Path) -> dict[str, dict]:
+    """What the manifest must say about each partition, recomputed from the files themselves."""
+    out = {}
+    for path in sorted(folder.glob("*.parquet")):
+        df, st = pl.read_parquet(path), path.stat()
+        out[path.stem] = {
+            "rows": df.height, "first": df["ts"][0].isoformat(), "last": df["ts"][-1].isoformat(),
+            "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+        }
+    return out
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every pl.read_parquet call from now on (its source: a path or a list of paths)."""
+    calls: list[object] = []
+    real = pl.read_parquet
+
+    def counting(source, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(pl, "read_parquet", counting)
+    return calls
+
+
+@pytest.fixture
+def five_months(cache_dir: Path) -> tuple[CandleStore, pl.DataFrame]:
+    """A 1m series with a candle every 15 minutes from January to May 2024: five files."""
+    df = make_candles(trading_days(date(2024, 1, 1), 100), step=15)
+    store = CandleStore(cache_dir)
+    write(store, df, "1m")
+    assert [p.stem for p in store.partitions(NIFTY, parse("1m"))] == ["2024-01", "2024-02", "2024-03", "2024-04", "2024-05"]
+    return store, df
+
+
+def test_appends_to_one_partition_among_many_keep_the_manifest_equal_to_the_files(five_months, cache_dir: Path) -> None:
+    store, df = five_months
+    tf = parse("1m")
+    folder = store.series_dir(NIFTY, tf)
+    before = store.manifest(NIFTY, tf).partitions  # type: ignore[union-attr]
+    assert before == partitions_from_files(folder)
+
+    last = df["ts"][-1]
+    extra = candles_at([last + timedelta(minutes=15)], price=7.0)
+    write(CandleStore(cache_dir), extra, "1m")  # a fresh store, as a cron refresh runs
+    march = df.filter(pl.col("ts").dt.month() == 3).head(5).with_columns(pl.col("close") + 1)
+    write(store, march, "1m")  # the warm store that wrote the series: a replacement in the middle
+    write(store, candles_at([last + timedelta(minutes=30)], price=8.0), "1m")
+
+    m = store.manifest(NIFTY, tf)
+    assert m is not None
+    assert m.partitions == partitions_from_files(folder)
+    for key in ("2024-01", "2024-02", "2024-04"):
+        assert m.partitions[key] == before[key]  # entries of files not written are kept as they were
+    assert m.rows == df.height + 2 == CandleStore(cache_dir).read(NIFTY, tf).height
+    assert (m.first_ts, m.last_ts) == (df["ts"][0], last + timedelta(minutes=30))
+    assert store.read(NIFTY, tf).equals(CandleStore(cache_dir).read(NIFTY, tf))  # the read cache is not stale
+
+
+def test_an_append_decodes_only_the_partition_it_writes(five_months, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, df = five_months
+    decodes = count_decodes(monkeypatch)
+    fresh = CandleStore(cache_dir)
+    result = write(fresh, candles_at([df["ts"][-1] + timedelta(minutes=15)]), "1m")
+    assert result.rows == df.height + 1
+    assert [Path(str(s)).name for s in decodes] == ["2024-05.parquet"]
+    decodes.clear()
+    assert fresh.read_tail(NIFTY, parse("1m"), 2)["ts"][-1] == df["ts"][-1] + timedelta(minutes=15)
+    assert decodes == []  # the written frame went into the read cache
+
+
+@pytest.mark.parametrize("how", ["rewritten", "older-manifest", "garbled-entry"])
+def test_a_manifest_entry_that_no_longer_matches_its_file_is_recomputed(five_months, cache_dir: Path, how: str) -> None:
+    """A writer killed between a partition and the manifest, a file replaced by hand, a
+    manifest written by an mde that did not record mtimes, or an entry edited into nonsense:
+    the next write puts it right (and reads still work before that)."""
+    store, df = five_months
+    tf = parse("1m")
+    folder = store.series_dir(NIFTY, tf)
+    if how == "rewritten":
+        feb = folder / "2024-02.parquet"
+        pl.read_parquet(feb).head(7).write_parquet(feb)
+    else:
+        raw = json.loads((folder / MANIFEST).read_text())
+        for entry in raw["partitions"].values():
+            if how == "older-manifest":
+                del entry["mtime_ns"]
+            else:
+                entry["first"], entry["last"] = "garbage", "2024-02-01T09:15:00"  # no offset
+        (folder / MANIFEST).write_text(json.dumps(raw))
+    assert CandleStore(cache_dir).read(NIFTY, tf).equals(pl.concat([pl.read_parquet(p) for p in sorted(folder.glob("*.parquet"))]))
+
+    write(CandleStore(cache_dir), candles_at([df["ts"][-1] + timedelta(minutes=15)]), "1m")
+
+    m = store.manifest(NIFTY, tf)
+    assert m is not None
+    assert m.partitions == partitions_from_files(folder)
+    assert m.rows == CandleStore(cache_dir).read(NIFTY, tf).height
+
+
+def test_replace_series_and_prune_leave_a_manifest_equal_to_the_files(five_months, cache_dir: Path) -> None:
+    store, df = five_months
+    tf = parse("1m")
+    folder = store.series_dir(NIFTY, tf)
+    new = df.filter(pl.col("ts") >= ist("2024-02-10T00:00:00")).with_columns(pl.col("close") * 2)
+    store.replace_series(NIFTY, tf, new, source="sample", coverage=[], now=NOW)
+    assert store.manifest(NIFTY, tf).partitions == partitions_from_files(folder)  # type: ignore[union-attr]
+    assert store.read(NIFTY, tf).equals(new) and CandleStore(cache_dir).read(NIFTY, tf).equals(new)
+
+    store.prune(NIFTY, tf, ist("2024-03-10T00:00:00"), now=NOW)
+    m = store.manifest(NIFTY, tf)
+    assert m is not None and m.partitions == partitions_from_files(folder)
+    assert set(m.partitions) == {"2024-03", "2024-04", "2024-05"}
+    assert m.rows == new.filter(pl.col("ts") >= ist("2024-03-10T00:00:00")).height
+
+
+def _age(folder: Path, seconds: float = 60) -> None:
+    """Make the folder's last change look `seconds` old, so its listing may be reused."""
+    then = datetime.now().timestamp() - seconds
+    os.utime(folder, (then, then))
+
+
+def count_listings(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    calls: list[Path] = []
+    real = mde_store._partitions_in
+
+    def counting(folder: Path) -> list[Path]:
+        calls.append(folder)
+        return real(folder)
+
+    monkeypatch.setattr(mde_store, "_partitions_in", counting)
+    return calls
+
+
+def test_the_partition_listing_is_reused_while_the_folder_is_unchanged(five_months, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, df = five_months
+    tf = parse("1m")
+    _age(store.series_dir(NIFTY, tf))
+    listings = count_listings(monkeypatch)
+    for _ in range(5):
+        assert store.exists(NIFTY, tf)
+        assert store.read_tail(NIFTY, tf, 3, before=NOW).equals(df.tail(3))
+    assert len(listings) == 1
+    store.partitions(NIFTY, tf).clear()  # callers get a copy
+    assert len(store.partitions(NIFTY, tf)) == 5
+
+
+def test_a_folder_changed_just_now_is_listed_again_on_every_call(five_months, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timestamps are coarse: a file added in the same tick would not change the mtime."""
+    store, _ = five_months
+    tf = parse("1m")
+    listings = count_listings(monkeypatch)
+    for _ in range(3):
+        store.exists(NIFTY, tf)
+    assert len(listings) == 3
+
+
+def test_the_listing_sees_a_partition_written_by_another_store(five_months, cache_dir: Path) -> None:
+    store, df = five_months
+    tf = parse("1m")
+    _age(store.series_dir(NIFTY, tf))
+    assert store.read_tail(NIFTY, tf, 1, before=NOW)["ts"].to_list() == [df["ts"][-1]]  # listing remembered
+
+    june = make_candles(date(2024, 6, 3), step=15, seed=7)
+    write(CandleStore(cache_dir), june, "1m")
+
+    assert store.partitions(NIFTY, tf)[-1].name == "2024-06.parquet"
+    assert store.read_tail(NIFTY, tf, 1, before=NOW)["ts"].to_list() == [june["ts"][-1]]
+
+
+def test_the_listing_sees_a_partition_written_by_another_process(five_months, cache_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store, _ = five_months
+    tf = parse("1m")
+    folder = store.series_dir(NIFTY, tf)
+    _age(folder)
+    assert [p.stem for p in store.partitions(NIFTY, tf)][-1] == "2024-05"
+    june = make_candles(date(2024, 6, 3), step=15, seed=7)
+    june.write_parquet(tmp_path / "june.parquet")
+    code = (
+        "import sys, polars as pl; from datetime import datetime; from mde.store import CandleStore; "
+        "from mde.symbols import Instrument; from mde.timeframes import parse; "
+        "CandleStore(sys.argv[1]).write(Instrument('NSE', 'NIFTY 50'), parse('1m'), pl.read_parquet(sys.argv[2]), "
+        "source='sample', now=datetime.fromisoformat(sys.argv[3]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(cache_dir), str(tmp_path / "june.parquet"), NOW.isoformat()],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+    assert [p.stem for p in store.partitions(NIFTY, tf)][-1] == "2024-06"
+    assert store.read(NIFTY, tf, start=ist("2024-06-01T00:00:00")).equals(june)
+    assert store.manifest(NIFTY, tf).partitions == partitions_from_files(folder)  # type: ignore[union-attr]
+
+
+def test_a_full_read_decodes_the_files_in_one_call_and_caches_each(five_months, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, df = five_months
+    tf = parse("1m")
+    fresh = CandleStore(cache_dir)
+    decodes = count_decodes(monkeypatch)
+    assert fresh.read(NIFTY, tf).equals(df)
+    assert len(decodes) == 1 and len(decodes[0]) == 5  # type: ignore[arg-type]
+    decodes.clear()
+    march = fresh.read(NIFTY, tf, start=ist("2024-03-01T00:00:00"), end=ist("2024-03-31T23:59:00"))
+    assert march.equals(df.filter(pl.col("ts").dt.month() == 3))
+    assert fresh.read_tail(NIFTY, tf, 4).equals(df.tail(4))
+    assert decodes == []  # every file came from the read cache
+
+
+@pytest.mark.parametrize("how", ["rows", "first", "last", "no-manifest", "oi-in-one-file"])
+def test_a_full_read_that_cannot_trust_the_manifest_reads_file_by_file(five_months, cache_dir: Path, how: str) -> None:
+    store, df = five_months
+    tf = parse("1m")
+    folder = store.series_dir(NIFTY, tf)
+    expected = df
+    if how == "no-manifest":
+        (folder / MANIFEST).unlink()
+    elif how == "oi-in-one-file":  # the schemas differ, so one polars call cannot read them all
+        june = make_candles(date(2024, 6, 3), step=15, seed=7).with_columns(oi=pl.lit(5, dtype=pl.Int64))
+        write(store, june, "1m")
+        expected = pl.concat([df, june], how="diagonal_relaxed")
+    else:  # an entry that lies while its size and mtime still match: the cuts would be wrong
+        raw = json.loads((folder / MANIFEST).read_text())
+        entry, nxt = raw["partitions"]["2024-02"], raw["partitions"]["2024-03"]
+        if how == "rows":
+            entry["rows"] -= 1
+            nxt["rows"] += 1
+        elif how == "first":
+            entry["first"] = nxt["first"]
+        else:
+            entry["last"] = nxt["last"]
+        (folder / MANIFEST).write_text(json.dumps(raw))
+    fresh = CandleStore(cache_dir)
+    assert fresh.read(NIFTY, tf).equals(expected)
+    # what the full read left in the read cache: February is February, whole
+    feb = fresh.read(NIFTY, tf, start=ist("2024-02-01T00:00:00"), end=ist("2024-02-29T23:59:00"))
+    assert feb.equals(df.filter(pl.col("ts").dt.month() == 2))
+    assert fresh.read_tail(NIFTY, tf, 2, before=ist("2024-03-01T00:00:00")).equals(feb.tail(2))
+
+
+def test_normalize_returns_a_normalized_frame_as_it_is_and_still_fixes_the_rest() -> None:
+    from mde.store import normalize
+
+    df = make_candles(date(2024, 6, 3), step=5)
+    assert normalize(df) is df
+    shuffled = pl.concat([df.tail(3), df.head(3), df.head(1).with_columns(pl.col("close") + 1)])
+    out = normalize(shuffled)
+    assert out["ts"].to_list() == df.head(3)["ts"].to_list() + df.tail(3)["ts"].to_list()
+    assert out["close"][0] == df["close"][0] + 1  # the last of the duplicates wins
+    sorted_with_a_duplicate = pl.concat([df.head(2), df.slice(1, 2)])
+    assert normalize(sorted_with_a_duplicate)["ts"].to_list() == df.head(3)["ts"].to_list()
+    reordered = df.select("ts", "volume", "open", "high", "low", "close")
+    assert normalize(reordered).columns == list(COLUMNS)
+    with pytest.raises(InputError, match="empty timestamp"):
+        normalize(df.with_columns(pl.when(pl.col("volume") >= 0).then(None).otherwise(pl.col("ts")).alias("ts")).head(1))
+
+
+# -- the window table: one row of multi-line cells prints what one row per candle prints ---------
+def _window_table_row_per_candle(df: pl.DataFrame, symbol: str, status, console) -> None:  # type: ignore[no-untyped-def]
+    """The straightforward rendering (one table row per candle), for comparison."""
+    from rich.table import Table
+
+    from mde.render import _price, status_line
+
+    tf = status.timeframe
+    table = Table(
+        title=f"{symbol} ({status.instrument}) {tf} · {df.height} candle{'s' if df.height != 1 else ''}",
+        caption=status_line(status),
+        caption_style="yellow" if status.stale else "dim",
+    )
+    table.add_column("ts (IST)", no_wrap=True)
+    for name in ("open", "high", "low", "close"):
+        table.add_column(name, justify="right")
+    table.add_column("volume", justify="right")
+    fmt = "%Y-%m-%d" if tf.is_daily else "%Y-%m-%d %H:%M"
+    for ts, o, h, low, c, v in df.select("ts", "open", "high", "low", "close", "volume").iter_rows():
+        table.add_row(ts.strftime(fmt), _price(o), _price(h), _price(low), _price(c), "-" if v is None else f"{v:,}")
+    console.print(table)
+
+
+def test_the_window_table_prints_exactly_what_one_row_per_candle_prints(engine: MarketDataEngine, nifty_5m: pl.DataFrame) -> None:
+    import io
+
+    from rich.console import Console
+
+    from mde.render import window_table
+
+    engine.save_cache("NIFTY", "5m", nifty_5m)
+    engine.save_cache("NIFTY", "1d", candles_at([ist("2024-12-30T00:00:00"), ist("2024-12-31T00:00:00")], price=23_644.9, volume=0))
+    window = engine.get_window("NIFTY", "5m", limit=50)
+    status = engine.status("NIFTY", "5m")
+    no_volume = window.with_columns(pl.when(pl.col("volume") % 3 == 0).then(None).otherwise(pl.col("volume")).alias("volume"))
+    cases = [(window, status), (no_volume, status), (window.head(1), status), (window.head(0), status),
+             (engine.get_window("NIFTY", "1d", limit=5), engine.status("NIFTY", "1d"))]
+    for df, st in cases:
+        for width in (12, 30, 45, 60, 79, 80, 100, 160):
+            for terminal in (False, True):
+                outputs = []
+                for render in (window_table, _window_table_row_per_candle):
+                    buf = io.StringIO()
+                    console = Console(file=buf, width=width, highlight=False, force_terminal=terminal, color_system="truecolor" if terminal else None)
+                    render(df, "NIFTY", st, console)
+                    outputs.append(buf.getvalue())
+                assert outputs[0] == outputs[1], (df.height, width, terminal)

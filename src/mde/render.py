@@ -58,6 +58,7 @@ def status_line(status: SeriesStatus) -> str:
 
 def window_table(df: pl.DataFrame, symbol: str, status: SeriesStatus, console: Console) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     tf = status.timeframe
     table = Table(
@@ -70,8 +71,16 @@ def window_table(df: pl.DataFrame, symbol: str, status: SeriesStatus, console: C
         table.add_column(name, justify="right")
     table.add_column("volume", justify="right")
     fmt = "%Y-%m-%d" if tf.is_daily else "%Y-%m-%d %H:%M"
-    for ts, o, h, low, c, v in df.select("ts", "open", "high", "low", "close", "volume").iter_rows():
-        table.add_row(ts.strftime(fmt), _price(o), _price(h), _price(low), _price(c), "-" if v is None else f"{v:,}")
+    rows = [
+        (ts.strftime(fmt), _price(o), _price(h), _price(low), _price(c), "-" if v is None else f"{v:,}")
+        for ts, o, h, low, c, v in df.select("ts", "open", "high", "low", "close", "volume").iter_rows()
+    ]
+    if rows:
+        # One row of multi-line cells prints exactly what one row per candle prints (the table
+        # draws no lines between rows, and no cell can wrap: ts is no_wrap, the others have no
+        # spaces), but rich's cost is per cell: 6 cells instead of 6 x limit, 3-4x faster.
+        # tests/test_store.py checks the equivalence at many widths.
+        table.add_row(*(Text("\n".join(column)) for column in zip(*rows)))
     console.print(table)
 
 
