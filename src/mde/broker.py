@@ -212,6 +212,11 @@ class SimBroker:
         if not live:
             return
         slip = self.slip(symbol)
+        if len(live) == 1 and live[0].kind == MARKET and live[0].bracket_of is None and live[0].placed_us <= ts_us:
+            self._fill(live[0], o + live[0].side * slip, ts_us)  # the common case: one market order
+            if live and live[0].bracket_of is not None:  # its bracket legs, live from this fill
+                self._resolve_brackets(symbol, ts_us, o, h, low, slip, {live[0].bracket_of})
+            return
         at_open: set[int] = set()
         for order in list(live):
             if order.status != "pending" or order.placed_us > ts_us or order.bracket_of is not None:

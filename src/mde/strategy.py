@@ -488,7 +488,7 @@ class StrategyRunner:
         ts_l, o_l, h_l, l_l, c_l, v_l, cu_l = data.ts_us, data.open, data.high, data.low, data.close, data.volume, data.close_us
         pending, net, last = broker.pending, broker.net, self._last_close
         handlers = self._handlers
-        only = handlers[0] if len(handlers) == 1 else None
+        only_fn, only_ctx = handlers[0] if len(handlers) == 1 else (None, None)
         intraday = self._intraday
         eq = self.equity_values.append
         for _, ctx in handlers:
@@ -504,8 +504,8 @@ class StrategyRunner:
                 broker.on_candle(sym, ts, o, h, lo)
             self.now_us = now
             candle = new(cls, (sym, tf_name, ts, o, h, lo, c, v, now, i))
-            if only is not None:
-                only[0](only[1], candle)
+            if only_fn is not None:
+                only_fn(only_ctx, candle)
             else:
                 for on_candle, ctx in handlers:
                     on_candle(ctx, candle)
