@@ -209,5 +209,16 @@ def replay(
     """
 
 
+@app.command()
+def strategies(
+    spec: Annotated[Optional[str], typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+) -> None:
+    """List strategies and their parameters (set them with `mde replay --param NAME=VALUE`).
+
+    Example:  mde strategies orb
+    """
+
+
 if __name__ == "__main__":
     app()

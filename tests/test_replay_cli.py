@@ -109,3 +109,17 @@ def test_unwritable_trades_path_is_a_one_line_error(cache: Path, tmp_path: Path)
     blocker.write_text("x")
     res = mde(cache, *BASE, "--costs", "none", "--trades", str(blocker / "t.csv"))
     assert res.returncode == 2 and "cannot write" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_strategies_lists_builtins_and_a_user_file_with_parameters(cache: Path, tmp_path: Path) -> None:
+    res = mde(cache, "strategies")
+    assert res.returncode == 0
+    for text in ("sma_cross", "fast: int = 10", "orb", "range_minutes: int = 15", "(intraday)"):
+        assert text in res.stdout
+    mine = tmp_path / "mine.py"
+    mine.write_text('from mde import Strategy\nclass Mine(Strategy):\n    """Does little."""\n    lookback: int = 7\n')
+    items = json.loads(mde(cache, "strategies", f"{mine}:Mine", "--format", "json").stdout)
+    assert items == [{"strategy": f"{mine}:Mine", "summary": "Does little.", "intraday": False,
+                      "params": {"lookback": {"type": "int", "default": 7}}}]
+    res = mde(cache, "strategies", "nope")
+    assert res.returncode == 2 and "unknown strategy" in res.stderr

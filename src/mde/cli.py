@@ -442,6 +442,27 @@ def replay(
                 typer.echo(f"{what} written to {path}", err=True)
 
 
+@app.command()
+@handle_errors
+def strategies(
+    spec: Annotated[Optional[str], typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+) -> None:
+    """List strategies and their parameters (set them with `mde replay --param NAME=VALUE`).
+
+    Example:  mde strategies orb
+    """
+    from .strategy import BUILTIN_STRATEGIES, describe
+
+    items = [describe(spec)] if spec else [describe(name) for name in BUILTIN_STRATEGIES]
+    from .render import strategies_json, strategies_table
+
+    if fmt is ListFormat.json:
+        typer.echo(strategies_json(items))
+    else:
+        strategies_table(items, _stdout())
+
+
 def main() -> None:
     app()
 

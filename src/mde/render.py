@@ -259,3 +259,20 @@ def sweep_table(rows: list[dict[str, Any]], sort_by: str, console: Console) -> N
 
 def sweep_json(rows: list[dict[str, Any]]) -> str:
     return json.dumps(rows, indent=1, default=str)
+
+
+def strategies_table(items: list[dict[str, Any]], console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title="strategies (mde replay --strategy NAME --param KEY=VALUE)")
+    for col in ("strategy", "parameters (default)", "what it does"):
+        table.add_column(col)
+    for item in items:
+        params = "\n".join(f"{k}: {p['type']} = {p['default']}" for k, p in item["params"].items()) or "-"
+        kind = " (intraday)" if item["intraday"] else ""
+        table.add_row(item["strategy"], params, item["summary"] + kind)
+    console.print(table)
+
+
+def strategies_json(items: list[dict[str, Any]]) -> str:
+    return json.dumps(items, indent=1, default=str)

@@ -169,6 +169,18 @@ def load_strategy(spec: str) -> type[Strategy]:
     return cls
 
 
+def describe(spec: str) -> dict[str, Any]:
+    """Name, one-line summary and parameters (type, default) of a strategy, for `mde strategies`."""
+    cls = load_strategy(spec)
+    doc = (cls.__doc__ or "").strip().splitlines()
+    return {
+        "strategy": spec,
+        "summary": doc[0] if doc else "",
+        "intraday": cls.intraday,
+        "params": {k: {"type": t.__name__, "default": d} for k, (t, d) in cls.parameters().items()},
+    }
+
+
 # -- what a strategy sees --------------------------------------------------------------
 class Candle(NamedTuple):
     """A closed candle. Times are epoch microseconds; `ts`/`closes_at` build datetimes on demand
