@@ -286,3 +286,24 @@ def test_visible_returns_exactly_the_candles_closed_at_as_of(data: tuple[pl.Data
     assert closes.is_empty() or closes.max() <= as_of
     expected = with_close(candles, tf, CAL).filter(pl.col("closes_at") <= as_of).drop("closes_at")
     assert shown.equals(expected)
+
+
+def test_fast_close_times_equal_the_session_aware_rule_on_long_series_with_special_days() -> None:
+    """with_close takes a cheap path for regular days; it must agree with the full rule everywhere."""
+    from datetime import date
+
+    from factories import make_candles, trading_days
+    from mde.calendar import nse
+    from mde.resample import close_minutes, minutes_to_ts, with_close
+    from mde.timeframes import parse
+
+    cal = nse()
+    special = sorted(d for d in cal.special if d.year in (2023, 2024))
+    assert special, "the calendar lists special sessions for 2023-2024"
+    df = make_candles(sorted(trading_days(date(2023, 1, 2), 40) + special), 1)
+    assert df.height > 4096  # large enough for the fast path
+    for name in ("1m", "3m", "5m", "15m", "60m"):
+        tf = parse(name)
+        fast = with_close(df, tf, cal)
+        full = df.with_columns(minutes_to_ts(close_minutes(tf, cal)).alias("closes_at"))
+        assert fast.equals(full), name

@@ -78,9 +78,31 @@ def close_minutes(tf: Timeframe, cal: Calendar, col: str = "ts") -> pl.Expr:
     return pl.when(session_end.is_null()).then(raw_end).otherwise(pl.min_horizontal(raw_end, day * 1440 + session_end))
 
 
+def _regular_close_minutes(tf: Timeframe, cal: Calendar) -> pl.Expr:
+    """close_minutes for rows on days that are not special sessions: ts + tf clipped to 15:30."""
+    local = ist_minutes()
+    minute = local % 1440
+    reg_end = cal.regular[1]
+    raw_end = local + tf.minutes
+    return pl.when(minute < reg_end).then(pl.min_horizontal(raw_end, (local // 1440) * 1440 + reg_end)).otherwise(raw_end)
+
+
 def with_close(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
-    """Add `closes_at` (tz-aware IST): the moment each candle is complete and may be seen."""
-    return df.with_columns(minutes_to_ts(close_minutes(tf, cal)).alias("closes_at"))
+    """Add `closes_at` (tz-aware IST): the moment each candle is complete and may be seen.
+
+    The session-aware expression is evaluated only on the rows of special-session days; the
+    rest (nearly all of a long series) take the regular 09:15-15:30 rule, which is much
+    cheaper. The two parts are merged back in ts order.
+    """
+    full = minutes_to_ts(close_minutes(tf, cal)).alias("closes_at")
+    if tf.is_daily or df.height < 4096 or not cal.special:
+        return df.with_columns(full)
+    special = ((ist_minutes() // 1440).is_in([_day_index(d) for d in cal.special]))
+    regular = df.filter(~special).with_columns(minutes_to_ts(_regular_close_minutes(tf, cal)).alias("closes_at"))
+    odd = df.filter(special)
+    if odd.is_empty():
+        return regular
+    return regular.merge_sorted(odd.with_columns(full), key="ts")
 
 
 def visible(df: pl.DataFrame, tf: Timeframe, cal: Calendar, as_of: datetime) -> pl.DataFrame:
