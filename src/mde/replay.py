@@ -133,10 +133,10 @@ def fingerprint(data: SeriesData, source_tf: Timeframe) -> dict[str, Any]:
     """rows, first/last and a content hash of the candles a run read (stable across machines)."""
     h = hashlib.sha256()
     frame = data.frame
-    h.update(array("q", data.ts_us).tobytes())
-    for col in (data.open, data.high, data.low, data.close):
-        h.update(array("d", col).tobytes())
-    h.update(array("q", [-1 if v is None else v for v in data.volume]).tobytes())
+    for column in (data.ts_us, data.open, data.high, data.low, data.close):
+        h.update(column)  # typed arrays: their bytes, no copy
+    volume = data.volume
+    h.update(volume if isinstance(volume, array) else array("q", [-1 if v is None else v for v in volume]))
     first = frame["ts"][0] if frame.height else None
     last = frame["ts"][-1] if frame.height else None
     return {

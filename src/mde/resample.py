@@ -97,12 +97,12 @@ def with_close(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
     full = minutes_to_ts(close_minutes(tf, cal)).alias("closes_at")
     if tf.is_daily or df.height < 4096 or not cal.special:
         return df.with_columns(full)
-    special = ((ist_minutes() // 1440).is_in([_day_index(d) for d in cal.special]))
-    regular = df.filter(~special).with_columns(minutes_to_ts(_regular_close_minutes(tf, cal)).alias("closes_at"))
-    odd = df.filter(special)
-    if odd.is_empty():
-        return regular
-    return regular.merge_sorted(odd.with_columns(full), key="ts")
+    closes = df.select(minutes_to_ts(_regular_close_minutes(tf, cal)).alias("closes_at")).to_series()
+    special = (ist_minutes() // 1440).is_in([_day_index(d) for d in cal.special])
+    rows = df.select(pl.arg_where(special)).to_series()
+    if rows.len():  # patch the few special-session rows in place: no copy of the whole frame
+        closes = closes.scatter(rows, df[rows].select(full).to_series())
+    return df.with_columns(closes)
 
 
 def visible(df: pl.DataFrame, tf: Timeframe, cal: Calendar, as_of: datetime) -> pl.DataFrame:

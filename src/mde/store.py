@@ -448,9 +448,10 @@ class CandleStore:
         if not frames:
             return empty_candles()
         df = _concat(frames)
-        if start is not None:
+        # filter only when a bound cuts into the data: a filter copies every column
+        if start is not None and df["ts"][0] < start:
             df = df.filter(pl.col("ts") >= start)
-        if end is not None:
+        if end is not None and df["ts"][-1] > end:
             df = df.filter(pl.col("ts") <= end)
         return df
 

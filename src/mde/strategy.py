@@ -222,6 +222,15 @@ class Candle(NamedTuple):
 _new_candle = tuple.__new__
 
 
+def _typed(code: str, series: pl.Series, chunk: int = 1 << 16) -> array:
+    """A polars column as a typed array, converted a slice at a time so that the Python
+    objects of a million-row column never exist at once (peak memory, not just speed)."""
+    out = array(code)
+    for offset in range(0, series.len(), chunk):
+        out.extend(series.slice(offset, chunk).to_list())
+    return out
+
+
 class SeriesData:
     """One series held in memory for a run: a frame for windows, plain lists for the hot loop."""
 
@@ -231,14 +240,14 @@ class SeriesData:
         self.frame = frame.drop("closes_at") if "closes_at" in frame.columns else frame
         # Typed arrays: 8 bytes a value instead of a Python object each (a million candles
         # would otherwise take ~40 MB per column), and iterating them is as fast as a list.
-        self.ts_us = array("q", frame["ts"].dt.epoch("us").to_list())
-        self.close_us = array("q", frame["closes_at"].dt.epoch("us").to_list())
-        self.open = array("d", frame["open"].to_list())
-        self.high = array("d", frame["high"].to_list())
-        self.low = array("d", frame["low"].to_list())
-        self.close = array("d", frame["close"].to_list())
+        self.ts_us = _typed("q", frame["ts"].dt.epoch("us"))
+        self.close_us = _typed("q", frame["closes_at"].dt.epoch("us"))
+        self.open = _typed("d", frame["open"])
+        self.high = _typed("d", frame["high"])
+        self.low = _typed("d", frame["low"])
+        self.close = _typed("d", frame["close"])
         volume = frame["volume"]
-        self.volume: Sequence[int | None] = array("q", volume.to_list()) if not volume.null_count() else volume.to_list()
+        self.volume: Sequence[int | None] = _typed("q", volume) if not volume.null_count() else volume.to_list()
 
     def __len__(self) -> int:
         return len(self.ts_us)
