@@ -63,7 +63,6 @@ def equity_frame(times_us: Sequence[int], values: Sequence[float], initial: floa
     peak = pl.max_horizontal(pl.col("equity").cum_max(), pl.lit(initial))
     return df.with_columns(
         (pl.col("equity") - peak).alias("drawdown"),
-        (pl.col("equity") / peak - 1.0).alias("drawdown_pct"),
         pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").dt.convert_time_zone("Asia/Kolkata"),
     )
 
@@ -91,7 +90,7 @@ def compute(
         cagr = None
 
     dd_value = float(equity["drawdown"].min()) if bars else 0.0  # type: ignore[arg-type]
-    dd_pct = float(equity["drawdown_pct"].min()) * 100 if bars else 0.0  # type: ignore[arg-type]
+    dd_pct = float(equity.select((pl.col("drawdown") / (pl.col("equity") - pl.col("drawdown"))).min()).item()) * 100 if bars else 0.0
     dd_bars, dd_start, dd_end = _longest_drawdown(values, initial)
     ts = equity["ts"]
 
@@ -128,21 +127,19 @@ def compute(
 def _longest_drawdown(values: pl.Series, initial: float) -> tuple[int, int | None, int | None]:
     """Longest stretch under a previous peak: (candles under water, peak index, recovery index or None).
 
-    Each new high starts a group; the candles after it in the group are under water.
-    Group 0 holds the candles before the first new high, under the starting cash.
+    Run-length encoding of "below the running peak" (the starting cash counts as a peak):
+    the longest run of True is the answer. The peak is the candle before it (index 0 when the
+    run starts at once, under the starting cash), the recovery the candle after it.
     """
-    if not values.len():
+    n = values.len()
+    if not n:
         return 0, None, None
     eq = values.cast(pl.Float64)
-    peak = eq.cum_max().clip(lower_bound=initial)
-    groups = (eq >= peak).cast(pl.Int64).cum_sum()
-    runs = (
-        pl.DataFrame({"g": groups, "i": pl.int_range(0, len(values), eager=True)})
-        .group_by("g", maintain_order=True)
-        .agg(pl.col("i").first().alias("first"), pl.len().alias("n"))
-        .with_columns(under=pl.col("n") - (pl.col("g") > 0).cast(pl.UInt32), next_first=pl.col("first").shift(-1))
-    )
-    best = runs.sort(["under", "first"], descending=[True, False]).row(0, named=True)
-    if best["under"] <= 0:
+    runs = (eq < eq.cum_max().clip(lower_bound=initial)).rle().struct.unnest()
+    runs = runs.with_columns(start=pl.col("len").cum_sum() - pl.col("len")).filter(pl.col("value"))
+    if runs.is_empty():
         return 0, None, None
-    return int(best["under"]), int(best["first"]), best["next_first"]
+    best = runs.sort(["len", "start"], descending=[True, False]).row(0, named=True)
+    length, start = int(best["len"]), int(best["start"])
+    end = start + length
+    return length, max(start - 1, 0), end if end < n else None
