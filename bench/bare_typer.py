@@ -220,5 +220,27 @@ def strategies(
     """
 
 
+@app.command()
+def paper(
+    strategy: Annotated[str, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = ...,  # type: ignore[assignment]
+    symbols: Annotated[list[str], typer.Option("--symbols", "-s", help="Symbols to trade (repeat: -s NIFTY -s BANKNIFTY).")] = ...,  # type: ignore[assignment]
+    timeframe: TimeframeOpt = "5m",
+    params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
+    session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")] = None,
+    source: SourceOpt = None,
+    day: Annotated[Optional[str], typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")] = None,
+    speed: Annotated[float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")] = 0.0,
+    until: Annotated[Optional[str], typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
+    costs: Annotated[CostKind, typer.Option("--costs", help="zerodha or none.")] = CostKind.zerodha,
+    segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
+    cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
+    trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
+) -> None:
+    """Paper-trade a strategy on a bundled day as if live (sample source; the live Kite mode is not built yet).
+
+    Example:  mde paper --strategy sma_cross -s NIFTY --source sample --date 2024-06-14 --segment futures
+    """
+
+
 if __name__ == "__main__":
     app()

@@ -444,6 +444,53 @@ def replay(
 
 @app.command()
 @handle_errors
+def paper(
+    strategy: Annotated[str, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = ...,  # type: ignore[assignment]
+    symbols: Annotated[list[str], typer.Option("--symbols", "-s", help="Symbols to trade (repeat: -s NIFTY -s BANKNIFTY).")] = ...,  # type: ignore[assignment]
+    timeframe: TimeframeOpt = "5m",
+    params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
+    session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")] = None,
+    source: SourceOpt = None,
+    day: Annotated[Optional[str], typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")] = None,
+    speed: Annotated[float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")] = 0.0,
+    until: Annotated[Optional[str], typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
+    costs: Annotated[CostKind, typer.Option("--costs", help="zerodha or none.")] = CostKind.zerodha,
+    segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
+    cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
+    trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
+) -> None:
+    """Paper-trade a strategy on a bundled day as if live (sample source; the live Kite mode is not built yet).
+
+    Example:  mde paper --strategy sma_cross -s NIFTY --source sample --date 2024-06-14 --segment futures
+    """
+    from .errors import InputError
+    from .paper.session import run_sample_session
+    from .strategy import parse_params
+
+    kind = source.value if source else settings().source
+    if kind != "sample" or day is None:
+        raise InputError("only `--source sample --date YYYY-MM-DD` sessions exist so far; live Kite paper trading is not built yet")
+    grid = parse_params(params or [])
+    if any(len(v) > 1 for v in grid.values()):
+        raise InputError("a paper session takes one value per --param")
+    result = run_sample_session(
+        settings(), strategy, symbols, timeframe, day, name=session, params={k: v[0] for k, v in grid.items()},
+        speed=speed, until=until, costs=costs.value, segment=segment.value if segment else None, cash=cash,
+        log=None if STATE.quiet else (lambda line: typer.echo(line, err=True)),
+    )
+    if trades:
+        from .replay import TRADE_CSV_COLUMNS
+
+        trades.parent.mkdir(parents=True, exist_ok=True)
+        trades.write_text(result.trades.select(TRADE_CSV_COLUMNS).write_csv(datetime_format="%Y-%m-%dT%H:%M:%S%:z"))
+    t = result.trades
+    net = float(t["net_pnl"].sum()) if t.height else 0.0
+    resumed = f", resumed after {result.resumed_from} series marks" if result.resumed_from else ""
+    typer.echo(f"session {result.name}: {result.candles} candles{resumed}; {t.height} trades, net P&L {net:,.2f}, cash {result.cash:,.2f}")
+
+
+@app.command()
+@handle_errors
 def strategies(
     spec: Annotated[Optional[str], typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
     fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,

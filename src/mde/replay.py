@@ -206,6 +206,22 @@ def _tick_for(engine: Any, inst: Instrument) -> float:
     return float(tick) if tick else DEFAULT_TICK
 
 
+def build_broker(
+    engine: Any, symbols: Sequence[str], *, costs: str, segment: str | None, cash: float, slippage_ticks: int,
+    on_fill: Any = None,
+) -> tuple[SimBroker, dict[str, CostModel], dict[str, float]]:
+    """The simulated broker of a run: a cost model and a tick size per symbol. Replay and paper
+    both build theirs here, so the same symbols are charged and filled the same way."""
+    models: dict[str, CostModel] = {}
+    ticks: dict[str, float] = {}
+    for name in symbols:
+        inst = engine.resolve(name)
+        models[name] = cost_model(costs, segment, segment_for(inst.exchange, None, inst.tradingsymbol), name,
+                                  engine.settings.costs_file)
+        ticks[name] = _tick_for(engine, inst)
+    return SimBroker(cash, models.__getitem__, ticks.__getitem__, slippage_ticks, on_fill=on_fill), models, ticks
+
+
 def build_strategy(spec: str | type[Strategy] | Strategy, params: Mapping[str, Any] | None = None) -> Strategy:
     if isinstance(spec, Strategy):
         if params:
@@ -246,7 +262,8 @@ def run_replay(
     if _day_start(lo) >= now:
         raise InputError(f"--from {lo} is in the future (now is {now:%Y-%m-%d %H:%M} IST)")
 
-    names, series, starts, ends, models, ticks, warnings, read_from = [], [], [], [], {}, {}, [], {}
+    names: list[str] = []
+    series, starts, ends, warnings, read_from = [], [], [], [], {}
     for raw in symbols:
         inst = engine.resolve(raw)
         name = raw.strip().upper()
@@ -276,11 +293,8 @@ def run_replay(
         starts.append(i0)
         ends.append(i1)
         read_from[name] = src_tf
-        models[name] = cost_model(costs, segment, segment_for(inst.exchange, None, inst.tradingsymbol), name,
-                                  engine.settings.costs_file)
-        ticks[name] = _tick_for(engine, inst)
 
-    broker = SimBroker(cash, models.__getitem__, ticks.__getitem__, slippage_ticks)
+    broker, models, ticks = build_broker(engine, names, costs=costs, segment=segment, cash=cash, slippage_ticks=slippage_ticks)
     runner = StrategyRunner([strat], engine, symbols=names, timeframe=tf, broker=broker, as_of=until, square_off=square_off)
     for data in series:
         runner.add_series(data)

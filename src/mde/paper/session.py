@@ -1,0 +1,186 @@
+"""A paper session on the sample source: a bundled real day played as if it were live.
+
+The simulated clock visits each candle close of the day. At each tick the cache is brought
+up to that instant (the sample source serves only candles closed by then), the new candles
+go through the same `StrategyRunner` and `SimBroker` as `mde replay`, and every candle's
+fills are journaled with its progress mark in one commit (TradeState). A restart with the
+same session name re-runs the journaled candles without journaling them again (the sample
+is deterministic, and the re-run's fills are checked against the journal), then goes on:
+nothing is lost, nothing is processed twice.
+
+Not yet here (issue 6): the live Kite clock and LTP fills, the RiskEngine, the dashboard.
+"""
+
+from __future__ import annotations
+
+import time as time_mod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..broker import Fill
+from ..calendar import IST, parse_date
+from ..config import Settings
+from ..errors import CacheError, InputError, MdeError
+from ..strategy import SeriesData, StrategyRunner, as_us, merge_events
+from ..timeframes import parse
+from .state import TradeState, session_path
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class SessionResult:
+    name: str
+    trades: pl.DataFrame
+    candles: int  # processed in this run (re-runs of a resume included)
+    resumed_from: int  # candles already journaled when this run started
+    cash: float
+
+
+def sessions_dir(settings: Settings) -> Path:
+    return settings.cache_dir / "_paper"
+
+
+def _engine_at(settings: Settings, now: datetime) -> Any:
+    from ..engine import MarketDataEngine
+
+    return MarketDataEngine(settings.with_overrides(now=now, source="sample"))
+
+
+def run_sample_session(
+    settings: Settings,
+    strategy: str,
+    symbols: Sequence[str],
+    timeframe: str,
+    day: date | str,
+    *,
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    speed: float = 0.0,
+    until: str | None = None,
+    costs: str = "zerodha",
+    segment: str | None = None,
+    cash: float = 1_000_000.0,
+    slippage_ticks: int = 0,
+    log: Log | None = None,
+) -> SessionResult:
+    """Play `day` of the bundled sample as a live session named `name` (resumable)."""
+    from ..replay import build_broker, build_strategy
+
+    tf = parse(timeframe)
+    the_day = parse_date(day, "--date")
+    names = [s.strip().upper() for s in symbols]
+    if not names:
+        raise InputError("no symbol to trade; pass --symbols NIFTY ...")
+    if speed < 0:
+        raise InputError("--speed must be 0 (as fast as possible) or more")
+    name = name or f"{strategy.replace(':', '_').replace('/', '_').replace('.', '_')[-40:]}-{the_day}"
+    say = log or (lambda _m: None)
+    midnight = datetime.combine(the_day, datetime.min.time(), IST)
+    end_of_day = midnight + timedelta(days=1) - timedelta(microseconds=1)
+    if until is not None:
+        try:
+            hh, mm = (int(x) for x in until.split(":"))
+            end_of_day = midnight + timedelta(hours=hh, minutes=mm)
+        except ValueError:
+            raise InputError(f"--until {until!r} is not HH:MM") from None
+
+    engine = _engine_at(settings, end_of_day)
+    schedule = sorted({us for sym in names for us in _day_closes(engine, sym, tf, midnight, end_of_day)})
+    if not schedule:
+        raise InputError(f"the sample has no {tf} candles of {', '.join(names)} on {the_day}; pick a trading day of 2024")
+
+    with TradeState(session_path(sessions_dir(settings), name)) as state:
+        state.own()
+        meta = {"strategy": strategy, "params": repr(sorted((params or {}).items())), "symbols": ",".join(names),
+                "timeframe": tf.name, "day": the_day.isoformat(), "cash": repr(float(cash)), "costs": costs,
+                "segment": segment or "", "slippage": str(slippage_ticks)}
+        known = state.meta()
+        if "strategy" in known:
+            changed = [k for k, v in meta.items() if known.get(k) != v]
+            if changed:
+                raise InputError(f"session {name} was started with other {', '.join(changed)}; use another --session name")
+            if known.get("status") == "finished":
+                raise InputError(f"session {name} has finished; use another --session name")
+        else:
+            state.set_meta({**meta, "status": "running"})
+
+        done = state.progress()
+        journaled = [e.payload for e in state.events("fill")]
+        resumed_from = len(done)
+        buffer: list[Fill] = []
+        broker, _, _ = build_broker(engine, names, costs=costs, segment=segment, cash=cash,
+                                    slippage_ticks=slippage_ticks, on_fill=buffer.append)
+        strat = build_strategy(strategy, params)
+        runner = StrategyRunner([strat], engine, symbols=names, timeframe=tf, broker=broker, as_of=end_of_day)
+        runner.start(as_us(midnight))
+        processed = 0
+        cursor = {f"{sym}:{tf}": as_us(midnight) for sym in names}  # last candle processed in this run
+        last_tick: float | None = None
+        for close_us in schedule:
+            if speed > 0 and last_tick is not None:
+                time_mod.sleep((close_us - last_tick) / 1e6 / speed)
+            last_tick = close_us
+            now = datetime.fromtimestamp(close_us / 1e6, IST)
+            at_now = _engine_at(settings, now)
+            datas, starts, ends = [], [], []
+            for sym in names:
+                try:
+                    at_now.update_cache(sym, tf)  # the tick's cache update, as live
+                except MdeError as exc:  # never fatal: the tick goes on with the data it has
+                    state.record("stale", close_us, {"error": str(exc)}, sym)
+                    say(f"{now:%H:%M} {sym}: cache update failed ({exc}); going on with the cached data")
+                data = SeriesData(sym, tf, at_now.history(sym, tf, as_of=now))
+                runner._series[(sym, tf.name)] = data
+                first = max(data.visible(cursor[f"{sym}:{tf}"]), _first_of_day(data, midnight))
+                datas.append(data)
+                starts.append(first)
+                ends.append(len(data))
+            for data, lo, hi in merge_events(datas, starts, ends):
+                for i in range(lo, hi):
+                    buffer.clear()
+                    runner.process_span(data, i, i + 1)
+                    processed += 1
+                    series_key = f"{data.symbol}:{tf}"
+                    cursor[series_key] = data.close_us[i]
+                    if data.close_us[i] <= done.get(series_key, -1):
+                        continue  # already journaled before the restart
+                    events = [("fill", f.ts_us, _fill_payload(f), f.symbol) for f in buffer]
+                    state.processed(series_key, data.close_us[i], events)
+                    for f in buffer:
+                        say(_fill_line(f))
+        # every fill journaled before the restart must have come back the same in the re-run
+        rerun = [_fill_payload(f) for f in broker.fills[: len(journaled)]]
+        if rerun != journaled:
+            raise CacheError(f"session {name}: the cache no longer gives the journaled fills; start a new --session")
+        buffer.clear()
+        runner.finish("end of session")
+        state.processed("_end", runner.now_us, [("fill", f.ts_us, _fill_payload(f), f.symbol) for f in buffer])
+        state.set_meta({"status": "finished"})
+        return SessionResult(name, broker.trades_frame(), processed, resumed_from, broker.cash)
+
+
+def _day_closes(engine: Any, symbol: str, tf: Any, midnight: datetime, end: datetime) -> list[int]:
+    hist = engine.history(symbol, tf, as_of=end)
+    day = hist.filter(pl.col("ts") >= midnight)
+    return day["closes_at"].dt.epoch("us").to_list()
+
+
+def _first_of_day(data: SeriesData, midnight: datetime) -> int:
+    from bisect import bisect_left
+
+    return bisect_left(data.ts_us, as_us(midnight))
+
+
+def _fill_payload(f: Fill) -> dict[str, Any]:
+    return {"order": f.order_id, "side": f.side, "qty": f.qty, "price": f.price, "ts_us": f.ts_us, "reason": f.reason}
+
+
+def _fill_line(f: Fill) -> str:
+    when = datetime.fromtimestamp(f.ts_us / 1e6, IST).strftime("%Y-%m-%d %H:%M")
+    return f"{when} fill {'BUY' if f.side > 0 else 'SELL'} {f.qty} {f.symbol} @ {f.price:.2f} ({f.reason})"

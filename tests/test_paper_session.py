@@ -1,0 +1,112 @@
+"""Sample paper sessions: parity with replay, kill -9 and resume, one process per session."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import run_mde
+from mde.config import Settings, load
+from mde.engine import MarketDataEngine
+from mde.errors import InputError
+from mde.paper.session import run_sample_session
+from mde.replay import run_replay
+
+COLS = ["symbol", "side", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price", "charges"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("paper-cache")
+    eng = MarketDataEngine(load(cache_dir=folder, source="sample", environ={}))
+    eng.download("NIFTY", "5m", "2024-01-01", "2024-06-30")
+    return folder
+
+
+def settings_for(cache: Path) -> Settings:
+    return load(cache_dir=cache, source="sample", environ={})
+
+
+@pytest.mark.parametrize("day", ["2024-06-14", "2024-01-20"])  # a regular day and a Saturday special session
+def test_a_sample_session_makes_the_same_trades_as_replay_of_that_day(cache: Path, day: str) -> None:
+    st = settings_for(cache)
+    params = {"fast": 3, "slow": 8}
+    paper = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", day, name=f"parity-{day}", params=params, segment="futures")
+    replay = run_replay(MarketDataEngine(st), "sma_cross", ["NIFTY"], "5m", day, day, params=params, segment="futures")
+    assert replay.trades.height >= 2
+    assert paper.trades.select(COLS).equals(replay.trades.select(COLS))
+    assert paper.candles == replay.events
+
+
+CHILD = """
+import sys
+from mde.config import load
+from mde.paper.session import run_sample_session
+st = load(cache_dir=sys.argv[1], source="sample", environ={})
+print("go", flush=True)
+run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name=sys.argv[2], params={"fast": 3, "slow": 8},
+                   segment="futures")
+print("done", flush=True)
+"""
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(cache: Path) -> None:
+    st = settings_for(cache)
+    whole = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name="whole", params={"fast": 3, "slow": 8},
+                               segment="futures")
+    rng = random.Random(3)
+    killed = 0
+    for _ in range(3):
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(cache), "killed"], stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None and child.stdout.readline().strip() == "go"
+        time.sleep(rng.uniform(0.2, 1.0))
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+            killed += 1
+        child.wait()
+    assert killed >= 2
+    final = subprocess.run([sys.executable, "-c", CHILD, str(cache), "killed"], capture_output=True, text=True, timeout=120)
+    if "has finished" not in final.stderr:  # the last kill may have come after the end
+        assert final.returncode == 0, final.stderr
+    from mde.paper.state import TradeState, session_path
+
+    with TradeState(session_path(cache / "_paper", "killed")) as state:
+        fills = [e.payload for e in state.events("fill")]
+        assert state.meta()["status"] == "finished"
+    with TradeState(session_path(cache / "_paper", "whole")) as state:
+        assert [e.payload for e in state.events("fill")] == fills  # each fill journaled once, none lost
+    assert len(fills) == 2 * whole.trades.height
+
+
+def test_second_process_on_a_running_session_is_refused_and_finished_sessions_stay_finished(cache: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time\nfrom mde.paper.state import TradeState\ns=TradeState(sys.argv[1]); s.own(); print('owned', flush=True); time.sleep(60)",
+         str(cache / "_paper" / "busy.sqlite")], stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "owned"
+        res = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures",
+                      "--session", "busy", env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"})
+        assert res.returncode == 2 and "running in another process" in res.stderr
+    finally:
+        child.kill()
+        child.wait()
+    st = settings_for(cache)
+    run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-13", name="once", segment="futures")
+    with pytest.raises(InputError, match="has finished"):
+        run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-13", name="once", segment="futures")
+    with pytest.raises(InputError, match="other"):
+        run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name="once", segment="futures")
+
+
+def test_paper_without_a_sample_date_says_what_exists(cache: Path) -> None:
+    res = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"})
+    assert res.returncode == 2 and "--source sample --date" in res.stderr
