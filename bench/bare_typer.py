@@ -220,10 +220,12 @@ def strategies(
     """
 
 
+
+
 @app.command()
 def paper(
-    strategy: Annotated[str, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = ...,  # type: ignore[assignment]
-    symbols: Annotated[list[str], typer.Option("--symbols", "-s", help="Symbols to trade (repeat: -s NIFTY -s BANKNIFTY).")] = ...,  # type: ignore[assignment]
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
+    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to trade (repeat: -s NIFTY -s BANKNIFTY).")] = None,
     timeframe: TimeframeOpt = "5m",
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
     session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")] = None,
@@ -235,6 +237,8 @@ def paper(
     segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
+    status: Annotated[bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON.")] = False,
 ) -> None:
     """Paper-trade a strategy on a bundled day as if live (sample source; the live Kite mode is not built yet).
 

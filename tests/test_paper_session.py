@@ -110,3 +110,20 @@ def test_second_process_on_a_running_session_is_refused_and_finished_sessions_st
 def test_paper_without_a_sample_date_says_what_exists(cache: Path) -> None:
     res = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"})
     assert res.returncode == 2 and "--source sample --date" in res.stderr
+
+
+def test_status_reports_the_journal_of_one_or_all_sessions(cache: Path) -> None:
+    import json
+
+    st = settings_for(cache)
+    run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-12", name="seen", params={"fast": 3, "slow": 8},
+                       segment="futures", until="12:00")
+    env = {"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"}
+    one = json.loads(run_mde("paper", "--status", "--session", "seen", "--json", env=env).stdout)
+    assert one[0]["status"] == "finished" and one[0]["day"] == "2024-06-12"
+    assert one[0]["last_candle"] == {"NIFTY:5m": "2024-06-12T12:00:00+05:30"}  # --until stops the clock
+    assert one[0]["fills"] % 2 == 0 and one[0]["positions"] == {}
+    listing = run_mde("paper", "--status", env=env)
+    assert listing.returncode == 0 and "seen" in listing.stdout
+    missing = run_mde("paper", "--status", "--session", "nope", env=env)
+    assert missing.returncode == 2 and "no paper session named 'nope'" in missing.stderr

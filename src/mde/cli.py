@@ -445,8 +445,8 @@ def replay(
 @app.command()
 @handle_errors
 def paper(
-    strategy: Annotated[str, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = ...,  # type: ignore[assignment]
-    symbols: Annotated[list[str], typer.Option("--symbols", "-s", help="Symbols to trade (repeat: -s NIFTY -s BANKNIFTY).")] = ...,  # type: ignore[assignment]
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
+    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to trade (repeat: -s NIFTY -s BANKNIFTY).")] = None,
     timeframe: TimeframeOpt = "5m",
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
     session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")] = None,
@@ -458,15 +458,25 @@ def paper(
     segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
+    status: Annotated[bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON.")] = False,
 ) -> None:
     """Paper-trade a strategy on a bundled day as if live (sample source; the live Kite mode is not built yet).
 
     Example:  mde paper --strategy sma_cross -s NIFTY --source sample --date 2024-06-14 --segment futures
     """
     from .errors import InputError
-    from .paper.session import run_sample_session
+    from .paper.session import run_sample_session, session_status
     from .strategy import parse_params
 
+    if status:
+        from .render import paper_status_json, paper_status_table
+
+        items = session_status(settings(), session)
+        typer.echo(paper_status_json(items)) if as_json else paper_status_table(items, _stdout())
+        return
+    if not strategy or not symbols:
+        raise InputError("a paper session needs --strategy and --symbols (or --status to look at one)")
     kind = source.value if source else settings().source
     if kind != "sample" or day is None:
         raise InputError("only `--source sample --date YYYY-MM-DD` sessions exist so far; live Kite paper trading is not built yet")

@@ -276,3 +276,21 @@ def strategies_table(items: list[dict[str, Any]], console: Console) -> None:
 
 def strategies_json(items: list[dict[str, Any]]) -> str:
     return json.dumps(items, indent=1, default=str)
+
+
+def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"paper sessions ({len(items)})")
+    for col in ("session", "status", "strategy", "symbols", "day", "fills", "open positions", "last candle"):
+        table.add_column(col)
+    for it in items:
+        positions = ", ".join(f"{s} {q:+d}" for s, q in it["positions"].items()) or "flat"
+        last = max(it["last_candle"].values(), default="-")
+        table.add_row(it["session"], it["status"], str(it["strategy"]), ",".join(it["symbols"]), str(it["day"]),
+                      str(it["fills"]), positions, last)
+    console.print(table)
+
+
+def paper_status_json(items: list[dict[str, Any]]) -> str:
+    return json.dumps(items, indent=1, default=str)

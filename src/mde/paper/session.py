@@ -184,3 +184,39 @@ def _fill_payload(f: Fill) -> dict[str, Any]:
 def _fill_line(f: Fill) -> str:
     when = datetime.fromtimestamp(f.ts_us / 1e6, IST).strftime("%Y-%m-%d %H:%M")
     return f"{when} fill {'BUY' if f.side > 0 else 'SELL'} {f.qty} {f.symbol} @ {f.price:.2f} ({f.reason})"
+
+
+def session_status(settings: Settings, name: str | None = None) -> list[dict[str, Any]]:
+    """What the journal says of one session (or of all): parameters, state, progress, position, fills.
+
+    Read-only: it opens the journal beside a running session (WAL lets both work at once).
+    """
+    folder = sessions_dir(settings)
+    if name is not None:
+        paths = [session_path(folder, name)]
+        if not paths[0].is_file():
+            raise InputError(f"no paper session named {name!r} in {folder}")
+    else:
+        paths = sorted(folder.glob("*.sqlite")) if folder.is_dir() else []
+    out = []
+    for path in paths:
+        with TradeState(path) as state:
+            meta = state.meta()
+            fills = [e.payload | {"symbol": e.symbol} for e in state.events("fill")]
+            progress = state.progress()
+        net: dict[str, int] = {}
+        for f in fills:
+            net[f["symbol"]] = net.get(f["symbol"], 0) + f["side"] * f["qty"]
+        out.append({
+            "session": path.stem,
+            "status": meta.get("status", "unknown"),
+            "strategy": meta.get("strategy"),
+            "symbols": meta.get("symbols", "").split(","),
+            "timeframe": meta.get("timeframe"),
+            "day": meta.get("day"),
+            "fills": len(fills),
+            "positions": {s: q for s, q in net.items() if q},
+            "last_candle": {k: datetime.fromtimestamp(v / 1e6, IST).isoformat() for k, v in progress.items() if k != "_end"},
+            "recent_fills": fills[-5:],
+        })
+    return out
