@@ -222,6 +222,8 @@ def strategies(
 
 
 
+
+
 @app.command()
 def paper(
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
@@ -237,6 +239,10 @@ def paper(
     segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
+    max_loss: Annotated[Optional[float], typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")] = None,
+    max_qty: Annotated[Optional[int], typer.Option("--max-qty", help="Risk: largest position per symbol (quantity).")] = None,
+    max_notional: Annotated[Optional[float], typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")] = None,
+    max_orders: Annotated[Optional[int], typer.Option("--max-orders-per-minute", help="Risk: orders per minute.")] = None,
     status: Annotated[bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON.")] = False,
 ) -> None:

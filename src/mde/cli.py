@@ -458,6 +458,10 @@ def paper(
     segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
+    max_loss: Annotated[Optional[float], typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")] = None,
+    max_qty: Annotated[Optional[int], typer.Option("--max-qty", help="Risk: largest position per symbol (quantity).")] = None,
+    max_notional: Annotated[Optional[float], typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")] = None,
+    max_orders: Annotated[Optional[int], typer.Option("--max-orders-per-minute", help="Risk: orders per minute.")] = None,
     status: Annotated[bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON.")] = False,
 ) -> None:
@@ -466,7 +470,7 @@ def paper(
     Example:  mde paper --strategy sma_cross -s NIFTY --source sample --date 2024-06-14 --segment futures
     """
     from .errors import InputError
-    from .paper.session import run_sample_session, session_status
+    from .paper.session import limits_from, run_sample_session, session_status
     from .strategy import parse_params
 
     if status:
@@ -486,6 +490,8 @@ def paper(
     result = run_sample_session(
         settings(), strategy, symbols, timeframe, day, name=session, params={k: v[0] for k, v in grid.items()},
         speed=speed, until=until, costs=costs.value, segment=segment.value if segment else None, cash=cash,
+        risk=limits_from(settings(), max_loss_per_day=max_loss, max_position_qty=max_qty,
+                         max_position_notional=max_notional, max_orders_per_minute=max_orders),
         log=None if STATE.quiet else (lambda line: typer.echo(line, err=True)),
     )
     if trades:

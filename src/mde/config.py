@@ -80,6 +80,7 @@ class Settings(_Picklable):
     config_path: Path | None = None
     token_file: Path = field(default_factory=lambda: default_config_dir() / "kite_token.json")  # MDE_TOKEN_FILE
     costs_file: Path | None = None  # [costs] file: the user's own charges table (else the bundled one)
+    risk: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # [risk] limits of paper sessions
 
     def clock(self) -> datetime:
         """The pinned instant if MDE_NOW is set, else the wall clock, in IST."""
@@ -108,6 +109,12 @@ def _pos_int(v: Any) -> int:
     return v
 
 
+def _pos_num(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        raise TypeError("a positive number")
+    return float(v)
+
+
 def _tf_map(v: Any) -> Mapping[str, tuple[str, ...]]:
     if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
         raise TypeError("a table of SYMBOL = [timeframes]")
@@ -126,6 +133,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "kite": {"api_key": _str, "root": _str},
     "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _pos_int, "multi_tf": _tf_map},
     "costs": {"file": _str},
+    "risk": {"max_loss_per_day": _pos_num, "max_position_qty": _pos_int, "max_position_notional": _pos_num,
+             "max_orders_per_minute": _pos_int},
 }
 # Sections whose keys are free-form (validated by their own type only).
 FREE_SECTIONS = {"aliases": _str}
@@ -236,6 +245,7 @@ def load(
     costs_file = raw.get("costs", {}).get("file")
     return Settings(
         costs_file=(base / Path(costs_file).expanduser()) if costs_file else None,
+        risk=MappingProxyType(dict(raw.get("risk", {}))),
         cache_dir=cache_path,
         source=kind,
         kite=kite,

@@ -435,6 +435,8 @@ class StrategyRunner:
         self._intraday = any(x is not None for x in self._sq)
         self._handlers = [(s.on_candle, ctx) for s, ctx in zip(items, self.contexts)]
         self._blocked: dict[tuple[str, str], int] = {}  # (sid, symbol) -> IST day after square-off
+        # paper's RiskEngine: (sid, symbol, side, qty, now_us) -> None, or why the order is refused
+        self.risk_check: Callable[[str, str, int, int, int], str | None] | None = None
         self.equity_us = array("q")  # one point per processed candle: its close time ...
         self.equity_values = array("d")  # ... and cash + open positions at that close
         self.exposed_count = 0  # candles that closed with a position open
@@ -473,7 +475,21 @@ class StrategyRunner:
             self.broker.reject(order, "after the intraday square-off time")
             self.note(sid, f"order {order.id} rejected: after the intraday square-off time")
             return None
+        if self.risk_check is not None:
+            why = self.risk_check(sid, symbol, side, qty, self.now_us)
+            if why is not None:
+                self.broker.reject(order, why)
+                self.note(sid, f"order {order.id} rejected: {why}")
+                return None
         return order
+
+    def flatten_all(self, reason: str) -> None:
+        """Exit every open position with a market order (it fills at the next open), past any risk check."""
+        assert self.broker is not None
+        for (sid, sym), pos in list(self.broker.positions.items()):
+            if pos.qty:
+                self.broker.cancel_where(sym, sid)
+                self.broker.place(sid, sym, -1 if pos.qty > 0 else 1, abs(pos.qty), self.now_us, reason=reason)
 
     def equity(self) -> float:
         """Cash plus open positions marked at their latest close visible now."""

@@ -28,6 +28,7 @@ from ..config import Settings
 from ..errors import CacheError, InputError, MdeError
 from ..strategy import SeriesData, StrategyRunner, as_us, merge_events
 from ..timeframes import parse
+from .risk import RiskEngine, RiskLimits
 from .state import TradeState, session_path
 
 Log = Callable[[str], None]
@@ -40,6 +41,17 @@ class SessionResult:
     candles: int  # processed in this run (re-runs of a resume included)
     resumed_from: int  # candles already journaled when this run started
     cash: float
+
+
+def limits_from(settings: Settings, **flags: float | int | None) -> RiskLimits:
+    """`[risk]` in mde.toml, overridden by the flags that were given."""
+    merged = {**settings.risk, **{k: v for k, v in flags.items() if v is not None}}
+    return RiskLimits(
+        max_loss_per_day=merged.get("max_loss_per_day"),
+        max_position_qty=int(merged["max_position_qty"]) if merged.get("max_position_qty") else None,
+        max_position_notional=merged.get("max_position_notional"),
+        max_orders_per_minute=int(merged["max_orders_per_minute"]) if merged.get("max_orders_per_minute") else None,
+    )
 
 
 def sessions_dir(settings: Settings) -> Path:
@@ -67,6 +79,7 @@ def run_sample_session(
     segment: str | None = None,
     cash: float = 1_000_000.0,
     slippage_ticks: int = 0,
+    risk: RiskLimits | None = None,
     log: Log | None = None,
 ) -> SessionResult:
     """Play `day` of the bundled sample as a live session named `name` (resumable)."""
@@ -98,6 +111,7 @@ def run_sample_session(
     with TradeState(session_path(sessions_dir(settings), name)) as state:
         state.own()
         meta = {"strategy": strategy, "params": repr(sorted((params or {}).items())), "symbols": ",".join(names),
+                "risk": (risk if risk is not None else limits_from(settings)).describe(),
                 "timeframe": tf.name, "day": the_day.isoformat(), "cash": repr(float(cash)), "costs": costs,
                 "segment": segment or "", "slippage": str(slippage_ticks)}
         known = state.meta()
@@ -118,6 +132,16 @@ def run_sample_session(
                                     slippage_ticks=slippage_ticks, on_fill=buffer.append)
         strat = build_strategy(strategy, params)
         runner = StrategyRunner([strat], engine, symbols=names, timeframe=tf, broker=broker, as_of=end_of_day)
+        limits = risk if risk is not None else limits_from(settings)
+        guard = RiskEngine(limits)
+
+        def check(sid: str, sym: str, side: int, qty: int, now_us: int) -> str | None:
+            pos = broker.position(sid, sym)
+            data = runner.series(sym)
+            k = data.visible(now_us)
+            return guard.check(pos.qty if pos else 0, side, qty, data.close[k - 1] if k else 0.0, now_us)
+
+        runner.risk_check = check
         runner.start(as_us(midnight))
         processed = 0
         cursor = {f"{sym}:{tf}": as_us(midnight) for sym in names}  # last candle processed in this run
@@ -144,16 +168,24 @@ def run_sample_session(
             for data, lo, hi in merge_events(datas, starts, ends):
                 for i in range(lo, hi):
                     buffer.clear()
+                    rejected_before = len(broker.rejected)
                     runner.process_span(data, i, i + 1)
+                    risk_events = [("reject", data.close_us[i], {"order": o.id, "side": o.side, "qty": o.qty, "reason": why}, o.symbol)
+                                   for o, why in broker.rejected[rejected_before:]]
+                    if guard.on_day_pnl(runner.equity() - cash):
+                        runner.flatten_all("risk halt")
+                        risk_events.append(("risk", data.close_us[i], {"state": guard.state, "reason": guard.reason}, None))
                     processed += 1
                     series_key = f"{data.symbol}:{tf}"
                     cursor[series_key] = data.close_us[i]
                     if data.close_us[i] <= done.get(series_key, -1):
                         continue  # already journaled before the restart
-                    events = [("fill", f.ts_us, _fill_payload(f), f.symbol) for f in buffer]
+                    events = [("fill", f.ts_us, _fill_payload(f), f.symbol) for f in buffer] + risk_events
                     state.processed(series_key, data.close_us[i], events)
                     for f in buffer:
                         say(_fill_line(f))
+                    for kind, _, payload, sym in risk_events:
+                        say(f"{kind} {sym or ''} {payload.get('reason', '')} {payload.get('state', '')}".replace("  ", " "))
         # every fill journaled before the restart must have come back the same in the re-run
         rerun = [_fill_payload(f) for f in broker.fills[: len(journaled)]]
         if rerun != journaled:
