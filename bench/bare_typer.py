@@ -224,6 +224,8 @@ def strategies(
 
 
 
+
+
 @app.command()
 def paper(
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
@@ -244,6 +246,7 @@ def paper(
     max_notional: Annotated[Optional[float], typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")] = None,
     max_orders: Annotated[Optional[int], typer.Option("--max-orders-per-minute", help="Risk: orders per minute.")] = None,
     status: Annotated[bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")] = False,
+    halt: Annotated[bool, typer.Option("--halt", help="Kill switch for --session: no new entries, flatten, stop.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON.")] = False,
 ) -> None:
     """Paper-trade a strategy on a bundled day as if live (sample source; the live Kite mode is not built yet).

@@ -95,3 +95,47 @@ def test_risk_limits_come_from_mde_toml_and_flags_override(tmp_path: Path, cache
     status = json.loads(run_mde("paper", "--status", "--session", "flagged", "--json",
                                 env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"}).stdout)
     assert status[0]["fills"] == 0
+
+
+def test_kill_switch_from_another_process_flattens_and_stops_the_session(cache: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    env = {"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"}
+    full_env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("MDE_", "KITE_"))} | env
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mde", "paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-10",
+         "--segment", "futures", "-p", "fast=3", "-p", "slow=8", "--session", "killswitch", "--speed", "300", "--until", "12:00"],
+        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    path = session_path(cache / "_paper", "killswitch")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the session holds a position
+        if path.is_file():
+            with TradeState(path) as state:
+                fills = state.events("fill")
+            if len(fills) % 2 == 1:
+                break
+        time.sleep(0.2)
+    halt = run_mde("paper", "--halt", "--session", "killswitch", env=env)
+    assert halt.returncode == 0 and "halt requested" in halt.stdout
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert "HALTED by the kill switch" in err
+    with TradeState(path) as state:
+        assert state.meta()["status"] == "halted"
+        (halt_event,) = [e for e in state.events("risk") if e.payload["reason"] == "kill switch"]
+        fills = state.events("fill")
+        assert len(fills) % 2 == 0  # flat
+        assert fills[-1].payload["reason"] == "kill switch"
+        assert all(f.payload["reason"] != "signal" for f in fills if f.ts_us > halt_event.ts_us)
+        from datetime import datetime
+
+        from mde.calendar import IST
+        from mde.strategy import as_us
+
+        last = max(v for k, v in state.progress().items() if k != "_end")
+        assert last < as_us(datetime(2024, 6, 10, 12, 0, tzinfo=IST))  # it stopped before its --until
+    again = run_mde("paper", "--halt", "--session", "killswitch", env=env)
+    assert again.returncode == 2 and "already halted" in again.stderr

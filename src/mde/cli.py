@@ -463,6 +463,7 @@ def paper(
     max_notional: Annotated[Optional[float], typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")] = None,
     max_orders: Annotated[Optional[int], typer.Option("--max-orders-per-minute", help="Risk: orders per minute.")] = None,
     status: Annotated[bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")] = False,
+    halt: Annotated[bool, typer.Option("--halt", help="Kill switch for --session: no new entries, flatten, stop.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON.")] = False,
 ) -> None:
     """Paper-trade a strategy on a bundled day as if live (sample source; the live Kite mode is not built yet).
@@ -470,9 +471,14 @@ def paper(
     Example:  mde paper --strategy sma_cross -s NIFTY --source sample --date 2024-06-14 --segment futures
     """
     from .errors import InputError
-    from .paper.session import limits_from, run_sample_session, session_status
+    from .paper.session import limits_from, request_halt, run_sample_session, session_status
     from .strategy import parse_params
 
+    if halt:
+        if not session:
+            raise InputError("--halt needs --session NAME (see `mde paper --status`)")
+        typer.echo(request_halt(settings(), session))
+        return
     if status:
         from .render import paper_status_json, paper_status_table
 

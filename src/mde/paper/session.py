@@ -28,10 +28,11 @@ from ..config import Settings
 from ..errors import CacheError, InputError, MdeError
 from ..strategy import SeriesData, StrategyRunner, as_us, merge_events
 from ..timeframes import parse
-from .risk import RiskEngine, RiskLimits
+from .risk import HALTED, RiskEngine, RiskLimits
 from .state import TradeState, session_path
 
 Log = Callable[[str], None]
+KILL_SWITCH = "kill switch"
 
 
 @dataclass
@@ -119,8 +120,8 @@ def run_sample_session(
             changed = [k for k, v in meta.items() if known.get(k) != v]
             if changed:
                 raise InputError(f"session {name} was started with other {', '.join(changed)}; use another --session name")
-            if known.get("status") == "finished":
-                raise InputError(f"session {name} has finished; use another --session name")
+            if known.get("status") in ("finished", "halted"):
+                raise InputError(f"session {name} has {known['status']}; use another --session name")
         else:
             state.set_meta({**meta, "status": "running"})
 
@@ -146,10 +147,24 @@ def run_sample_session(
         processed = 0
         cursor = {f"{sym}:{tf}": as_us(midnight) for sym in names}  # last candle processed in this run
         last_tick: float | None = None
+        # The kill switch: a halt applied before (journaled) is re-applied at the same tick on a resume.
+        applied = [e.ts_us for e in state.events("risk") if e.payload.get("reason") == KILL_SWITCH]
+        halt_at = applied[0] if applied else None
+        halting = False
         for close_us in schedule:
             if speed > 0 and last_tick is not None:
                 time_mod.sleep((close_us - last_tick) / 1e6 / speed)
             last_tick = close_us
+            if not halting and (close_us == halt_at or (halt_at is None and state.meta().get("halt_requested"))):
+                halting = True
+                guard.set_state(HALTED, KILL_SWITCH)
+                runner.now_us = close_us
+                runner.flatten_all(KILL_SWITCH)
+                if halt_at is None:
+                    state.record("risk", close_us, {"state": HALTED, "reason": KILL_SWITCH})
+                say(f"{datetime.fromtimestamp(close_us / 1e6, IST):%H:%M} HALTED by the kill switch: flattening, then stopping")
+            elif halting and not broker.net:
+                break  # flat after the kill switch: the session ends here
             now = datetime.fromtimestamp(close_us / 1e6, IST)
             at_now = _engine_at(settings, now)
             datas, starts, ends = [], [], []
@@ -191,9 +206,9 @@ def run_sample_session(
         if rerun != journaled:
             raise CacheError(f"session {name}: the cache no longer gives the journaled fills; start a new --session")
         buffer.clear()
-        runner.finish("end of session")
+        runner.finish(KILL_SWITCH if halting else "end of session")
         state.processed("_end", runner.now_us, [("fill", f.ts_us, _fill_payload(f), f.symbol) for f in buffer])
-        state.set_meta({"status": "finished"})
+        state.set_meta({"status": "halted" if halting else "finished"})
         return SessionResult(name, broker.trades_frame(), processed, resumed_from, broker.cash)
 
 
@@ -252,3 +267,25 @@ def session_status(settings: Settings, name: str | None = None) -> list[dict[str
             "recent_fills": fills[-5:],
         })
     return out
+
+
+def request_halt(settings: Settings, name: str) -> str:
+    """The kill switch: the running session sees it at its next tick, flattens and stops.
+
+    Works from another process while the session runs; a session that is not running is
+    marked halted at once (it cannot be resumed).
+    """
+    path = session_path(sessions_dir(settings), name)
+    if not path.is_file():
+        raise InputError(f"no paper session named {name!r} in {sessions_dir(settings)}")
+    with TradeState(path) as state:
+        status = state.meta().get("status")
+        if status in ("finished", "halted"):
+            raise InputError(f"session {name} has already {status}")
+        state.set_meta({"halt_requested": "1"})
+        try:
+            state.own()  # nobody runs it: nothing to flatten live, mark it halted now
+        except MdeError:
+            return f"session {name}: halt requested; it flattens and stops at its next tick"
+        state.set_meta({"status": "halted"})
+        return f"session {name} is not running; marked halted"
