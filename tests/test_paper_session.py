@@ -44,6 +44,11 @@ def test_a_sample_session_makes_the_same_trades_as_replay_of_that_day(cache: Pat
     assert replay.trades.height >= 2
     assert paper.trades.select(COLS).equals(replay.trades.select(COLS))
     assert paper.candles == replay.events
+    # the same summary as replay: metrics, equity curve, fill model
+    for key in ("net_pnl", "gross_pnl", "charges", "trades", "max_drawdown", "sharpe", "exposure_pct", "buy_and_hold_pct"):
+        assert paper.summary.metrics[key] == replay.metrics[key], key
+    assert paper.summary.equity.equals(replay.equity) and paper.summary.fill_model == replay.fill_model
+    assert paper.status == "finished"
 
 
 CHILD = """

@@ -458,13 +458,14 @@ def paper(
     segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write the same HTML report as mde replay.")] = None,
     max_loss: Annotated[Optional[float], typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")] = None,
     max_qty: Annotated[Optional[int], typer.Option("--max-qty", help="Risk: largest position per symbol (quantity).")] = None,
     max_notional: Annotated[Optional[float], typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")] = None,
     max_orders: Annotated[Optional[int], typer.Option("--max-orders-per-minute", help="Risk: orders per minute.")] = None,
     status: Annotated[bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")] = False,
     halt: Annotated[bool, typer.Option("--halt", help="Kill switch for --session: no new entries, flatten, stop.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="With --status: print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or --status) as JSON.")] = False,
 ) -> None:
     """Paper-trade a strategy on a bundled day as if live (sample source; the live Kite mode is not built yet).
 
@@ -501,14 +502,20 @@ def paper(
         log=None if STATE.quiet else (lambda line: typer.echo(line, err=True)),
     )
     if trades:
-        from .replay import TRADE_CSV_COLUMNS
+        result.summary.write_trades(trades)
+    if report:
+        result.summary.write_report(report)
+    if as_json:
+        typer.echo(result.summary.to_json())
+        return
+    from .render import replay_table
 
-        trades.parent.mkdir(parents=True, exist_ok=True)
-        trades.write_text(result.trades.select(TRADE_CSV_COLUMNS).write_csv(datetime_format="%Y-%m-%dT%H:%M:%S%:z"))
+    replay_table(result.summary, _stdout())
     t = result.trades
     net = float(t["net_pnl"].sum()) if t.height else 0.0
     resumed = f", resumed after {result.resumed_from} series marks" if result.resumed_from else ""
-    typer.echo(f"session {result.name}: {result.candles} candles{resumed}; {t.height} trades, net P&L {net:,.2f}, cash {result.cash:,.2f}")
+    typer.echo(f"session {result.name} {result.status}: {result.candles} candles{resumed}; {t.height} trades, "
+               f"net P&L {net:,.2f}, cash {result.cash:,.2f}")
 
 
 @app.command()

@@ -300,12 +300,30 @@ def run_replay(
         runner.add_series(data)
     outcome = runner.run(merge_events(series, starts, ends), as_us(_day_start(lo)))
 
-    trades = broker.trades_frame()
-    equity = equity_frame(outcome.equity_us, outcome.equity, cash)
+    return summarize(
+        engine, strat, runner, outcome.equity_us, outcome.equity, outcome.exposed, outcome.events, models, ticks,
+        series, starts, ends, lo, hi, cash, segment, slippage_ticks, square_off, read_from, warnings,
+    )
+
+
+def summarize(
+    engine: Any, strat: Strategy, runner: StrategyRunner, equity_us: Sequence[int], equity_values: Sequence[float],
+    exposed: int, events: int, models: Mapping[str, CostModel], ticks: Mapping[str, float],
+    series: Sequence[SeriesData], starts: Sequence[int], ends: Sequence[int], lo: date, hi: date, cash: float,
+    segment: str | None, slippage_ticks: int, square_off: str | None, read_from: Mapping[str, Timeframe],
+    warnings: list[str],
+) -> ReplayResult:
+    """Trades, equity, metrics, fingerprint and the fill model of a finished run: one shape for
+    `mde replay` and the end of a `mde paper` session, so both print the same summary."""
+    assert runner.broker is not None
+    names = list(runner.symbols)
+    tf = runner.timeframe
+    trades = runner.broker.trades_frame()
+    equity = equity_frame(equity_us, equity_values, cash)
     basis = basis_for(engine.calendar, tf, lo, hi)
-    exposure = outcome.exposed / outcome.events if outcome.events else 0.0
-    holds = [data.close[i1 - 1] / data.open[i0] - 1 for data, i0, i1 in zip(series, starts, ends)]
-    buy_hold = sum(holds) / len(holds) * 100
+    exposure = exposed / events if events else 0.0
+    holds = [data.close[i1 - 1] / data.open[i0] - 1 for data, i0, i1 in zip(series, starts, ends) if i1 > i0]
+    buy_hold = sum(holds) / len(holds) * 100 if holds else None
     metrics = compute(equity, trades, cash, basis, exposure, buy_hold)
     model: CostModel = models[names[0]]
     cost_desc = "; ".join(f"{n}: {models[n].describe()}" for n in names) if len(names) > 1 else model.describe()
@@ -330,9 +348,9 @@ def run_replay(
         trades=trades,
         equity=equity.select("ts", "equity", "drawdown"),
         candles={d.symbol: d.frame.slice(i0, i1 - i0) for d, i0, i1 in zip(series, starts, ends)},
-        fingerprint=[fingerprint(d, read_from[d.symbol]) for d in runner._series.values()],
+        fingerprint=[fingerprint(d, read_from.get(d.symbol, d.timeframe)) for d in runner._series.values()],
         warnings=warnings,
-        events=outcome.events,
+        events=events,
     )
 
 

@@ -42,6 +42,8 @@ class SessionResult:
     candles: int  # processed in this run (re-runs of a resume included)
     resumed_from: int  # candles already journaled when this run started
     cash: float
+    summary: Any  # replay.ReplayResult: the same summary, trades file and report as `mde replay`
+    status: str  # finished | halted | interrupted
 
 
 def limits_from(settings: Settings, **flags: float | int | None) -> RiskLimits:
@@ -84,7 +86,7 @@ def run_sample_session(
     log: Log | None = None,
 ) -> SessionResult:
     """Play `day` of the bundled sample as a live session named `name` (resumable)."""
-    from ..replay import build_broker, build_strategy
+    from ..replay import build_broker, build_strategy, summarize
 
     tf = parse(timeframe)
     the_day = parse_date(day, "--date")
@@ -129,7 +131,7 @@ def run_sample_session(
         journaled = [e.payload for e in state.events("fill")]
         resumed_from = len(done)
         buffer: list[Fill] = []
-        broker, _, _ = build_broker(engine, names, costs=costs, segment=segment, cash=cash,
+        broker, models, ticks = build_broker(engine, names, costs=costs, segment=segment, cash=cash,
                                     slippage_ticks=slippage_ticks, on_fill=buffer.append)
         strat = build_strategy(strategy, params)
         runner = StrategyRunner([strat], engine, symbols=names, timeframe=tf, broker=broker, as_of=end_of_day)
@@ -151,65 +153,79 @@ def run_sample_session(
         applied = [e.ts_us for e in state.events("risk") if e.payload.get("reason") == KILL_SWITCH]
         halt_at = applied[0] if applied else None
         halting = False
-        for close_us in schedule:
-            if speed > 0 and last_tick is not None:
-                time_mod.sleep((close_us - last_tick) / 1e6 / speed)
-            last_tick = close_us
-            if not halting and (close_us == halt_at or (halt_at is None and state.meta().get("halt_requested"))):
-                halting = True
-                guard.set_state(HALTED, KILL_SWITCH)
-                runner.now_us = close_us
-                runner.flatten_all(KILL_SWITCH)
-                if halt_at is None:
-                    state.record("risk", close_us, {"state": HALTED, "reason": KILL_SWITCH})
-                say(f"{datetime.fromtimestamp(close_us / 1e6, IST):%H:%M} HALTED by the kill switch: flattening, then stopping")
-            elif halting and not broker.net:
-                break  # flat after the kill switch: the session ends here
-            now = datetime.fromtimestamp(close_us / 1e6, IST)
-            at_now = _engine_at(settings, now)
-            datas, starts, ends = [], [], []
-            for sym in names:
-                try:
-                    at_now.update_cache(sym, tf)  # the tick's cache update, as live
-                except MdeError as exc:  # never fatal: the tick goes on with the data it has
-                    state.record("stale", close_us, {"error": str(exc)}, sym)
-                    say(f"{now:%H:%M} {sym}: cache update failed ({exc}); going on with the cached data")
-                data = SeriesData(sym, tf, at_now.history(sym, tf, as_of=now))
-                runner._series[(sym, tf.name)] = data
-                first = max(data.visible(cursor[f"{sym}:{tf}"]), _first_of_day(data, midnight))
-                datas.append(data)
-                starts.append(first)
-                ends.append(len(data))
-            for data, lo, hi in merge_events(datas, starts, ends):
-                for i in range(lo, hi):
-                    buffer.clear()
-                    rejected_before = len(broker.rejected)
-                    runner.process_span(data, i, i + 1)
-                    risk_events = [("reject", data.close_us[i], {"order": o.id, "side": o.side, "qty": o.qty, "reason": why}, o.symbol)
-                                   for o, why in broker.rejected[rejected_before:]]
-                    if guard.on_day_pnl(runner.equity() - cash):
-                        runner.flatten_all("risk halt")
-                        risk_events.append(("risk", data.close_us[i], {"state": guard.state, "reason": guard.reason}, None))
-                    processed += 1
-                    series_key = f"{data.symbol}:{tf}"
-                    cursor[series_key] = data.close_us[i]
-                    if data.close_us[i] <= done.get(series_key, -1):
-                        continue  # already journaled before the restart
-                    events = [("fill", f.ts_us, _fill_payload(f), f.symbol) for f in buffer] + risk_events
-                    state.processed(series_key, data.close_us[i], events)
-                    for f in buffer:
-                        say(_fill_line(f))
-                    for kind, _, payload, sym in risk_events:
-                        say(f"{kind} {sym or ''} {payload.get('reason', '')} {payload.get('state', '')}".replace("  ", " "))
+        interrupted = False
+        try:
+            for close_us in schedule:
+                if speed > 0 and last_tick is not None:
+                    time_mod.sleep((close_us - last_tick) / 1e6 / speed)
+                last_tick = close_us
+                if not halting and (close_us == halt_at or (halt_at is None and state.meta().get("halt_requested"))):
+                    halting = True
+                    guard.set_state(HALTED, KILL_SWITCH)
+                    runner.now_us = close_us
+                    runner.flatten_all(KILL_SWITCH)
+                    if halt_at is None:
+                        state.record("risk", close_us, {"state": HALTED, "reason": KILL_SWITCH})
+                    say(f"{datetime.fromtimestamp(close_us / 1e6, IST):%H:%M} HALTED by the kill switch: flattening, then stopping")
+                elif halting and not broker.net:
+                    break  # flat after the kill switch: the session ends here
+                now = datetime.fromtimestamp(close_us / 1e6, IST)
+                at_now = _engine_at(settings, now)
+                datas, starts, ends = [], [], []
+                for sym in names:
+                    try:
+                        at_now.update_cache(sym, tf)  # the tick's cache update, as live
+                    except MdeError as exc:  # never fatal: the tick goes on with the data it has
+                        state.record("stale", close_us, {"error": str(exc)}, sym)
+                        say(f"{now:%H:%M} {sym}: cache update failed ({exc}); going on with the cached data")
+                    data = SeriesData(sym, tf, at_now.history(sym, tf, as_of=now))
+                    runner._series[(sym, tf.name)] = data
+                    first = max(data.visible(cursor[f"{sym}:{tf}"]), _first_of_day(data, midnight))
+                    datas.append(data)
+                    starts.append(first)
+                    ends.append(len(data))
+                for data, lo, hi in merge_events(datas, starts, ends):
+                    for i in range(lo, hi):
+                        buffer.clear()
+                        rejected_before = len(broker.rejected)
+                        runner.process_span(data, i, i + 1)
+                        risk_events = [("reject", data.close_us[i], {"order": o.id, "side": o.side, "qty": o.qty, "reason": why}, o.symbol)
+                                       for o, why in broker.rejected[rejected_before:]]
+                        if guard.on_day_pnl(runner.equity() - cash):
+                            runner.flatten_all("risk halt")
+                            risk_events.append(("risk", data.close_us[i], {"state": guard.state, "reason": guard.reason}, None))
+                        processed += 1
+                        series_key = f"{data.symbol}:{tf}"
+                        cursor[series_key] = data.close_us[i]
+                        if data.close_us[i] <= done.get(series_key, -1):
+                            continue  # already journaled before the restart
+                        events = [("fill", f.ts_us, _fill_payload(f), f.symbol) for f in buffer] + risk_events
+                        state.processed(series_key, data.close_us[i], events)
+                        for f in buffer:
+                            say(_fill_line(f))
+                        for kind, _, payload, sym in risk_events:
+                            say(f"{kind} {sym or ''} {payload.get('reason', '')} {payload.get('state', '')}".replace("  ", " "))
+        except KeyboardInterrupt:  # Ctrl-C: stop here; the journal has every finished candle, so it resumes
+            interrupted = True
+            say("interrupted: the session stops here and resumes from this point with the same --session")
         # every fill journaled before the restart must have come back the same in the re-run
-        rerun = [_fill_payload(f) for f in broker.fills[: len(journaled)]]
-        if rerun != journaled:
+        n = min(len(journaled), len(broker.fills))
+        if [_fill_payload(f) for f in broker.fills[:n]] != journaled[:n]:
             raise CacheError(f"session {name}: the cache no longer gives the journaled fills; start a new --session")
-        buffer.clear()
-        runner.finish(KILL_SWITCH if halting else "end of session")
-        state.processed("_end", runner.now_us, [("fill", f.ts_us, _fill_payload(f), f.symbol) for f in buffer])
-        state.set_meta({"status": "halted" if halting else "finished"})
-        return SessionResult(name, broker.trades_frame(), processed, resumed_from, broker.cash)
+        if not interrupted:
+            buffer.clear()
+            runner.finish(KILL_SWITCH if halting else "end of session")
+            state.processed("_end", runner.now_us, [("fill", f.ts_us, _fill_payload(f), f.symbol) for f in buffer])
+            state.set_meta({"status": "halted" if halting else "finished"})
+        series = [runner.series(sym) for sym in names]
+        summary = summarize(
+            engine, strat, runner, runner.equity_us, runner.equity_values, runner.exposed_count, processed, models, ticks,
+            series, [_first_of_day(d, midnight) for d in series], [len(d) for d in series], the_day, the_day, cash,
+            segment, slippage_ticks, None, {}, [f"stopped by Ctrl-C at {datetime.fromtimestamp(runner.now_us / 1e6, IST):%H:%M}; "
+                                                 "positions are still open and the session resumes"] if interrupted else [],
+        )
+        return SessionResult(name, broker.trades_frame(), processed, resumed_from, broker.cash, summary,
+                             "interrupted" if interrupted else "halted" if halting else "finished")
 
 
 def _day_closes(engine: Any, symbol: str, tf: Any, midnight: datetime, end: datetime) -> list[int]:
