@@ -132,3 +132,23 @@ def test_status_reports_the_journal_of_one_or_all_sessions(cache: Path) -> None:
     assert listing.returncode == 0 and "seen" in listing.stdout
     missing = run_mde("paper", "--status", "--session", "nope", env=env)
     assert missing.returncode == 2 and "no paper session named 'nope'" in missing.stderr
+
+
+def test_each_tick_gives_the_dashboard_a_snapshot_it_can_draw(cache: Path) -> None:
+    from rich.console import Console
+
+    from mde.render import paper_dashboard
+
+    snaps: list[dict] = []
+    run_sample_session(settings_for(cache), "sma_cross", ["NIFTY"], "5m", "2024-06-11", name="dash",
+                       params={"fast": 3, "slow": 8}, segment="futures", on_tick=snaps.append)
+    assert len(snaps) == 75  # one per candle close of the day
+    assert [s["clock"].strftime("%H:%M") for s in snaps[:2]] == ["09:20", "09:25"]
+    holding = next(s for s in snaps if s["symbols"][0]["position"])
+    row = holding["symbols"][0]
+    assert row["avg_price"] > 0 and row["age_s"] == 0
+    assert (holding["clock"] - row["last_ts"]).total_seconds() == 300  # the 5m candle that just closed
+    console = Console(record=True, width=120)
+    console.print(paper_dashboard(holding))
+    text = console.export_text()
+    assert "NIFTY" in text and "ACTIVE" in text and f"{row['position']:+d}" in text and "last fills" in text

@@ -494,13 +494,27 @@ def paper(
     grid = parse_params(params or [])
     if any(len(v) > 1 for v in grid.values()):
         raise InputError("a paper session takes one value per --param")
-    result = run_sample_session(
-        settings(), strategy, symbols, timeframe, day, name=session, params={k: v[0] for k, v in grid.items()},
-        speed=speed, until=until, costs=costs.value, segment=segment.value if segment else None, cash=cash,
-        risk=limits_from(settings(), max_loss_per_day=max_loss, max_position_qty=max_qty,
-                         max_position_notional=max_notional, max_orders_per_minute=max_orders),
-        log=None if STATE.quiet else (lambda line: typer.echo(line, err=True)),
-    )
+    live = None
+    if sys.stdout.isatty() and not STATE.quiet and not as_json:
+        from rich.live import Live
+
+        from .render import paper_dashboard
+
+        live = Live(console=_stdout(), refresh_per_second=4, transient=False)
+        live.start()
+    try:
+        result = run_sample_session(
+            settings(), strategy, symbols, timeframe, day, name=session, params={k: v[0] for k, v in grid.items()},
+            speed=speed, until=until, costs=costs.value, segment=segment.value if segment else None, cash=cash,
+            risk=limits_from(settings(), max_loss_per_day=max_loss, max_position_qty=max_qty,
+                             max_position_notional=max_notional, max_orders_per_minute=max_orders),
+            # a terminal gets the live panel; without one (cron, a pipe) one log line per event
+            log=None if STATE.quiet or live is not None else (lambda line: typer.echo(line, err=True)),
+            on_tick=(lambda snap: live.update(paper_dashboard(snap))) if live is not None else None,
+        )
+    finally:
+        if live is not None:
+            live.stop()
     if trades:
         result.summary.write_trades(trades)
     if report:

@@ -294,3 +294,32 @@ def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
 
 def paper_status_json(items: list[dict[str, Any]]) -> str:
     return json.dumps(items, indent=1, default=str)
+
+
+def paper_dashboard(snap: dict[str, Any]) -> Any:
+    """The live panel of `mde paper` on a terminal (rich Live re-renders it each tick)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    state_style = {"ACTIVE": "green", "REDUCING": "yellow", "HALTED": "bold red"}.get(snap["risk"], "")
+    head = Text.assemble(
+        (f"{snap['session']}  ", "bold"), (f"{snap['clock']:%Y-%m-%d %H:%M} IST  ", ""),
+        (snap["risk"], state_style), (f"  {snap['risk_reason']}" if snap["risk_reason"] else "", "dim"),
+    )
+    table = Table(expand=False)
+    for col, justify in (("symbol", "left"), ("last candle", "left"), ("age", "right"), ("close", "right"),
+                         ("position", "right"), ("avg price", "right"), ("unrealised", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in snap["symbols"]:
+        age = "-" if r["age_s"] is None else f"{r['age_s'] / 60:.0f}m"
+        table.add_row(r["symbol"], fmt_ts(r["last_ts"]), age, _price(r["last_close"]), f"{r['position']:+d}",
+                      _price(r["avg_price"]) if r["position"] else "-", _price(r["unrealised"]))
+    money = Text(f"realised {snap['realised']:,.2f}   charges {snap['charges']:,.2f}   cash {snap['cash']:,.2f}   "
+                 f"equity {snap['equity']:,.2f}")
+    parts: list[Any] = [head, table, money]
+    if snap["fills"]:
+        parts.append(Text("last fills:\n  " + "\n  ".join(snap["fills"]), style="dim"))
+    if snap["rejections"]:
+        parts.append(Text("rejected:\n  " + "\n  ".join(snap["rejections"]), style="yellow"))
+    return Group(*parts)

@@ -84,6 +84,7 @@ def run_sample_session(
     slippage_ticks: int = 0,
     risk: RiskLimits | None = None,
     log: Log | None = None,
+    on_tick: Callable[[dict[str, Any]], None] | None = None,
 ) -> SessionResult:
     """Play `day` of the bundled sample as a live session named `name` (resumable)."""
     from ..replay import build_broker, build_strategy, summarize
@@ -205,6 +206,8 @@ def run_sample_session(
                             say(_fill_line(f))
                         for kind, _, payload, sym in risk_events:
                             say(f"{kind} {sym or ''} {payload.get('reason', '')} {payload.get('state', '')}".replace("  ", " "))
+                if on_tick is not None:
+                    on_tick(snapshot(name, now, runner, guard, datas, state_rejects=broker.rejected))
         except KeyboardInterrupt:  # Ctrl-C: stop here; the journal has every finished candle, so it resumes
             interrupted = True
             say("interrupted: the session stops here and resumes from this point with the same --session")
@@ -305,3 +308,44 @@ def request_halt(settings: Settings, name: str) -> str:
             return f"session {name}: halt requested; it flattens and stops at its next tick"
         state.set_meta({"status": "halted"})
         return f"session {name} is not running; marked halted"
+
+
+def snapshot(name: str, now: datetime, runner: StrategyRunner, guard: RiskEngine, series: Sequence[SeriesData],
+             state_rejects: Sequence[Any] = ()) -> dict[str, Any]:
+    """What the dashboard shows after a tick: clock, per symbol the last candle and its age,
+    position and P&L, charges, the risk state and the latest fills and rejections."""
+    broker = runner.broker
+    assert broker is not None
+    now_us = as_us(now)
+    rows = []
+    for data in series:
+        k = data.visible(now_us)
+        last_close = data.close[k - 1] if k else None
+        qty = broker.net.get(data.symbol, 0)
+        avg = 0.0
+        for (sid, sym), pos in broker.positions.items():
+            if sym == data.symbol and pos.qty:
+                avg = pos.avg_price
+        rows.append({
+            "symbol": data.symbol,
+            "last_ts": datetime.fromtimestamp(data.ts_us[k - 1] / 1e6, IST) if k else None,
+            "last_close": last_close,
+            "age_s": (now_us - data.close_us[k - 1]) / 1e6 if k else None,
+            "position": qty,
+            "avg_price": avg,
+            "unrealised": (last_close - avg) * qty if qty and last_close is not None else 0.0,
+        })
+    realised = sum(t.gross for t in broker.trades)
+    return {
+        "session": name,
+        "clock": now,
+        "risk": guard.state,
+        "risk_reason": guard.reason,
+        "symbols": rows,
+        "realised": realised,
+        "charges": broker.charges_paid,
+        "cash": broker.cash,
+        "equity": runner.equity(),
+        "fills": [_fill_line(f) for f in broker.fills[-5:]],
+        "rejections": [f"order {o.id} {o.symbol}: {why}" for o, why in list(state_rejects)[-5:]],
+    }
