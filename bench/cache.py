@@ -40,10 +40,8 @@ with the warm figure beside it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
-import random
 import re
 import shutil
 import statistics
@@ -55,19 +53,19 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from candles import SEED, SESSION_MINUTES, generate, session_days  # bench/candles.py, shared
+
 import polars as pl
 
-from mde.calendar import IST, nse
+from mde.calendar import IST
 from mde.config import Settings, load
 from mde.engine import MarketDataEngine
 from mde.symbols import resolve_offline
 from mde.timeframes import parse
 
 BENCH = Path(__file__).resolve().parent
-SEED = 20240614
 END_DAY = date(2025, 12, 30)  # Tuesday; Dec 31 is a session of the same month partition
 APPEND_DAY = date(2025, 12, 31)
-SESSION_MINUTES = 375
 SYMBOL, TF = "NIFTY", "1m"
 
 # Fixed repeats: the whole run stays well under 2 minutes on a 2-core VM.
@@ -79,54 +77,6 @@ REPS = {
     "gw_warm": 300, "gw_fresh": 30,
     "subproc": 15,
 }
-
-
-# -- data ---------------------------------------------------------------------------
-def session_days(n: int, end: date) -> list[date]:
-    """The last `n` regular NSE sessions up to `end` (weekdays, minus holidays and special days)."""
-    cal = nse()
-    days: list[date] = []
-    d = end
-    while len(days) < n:
-        if d.weekday() < 5 and d not in cal.holidays and d not in cal.special:
-            days.append(d)
-        d -= timedelta(days=1)
-    return days[::-1]
-
-
-def generate(days: list[date], seed: int = SEED) -> pl.DataFrame:
-    """A random walk of 1m candles on the session minutes of `days`: log returns, prices on
-    the 0.05 tick, open = previous close, wicks beyond open/close, lognormal volume."""
-    rng = random.Random(seed)
-    gauss, exp = rng.gauss, math.exp
-    ts_us: list[int] = []
-    o_: list[float] = []
-    h_: list[float] = []
-    l_: list[float] = []
-    c_: list[float] = []
-    v_: list[int] = []
-    price = 14_500.0
-    epoch = date(1970, 1, 1)
-    for d in days:
-        price *= exp(gauss(0.0002, 0.006))  # overnight gap
-        first = ((d - epoch).days * 86_400 + (9 * 60 + 15) * 60 - 19_800) * 1_000_000
-        close_ticks = round(price * 20)  # prices in ticks of 0.05
-        for m in range(SESSION_MINUTES):
-            open_ticks = close_ticks
-            price *= exp(gauss(0.0, 0.00045))
-            close_ticks = round(price * 20)
-            hi = max(open_ticks, close_ticks) + round(abs(gauss(0.0, 0.0002)) * price * 20)
-            lo = min(open_ticks, close_ticks) - round(abs(gauss(0.0, 0.0002)) * price * 20)
-            ts_us.append(first + m * 60_000_000)
-            o_.append(open_ticks)
-            h_.append(hi)
-            l_.append(lo)
-            c_.append(close_ticks)
-            v_.append(int(exp(gauss(11.0, 0.6))))
-    ts = pl.Series("ts", ts_us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")).dt.convert_time_zone("Asia/Kolkata")
-    prices = {name: (pl.Series(name, col, dtype=pl.Int64) / 20).round(2) for name, col in
-              (("open", o_), ("high", h_), ("low", l_), ("close", c_))}
-    return pl.DataFrame({"ts": ts, **prices, "volume": v_})
 
 
 def write_json_cache(df: pl.DataFrame, path: Path) -> None:

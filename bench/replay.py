@@ -7,7 +7,7 @@ One run prints every figure beside its peer, the ratio, PASS/FAIL against the go
 SUMMARY line. It always exits 0: it is a report, not a test (tests/test_replay_parity.py is the
 test of the same parity on real NSE candles).
 
-Data: GENERATED 1m candles, the seeded random walk of bench/cache.py (copied here, same seed:
+Data: GENERATED 1m candles, the seeded random walk of bench/candles.py, shared with bench/cache.py (same seed:
 log returns, prices on the 0.05 tick, overnight gaps, lognormal volume) on the NSE session minutes
 09:15-15:29 of weekdays that are not NSE holidays or special sessions:
   * 1 year = the last 250 sessions up to 2025-12-30 = 93,750 candles;
@@ -63,7 +63,6 @@ import math
 import os
 import platform
 import pstats
-import random
 import resource
 import shutil
 import statistics
@@ -76,11 +75,11 @@ import warnings
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+
+from candles import SEED, SESSION_MINUTES, generate, session_days  # bench/candles.py, shared
 from typing import Any
 
-SEED = 20240614  # the seed of bench/cache.py
 END_DAY = date(2025, 12, 30)
-SESSION_MINUTES = 375
 SYMBOL, TF = "NIFTY", "1m"
 FAST, SLOW = 10, 30
 N_1Y = 250 * SESSION_MINUTES  # 93,750
@@ -88,58 +87,6 @@ N_1M = 1_000_000
 BT_CASH = 1e9  # far above the price, small enough that float cash stays exact to the paisa
 REPS = {"1y": 5, "1M": 2}  # rounds; each round runs the three contenders in turn. About 3 min on a 2-core VM
 Trade = tuple[int, float, int, float, int]  # entry_us, entry_price, exit_us, exit_price, size
-
-
-# -- data (copied from bench/cache.py, same seed, so the two benches share their candles) --------
-def session_days(n: int, end: date) -> list[date]:
-    """The last `n` regular NSE sessions up to `end` (weekdays, minus holidays and special days)."""
-    from mde.calendar import nse
-
-    cal = nse()
-    days: list[date] = []
-    d = end
-    while len(days) < n:
-        if d.weekday() < 5 and d not in cal.holidays and d not in cal.special:
-            days.append(d)
-        d -= timedelta(days=1)
-    return days[::-1]
-
-
-def generate(days: list[date], seed: int = SEED) -> Any:
-    """A random walk of 1m candles on the session minutes of `days`: log returns, prices on
-    the 0.05 tick, open = previous close, wicks beyond open/close, lognormal volume."""
-    import polars as pl
-
-    rng = random.Random(seed)
-    gauss, exp = rng.gauss, math.exp
-    ts_us: list[int] = []
-    o_: list[int] = []
-    h_: list[int] = []
-    l_: list[int] = []
-    c_: list[int] = []
-    v_: list[int] = []
-    price = 14_500.0
-    epoch = date(1970, 1, 1)
-    for d in days:
-        price *= exp(gauss(0.0002, 0.006))  # overnight gap
-        first = ((d - epoch).days * 86_400 + (9 * 60 + 15) * 60 - 19_800) * 1_000_000
-        close_ticks = round(price * 20)  # prices in ticks of 0.05
-        for m in range(SESSION_MINUTES):
-            open_ticks = close_ticks
-            price *= exp(gauss(0.0, 0.00045))
-            close_ticks = round(price * 20)
-            hi = max(open_ticks, close_ticks) + round(abs(gauss(0.0, 0.0002)) * price * 20)
-            lo = min(open_ticks, close_ticks) - round(abs(gauss(0.0, 0.0002)) * price * 20)
-            ts_us.append(first + m * 60_000_000)
-            o_.append(open_ticks)
-            h_.append(hi)
-            l_.append(lo)
-            c_.append(close_ticks)
-            v_.append(int(exp(gauss(11.0, 0.6))))
-    ts = pl.Series("ts", ts_us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")).dt.convert_time_zone("Asia/Kolkata")
-    prices = {name: (pl.Series(name, col, dtype=pl.Int64) / 20).round(2) for name, col in
-              (("open", o_), ("high", h_), ("low", l_), ("close", c_))}
-    return pl.DataFrame({"ts": ts, **prices, "volume": v_})
 
 
 # -- mde ---------------------------------------------------------------------------------------

@@ -46,10 +46,6 @@ _IST_US = 330 * 60_000_000
 _EPOCH_ORD = date(1970, 1, 1).toordinal()
 
 MARKET, LIMIT, STOP = "market", "limit", "stop"
-TRADE_COLUMNS = (
-    "symbol", "side", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price",
-    "gross_pnl", "charges", "net_pnl", "exit_reason", "strategy",
-)
 
 
 def ist_day(us: int) -> int:

@@ -475,20 +475,21 @@ def paper(
     from .paper.session import limits_from, request_halt, run_sample_session, session_status
     from .strategy import parse_params
 
+    conf = settings(source)
     if halt:
         if not session:
             raise InputError("--halt needs --session NAME (see `mde paper --status`)")
-        typer.echo(request_halt(settings(), session))
+        typer.echo(request_halt(conf, session))
         return
     if status:
         from .render import paper_status_json, paper_status_table
 
-        items = session_status(settings(), session)
+        items = session_status(conf, session)
         typer.echo(paper_status_json(items)) if as_json else paper_status_table(items, _stdout())
         return
     if not strategy or not symbols:
         raise InputError("a paper session needs --strategy and --symbols (or --status to look at one)")
-    kind = source.value if source else settings().source
+    kind = conf.source
     if kind != "sample" or day is None:
         raise InputError("only `--source sample --date YYYY-MM-DD` sessions exist so far; live Kite paper trading is not built yet")
     grid = parse_params(params or [])
@@ -504,9 +505,9 @@ def paper(
         live.start()
     try:
         result = run_sample_session(
-            settings(), strategy, symbols, timeframe, day, name=session, params={k: v[0] for k, v in grid.items()},
+            conf, strategy, symbols, timeframe, day, name=session, params={k: v[0] for k, v in grid.items()},
             speed=speed, until=until, costs=costs.value, segment=segment.value if segment else None, cash=cash,
-            risk=limits_from(settings(), max_loss_per_day=max_loss, max_position_qty=max_qty,
+            risk=limits_from(conf, max_loss_per_day=max_loss, max_position_qty=max_qty,
                              max_position_notional=max_notional, max_orders_per_minute=max_orders),
             # a terminal gets the live panel; without one (cron, a pipe) one log line per event
             log=None if STATE.quiet or live is not None else (lambda line: typer.echo(line, err=True)),

@@ -191,6 +191,11 @@ class MarketDataEngine:
         clock = source.clock() if source is not None else None
         return clock if clock is not None else cal_mod.now_ist()
 
+    def pin_clock(self, now: datetime) -> None:
+        """Move a pinned clock (what MDE_NOW does), keeping the store and its read cache:
+        a simulated session advances one engine instead of building one per tick."""
+        self.settings = self.settings.with_overrides(now=now)
+
     def resolve(self, symbol: str) -> Instrument:
         """The instrument a symbol stands for.
 
@@ -460,19 +465,20 @@ class MarketDataEngine:
         """
         inst, tf = self._series(symbol, timeframe)
         at = self._as_of(as_of)
-        if self.store.exists(inst, tf):
-            df = self.store.read(inst, tf, None, at)
-        else:
-            base = next((s for s in sources_for(tf) if self.store.exists(inst, s)), None)
-            if base is None:
-                raise self._not_cached(symbol, tf)
-            df = resample(self._complete(self.store.read(inst, base, None, at), base, at), tf, self.calendar)
+        base = self._read_from(inst, tf)
+        if base is None:
+            raise self._not_cached(symbol, tf)
+        df = self.store.read(inst, base, None, at)
+        if base != tf:
+            df = resample(self._complete(df, base, at), tf, self.calendar)
         return with_close(self._complete(df, tf, at), tf, self.calendar)
 
     def cached_timeframe(self, symbol: str, timeframe: str | Timeframe) -> Timeframe | None:
         """The timeframe a series is read from: itself if cached, else the largest cached
         smaller one it can be resampled from, else None."""
-        inst, tf = self._series(symbol, timeframe)
+        return self._read_from(*self._series(symbol, timeframe))
+
+    def _read_from(self, inst: Instrument, tf: Timeframe) -> Timeframe | None:
         if self.store.exists(inst, tf):
             return tf
         return next((s for s in sources_for(tf) if self.store.exists(inst, s)), None)

@@ -32,7 +32,7 @@ from .broker import FILL_MODEL, SimBroker
 from .calendar import IST, parse_date
 from .costs import CostModel, cost_model, segment_for
 from .errors import InputError, MdeError, NotCached
-from .metrics import Basis, basis_for, compute, equity_frame
+from .metrics import basis_for, compute, equity_frame
 from .strategy import SeriesData, Strategy, StrategyRunner, as_us, load_strategy, merge_events, parse_params
 from .symbols import Instrument
 from .timeframes import Timeframe, parse
@@ -159,13 +159,9 @@ def missing_sessions(engine: Any, inst: Instrument, tf: Timeframe, start: date, 
     manifest = engine.store.manifest(inst, tf)
     if manifest is not None and manifest.coverage:
         ranges = manifest.coverage
-    else:
-        frame = engine.store.read_tail(inst, tf, 1)
-        first = engine.store.read(inst, tf).head(1)
-        if frame.is_empty():
-            ranges = []
-        else:
-            ranges = [(first["ts"][0], engine.calendar.close_time(frame["ts"][0], tf))]
+    else:  # no ledger (a series from before it existed): the span of the data counts as covered
+        df = engine.store.read(inst, tf)
+        ranges = [] if df.is_empty() else [(df["ts"][0], engine.calendar.close_time(df["ts"][-1], tf))]
     cal = engine.calendar
     out = []
     d = start

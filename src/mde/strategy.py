@@ -394,7 +394,7 @@ class StrategyRunner:
 
     `market_data_engine` supplies the series (history included, for warm-up and for
     windows of other timeframes). Replay hands the runner every candle of a range; paper
-    hands it new candles as they close. Both call `process()` for each, so both apply the
+    hands it new candles as they close. Both call `process_span()` for them, so both apply the
     same visibility rule and the same fills.
     """
 
@@ -441,7 +441,6 @@ class StrategyRunner:
         self.equity_values = array("d")  # ... and cash + open positions at that close
         self.exposed_count = 0  # candles that closed with a position open
         self._last_close: dict[str, float] = {}
-        self._started = False
 
     # -- data
     def add_series(self, data: SeriesData) -> None:
@@ -506,11 +505,6 @@ class StrategyRunner:
         self.now_us = now_us
         for strategy, ctx in zip(self.strategies, self.contexts):
             strategy.on_start(ctx)
-        self._started = True
-
-    def process(self, data: SeriesData, i: int) -> None:
-        """Candle i of `data` has closed: fill orders at its prices, then let strategies decide."""
-        self.process_span(data, i, i + 1)
 
     def process_span(self, data: SeriesData, start: int, end: int) -> None:
         """Candles start..end-1 of one series, in order; the loop behind both replay and paper.
@@ -634,5 +628,3 @@ def as_us(ts: datetime) -> int:
     ts = ts if ts.tzinfo else ts.replace(tzinfo=IST)
     return int(ts.timestamp() * 1_000_000)
 
-
-Callback = Callable[..., None]

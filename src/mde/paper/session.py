@@ -14,6 +14,7 @@ Not yet here (issue 6): the live Kite clock and LTP fills, the RiskEngine, the d
 from __future__ import annotations
 
 import time as time_mod
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -171,15 +172,15 @@ def run_sample_session(
                 elif halting and not broker.net:
                     break  # flat after the kill switch: the session ends here
                 now = datetime.fromtimestamp(close_us / 1e6, IST)
-                at_now = _engine_at(settings, now)
+                engine.pin_clock(now)
                 datas, starts, ends = [], [], []
                 for sym in names:
                     try:
-                        at_now.update_cache(sym, tf)  # the tick's cache update, as live
+                        engine.update_cache(sym, tf)  # the tick's cache update, as live
                     except MdeError as exc:  # never fatal: the tick goes on with the data it has
                         state.record("stale", close_us, {"error": str(exc)}, sym)
                         say(f"{now:%H:%M} {sym}: cache update failed ({exc}); going on with the cached data")
-                    data = SeriesData(sym, tf, at_now.history(sym, tf, as_of=now))
+                    data = SeriesData(sym, tf, engine.history(sym, tf, as_of=now))
                     runner._series[(sym, tf.name)] = data
                     first = max(data.visible(cursor[f"{sym}:{tf}"]), _first_of_day(data, midnight))
                     datas.append(data)
@@ -238,8 +239,6 @@ def _day_closes(engine: Any, symbol: str, tf: Any, midnight: datetime, end: date
 
 
 def _first_of_day(data: SeriesData, midnight: datetime) -> int:
-    from bisect import bisect_left
-
     return bisect_left(data.ts_us, as_us(midnight))
 
 
