@@ -225,6 +225,22 @@ class SimBroker:
         if any(x.bracket_of is not None for x in live):
             self._resolve_brackets(symbol, ts_us, o, h, low, slip, at_open)
 
+    def on_price(self, symbol: str, ts_us: int, price: float) -> None:
+        """Live paper: fill at a last traded price what it triggers, as a one-price candle.
+
+        A market order fills at the price plus slippage; a stop or limit the price has passed
+        fills at the price (the gap rule), one it has reached at its own level.
+        """
+        self.on_candle(symbol, ts_us, price, price, price)
+
+    def fill_order(self, order_id: int, symbol: str, price: float, ts_us: int) -> Fill:
+        """Book a journaled fill of a pending order again (a live session's resume)."""
+        order = next((o for o in self.pending.get(symbol, ()) if o.id == order_id), None)
+        if order is None:
+            raise KeyError(order_id)
+        self._fill(order, price, ts_us)
+        return self.fills[-1]
+
     @staticmethod
     def _trigger(order: Order, o: float, h: float, low: float, slip: float) -> tuple[float, bool] | None:
         """(fill price, filled at the open?) or None if the candle does not reach the order."""

@@ -256,6 +256,21 @@ class SeriesData:
         """How many candles have closed by `now_us`."""
         return bisect_right(self.close_us, now_us)
 
+    def extend(self, frame: pl.DataFrame) -> None:
+        """Append candles newer than the last one (with `closes_at`): a live session adds the
+        candles that closed since its last tick instead of re-reading the whole series."""
+        if frame.is_empty():
+            return
+        self.frame = pl.concat([self.frame, frame.drop("closes_at")], how="vertical_relaxed")
+        self.ts_us.extend(frame["ts"].dt.epoch("us").to_list())
+        self.close_us.extend(frame["closes_at"].dt.epoch("us").to_list())
+        for name in ("open", "high", "low", "close"):
+            getattr(self, name).extend(frame[name].cast(pl.Float64).to_list())
+        volume = frame["volume"].to_list()
+        if isinstance(self.volume, array) and None in volume:
+            self.volume = list(self.volume)
+        self.volume.extend(volume)  # type: ignore[attr-defined]
+
     def candle(self, i: int) -> Candle:
         return Candle(self.symbol, self.timeframe.name, self.ts_us[i], self.open[i], self.high[i], self.low[i],
                       self.close[i], self.volume[i], self.close_us[i], i)
@@ -441,6 +456,9 @@ class StrategyRunner:
         self.equity_values = array("d")  # ... and cash + open positions at that close
         self.exposed_count = 0  # candles that closed with a position open
         self._last_close: dict[str, float] = {}
+        # Replay and sample paper fill at the next candle's prices; live paper fills at the next
+        # last traded price instead (`SimBroker.on_price`), so its candles fill nothing.
+        self.fill_on_candles = True
 
     # -- data
     def add_series(self, data: SeriesData) -> None:
@@ -521,6 +539,7 @@ class StrategyRunner:
         handlers = self._handlers
         only_fn, only_ctx = handlers[0] if len(handlers) == 1 else (None, None)
         intraday = self._intraday
+        fills = self.fill_on_candles
         eq = self.equity_values.append
         for _, ctx in handlers:
             ctx.symbol = sym
@@ -531,7 +550,7 @@ class StrategyRunner:
         for i, ts, o, h, lo, c, v, now in rows:
             if intraday:
                 self._square_off(data, i)
-            if pending.get(sym):
+            if fills and pending.get(sym):
                 broker.on_candle(sym, ts, o, h, lo)
             self.now_us = now
             candle = new(cls, (sym, tf_name, ts, o, h, lo, c, v, now, i))
@@ -576,6 +595,29 @@ class StrategyRunner:
                         broker.flatten(sid, sym, data.open[i], ts, "square-off")
             elif holding and pos is not None and pos.opened_day != day:
                 broker.flatten(sid, sym, data.open[i], ts, "square-off")  # missed yesterday's (data gap)
+
+    def square_off_due(self, now_us: int) -> int:
+        """Live: at the first tick at or after an intraday strategy's square-off time, cancel its
+        orders and send market orders that flatten it (they fill at the next price). Later
+        candles of that day see the square-off as done. Returns the orders sent."""
+        broker = self.broker
+        assert broker is not None
+        day = ist_day(now_us)
+        minute = (now_us // _US_PER_MIN + _IST_MIN) % 1440
+        sent = 0
+        for sid, sq in zip(self.ids, self._sq):
+            if sq is None or minute < sq:
+                continue
+            for sym in self.symbols:
+                if self._blocked.get((sid, sym)) == day:
+                    continue
+                self._blocked[(sid, sym)] = day
+                broker.cancel_where(sym, sid)
+                pos = broker.position(sid, sym)
+                if pos is not None and pos.qty:
+                    broker.place(sid, sym, -1 if pos.qty > 0 else 1, abs(pos.qty), now_us, reason="square-off")
+                    sent += 1
+        return sent
 
     def finish(self, reason: str = "end of replay") -> None:
         """Close what is still open at each symbol's last close, cancel pending orders, call on_stop."""

@@ -8,7 +8,7 @@ same session name re-runs the journaled candles without journaling them again (t
 is deterministic, and the re-run's fills are checked against the journal), then goes on:
 nothing is lost, nothing is processed twice.
 
-Not yet here (issue 6): the live Kite clock and LTP fills, the RiskEngine, the dashboard.
+The live session (`paper/live.py`) shares everything here but its clock and its fills.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from ..broker import Fill
 from ..calendar import IST, parse_date
 from ..config import Settings
 from ..errors import CacheError, InputError, MdeError
+from ..resample import with_close
 from ..strategy import SeriesData, StrategyRunner, as_us, merge_events
-from ..timeframes import parse
+from ..timeframes import Timeframe, parse
 from .risk import HALTED, RiskEngine, RiskLimits
 from .state import TradeState, session_path
 
@@ -62,10 +63,164 @@ def sessions_dir(settings: Settings) -> Path:
     return settings.cache_dir / "_paper"
 
 
+def default_timeframe(settings: Settings, symbols: Sequence[str]) -> str:
+    """The series a session trades when no --timeframe is given: the first timeframe of
+    `[refresh] multi_tf` for its symbols (when they agree), else the first of `[refresh] timeframes`."""
+    firsts = {settings.refresh.multi_tf[s][0] for s in (x.strip().upper() for x in symbols) if settings.refresh.multi_tf.get(s)}
+    if len(firsts) == 1:
+        return firsts.pop()
+    return settings.refresh.timeframes[0] if settings.refresh.timeframes else "5m"
+
+
+def default_name(strategy: str, day: date) -> str:
+    return f"{strategy.replace(':', '_').replace('/', '_').replace('.', '_')[-40:]}-{day}"
+
+
 def _engine_at(settings: Settings, now: datetime) -> Any:
     from ..engine import MarketDataEngine
 
     return MarketDataEngine(settings.with_overrides(now=now, source="sample"))
+
+
+def _end_at(midnight: datetime, until: str | None, default: datetime) -> datetime:
+    if until is None:
+        return default
+    try:
+        hh, mm = (int(x) for x in until.split(":"))
+        return midnight + timedelta(hours=hh, minutes=mm)
+    except ValueError:
+        raise InputError(f"--until {until!r} is not HH:MM") from None
+
+
+def _names(symbols: Sequence[str]) -> list[str]:
+    names = [s.strip().upper() for s in symbols]
+    if not names:
+        raise InputError("no symbol to trade; pass --symbols NIFTY ...")
+    return names
+
+
+def open_journal(state: TradeState, name: str, meta: Mapping[str, str]) -> None:
+    """Take the session (one process at a time) and check that a resume runs what was started."""
+    state.own()
+    known = state.meta()
+    if "strategy" in known:
+        changed = [k for k, v in meta.items() if known.get(k) != v]
+        if changed:
+            raise InputError(f"session {name} was started with other {', '.join(changed)}; use another --session name")
+        if known.get("status") in ("finished", "halted"):
+            raise InputError(f"session {name} has {known['status']}; use another --session name")
+    else:
+        state.set_meta({**meta, "status": "running"})
+
+
+class Book:
+    """The trading side of a paper session, whatever drives its clock: the strategy through
+    the same StrategyRunner and SimBroker as replay, the RiskEngine in front of every order,
+    and the traded series in memory, extended as their candles close."""
+
+    def __init__(
+        self, engine: Any, strategy: str, params: Mapping[str, Any] | None, names: Sequence[str], tf: Timeframe, *,
+        costs: str, segment: str | None, cash: float, slippage_ticks: int, limits: RiskLimits, as_of: datetime,
+        fill_on_candles: bool,
+    ) -> None:
+        from ..replay import build_broker, build_strategy
+
+        self.engine, self.names, self.tf, self.cash = engine, list(names), tf, cash
+        self.segment, self.slippage_ticks = segment, slippage_ticks
+        self.buffer: list[Fill] = []  # the fills of the step being processed
+        self.broker, self.models, self.ticks = build_broker(engine, names, costs=costs, segment=segment, cash=cash,
+                                                            slippage_ticks=slippage_ticks, on_fill=self.buffer.append)
+        self.strat = build_strategy(strategy, params)
+        self.runner = StrategyRunner([self.strat], engine, symbols=names, timeframe=tf, broker=self.broker, as_of=as_of)
+        self.runner.fill_on_candles = fill_on_candles
+        self.guard = RiskEngine(limits)
+        self.runner.risk_check = self._check
+        self.series: dict[str, SeriesData] = {}
+        self.cursor: dict[str, int] = {}  # symbol -> close of the last candle processed in this run
+        self.processed = 0
+
+    def _check(self, sid: str, sym: str, side: int, qty: int, now_us: int) -> str | None:
+        pos = self.broker.position(sid, sym)
+        data = self.series[sym]
+        k = data.visible(now_us)
+        return self.guard.check(pos.qty if pos else 0, side, qty, data.close[k - 1] if k else 0.0, now_us)
+
+    def key(self, sym: str) -> str:
+        return f"{sym}:{self.tf}"
+
+    def load(self, sym: str, now: datetime, cursor_us: int) -> SeriesData:
+        """Read a series as of `now` (warm-up history included); candles after `cursor_us` are new."""
+        data = SeriesData(sym, self.tf, self.engine.history(sym, self.tf, as_of=now))
+        self.series[sym] = data
+        self.runner.add_series(data)
+        self.cursor[sym] = cursor_us
+        return data
+
+    def catch_up(self, sym: str, now: datetime) -> tuple[SeriesData, int, int]:
+        """Append the candles that closed by `now` since the series was read: only the newest
+        partition is read (a full re-read only after a long gap). Returns the new span."""
+        data = self.series[sym]
+        if not len(data):
+            data = self.load(sym, now, self.cursor[sym])
+        else:
+            last = data.ts_us[-1]
+            n = 8
+            while True:
+                tail = self.engine.get_window(sym, self.tf, limit=n, as_of=now)
+                fresh = tail.filter(pl.col("ts").dt.epoch("us") > last)
+                if fresh.height < tail.height:
+                    data.extend(with_close(fresh, self.tf, self.engine.calendar))
+                    break
+                if n >= 1000:  # more than 1000 candles behind: read the series again
+                    data = self.load(sym, now, self.cursor[sym])
+                    break
+                n = min(n * 8, 1000)
+        return data, data.visible(self.cursor[sym]), data.visible(as_us(now))
+
+    def step(self, data: SeriesData, i: int) -> list[tuple[str, int, dict[str, Any], str | None]]:
+        """Candle i through the strategies (decisions, risk checks, candle fills); its journal events."""
+        broker = self.broker
+        self.buffer.clear()
+        rejected_before, first_id = len(broker.rejected), broker._next_id
+        self.runner.process_span(data, i, i + 1)
+        self.processed += 1
+        self.cursor[data.symbol] = data.close_us[i]
+        at = data.close_us[i]
+        events: list[tuple[str, int, dict[str, Any], str | None]] = [
+            ("order", at, {"order": o.id, "side": o.side, "qty": o.qty, "kind": o.kind, "price": o.price,
+                           "reason": o.reason}, o.symbol)
+            for orders in broker.pending.values() for o in orders if o.id >= first_id
+        ]
+        events += [("fill", f.ts_us, fill_payload(f), f.symbol) for f in self.buffer]
+        events += [("reject", at, {"order": o.id, "side": o.side, "qty": o.qty, "reason": why}, o.symbol)
+                   for o, why in broker.rejected[rejected_before:]]
+        return events
+
+    def risk_after(self, equity: float, ts_us: int) -> list[tuple[str, int, dict[str, Any], str | None]]:
+        """The day's loss limit, checked on the latest marks: halt and flatten when reached."""
+        if self.guard.on_day_pnl(equity - self.cash):
+            self.runner.now_us = max(self.runner.now_us, ts_us)
+            self.runner.flatten_all("risk halt")
+            return [("risk", ts_us, {"state": self.guard.state, "reason": self.guard.reason}, None)]
+        return []
+
+    def halt(self, ts_us: int, reason: str = KILL_SWITCH) -> None:
+        self.guard.set_state(HALTED, reason)
+        self.runner.now_us = max(self.runner.now_us, ts_us)
+        self.runner.flatten_all(reason)
+
+    def result(self, name: str, resumed_from: int, status: str, lo: date, hi: date, since_us: int,
+               warnings: list[str]) -> SessionResult:
+        from ..replay import summarize
+
+        runner = self.runner
+        series = [self.series[sym] for sym in self.names]
+        summary = summarize(
+            self.engine, self.strat, runner, runner.equity_us, runner.equity_values, runner.exposed_count,
+            self.processed, self.models, self.ticks, series, [bisect_left(d.ts_us, since_us) for d in series],
+            [len(d) for d in series], lo, hi, self.cash, self.segment, self.slippage_ticks, None, {}, warnings,
+        )
+        return SessionResult(name, self.broker.trades_frame(), self.processed, resumed_from, self.broker.cash, summary, status)
 
 
 def run_sample_session(
@@ -78,6 +233,7 @@ def run_sample_session(
     name: str | None = None,
     params: Mapping[str, Any] | None = None,
     speed: float = 0.0,
+    tick: float | None = None,
     until: str | None = None,
     costs: str = "zerodha",
     segment: str | None = None,
@@ -87,149 +243,117 @@ def run_sample_session(
     log: Log | None = None,
     on_tick: Callable[[dict[str, Any]], None] | None = None,
 ) -> SessionResult:
-    """Play `day` of the bundled sample as a live session named `name` (resumable)."""
-    from ..replay import build_broker, build_strategy, summarize
+    """Play `day` of the bundled sample as a live session named `name` (resumable).
 
+    The simulated clock ticks at each candle close, or every `tick` seconds when given (as a
+    live session does); `speed` is how much faster than real time it runs (0: no waiting).
+    """
     tf = parse(timeframe)
     the_day = parse_date(day, "--date")
-    names = [s.strip().upper() for s in symbols]
-    if not names:
-        raise InputError("no symbol to trade; pass --symbols NIFTY ...")
+    names = _names(symbols)
     if speed < 0:
         raise InputError("--speed must be 0 (as fast as possible) or more")
-    name = name or f"{strategy.replace(':', '_').replace('/', '_').replace('.', '_')[-40:]}-{the_day}"
+    if tick is not None and tick <= 0:
+        raise InputError("--tick must be more than 0 seconds")
+    name = name or default_name(strategy, the_day)
     say = log or (lambda _m: None)
     midnight = datetime.combine(the_day, datetime.min.time(), IST)
-    end_of_day = midnight + timedelta(days=1) - timedelta(microseconds=1)
-    if until is not None:
-        try:
-            hh, mm = (int(x) for x in until.split(":"))
-            end_of_day = midnight + timedelta(hours=hh, minutes=mm)
-        except ValueError:
-            raise InputError(f"--until {until!r} is not HH:MM") from None
+    end_of_day = _end_at(midnight, until, midnight + timedelta(days=1) - timedelta(microseconds=1))
 
     engine = _engine_at(settings, end_of_day)
     schedule = sorted({us for sym in names for us in _day_closes(engine, sym, tf, midnight, end_of_day)})
     if not schedule:
         raise InputError(f"the sample has no {tf} candles of {', '.join(names)} on {the_day}; pick a trading day of 2024")
+    if tick is not None:  # a clock that ticks like a live one: from the first open, every `tick` seconds
+        step = round(tick * 1e6)
+        first = schedule[0] - round(tf.length.total_seconds() * 1e6)
+        schedule = list(range(first + step, schedule[-1] + step, step))
+    limits = risk if risk is not None else limits_from(settings)
 
     with TradeState(session_path(sessions_dir(settings), name)) as state:
-        state.own()
-        meta = {"strategy": strategy, "params": repr(sorted((params or {}).items())), "symbols": ",".join(names),
-                "risk": (risk if risk is not None else limits_from(settings)).describe(),
-                "timeframe": tf.name, "day": the_day.isoformat(), "cash": repr(float(cash)), "costs": costs,
-                "segment": segment or "", "slippage": str(slippage_ticks)}
-        known = state.meta()
-        if "strategy" in known:
-            changed = [k for k, v in meta.items() if known.get(k) != v]
-            if changed:
-                raise InputError(f"session {name} was started with other {', '.join(changed)}; use another --session name")
-            if known.get("status") in ("finished", "halted"):
-                raise InputError(f"session {name} has {known['status']}; use another --session name")
-        else:
-            state.set_meta({**meta, "status": "running"})
-
+        open_journal(state, name, {
+            "strategy": strategy, "params": repr(sorted((params or {}).items())), "symbols": ",".join(names),
+            "risk": limits.describe(), "timeframe": tf.name, "day": the_day.isoformat(), "cash": repr(float(cash)),
+            "costs": costs, "segment": segment or "", "slippage": str(slippage_ticks)})
         done = state.progress()
         journaled = [e.payload for e in state.events("fill")]
         resumed_from = len(done)
-        buffer: list[Fill] = []
-        broker, models, ticks = build_broker(engine, names, costs=costs, segment=segment, cash=cash,
-                                    slippage_ticks=slippage_ticks, on_fill=buffer.append)
-        strat = build_strategy(strategy, params)
-        runner = StrategyRunner([strat], engine, symbols=names, timeframe=tf, broker=broker, as_of=end_of_day)
-        limits = risk if risk is not None else limits_from(settings)
-        guard = RiskEngine(limits)
-
-        def check(sid: str, sym: str, side: int, qty: int, now_us: int) -> str | None:
-            pos = broker.position(sid, sym)
-            data = runner.series(sym)
-            k = data.visible(now_us)
-            return guard.check(pos.qty if pos else 0, side, qty, data.close[k - 1] if k else 0.0, now_us)
-
-        runner.risk_check = check
+        book = Book(engine, strategy, params, names, tf, costs=costs, segment=segment, cash=cash,
+                    slippage_ticks=slippage_ticks, limits=limits, as_of=end_of_day, fill_on_candles=True)
+        runner, broker = book.runner, book.broker
+        engine.pin_clock(midnight)
+        seen = {}
+        for sym in names:
+            book.load(sym, midnight, as_us(midnight))
+            seen[sym] = as_us(midnight)
         runner.start(as_us(midnight))
-        processed = 0
-        cursor = {f"{sym}:{tf}": as_us(midnight) for sym in names}  # last candle processed in this run
         last_tick: float | None = None
         # The kill switch: a halt applied before (journaled) is re-applied at the same tick on a resume.
         applied = [e.ts_us for e in state.events("risk") if e.payload.get("reason") == KILL_SWITCH]
         halt_at = applied[0] if applied else None
-        halting = False
-        interrupted = False
+        halting = interrupted = False
         try:
-            for close_us in schedule:
+            for tick_us in schedule:
                 if speed > 0 and last_tick is not None:
-                    time_mod.sleep((close_us - last_tick) / 1e6 / speed)
-                last_tick = close_us
-                if not halting and (close_us == halt_at or (halt_at is None and state.meta().get("halt_requested"))):
+                    time_mod.sleep((tick_us - last_tick) / 1e6 / speed)
+                last_tick = tick_us
+                if not halting and (tick_us == halt_at or (halt_at is None and state.meta().get("halt_requested"))):
                     halting = True
-                    guard.set_state(HALTED, KILL_SWITCH)
-                    runner.now_us = close_us
-                    runner.flatten_all(KILL_SWITCH)
+                    book.halt(tick_us)
                     if halt_at is None:
-                        state.record("risk", close_us, {"state": HALTED, "reason": KILL_SWITCH})
-                    say(f"{datetime.fromtimestamp(close_us / 1e6, IST):%H:%M} HALTED by the kill switch: flattening, then stopping")
+                        state.record("risk", tick_us, {"state": HALTED, "reason": KILL_SWITCH})
+                    say(f"{datetime.fromtimestamp(tick_us / 1e6, IST):%H:%M} HALTED by the kill switch: flattening, then stopping")
                 elif halting and not broker.net:
                     break  # flat after the kill switch: the session ends here
-                now = datetime.fromtimestamp(close_us / 1e6, IST)
-                engine.pin_clock(now)
-                datas, starts, ends = [], [], []
+                now = datetime.fromtimestamp(tick_us / 1e6, IST)
+                closed = engine.calendar.latest_close(now, tf)
+                closed_us = as_us(closed) if closed is not None else 0
+                spans = []
                 for sym in names:
+                    if closed_us <= seen[sym]:
+                        continue  # no candle of this series closed since the last tick: no cache work
+                    engine.pin_clock(now)
+                    seen[sym] = closed_us
                     try:
                         engine.update_cache(sym, tf)  # the tick's cache update, as live
                     except MdeError as exc:  # never fatal: the tick goes on with the data it has
-                        state.record("stale", close_us, {"error": str(exc)}, sym)
+                        state.record("stale", tick_us, {"error": str(exc)}, sym)
                         say(f"{now:%H:%M} {sym}: cache update failed ({exc}); going on with the cached data")
-                    data = SeriesData(sym, tf, engine.history(sym, tf, as_of=now))
-                    runner._series[(sym, tf.name)] = data
-                    first = max(data.visible(cursor[f"{sym}:{tf}"]), _first_of_day(data, midnight))
-                    datas.append(data)
-                    starts.append(first)
-                    ends.append(len(data))
-                for data, lo, hi in merge_events(datas, starts, ends):
+                    spans.append(book.catch_up(sym, now))
+                if not spans:
+                    continue
+                for data, lo, hi in merge_events(*zip(*spans)):
                     for i in range(lo, hi):
-                        buffer.clear()
-                        rejected_before = len(broker.rejected)
-                        runner.process_span(data, i, i + 1)
-                        risk_events = [("reject", data.close_us[i], {"order": o.id, "side": o.side, "qty": o.qty, "reason": why}, o.symbol)
-                                       for o, why in broker.rejected[rejected_before:]]
-                        if guard.on_day_pnl(runner.equity() - cash):
-                            runner.flatten_all("risk halt")
-                            risk_events.append(("risk", data.close_us[i], {"state": guard.state, "reason": guard.reason}, None))
-                        processed += 1
-                        series_key = f"{data.symbol}:{tf}"
-                        cursor[series_key] = data.close_us[i]
+                        events = book.step(data, i)
+                        events += book.risk_after(runner.equity(), data.close_us[i])
+                        series_key = book.key(data.symbol)
                         if data.close_us[i] <= done.get(series_key, -1):
                             continue  # already journaled before the restart
-                        events = [("fill", f.ts_us, _fill_payload(f), f.symbol) for f in buffer] + risk_events
                         state.processed(series_key, data.close_us[i], events)
-                        for f in buffer:
-                            say(_fill_line(f))
-                        for kind, _, payload, sym in risk_events:
-                            say(f"{kind} {sym or ''} {payload.get('reason', '')} {payload.get('state', '')}".replace("  ", " "))
+                        for kind, _, payload, sym in events:
+                            if kind == "fill":
+                                say(fill_line(sym, payload))
+                            elif kind in ("reject", "risk"):
+                                say(f"{kind} {sym or ''} {payload.get('reason', '')} {payload.get('state', '')}".replace("  ", " "))
                 if on_tick is not None:
-                    on_tick(snapshot(name, now, runner, guard, datas, state_rejects=broker.rejected))
+                    on_tick(snapshot(name, now, runner, book.guard, [book.series[s] for s in names],
+                                     state_rejects=broker.rejected))
         except KeyboardInterrupt:  # Ctrl-C: stop here; the journal has every finished candle, so it resumes
             interrupted = True
             say("interrupted: the session stops here and resumes from this point with the same --session")
         # every fill journaled before the restart must have come back the same in the re-run
         n = min(len(journaled), len(broker.fills))
-        if [_fill_payload(f) for f in broker.fills[:n]] != journaled[:n]:
+        if [fill_payload(f) for f in broker.fills[:n]] != journaled[:n]:
             raise CacheError(f"session {name}: the cache no longer gives the journaled fills; start a new --session")
         if not interrupted:
-            buffer.clear()
+            book.buffer.clear()
             runner.finish(KILL_SWITCH if halting else "end of session")
-            state.processed("_end", runner.now_us, [("fill", f.ts_us, _fill_payload(f), f.symbol) for f in buffer])
+            state.processed("_end", runner.now_us, [("fill", f.ts_us, fill_payload(f), f.symbol) for f in book.buffer])
             state.set_meta({"status": "halted" if halting else "finished"})
-        series = [runner.series(sym) for sym in names]
-        summary = summarize(
-            engine, strat, runner, runner.equity_us, runner.equity_values, runner.exposed_count, processed, models, ticks,
-            series, [_first_of_day(d, midnight) for d in series], [len(d) for d in series], the_day, the_day, cash,
-            segment, slippage_ticks, None, {}, [f"stopped by Ctrl-C at {datetime.fromtimestamp(runner.now_us / 1e6, IST):%H:%M}; "
-                                                 "positions are still open and the session resumes"] if interrupted else [],
-        )
-        return SessionResult(name, broker.trades_frame(), processed, resumed_from, broker.cash, summary,
-                             "interrupted" if interrupted else "halted" if halting else "finished")
+        warnings = [f"stopped by Ctrl-C at {datetime.fromtimestamp(runner.now_us / 1e6, IST):%H:%M}; "
+                    "positions are still open and the session resumes"] if interrupted else []
+        return book.result(name, resumed_from, "interrupted" if interrupted else "halted" if halting else "finished",
+                           the_day, the_day, as_us(midnight), warnings)
 
 
 def _day_closes(engine: Any, symbol: str, tf: Any, midnight: datetime, end: datetime) -> list[int]:
@@ -238,17 +362,14 @@ def _day_closes(engine: Any, symbol: str, tf: Any, midnight: datetime, end: date
     return day["closes_at"].dt.epoch("us").to_list()
 
 
-def _first_of_day(data: SeriesData, midnight: datetime) -> int:
-    return bisect_left(data.ts_us, as_us(midnight))
+def fill_payload(f: Fill, via: str | None = None) -> dict[str, Any]:
+    out = {"order": f.order_id, "side": f.side, "qty": f.qty, "price": f.price, "ts_us": f.ts_us, "reason": f.reason}
+    return out | {"via": via} if via else out
 
 
-def _fill_payload(f: Fill) -> dict[str, Any]:
-    return {"order": f.order_id, "side": f.side, "qty": f.qty, "price": f.price, "ts_us": f.ts_us, "reason": f.reason}
-
-
-def _fill_line(f: Fill) -> str:
-    when = datetime.fromtimestamp(f.ts_us / 1e6, IST).strftime("%Y-%m-%d %H:%M")
-    return f"{when} fill {'BUY' if f.side > 0 else 'SELL'} {f.qty} {f.symbol} @ {f.price:.2f} ({f.reason})"
+def fill_line(symbol: str | None, f: Mapping[str, Any]) -> str:
+    when = datetime.fromtimestamp(f["ts_us"] / 1e6, IST).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{when} fill {'BUY' if f['side'] > 0 else 'SELL'} {f['qty']} {symbol} @ {f['price']:.2f} ({f['reason']})"
 
 
 def session_status(settings: Settings, name: str | None = None) -> list[dict[str, Any]]:
@@ -310,7 +431,7 @@ def request_halt(settings: Settings, name: str) -> str:
 
 
 def snapshot(name: str, now: datetime, runner: StrategyRunner, guard: RiskEngine, series: Sequence[SeriesData],
-             state_rejects: Sequence[Any] = ()) -> dict[str, Any]:
+             state_rejects: Sequence[Any] = (), marks: Mapping[str, float] | None = None) -> dict[str, Any]:
     """What the dashboard shows after a tick: clock, per symbol the last candle and its age,
     position and P&L, charges, the risk state and the latest fills and rejections."""
     broker = runner.broker
@@ -320,6 +441,7 @@ def snapshot(name: str, now: datetime, runner: StrategyRunner, guard: RiskEngine
     for data in series:
         k = data.visible(now_us)
         last_close = data.close[k - 1] if k else None
+        mark = (marks or {}).get(data.symbol, last_close)  # live: the last traded price
         qty = broker.net.get(data.symbol, 0)
         avg = 0.0
         for (sid, sym), pos in broker.positions.items():
@@ -332,7 +454,8 @@ def snapshot(name: str, now: datetime, runner: StrategyRunner, guard: RiskEngine
             "age_s": (now_us - data.close_us[k - 1]) / 1e6 if k else None,
             "position": qty,
             "avg_price": avg,
-            "unrealised": (last_close - avg) * qty if qty and last_close is not None else 0.0,
+            "ltp": (marks or {}).get(data.symbol),
+            "unrealised": (mark - avg) * qty if qty and mark is not None else 0.0,
         })
     realised = sum(t.gross for t in broker.trades)
     return {
@@ -345,6 +468,6 @@ def snapshot(name: str, now: datetime, runner: StrategyRunner, guard: RiskEngine
         "charges": broker.charges_paid,
         "cash": broker.cash,
         "equity": runner.equity(),
-        "fills": [_fill_line(f) for f in broker.fills[-5:]],
+        "fills": [fill_line(f.symbol, fill_payload(f)) for f in broker.fills[-5:]],
         "rejections": [f"order {o.id} {o.symbol}: {why}" for o, why in list(state_rejects)[-5:]],
     }

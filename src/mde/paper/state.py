@@ -136,6 +136,13 @@ class TradeState:
         )
         return int(cur.lastrowid or 0)
 
+    def journal(self, events: Sequence[tuple[str, int, Mapping[str, Any], str | None]]) -> None:
+        """Append several events in one commit (a tick's fills at the last traded price)."""
+        if events:
+            with self.transaction() as db:
+                for kind, ts_us, payload, symbol in events:
+                    self._append(db, kind, ts_us, payload, symbol)
+
     def processed(self, series: str, close_us: int, events: Sequence[tuple[str, int, Mapping[str, Any], str | None]] = ()) -> None:
         """Mark a candle of `series` processed, with the events it produced, in one commit."""
         with self.transaction() as db:
