@@ -112,9 +112,9 @@ def test_second_process_on_a_running_session_is_refused_and_finished_sessions_st
         run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name="once", segment="futures")
 
 
-def test_paper_without_a_sample_date_says_what_exists(cache: Path) -> None:
+def test_a_sample_session_without_a_date_says_what_to_add(cache: Path) -> None:
     res = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"})
-    assert res.returncode == 2 and "--source sample --date" in res.stderr
+    assert res.returncode == 2 and "add --date YYYY-MM-DD" in res.stderr and "--source kite" in res.stderr
 
 
 def test_status_reports_the_journal_of_one_or_all_sessions(cache: Path) -> None:

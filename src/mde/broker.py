@@ -152,6 +152,10 @@ class SimBroker:
         self._on_fill = on_fill
 
     # -- orders -------------------------------------------------------------------------
+    @property
+    def next_order_id(self) -> int:
+        return self._next_id
+
     def place(
         self, strategy: str, symbol: str, side: int, qty: int, placed_us: int, *,
         limit: float | None = None, stop: float | None = None, stop_loss: float | None = None,

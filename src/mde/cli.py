@@ -445,14 +445,16 @@ def replay(
 @app.command()
 @handle_errors
 def paper(
+    more_symbols: Annotated[Optional[list[str]], typer.Argument(help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
-    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to trade (repeat: -s NIFTY -s BANKNIFTY).")] = None,
-    timeframe: TimeframeOpt = "5m",
+    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to trade: --symbols NIFTY BANKNIFTY.")] = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Default: [refresh] multi_tf of the symbols, else [refresh] timeframes[0].")] = None,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
     session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")] = None,
     source: SourceOpt = None,
     day: Annotated[Optional[str], typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")] = None,
     speed: Annotated[float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")] = 0.0,
+    tick: Annotated[Optional[str], typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close.")] = None,
     until: Annotated[Optional[str], typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
     costs: Annotated[CostKind, typer.Option("--costs", help="zerodha or none.")] = CostKind.zerodha,
     segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
@@ -467,13 +469,14 @@ def paper(
     halt: Annotated[bool, typer.Option("--halt", help="Kill switch for --session: no new entries, flatten, stop.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or --status) as JSON.")] = False,
 ) -> None:
-    """Paper-trade a strategy on a bundled day as if live (sample source; the live Kite mode is not built yet).
+    """Paper-trade a strategy live on Kite, or on a bundled day as if live (--source sample --date).
 
     Example:  mde paper --strategy sma_cross -s NIFTY --source sample --date 2024-06-14 --segment futures
     """
     from .errors import InputError
-    from .paper.session import limits_from, request_halt, run_sample_session, session_status
+    from .paper.session import default_timeframe, limits_from, request_halt, run_sample_session, session_status
     from .strategy import parse_params
+    from .timeframes import parse_duration
 
     conf = settings(source)
     if halt:
@@ -487,14 +490,19 @@ def paper(
         items = session_status(conf, session)
         typer.echo(paper_status_json(items)) if as_json else paper_status_table(items, _stdout())
         return
-    if not strategy or not symbols:
+    universe = [*(symbols or []), *(more_symbols or [])]
+    if not strategy or not universe:
         raise InputError("a paper session needs --strategy and --symbols (or --status to look at one)")
-    kind = conf.source
-    if kind != "sample" or day is None:
-        raise InputError("only `--source sample --date YYYY-MM-DD` sessions exist so far; live Kite paper trading is not built yet")
+    live_mode = conf.source == "kite"
+    if live_mode and day is not None:
+        raise InputError("--date plays a bundled day: use it with --source sample (a kite session runs today, live)")
+    if not live_mode and day is None:
+        raise InputError("a sample session plays a bundled day: add --date YYYY-MM-DD (e.g. 2024-06-14), or use --source kite")
+    step = parse_duration(tick, "--tick") if tick is not None else None
     grid = parse_params(params or [])
     if any(len(v) > 1 for v in grid.values()):
         raise InputError("a paper session takes one value per --param")
+    timeframe = timeframe or default_timeframe(conf, universe)
     live = None
     if sys.stdout.isatty() and not STATE.quiet and not as_json:
         from rich.live import Live
@@ -504,15 +512,21 @@ def paper(
         live = Live(console=_stdout(), refresh_per_second=4, transient=False)
         live.start()
     try:
-        result = run_sample_session(
-            conf, strategy, symbols, timeframe, day, name=session, params={k: v[0] for k, v in grid.items()},
-            speed=speed, until=until, costs=costs.value, segment=segment.value if segment else None, cash=cash,
+        common: dict = dict(
+            name=session, params={k: v[0] for k, v in grid.items()}, until=until, costs=costs.value,
+            segment=segment.value if segment else None, cash=cash,
             risk=limits_from(conf, max_loss_per_day=max_loss, max_position_qty=max_qty,
                              max_position_notional=max_notional, max_orders_per_minute=max_orders),
             # a terminal gets the live panel; without one (cron, a pipe) one log line per event
             log=None if STATE.quiet or live is not None else (lambda line: typer.echo(line, err=True)),
             on_tick=(lambda snap: live.update(paper_dashboard(snap))) if live is not None else None,
         )
+        if live_mode:
+            from .paper.live import run_live_session
+
+            result = run_live_session(conf, strategy, universe, timeframe, tick=step or 1.0, **common)
+        else:
+            result = run_sample_session(conf, strategy, universe, timeframe, day, speed=speed, tick=step, **common)
     finally:
         if live is not None:
             live.stop()

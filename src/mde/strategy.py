@@ -475,6 +475,19 @@ class StrategyRunner:
             data = self._series[key] = SeriesData(symbol, tf, frame)
         return data
 
+    def forget_other_series(self) -> None:
+        """Drop the series read for windows of other timeframes: a live session's next window
+        reads them again as of its new now."""
+        for key in [k for k in self._series if k[1] != self.timeframe.name]:
+            del self._series[key]
+
+    def set_marks(self, prices: dict[str, float]) -> None:
+        """Mark symbols at these prices (live: the last traded price) for equity and final exits."""
+        self._last_close.update(prices)
+
+    def mark(self, symbol: str) -> float:
+        return self._last_close.get(symbol, 0.0)
+
     def note(self, sid: str, message: str) -> None:
         self.notes.append((self.now_us, sid, message))
         log.info("%s %s: %s", us_to_datetime(self.now_us).strftime("%Y-%m-%d %H:%M"), sid, message)

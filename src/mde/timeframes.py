@@ -69,3 +69,20 @@ def sources_for(target: Timeframe) -> list[Timeframe]:
     if target.is_daily:
         return [tf for tf in reversed(_ALL) if not tf.is_daily]
     return [tf for tf in reversed(_ALL) if tf.minutes < target.minutes and target.minutes % tf.minutes == 0]
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0}
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """Seconds in '1s', '500ms', '1m' or a bare number of seconds (a clock step, not a timeframe)."""
+    raw = text.strip().lower()
+    num = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(num):] or "s"
+    try:
+        value = float(num) * _DURATION_UNITS[unit]
+    except (ValueError, KeyError):
+        raise InputError(f"{what} {text!r} is not a duration like 1s, 500ms or 1m") from None
+    if not value > 0:
+        raise InputError(f"{what} must be more than 0 seconds")
+    return value

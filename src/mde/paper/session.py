@@ -86,10 +86,12 @@ def _end_at(midnight: datetime, until: str | None, default: datetime) -> datetim
     if until is None:
         return default
     try:
-        hh, mm = (int(x) for x in until.split(":"))
-        return midnight + timedelta(hours=hh, minutes=mm)
+        parts = [int(x) for x in until.split(":")]
+        if len(parts) not in (2, 3):
+            raise ValueError
+        return midnight + timedelta(hours=parts[0], minutes=parts[1], seconds=parts[2] if len(parts) == 3 else 0)
     except ValueError:
-        raise InputError(f"--until {until!r} is not HH:MM") from None
+        raise InputError(f"--until {until!r} is not HH:MM (or HH:MM:SS)") from None
 
 
 def _names(symbols: Sequence[str]) -> list[str]:
@@ -181,7 +183,7 @@ class Book:
         """Candle i through the strategies (decisions, risk checks, candle fills); its journal events."""
         broker = self.broker
         self.buffer.clear()
-        rejected_before, first_id = len(broker.rejected), broker._next_id
+        rejected_before, first_id = len(broker.rejected), broker.next_order_id
         self.runner.process_span(data, i, i + 1)
         self.processed += 1
         self.cursor[data.symbol] = data.close_us[i]
