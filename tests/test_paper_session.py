@@ -58,7 +58,7 @@ from mde.paper.session import run_sample_session
 st = load(cache_dir=sys.argv[1], source="sample", environ={})
 print("go", flush=True)
 run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name=sys.argv[2], params={"fast": 3, "slow": 8},
-                   segment="futures")
+                   segment="futures", speed=float(sys.argv[3]))
 print("done", flush=True)
 """
 
@@ -70,7 +70,8 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(ca
     rng = random.Random(3)
     killed = 0
     for _ in range(3):
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(cache), "killed"], stdout=subprocess.PIPE, text=True)
+        # 75 candles of 5 minutes at 6000x: 3.75 s a day; a resume re-runs the journaled part at once
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(cache), "killed", "6000"], stdout=subprocess.PIPE, text=True)
         assert child.stdout is not None and child.stdout.readline().strip() == "go"
         time.sleep(rng.uniform(0.2, 1.0))
         if child.poll() is None:
@@ -78,7 +79,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(ca
             killed += 1
         child.wait()
     assert killed >= 2
-    final = subprocess.run([sys.executable, "-c", CHILD, str(cache), "killed"], capture_output=True, text=True, timeout=120)
+    final = subprocess.run([sys.executable, "-c", CHILD, str(cache), "killed", "0"], capture_output=True, text=True, timeout=120)
     if "has finished" not in final.stderr:  # the last kill may have come after the end
         assert final.returncode == 0, final.stderr
     from mde.paper.state import TradeState, session_path

@@ -307,3 +307,24 @@ def test_fast_close_times_equal_the_session_aware_rule_on_long_series_with_speci
         fast = with_close(df, tf, cal)
         full = df.with_columns(minutes_to_ts(close_minutes(tf, cal)).alias("closes_at"))
         assert fast.equals(full), name
+
+
+def to_minute(d: date, hh: int, mm: int) -> int:
+    return (d.toordinal() - date(1970, 1, 1).toordinal()) * 1440 + hh * 60 + mm
+
+
+@PROPS
+@given(st.lists(st.integers(0, 366 * 1440 - 1), min_size=1, max_size=80), st.sampled_from(["1m", "3m", "5m", "15m", "60m", "1d"]))
+@example([to_minute(date(2024, 11, 1), 18, 45), to_minute(date(2024, 3, 2), 11, 30), to_minute(date(2024, 1, 26), 10, 0)], "60m")
+def test_the_python_close_rule_for_small_frames_equals_the_expression(minutes: list[int], target: str) -> None:
+    """A live tick's few rows take close times from plain Python; any minute of 2024 (holidays,
+    weekends, special sessions, after hours) must get the same close as the polars rule."""
+    from mde.resample import close_minute, close_minutes
+
+    tf = TF(target)
+    base = to_minute(date(2024, 1, 1), 0, 0)
+    ts = sorted({base + m for m in minutes})
+    df = pl.DataFrame({"ts": pl.Series([(m - 330) * 60_000_000 for m in ts], dtype=pl.Int64)
+                       .cast(pl.Datetime("us", "UTC")).dt.convert_time_zone("Asia/Kolkata")})
+    expr = df.select(close_minutes(tf, CAL)).to_series().to_list()
+    assert [close_minute(m, tf, CAL) for m in ts] == expr

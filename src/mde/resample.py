@@ -78,6 +78,29 @@ def close_minutes(tf: Timeframe, cal: Calendar, col: str = "ts") -> pl.Expr:
     return pl.when(session_end.is_null()).then(raw_end).otherwise(pl.min_horizontal(raw_end, day * 1440 + session_end))
 
 
+def close_minute(ts_min: int, tf: Timeframe, cal: Calendar) -> int:
+    """`close_minutes` for one candle, in plain Python: for the few rows of a live tick, where
+    building and running the session-aware expression costs milliseconds."""
+    day_index, minute = divmod(ts_min, 1440)
+    sessions = cal.special.get(date.fromordinal(_EPOCH_DAY + day_index))
+    if tf.is_daily:
+        return day_index * 1440 + (sessions[-1][1] if sessions else cal.regular[1])
+    if sessions is not None:
+        end = next((e for s, e in sessions if s <= minute < e), None)
+    else:
+        end = cal.regular[1] if minute < cal.regular[1] else None
+    raw = ts_min + tf.minutes
+    return raw if end is None else min(raw, day_index * 1440 + end)
+
+
+SMALL = 64  # rows up to which close times are computed in Python rather than by expression
+
+
+def _close_list(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> list[int]:
+    offset = IST_OFFSET_MIN
+    return [close_minute(us // _US_PER_MIN + offset, tf, cal) for us in df.get_column("ts").dt.epoch("us").to_list()]
+
+
 def _regular_close_minutes(tf: Timeframe, cal: Calendar) -> pl.Expr:
     """close_minutes for rows on days that are not special sessions: ts + tf clipped to 15:30."""
     local = ist_minutes()
@@ -94,6 +117,10 @@ def with_close(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
     rest (nearly all of a long series) take the regular 09:15-15:30 rule, which is much
     cheaper. The two parts are merged back in ts order.
     """
+    if df.height <= SMALL:
+        closes = pl.Series("closes_at", [(m - IST_OFFSET_MIN) * _US_PER_MIN for m in _close_list(df, tf, cal)],
+                           dtype=pl.Int64).cast(TS_DTYPE)
+        return df.with_columns(closes)
     full = minutes_to_ts(close_minutes(tf, cal)).alias("closes_at")
     if tf.is_daily or df.height < 4096 or not cal.special:
         return df.with_columns(full)
@@ -119,7 +146,10 @@ def visible(df: pl.DataFrame, tf: Timeframe, cal: Calendar, as_of: datetime) -> 
     rest = df.slice(head_end)
     if rest.is_empty():
         return head
-    rest = rest.filter(close_minutes(tf, cal) <= cutoff)
+    if rest.height <= SMALL:
+        rest = rest.filter(pl.Series([m <= cutoff for m in _close_list(rest, tf, cal)], dtype=pl.Boolean))
+    else:
+        rest = rest.filter(close_minutes(tf, cal) <= cutoff)
     return pl.concat([head, rest]) if not rest.is_empty() else head
 
 

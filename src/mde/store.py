@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -293,6 +294,7 @@ class CandleStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self._read_cache: OrderedDict[Path, tuple[Stamp, pl.DataFrame]] = OrderedDict()
+        self._memo_lock = threading.Lock()  # a paper session updates several series from threads
         self._listings: dict[Path, tuple[tuple[int, int], list[Path]]] = {}
 
     # -- paths ------------------------------------------------------------------------
@@ -334,16 +336,18 @@ class CandleStore:
 
     # -- reading ----------------------------------------------------------------------
     def _remember(self, path: Path, stamp: Stamp, df: pl.DataFrame) -> None:
-        self._read_cache[path] = (stamp, df)
-        self._read_cache.move_to_end(path)
-        while len(self._read_cache) > READ_CACHE_FILES:
-            self._read_cache.popitem(last=False)
+        with self._memo_lock:
+            self._read_cache[path] = (stamp, df)
+            self._read_cache.move_to_end(path)
+            while len(self._read_cache) > READ_CACHE_FILES:
+                self._read_cache.popitem(last=False)
 
     def _cached(self, path: Path, stamp: Stamp) -> pl.DataFrame | None:
-        hit = self._read_cache.get(path)
-        if hit is not None and hit[0] == stamp:
-            self._read_cache.move_to_end(path)
-            return hit[1]
+        with self._memo_lock:
+            hit = self._read_cache.get(path)
+            if hit is not None and hit[0] == stamp:
+                self._read_cache.move_to_end(path)
+                return hit[1]
         return None
 
     def _read_file(self, path: Path) -> pl.DataFrame:

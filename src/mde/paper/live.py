@@ -18,6 +18,7 @@ Candles that closed while the session was down are processed at the first tick a
 from __future__ import annotations
 
 import time as time_mod
+from concurrent.futures import ThreadPoolExecutor
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -30,8 +31,8 @@ from ..strategy import as_us, merge_events
 from ..timeframes import parse
 from .risk import HALTED, RiskLimits
 from .session import (
-    KILL_SWITCH, Book, Log, SessionResult, _end_at, _names, default_name, fill_line, fill_payload, limits_from,
-    open_journal, session_path, sessions_dir, snapshot,
+    KILL_SWITCH, UPDATE_WORKERS, Book, Log, SessionResult, _end_at, _names, default_name, fill_line, fill_payload,
+    limits_from, open_journal, session_path, sessions_dir, snapshot, update_caches,
 )
 from .state import TradeState
 
@@ -130,6 +131,7 @@ def run_live_session(
         marks: dict[str, float] = {}
         last_error: dict[str, str] = {}
         interrupted = False
+        pool = ThreadPoolExecutor(UPDATE_WORKERS, thread_name_prefix="mde-update") if len(names) > 1 else None
         t0 = clock()
         k = 0
         try:
@@ -147,7 +149,7 @@ def run_live_session(
                     say(f"{now:%H:%M:%S} HALTED by the kill switch: flattening, then stopping")
                 elif halting and not broker.net and not any(broker.pending.values()):
                     break  # flat after the kill switch: the session ends here
-                _candles(book, state, now, seen, retry_at, last_error, say, first=k == 0)
+                _candles(book, state, now, seen, retry_at, last_error, say, pool, first=k == 0)
                 if runner.square_off_due(now_us):
                     state.record("squareoff", now_us, {})
                     say(f"{now:%H:%M:%S} intraday square-off")
@@ -160,6 +162,9 @@ def run_live_session(
         except KeyboardInterrupt:
             interrupted = True
             say("interrupted: the session stops here and resumes from this point with the same --session")
+        finally:
+            if pool is not None:
+                pool.shutdown()
         if not interrupted:
             book.buffer.clear()
             runner.set_marks(marks)  # what is still open closes at its last traded price
@@ -202,7 +207,7 @@ def _walk(book: Book, journal: Sequence[Any], name: str) -> bool:
 
 
 def _candles(book: Book, state: TradeState, now: datetime, seen: dict[str, int], retry_at: dict[str, int],
-             last_error: dict[str, str], say: Log, first: bool = False) -> None:
+             last_error: dict[str, str], say: Log, pool: ThreadPoolExecutor | None, first: bool = False) -> None:
     """Update the cache of each series whose candle closed, and run the new candles, oldest close first.
 
     The first tick also runs what closed while a resumed session was down."""
@@ -210,24 +215,23 @@ def _candles(book: Book, state: TradeState, now: datetime, seen: dict[str, int],
     now_us = as_us(now)
     closed = engine.calendar.latest_close(now, tf)
     closed_us = as_us(closed) if closed is not None else 0
-    spans = []
-    for sym in book.names:
-        if closed_us <= seen[sym] or now_us < retry_at.get(sym, 0):
-            if first:
-                spans.append(book.catch_up(sym, now))
-            continue  # nothing closed since the last update: no request
-        try:
-            engine.update_cache(sym, tf)
+    due = [sym for sym in book.names if closed_us > seen[sym] and now_us >= retry_at.get(sym, 0)]
+    # nothing closed since the last update: no request
+    failed, spans = update_caches(engine, due, tf, pool, then=lambda sym: book.catch_up(sym, now))
+    for sym in due:
+        exc = failed.get(sym)
+        if exc is None:
             seen[sym] = closed_us
             retry_at.pop(sym, None)
             last_error.pop(sym, None)
-        except MdeError as exc:  # never fatal: the tick goes on with the data it has
-            retry_at[sym] = now_us + int(RETRY_STALE_S * 1e6)
-            if last_error.get(sym) != str(exc):
-                last_error[sym] = str(exc)
-                state.record("stale", now_us, {"error": str(exc)}, sym)
-                say(f"{now:%H:%M:%S} {sym}: cache update failed ({exc}); going on with the cached data")
-        spans.append(book.catch_up(sym, now))
+            continue
+        retry_at[sym] = now_us + int(RETRY_STALE_S * 1e6)  # never fatal: the tick goes on with the data it has
+        if last_error.get(sym) != str(exc):
+            last_error[sym] = str(exc)
+            state.record("stale", now_us, {"error": str(exc)}, sym)
+            say(f"{now:%H:%M:%S} {sym}: cache update failed ({exc}); going on with the cached data")
+    if first:  # what closed while a resumed session was down
+        spans += [book.catch_up(sym, now) for sym in book.names if sym not in due]
     spans = [s for s in spans if s[2] > s[1]]
     if not spans:
         return

@@ -14,6 +14,7 @@ The live session (`paper/live.py`) shares everything here but its clock and its 
 from __future__ import annotations
 
 import time as time_mod
+from concurrent.futures import ThreadPoolExecutor
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -113,6 +114,29 @@ def open_journal(state: TradeState, name: str, meta: Mapping[str, str]) -> None:
             raise InputError(f"session {name} has {known['status']}; use another --session name")
     else:
         state.set_meta({**meta, "status": "running"})
+
+
+UPDATE_WORKERS = 4
+
+
+def update_caches(engine: Any, symbols: Sequence[str], tf: Timeframe, pool: ThreadPoolExecutor | None,
+                  then: Callable[[str], Any] | None = None) -> tuple[dict[str, MdeError], list[Any]]:
+    """Bring several series up to the engine's now at once, each series' errors kept apart,
+    then call `then(symbol)` for each (reading the new candles) in the same worker.
+
+    Each series has its own files and lock, so their Parquet writes, fsyncs, reads and (live)
+    HTTP round trips overlap; on Kite the shared rate limiter still paces the requests.
+    """
+    def one(sym: str) -> tuple[MdeError | None, Any]:
+        try:
+            engine.update_cache(sym, tf)
+            err = None
+        except MdeError as exc:
+            err = exc
+        return err, then(sym) if then is not None else None
+
+    results = list(pool.map(one, symbols)) if pool is not None and len(symbols) > 1 else [one(s) for s in symbols]
+    return {sym: err for sym, (err, _) in zip(symbols, results) if err is not None}, [out for _, out in results]
 
 
 class Book:
@@ -244,6 +268,7 @@ def run_sample_session(
     risk: RiskLimits | None = None,
     log: Log | None = None,
     on_tick: Callable[[dict[str, Any]], None] | None = None,
+    engine: Any = None,
 ) -> SessionResult:
     """Play `day` of the bundled sample as a live session named `name` (resumable).
 
@@ -262,7 +287,10 @@ def run_sample_session(
     midnight = datetime.combine(the_day, datetime.min.time(), IST)
     end_of_day = _end_at(midnight, until, midnight + timedelta(days=1) - timedelta(microseconds=1))
 
-    engine = _engine_at(settings, end_of_day)
+    if engine is None:
+        engine = _engine_at(settings, end_of_day)
+    else:  # a caller's engine (another sample root, a benchmark): on the session's clock
+        engine.pin_clock(end_of_day)
     schedule = sorted({us for sym in names for us in _day_closes(engine, sym, tf, midnight, end_of_day)})
     if not schedule:
         raise InputError(f"the sample has no {tf} candles of {', '.join(names)} on {the_day}; pick a trading day of 2024")
@@ -280,12 +308,18 @@ def run_sample_session(
         done = state.progress()
         journaled = [e.payload for e in state.events("fill")]
         resumed_from = len(done)
+        resume_until = max(done.values(), default=0)
         book = Book(engine, strategy, params, names, tf, costs=costs, segment=segment, cash=cash,
                     slippage_ticks=slippage_ticks, limits=limits, as_of=end_of_day, fill_on_candles=True)
         runner, broker = book.runner, book.broker
         engine.pin_clock(midnight)
         seen = {}
         for sym in names:
+            try:
+                engine.update_cache(sym, tf)  # warm-up up to the day (a new series gets [refresh] count candles)
+            except MdeError as exc:
+                state.record("stale", as_us(midnight), {"error": str(exc)}, sym)
+                say(f"{sym}: cache update failed ({exc}); going on with the cached data")
             book.load(sym, midnight, as_us(midnight))
             seen[sym] = as_us(midnight)
         runner.start(as_us(midnight))
@@ -294,9 +328,10 @@ def run_sample_session(
         applied = [e.ts_us for e in state.events("risk") if e.payload.get("reason") == KILL_SWITCH]
         halt_at = applied[0] if applied else None
         halting = interrupted = False
+        pool = ThreadPoolExecutor(UPDATE_WORKERS, thread_name_prefix="mde-update") if len(names) > 1 else None
         try:
             for tick_us in schedule:
-                if speed > 0 and last_tick is not None:
+                if speed > 0 and last_tick is not None and tick_us > resume_until:  # a resume re-runs at once
                     time_mod.sleep((tick_us - last_tick) / 1e6 / speed)
                 last_tick = tick_us
                 if not halting and (tick_us == halt_at or (halt_at is None and state.meta().get("halt_requested"))):
@@ -310,20 +345,17 @@ def run_sample_session(
                 now = datetime.fromtimestamp(tick_us / 1e6, IST)
                 closed = engine.calendar.latest_close(now, tf)
                 closed_us = as_us(closed) if closed is not None else 0
-                spans = []
-                for sym in names:
-                    if closed_us <= seen[sym]:
-                        continue  # no candle of this series closed since the last tick: no cache work
-                    engine.pin_clock(now)
+                due = [sym for sym in names if closed_us > seen[sym]]  # a candle closed since the last tick
+                if not due:
+                    continue  # nothing closed: no cache work at all
+                engine.pin_clock(now)
+                # the tick's cache updates, as live, and the new candles read into memory
+                failed, spans = update_caches(engine, due, tf, pool, then=lambda sym: book.catch_up(sym, now))
+                for sym, exc in failed.items():  # never fatal: the tick goes on with the data it has
+                    state.record("stale", tick_us, {"error": str(exc)}, sym)
+                    say(f"{now:%H:%M} {sym}: cache update failed ({exc}); going on with the cached data")
+                for sym in due:
                     seen[sym] = closed_us
-                    try:
-                        engine.update_cache(sym, tf)  # the tick's cache update, as live
-                    except MdeError as exc:  # never fatal: the tick goes on with the data it has
-                        state.record("stale", tick_us, {"error": str(exc)}, sym)
-                        say(f"{now:%H:%M} {sym}: cache update failed ({exc}); going on with the cached data")
-                    spans.append(book.catch_up(sym, now))
-                if not spans:
-                    continue
                 for data, lo, hi in merge_events(*zip(*spans)):
                     for i in range(lo, hi):
                         events = book.step(data, i)
@@ -343,6 +375,9 @@ def run_sample_session(
         except KeyboardInterrupt:  # Ctrl-C: stop here; the journal has every finished candle, so it resumes
             interrupted = True
             say("interrupted: the session stops here and resumes from this point with the same --session")
+        finally:
+            if pool is not None:
+                pool.shutdown()
         # every fill journaled before the restart must have come back the same in the re-run
         n = min(len(journaled), len(broker.fills))
         if [fill_payload(f) for f in broker.fills[:n]] != journaled[:n]:
@@ -358,9 +393,10 @@ def run_sample_session(
                            the_day, the_day, as_us(midnight), warnings)
 
 
-def _day_closes(engine: Any, symbol: str, tf: Any, midnight: datetime, end: datetime) -> list[int]:
-    hist = engine.history(symbol, tf, as_of=end)
-    day = hist.filter(pl.col("ts") >= midnight)
+def _day_closes(engine: Any, symbol: str, tf: Timeframe, midnight: datetime, end: datetime) -> list[int]:
+    """When the day's candles close, from the sample itself: the cache need not hold the day."""
+    day = engine.source.historical(engine.resolve(symbol), tf, midnight, end)
+    day = with_close(day, tf, engine.calendar).filter(pl.col("closes_at") <= end)
     return day["closes_at"].dt.epoch("us").to_list()
 
 
