@@ -230,18 +230,21 @@ def strategies(
 
 @app.command()
 def paper(
+    more_symbols: Annotated[Optional[list[str]], typer.Argument(help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
-    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to trade (repeat: -s NIFTY -s BANKNIFTY).")] = None,
-    timeframe: TimeframeOpt = "5m",
+    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to trade: --symbols NIFTY BANKNIFTY.")] = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Default: [refresh] multi_tf of the symbols, else [refresh] timeframes[0].")] = None,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
     session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")] = None,
     source: SourceOpt = None,
     day: Annotated[Optional[str], typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")] = None,
     speed: Annotated[float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")] = 0.0,
+    tick: Annotated[Optional[str], typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close.")] = None,
     until: Annotated[Optional[str], typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
     costs: Annotated[CostKind, typer.Option("--costs", help="zerodha or none.")] = CostKind.zerodha,
     segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
+    slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill (live: against the LTP).")] = 0,
     trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the same HTML report as mde replay.")] = None,
     max_loss: Annotated[Optional[float], typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")] = None,
@@ -252,7 +255,7 @@ def paper(
     halt: Annotated[bool, typer.Option("--halt", help="Kill switch for --session: no new entries, flatten, stop.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or --status) as JSON.")] = False,
 ) -> None:
-    """Paper-trade a strategy on a bundled day as if live (sample source; the live Kite mode is not built yet).
+    """Paper-trade a strategy live on Kite, or on a bundled day as if live (--source sample --date).
 
     Example:  mde paper --strategy sma_cross -s NIFTY --source sample --date 2024-06-14 --segment futures
     """

@@ -153,3 +153,38 @@ def test_each_tick_gives_the_dashboard_a_snapshot_it_can_draw(cache: Path) -> No
     console.print(paper_dashboard(holding))
     text = console.export_text()
     assert "NIFTY" in text and "ACTIVE" in text and f"{row['position']:+d}" in text and "last fills" in text
+
+
+def test_paper_slippage_flag_moves_fills_as_replay_slippage_does(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "trades.csv"
+    res = run_mde("--cache-dir", str(cache), "paper", "--strategy", "sma_cross", "-s", "NIFTY", "--source", "sample",
+                  "--date", "2024-06-14", "-p", "fast=3", "-p", "slow=8", "--segment", "futures", "--slippage", "2",
+                  "--session", "slip", "--json", "--trades", str(out))
+    assert res.returncode == 0, res.stderr
+    replay = run_replay(MarketDataEngine(settings_for(cache)), "sma_cross", ["NIFTY"], "5m", "2024-06-14", "2024-06-14",
+                        params={"fast": 3, "slow": 8}, segment="futures", slippage_ticks=2)
+    no_slip = run_replay(MarketDataEngine(settings_for(cache)), "sma_cross", ["NIFTY"], "5m", "2024-06-14", "2024-06-14",
+                         params={"fast": 3, "slow": 8}, segment="futures")
+    paper = pl.read_csv(out)
+    assert paper["entry_price"].to_list() == replay.trades["entry_price"].to_list()
+    # each entry 2 ticks (0.10) worse than without slippage
+    assert [round(a - b, 2) for a, b in zip(paper["entry_price"], no_slip.trades["entry_price"])] == [0.1] * paper.height
+
+
+def test_a_strategy_sees_that_a_series_it_reads_is_stale(cache: Path) -> None:
+    """BANKNIFTY is not cached past 2024-06-13 here, so on 2024-06-14 a NIFTY strategy sees it stale."""
+    from mde.strategy import Strategy
+
+    seen: list[tuple[str, bool, bool]] = []
+
+    class Watch(Strategy):
+        def on_candle(self, ctx, candle):  # type: ignore[no-untyped-def]
+            seen.append((candle.symbol, ctx.stale("NIFTY"), ctx.stale("BANKNIFTY")))
+
+    st = settings_for(cache)
+    eng = MarketDataEngine(st)
+    eng.download("BANKNIFTY", "5m", "2024-06-01", "2024-06-13")
+    run_replay(eng, Watch, ["NIFTY", "BANKNIFTY"], "5m", "2024-06-13", "2024-06-14", allow_gaps=True, costs="none")
+    assert ("NIFTY", False, False) in seen   # 2024-06-13: both have every candle
+    assert ("NIFTY", False, True) in seen    # 2024-06-14: BANKNIFTY's candles never came
+    assert all(s != "BANKNIFTY" or not b for s, _, b in seen)

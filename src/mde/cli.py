@@ -459,6 +459,7 @@ def paper(
     costs: Annotated[CostKind, typer.Option("--costs", help="zerodha or none.")] = CostKind.zerodha,
     segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
+    slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill (live: against the LTP).")] = 0,
     trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the same HTML report as mde replay.")] = None,
     max_loss: Annotated[Optional[float], typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")] = None,
@@ -514,7 +515,7 @@ def paper(
     try:
         common: dict = dict(
             name=session, params={k: v[0] for k, v in grid.items()}, until=until, costs=costs.value,
-            segment=segment.value if segment else None, cash=cash,
+            segment=segment.value if segment else None, cash=cash, slippage_ticks=slippage,
             risk=limits_from(conf, max_loss_per_day=max_loss, max_position_qty=max_qty,
                              max_position_notional=max_notional, max_orders_per_minute=max_orders),
             # a terminal gets the live panel; without one (cron, a pipe) one log line per event

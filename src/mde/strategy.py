@@ -323,6 +323,21 @@ class Context:
         k = series.visible(self._runner.now_us)
         return series.candle(k - 1) if k else None
 
+    def stale(self, symbol: str | None = None, timeframe: str | None = None) -> bool:
+        """True when the series lacks a candle the calendar says has closed by now.
+
+        Live, a failed cache update leaves a series behind while the others go on; a strategy
+        that trades one symbol on another's signal can check this first.
+        """
+        from .calendar import nse
+
+        series = self._runner.series(symbol or self.symbol, timeframe)
+        due = nse().latest_close(self.now, series.timeframe)
+        if due is None:
+            return False
+        k = series.visible(self._runner.now_us)
+        return k == 0 or series.close_us[k - 1] < int(due.timestamp() * 1_000_000)
+
     # -- account
     def position(self, symbol: str | None = None) -> int:
         pos = self._runner.broker.position(self._sid, symbol or self.symbol)
