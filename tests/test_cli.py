@@ -259,3 +259,14 @@ def test_the_real_entry_point_maps_errors_to_exit_codes(tmp_path: Path) -> None:
     assert out.returncode == 0 and json.loads(out.stdout)["count"] == 2
     bad = run_mde("--cache-dir", str(cache), "window", "NIFTY", "-t", "2h", env=SAMPLE_ENV)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown timeframe") and "Traceback" not in bad.stderr
+
+
+def test_a_multi_tf_entry_applies_to_every_name_of_its_instrument(tmp_path: Path) -> None:
+    from mde.config import load
+    from mde.engine import MarketDataEngine
+
+    conf = tmp_path / "m.toml"
+    conf.write_text('[refresh]\ntimeframes = ["5m"]\n[refresh.multi_tf]\n"NSE:NIFTY BANK" = ["1m"]\n')
+    eng = MarketDataEngine(load(conf, cache_dir=tmp_path / "c", source="sample", environ={}))
+    plan = eng.refresh_plan(["BANKNIFTY", "NIFTY", "bad/symbol"])
+    assert plan == [("BANKNIFTY", "1m"), ("NIFTY", "5m"), ("bad/symbol", "5m")]

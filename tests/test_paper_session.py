@@ -188,3 +188,18 @@ def test_a_strategy_sees_that_a_series_it_reads_is_stale(cache: Path) -> None:
     assert ("NIFTY", False, False) in seen   # 2024-06-13: both have every candle
     assert ("NIFTY", False, True) in seen    # 2024-06-14: BANKNIFTY's candles never came
     assert all(s != "BANKNIFTY" or not b for s, _, b in seen)
+
+
+def test_the_default_timeframe_comes_from_multi_tf_through_aliases(tmp_path: Path) -> None:
+    from mde.paper.session import default_timeframe
+
+    conf = tmp_path / "mde.toml"
+    conf.write_text('[refresh]\ntimeframes = ["15m"]\n[refresh.multi_tf]\n"NSE:NIFTY 50" = ["1m", "5m"]\nINFY = ["5m"]\n'
+                    '[aliases]\nMYNIFTY = "NSE:NIFTY 50"\n')
+    st = load(conf, cache_dir=tmp_path / "c", environ={})
+    assert default_timeframe(st, ["NIFTY"]) == "1m"        # the built-in alias finds the instrument's entry
+    assert default_timeframe(st, ["mynifty"]) == "1m"      # so does a user alias
+    assert default_timeframe(st, ["RELIANCE"]) == "15m"    # no entry: [refresh] timeframes[0]
+    assert default_timeframe(st, ["NIFTY", "RELIANCE"]) == "1m"
+    with pytest.raises(InputError, match="NIFTY 1m, INFY 5m.*pass --timeframe"):
+        default_timeframe(st, ["NIFTY", "INFY"])

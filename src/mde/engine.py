@@ -27,7 +27,7 @@ from .importer import read_candles
 from .resample import resample, visible, with_close
 from .sources import Source, make_source
 from .store import CandleStore, Manifest, Range, WriteResult, empty_candles
-from .symbols import Instrument, resolve_offline, validate_symbol
+from .symbols import Instrument, per_instrument, resolve_offline, validate_symbol
 from .timeframes import Timeframe, parse, sources_for
 
 log = logging.getLogger("mde.engine")
@@ -368,10 +368,14 @@ class MarketDataEngine:
     def refresh_plan(self, symbols: list[str], timeframes: list[str] | None = None) -> list[tuple[str, str]]:
         """(symbol, timeframe) pairs to refresh: explicit timeframes, else `[refresh.multi_tf]`
         for that symbol (the seed's multi_tf_config), else `[refresh] timeframes`."""
-        per_symbol = {k.upper(): v for k, v in self.settings.refresh.multi_tf.items()}
+        multi_tf, aliases = self.settings.refresh.multi_tf, self.settings.aliases
         plan = []
         for symbol in symbols:
-            tfs = timeframes or per_symbol.get(symbol.strip().upper()) or list(self.settings.refresh.timeframes)
+            try:
+                own = None if timeframes else per_instrument(multi_tf, symbol, aliases)
+            except InputError:
+                own = None  # a bad symbol fails in its own refresh, beside the good ones
+            tfs = timeframes or own or list(self.settings.refresh.timeframes)
             plan.extend((symbol, tf) for tf in tfs)
         return plan
 

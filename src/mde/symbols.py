@@ -10,8 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .errors import InputError
+
+V = TypeVar("V")
 
 MAX_SYMBOL_LENGTH = 64
 
@@ -84,6 +87,13 @@ def resolve_offline(symbol: str, aliases: Mapping[str, str] | None = None) -> In
     user = {validate_symbol(k): v for k, v in (aliases or {}).items()}
     target = user.get(name) or BUILTIN_ALIASES.get(name) or name
     return parse_instrument(target)
+
+
+def per_instrument(table: Mapping[str, V], symbol: str, aliases: Mapping[str, str] | None = None) -> V | None:
+    """`table[symbol]` with keys and symbol compared as instruments, so that a `[refresh.multi_tf]`
+    entry written as `"NSE:NIFTY 50"` (or an alias) applies to `NIFTY` (the seed's logical_alias)."""
+    wanted = resolve_offline(symbol, aliases)
+    return next((v for k, v in table.items() if resolve_offline(k, aliases) == wanted), None)
 
 
 def safe_name(text: str) -> str:

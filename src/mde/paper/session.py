@@ -66,10 +66,22 @@ def sessions_dir(settings: Settings) -> Path:
 
 def default_timeframe(settings: Settings, symbols: Sequence[str]) -> str:
     """The series a session trades when no --timeframe is given: the first timeframe of
-    `[refresh] multi_tf` for its symbols (when they agree), else the first of `[refresh] timeframes`."""
-    firsts = {settings.refresh.multi_tf[s][0] for s in (x.strip().upper() for x in symbols) if settings.refresh.multi_tf.get(s)}
-    if len(firsts) == 1:
-        return firsts.pop()
+    `[refresh.multi_tf]` for its symbols, else the first of `[refresh] timeframes`.
+
+    Symbols and multi_tf keys are compared as instruments, so `NIFTY` finds a `"NSE:NIFTY 50"`
+    entry (the seed's logical_alias). One session trades one timeframe: symbols that disagree
+    need --timeframe.
+    """
+    from ..symbols import per_instrument
+
+    multi_tf = settings.refresh.multi_tf
+    firsts = {s: tfs[0] for s in symbols if (tfs := per_instrument(multi_tf, s, settings.aliases))}
+    if len(set(firsts.values())) > 1:
+        listed = ", ".join(f"{s} {tf}" for s, tf in firsts.items())
+        raise InputError(f"[refresh.multi_tf] gives these symbols different timeframes ({listed}); "
+                         "one session trades one timeframe: pass --timeframe")
+    if firsts:
+        return next(iter(firsts.values()))
     return settings.refresh.timeframes[0] if settings.refresh.timeframes else "5m"
 
 
