@@ -3,7 +3,12 @@ a virtual clock that the session and the server share (a day runs in seconds).""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -234,3 +239,75 @@ def test_parse_tick() -> None:
         with pytest.raises(InputError):
             parse_duration(bad, "--tick")
     assert parse("5m").minutes == 5
+
+
+LIVE_CHILD = """
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from kite_server import KiteServer
+from mde.calendar import IST
+from mde.config import load
+from mde.engine import MarketDataEngine
+from mde.paper.live import run_live_session
+from mde.paper.state import TradeState, session_path
+from mde.sources.kite import KiteSource, RateLimiter, RetryPolicy
+
+cache, name, tests, data = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+start = datetime(2024, 6, 14, 9, 14, 50, tzinfo=IST)
+path = session_path(cache / "_paper", name)
+now = start
+if path.exists():  # zero downtime: go on from the tick of the newest journal entry, on the same 10 s grid
+    with TradeState(path) as state:
+        newest = max((e.ts_us for e in state.events()), default=0)
+    if newest:
+        now += timedelta(seconds=10 * ((newest / 1e6 - start.timestamp()) // 10))
+with KiteServer(instruments_csv=tests.parent / "data" / "instruments.csv") as srv:
+    srv.load_csv(256265, "5minute", data / "NIFTY50_5m_2024.csv")
+    srv.load_csv(260105, "5minute", data / "BANKNIFTY_5m_2024.csv")
+    srv.enforce_rate_limits = False
+    srv.now = now
+    clock = {"now": now}
+    def sleep(s):
+        clock["now"] += timedelta(seconds=s)
+        srv.now = clock["now"]
+    env = {"KITE_API_KEY": srv.api_key, "KITE_ACCESS_TOKEN": srv.access_token, "MDE_KITE_ROOT": srv.url,
+           "MDE_NOW": "2024-06-14T09:00:00+05:30"}
+    st = load(environ=env, cache_dir=cache, source="kite")
+    limiters = {k: RateLimiter(1000, window=0.001) for k in ("historical", "quote", "other")}
+    eng = MarketDataEngine(st, KiteSource(st, retry=RetryPolicy(base_delay=0.01, attempts=2), limiters=limiters))
+    print("go", flush=True)
+    run_live_session(st, "sma_cross", ["NIFTY", "BANKNIFTY"], "5m", name=name, params={"fast": 3, "slow": 8},
+                     segment="futures", tick=10.0, until="13:30", engine=eng, clock=lambda: clock["now"], sleep=sleep,
+                     log=lambda line: print(line, flush=True))
+print("done", flush=True)
+"""
+
+
+def test_sigkill_of_a_live_session_at_random_moments_then_resume_gives_the_uninterrupted_fills(srv: KiteServer, cache: Path) -> None:
+    """kill -9 can land inside a SQLite commit, which no exception raised in-process can reach."""
+    live(srv, cache, VirtualClock(srv, f"{DAY}T09:14:50"), name="whole", until="13:30")
+    expected = [(e.symbol, e.payload) for e in journal(cache, "whole", "fill")]
+    assert len(expected) >= 8
+    rng = random.Random(11)
+    argv = [sys.executable, "-c", LIVE_CHILD, str(cache), "killed", str(REPO / "tests"), str(NSE_DATA)]
+    killed = 0
+    while killed < 3:
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert child.stdout is not None and child.stdout.readline().strip() == "go"
+        child.stdout.readline()  # die soon after an event: at a fill, mid-commit, between ticks
+        time.sleep(rng.uniform(0, 0.03))
+        if child.poll() is not None:
+            break  # the session ended before this kill
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        killed += 1
+    assert killed >= 3
+    partial = len(journal(cache, "killed", "fill"))
+    assert 0 < partial < len(expected), partial  # the kills came mid-session: the resume has work to do
+    final = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0 or "has finished" in final.stderr, final.stderr
+    assert [(e.symbol, e.payload) for e in journal(cache, "killed", "fill")] == expected
+    with TradeState(session_path(cache / "_paper", "killed")) as state:
+        assert state.meta()["status"] == "finished"
