@@ -274,7 +274,7 @@ def _prices(book: Book, state: TradeState, source: Any, keys: Mapping[str, str],
         if broker.pending.get(sym):
             broker.on_price(sym, now_us, price)
     events = [("fill", f.ts_us, fill_payload(f, "ltp"), f.symbol) for f in book.buffer]
-    equity = broker.cash + sum(q * marks.get(s) or book.runner.mark(s) for s, q in broker.net.items())
+    equity = broker.cash + sum(q * (marks.get(s) or book.runner.mark(s)) for s, q in broker.net.items())
     events += book.risk_after(equity, now_us)
     state.journal(events)  # committed before anything is shown or acted on
     for kind, _, payload, sym in events:
