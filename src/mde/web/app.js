@@ -61,7 +61,9 @@
     upColor: "#26a69a", downColor: "#ef5350", borderVisible: false, wickUpColor: "#26a69a", wickDownColor: "#ef5350",
   });
   candles.priceScale().applyOptions({ scaleMargins: { top: 0.05, bottom: 0.25 } });
-  const volume = chart.addSeries(LWC.HistogramSeries, { priceFormat: { type: "volume" }, priceScaleId: "volume" });
+  const volume = chart.addSeries(LWC.HistogramSeries, {
+    priceFormat: { type: "volume" }, priceScaleId: "volume", lastValueVisible: false, priceLineVisible: false,
+  });
   volume.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
 
   const chartTime = (ts) => Date.parse(ts) / 1000 + IST_SECONDS;

@@ -1,0 +1,133 @@
+"""The dashboard in a real browser: Debian's chromium, headless, driven by selenium.
+
+No browser download: selenium is given /usr/bin/chromium and /usr/bin/chromedriver (and
+SE_OFFLINE), and the page loads nothing but what `mde serve` serves.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from test_api import Server, base_env
+
+from conftest import run_mde
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+HAVE_BROWSER = Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()
+
+pytestmark = pytest.mark.skipif(
+    not HAVE_BROWSER and not os.environ.get("CI"),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver); .ci/run installs them",
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("dashboard")
+    cache = root / "cache"
+    done = run_mde("refresh", "--symbols", "NIFTY", "BANKNIFTY", env=base_env(cache), cwd=root)
+    assert done.returncode == 0, done.stderr
+    srv = Server(cache)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium-manager must not fetch anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_the_page_draws_the_chart_and_its_table_matches_the_api(server: Server, browser: object, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    driver.get(server.url + "/?symbol=NSE:NIFTY%2050&timeframe=15m")  # type: ignore[attr-defined]
+    WebDriverWait(driver, 20).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "NSE:NIFTY 50/15m"
+    )
+    # the chart drew: its canvases exist and are not blank
+    canvases = driver.find_elements(By.CSS_SELECTOR, "#chart canvas")  # type: ignore[attr-defined]
+    assert canvases and max(c.size["width"] for c in canvases) > 300
+    painted = driver.execute_script(  # type: ignore[attr-defined]
+        "const c = [...document.querySelectorAll('#chart canvas')].sort((a, b) => b.width * b.height - a.width * a.height)[0];"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "const seen = new Set(); for (let i = 0; i < d.length; i += 4 * 97) seen.add(d[i] + ',' + d[i + 1] + ',' + d[i + 2]);"
+        "return seen.size;"
+    )
+    assert painted > 3, "the chart's canvas is blank"
+
+    # the table is the newest candles of the API, newest first
+    rows = driver.find_elements(By.CSS_SELECTOR, "#candles tbody tr")  # type: ignore[attr-defined]
+    api = httpx.get(server.url + "/api/market_data/window", params={"symbol": "NSE:NIFTY 50", "timeframe": "15m", "limit": len(rows)}).json()
+    assert len(rows) == 20 == api["count"]
+    expected = list(reversed(api["candles"]))
+    for row, candle in zip(rows, expected):
+        cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+        assert row.get_attribute("data-ts") == candle["ts"]
+        assert cells == [
+            candle["ts"][:16].replace("T", " "),
+            *(f"{candle[k]:.2f}" for k in ("open", "high", "low", "close")),
+            str(candle["volume"]),
+        ]
+    assert expected[0]["ts"] == "2024-06-14T15:15:00+05:30"
+    clock = driver.find_element(By.ID, "clock").text  # type: ignore[attr-defined]
+    assert "2024-06-14 15:30 IST" in clock and "market closed" in clock
+    assert driver.find_element(By.ID, "paper").get_attribute("hidden") is not None  # type: ignore[attr-defined]
+    assert driver.find_element(By.ID, "error").get_attribute("hidden") is not None  # type: ignore[attr-defined]
+    options = [o.get_attribute("value") for o in driver.find_elements(By.CSS_SELECTOR, "#symbol option")]  # type: ignore[attr-defined]
+    assert options == ["NSE:NIFTY 50", "NSE:NIFTY BANK"]
+
+    shot = tmp_path / "screenshot.png"
+    driver.save_screenshot(str(shot))  # type: ignore[attr-defined]
+    assert shot.stat().st_size > 20_000 and png_size(shot) >= (1000, 600)
+    if os.environ.get("DASHBOARD_SCREENSHOT_COPY"):
+        shutil.copy(shot, os.environ["DASHBOARD_SCREENSHOT_COPY"])
+
+
+def test_the_page_works_with_a_token_in_its_url_fragment(tmp_path: Path, browser: object, server: Server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    cache = Path(server.log).parent / "cache"
+    secure = Server(cache, env=base_env(cache, MDE_API_TOKEN="tok-abc"))
+    try:
+        driver = browser
+        driver.get(secure.url + "/")  # type: ignore[attr-defined]
+        WebDriverWait(driver, 20).until(lambda d: not d.find_element(By.ID, "token-form").get_attribute("hidden"))
+        driver.get(secure.url + "/#token=tok-abc")  # type: ignore[attr-defined]
+        driver.refresh()  # type: ignore[attr-defined]
+        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+        assert "token" not in driver.current_url  # type: ignore[attr-defined]
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#candles tbody tr")) == 20  # type: ignore[attr-defined]
+    finally:
+        secure.stop()
