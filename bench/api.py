@@ -15,7 +15,8 @@ log_level="warning", access_log=False)`. The load comes from other processes (2 
 threads for the clients): each client loops on a keep-alive `http.client.HTTPConnection` for
 `--seconds` per run, recording the latency of every request; every answer must be 200 and equal
 to the expected body. Concurrency 1, 10 and 50; mde and the floor alternate at each level.
-Prints requests per second, p50 and p99 latency of both, the ratio of throughputs, PASS/FAIL
+Prints requests per second, p50 and p99 latency and the server's CPU time per request (user +
+system, from /proc) of both, the ratio of throughputs, PASS/FAIL
 for the goal (>= 0.5x the floor) and a SUMMARY line. It always exits 0: a report, not a test.
 """
 
@@ -39,6 +40,7 @@ PATH = "/api/market_data/window?symbol=NIFTY&timeframe=5m&limit=50"
 LEVELS = (1, 10, 50)
 GOAL = 0.5
 LOADERS = 2  # load-generating processes
+EXTRA_ENV = dict(x.split("=", 1) for x in os.environ.get("BENCH_SERVER_ENV", "").split() if "=" in x)
 
 
 # -- the two servers (run as `python bench/api.py --serve ours|floor PORT ARG`) -----------------
@@ -72,7 +74,7 @@ def free_port() -> int:
 
 def start(kind: str, arg: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(port), arg], env=env)
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(port), arg], env=env | EXTRA_ENV)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -118,7 +120,17 @@ def loader(port: int, clients: int, seconds: float, expected: bytes, start_at: f
     out.put(([x for lat in latencies for x in lat], sum(errors)))
 
 
-def drive(port: int, concurrency: int, seconds: float, expected: bytes) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def drive(port: int, concurrency: int, seconds: float, expected: bytes, pid: int = 0) -> dict[str, float]:
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     out: mp.Queue = mp.Queue()
     split = [concurrency // LOADERS + (1 if i < concurrency % LOADERS else 0) for i in range(LOADERS)]
     start_at = time.time() + 0.5  # every process is up before the clock starts
@@ -130,7 +142,9 @@ def drive(port: int, concurrency: int, seconds: float, expected: bytes) -> dict[
         p.join()
     lat = sorted(x for r in results for x in r[0])
     errors = sum(r[1] for r in results)
+    cpu = (cpu_seconds(pid) - cpu0) if pid else 0.0
     return {
+        "cpu_us": cpu / max(1, len(lat)) * 1e6,
         "rps": len(lat) / seconds,
         "p50": statistics.median(lat) * 1000,
         "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
@@ -172,18 +186,18 @@ def main() -> None:
         load1 = os.getloadavg()
         print(f"bench/api.py: GET {PATH} ({len(expected)} bytes), {args.seconds:g} s per run, "
               f"{LOADERS} load processes, nproc {os.cpu_count()}, load average before {load1[0]:.2f}")
-        print(f"{'clients':>7} | {'mde rps':>8} {'p50 ms':>7} {'p99 ms':>7} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} | ratio  goal")
+        print(f"{'clients':>7} | {'mde rps':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | ratio  goal")
         verdicts = []
         for level in LEVELS:
             drive(our_port, level, 0.5, expected)  # warm-up (threads, connections)
             drive(floor_port, level, 0.5, expected)
-            m = drive(our_port, level, args.seconds, expected)
-            f = drive(floor_port, level, args.seconds, expected)
+            m = drive(our_port, level, args.seconds, expected, ours.pid)
+            f = drive(floor_port, level, args.seconds, expected, floor.pid)
             ratio = m["rps"] / f["rps"]
             ok = ratio >= GOAL and m["errors"] == 0 and f["errors"] == 0
             verdicts.append((level, ratio, ok))
-            print(f"{level:>7} | {m['rps']:>8.0f} {m['p50']:>7.2f} {m['p99']:>7.2f} | {f['rps']:>9.0f} {f['p50']:>7.2f} "
-                  f"{f['p99']:>7.2f} | {ratio:4.2f}x {'PASS' if ok else 'FAIL'}"
+            print(f"{level:>7} | {m['rps']:>8.0f} {m['p50']:>7.2f} {m['p99']:>7.2f} {m['cpu_us']:>7.0f} | {f['rps']:>9.0f} "
+                  f"{f['p50']:>7.2f} {f['p99']:>7.2f} {f['cpu_us']:>7.0f} | {ratio:4.2f}x {'PASS' if ok else 'FAIL'}"
                   + (f"  ({m['errors']} bad answers from mde, {f['errors']} from the floor)" if m["errors"] or f["errors"] else ""))
         load2 = os.getloadavg()
         print(f"load average after: {load2[0]:.2f} {load2[1]:.2f} {load2[2]:.2f}")

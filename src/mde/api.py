@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from .config import Settings
-from .engine import MarketDataEngine, check_limit, window_payload
+from .engine import MarketDataEngine, check_limit, window_body
 from .errors import CacheError, InputError, MdeError, NotCached, SourceError
 
 log = logging.getLogger("mde.api")
@@ -230,7 +230,7 @@ def create_app(
         """The last `limit` candles complete at `as_of` (default now), oldest first: exactly
         `mde window SYMBOL --format json`."""
         candles = eng.get_window(symbol, timeframe, limit, as_of)
-        return _json(window_payload(symbol, timeframe, candles))
+        return Response(window_body(symbol, timeframe, candles), media_type="application/json")
 
     @app.get("/api/series", responses=ERRORS, tags=["market data"])
     def series() -> Response:
