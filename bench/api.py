@@ -40,7 +40,6 @@ PATH = "/api/market_data/window?symbol=NIFTY&timeframe=5m&limit=50"
 LEVELS = (1, 10, 50)
 GOAL = 0.5
 LOADERS = 2  # load-generating processes
-EXTRA_ENV = dict(x.split("=", 1) for x in os.environ.get("BENCH_SERVER_ENV", "").split() if "=" in x)
 
 
 # -- the two servers (run as `python bench/api.py --serve ours|floor PORT ARG`) -----------------
@@ -74,7 +73,7 @@ def free_port() -> int:
 
 def start(kind: str, arg: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(port), arg], env=env | EXTRA_ENV)
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, str(port), arg], env=env)
     deadline = time.monotonic() + 30
     while True:
         try:

@@ -256,6 +256,10 @@ def test_healthz_clock_and_openapi(client: httpx.Client) -> None:
     assert client.get("/api/clock").json() == {"now": "2024-06-14T15:30:00+05:30", "market_open": False, "pinned": True}
     schema = client.get("/openapi.json").json()
     assert {"/api/market_data/window", "/api/series", "/api/paper/sessions", "/api/paper/sessions/{name}", "/healthz"} <= set(schema["paths"])
+    window = schema["paths"]["/api/market_data/window"]["get"]
+    assert [p["name"] for p in window["parameters"]] == ["symbol", "timeframe", "limit", "as_of"]
+    assert window["parameters"][0]["required"] is True
+    assert set(window["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1:]) == {"WindowOut"}
 
 
 def test_the_api_is_read_only(client: httpx.Client) -> None:

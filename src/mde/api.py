@@ -62,6 +62,16 @@ class ErrorOut(BaseModel):
     error: str
 
 
+WINDOW_PARAMETERS = [
+    {"name": "symbol", "in": "query", "required": True, "schema": {"type": "string"},
+     "description": "NIFTY, BANKNIFTY, INFY, NSE:INFY ..."},
+    {"name": "timeframe", "in": "query", "required": False, "schema": {"type": "string", "default": "5m"},
+     "description": "1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day)"},
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "default": 50, "minimum": 1, "maximum": 1000}, "description": "how many candles"},
+    {"name": "as_of", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"},
+     "description": "only candles complete at this ISO 8601 time (default: now)"},
+]
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "missing or wrong API token"},
     404: {"model": ErrorOut, "description": "nothing cached for this series / no such session"},
@@ -220,16 +230,22 @@ def create_app(
         return _error(500, "internal error")
 
     # -- the API ----------------------------------------------------------------------------
-    @app.get("/api/market_data/window", response_model=WindowOut, responses=ERRORS, tags=["market data"])
-    def market_data_window(
-        symbol: str = Query(..., description="NIFTY, BANKNIFTY, INFY, NSE:INFY ..."),
-        timeframe: str = Query("5m", description="1m 3m 5m 10m 15m 30m 60m 1d"),
-        limit: int = Query(50, description="how many candles, 1..1000"),
-        as_of: str | None = Query(None, description="only candles complete at this ISO 8601 time (default: now)"),
-    ) -> Response:
+    @app.get(
+        "/api/market_data/window", response_model=WindowOut, responses=ERRORS, tags=["market data"],
+        openapi_extra={"parameters": WINDOW_PARAMETERS},
+    )
+    def market_data_window(request: Request) -> Response:
         """The last `limit` candles complete at `as_of` (default now), oldest first: exactly
         `mde window SYMBOL --format json`."""
-        candles = eng.get_window(symbol, timeframe, limit, as_of)
+        # The query is read by hand (documented in WINDOW_PARAMETERS): FastAPI's per-parameter
+        # validation cost ~100 us a request, more than the read itself (bench/api.py); the
+        # engine validates every value and says what is wrong in the CLI's words.
+        query = request.query_params
+        symbol = query.get("symbol")
+        if symbol is None:
+            raise InputError("missing query parameter 'symbol'")
+        timeframe = query.get("timeframe", "5m")
+        candles = eng.get_window(symbol, timeframe, query.get("limit", "50"), query.get("as_of"))
         return Response(window_body(symbol, timeframe, candles), media_type="application/json")
 
     @app.get("/api/series", responses=ERRORS, tags=["market data"])
