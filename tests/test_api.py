@@ -338,3 +338,40 @@ def test_a_token_is_required_on_every_api_request(cache: Path, how: str) -> None
     finally:
         srv.stop()
     assert secret not in srv.output()
+
+
+# -- configuration of `mde serve` -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True), ("localhost", True), ("LocalHost", True),
+     ("0.0.0.0", False), ("::", False), ("192.168.1.5", False), ("10.0.0.1", False), ("example.com", False), ("", False)],
+)
+def test_only_loopback_addresses_may_serve_without_a_token(host: str, loopback: bool) -> None:
+    from mde.config import ServeSettings, is_loopback
+    from mde.errors import ConfigError
+
+    assert is_loopback(host) is loopback
+    if loopback:
+        ServeSettings(host=host).check()
+    else:
+        with pytest.raises(ConfigError, match="without an API token"):
+            ServeSettings(host=host).check()
+        ServeSettings(host=host, token="t").check()
+
+
+def test_serve_settings_come_from_the_file_then_the_environment_then_flags(tmp_path: Path) -> None:
+    from mde.config import load
+    from mde.errors import ConfigError
+
+    conf = tmp_path / "mde.toml"
+    conf.write_text('[serve]\nhost = "0.0.0.0"\nport = 9001\ncors_origins = ["http://a.example"]\n')
+    s = load(conf, environ={}).serve
+    assert (s.host, s.port, s.cors_origins, s.token) == ("0.0.0.0", 9001, ("http://a.example",), None)
+    s = load(conf, environ={"MDE_API_TOKEN": "env-tok", "MDE_CORS_ORIGINS": "http://b.example, http://c.example"}).serve
+    assert s.token == "env-tok" and s.cors_origins == ("http://b.example", "http://c.example")
+    s = load(conf, environ={"MDE_API_TOKEN": "env-tok"}, host="127.0.0.1", port=9002, api_token="flag-tok").serve
+    assert (s.host, s.port, s.token) == ("127.0.0.1", 9002, "flag-tok")
+    assert "env-tok" not in repr(load(conf, environ={"MDE_API_TOKEN": "env-tok"}))
+    conf.write_text('[serve]\ntoken = "in-a-file"\n')
+    with pytest.raises(ConfigError, match="unknown key 'token' in \\[serve\\]"):
+        load(conf, environ={})
