@@ -156,6 +156,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "ARG"))
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--clients", type=int, nargs="*", default=list(LEVELS), help="concurrency levels (default 1 10 50)")
     args = ap.parse_args()
     if args.serve:
         serve(args.serve[0], int(args.serve[1]), args.serve[2])
@@ -187,7 +188,7 @@ def main() -> None:
               f"{LOADERS} load processes, nproc {os.cpu_count()}, load average before {load1[0]:.2f}")
         print(f"{'clients':>7} | {'mde rps':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | ratio  goal")
         verdicts = []
-        for level in LEVELS:
+        for level in args.clients:
             drive(our_port, level, 0.5, expected)  # warm-up (threads, connections)
             drive(floor_port, level, 0.5, expected)
             m = drive(our_port, level, args.seconds, expected, ours.pid)

@@ -441,8 +441,8 @@ class MarketDataEngine:
         limit = check_limit(limit)
         inst, tf = self._series(symbol, timeframe)
         at = self._as_of(as_of)
-        if self.store.exists(inst, tf):
-            tail = self.store.read_tail(inst, tf, limit + 2, before=at)
+        tail = self.store.read_tail(inst, tf, limit + 2, before=at)  # empty if nothing is cached
+        if not tail.is_empty() or self.store.exists(inst, tf):
             return self._complete(tail, tf, at).tail(limit)
         # Not cached: build it from a smaller cached timeframe, the coarsest that can fill the window.
         best: pl.DataFrame | None = None
