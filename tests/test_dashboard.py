@@ -7,6 +7,7 @@ SE_OFFLINE), and the page loads nothing but what `mde serve` serves.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 import shutil
 import struct
 from collections.abc import Iterator
@@ -131,3 +132,36 @@ def test_the_page_works_with_a_token_in_its_url_fragment(tmp_path: Path, browser
         assert len(driver.find_elements(By.CSS_SELECTOR, "#candles tbody tr")) == 20  # type: ignore[attr-defined]
     finally:
         secure.stop()
+
+
+def test_a_running_paper_session_shows_its_positions_pnl_and_fills(server: Server, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mde.calendar import IST
+    from mde.paper.state import TradeState
+
+    # a journal as a running session leaves it (written by the journal's own writer)
+    journal = Path(server.log).parent / "cache" / "_paper" / "live1.sqlite"
+    at = lambda hh, mm: int(datetime(2024, 6, 14, hh, mm, tzinfo=IST).timestamp() * 1e6)  # noqa: E731
+    with TradeState(journal) as state:
+        state.set_meta({"status": "running", "strategy": "sma_cross", "symbols": "NIFTY", "timeframe": "5m", "day": "2024-06-14"})
+        state.record("fill", at(10, 0), {"order": 1, "side": 1, "qty": 50, "price": 23400.0, "ts_us": at(10, 0), "reason": "market"}, "NIFTY")
+        state.record("fill", at(11, 0), {"order": 2, "side": -1, "qty": 25, "price": 23450.0, "ts_us": at(11, 0), "reason": "market"}, "NIFTY")
+    try:
+        # P&L: the fills' cash flow plus the open 25 at the last close (15:25 candle, 23454.15)
+        view = httpx.get(server.url + "/api/paper/sessions/live1").json()
+        assert view["status"] == "running" and view["positions"] == {"NIFTY": 25}
+        assert view["pnl"] == round(-50 * 23400.0 + 25 * 23450.0 + 25 * 23454.15, 2) == 2603.75
+        driver = browser
+        driver.get(server.url + "/")  # type: ignore[attr-defined]
+        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+        panel = driver.find_element(By.ID, "paper")  # type: ignore[attr-defined]
+        assert panel.get_attribute("hidden") is None
+        text = panel.text
+        assert "live1 (sma_cross, 5m) P&L 2603.75" in text and "positions: NIFTY 25" in text
+        assert "2024-06-14 11:00 SELL 25 NIFTY @ 23450.00 (market)" in text
+    finally:
+        journal.unlink()
+        for extra in journal.parent.glob("live1.sqlite-*"):
+            extra.unlink()
