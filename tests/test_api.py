@@ -331,8 +331,11 @@ def test_a_token_is_required_on_every_api_request(cache: Path, how: str) -> None
             assert httpx.get(srv.url + path).status_code == 401
             wrong = httpx.get(srv.url + path, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401 and list(wrong.json()) == ["error"]
+            assert httpx.get(srv.url + path, headers={"Authorization": f"Basic {secret}"}).status_code == 401
+            assert httpx.get(srv.url + path, headers={"Authorization": f"Bearer {secret}x"}).status_code == 401
             right = httpx.get(srv.url + path, headers={"Authorization": f"Bearer {secret}"})
             assert right.status_code == 200, path
+            assert httpx.get(srv.url + path, headers={"Authorization": f"bearer {secret}"}).status_code == 200
         assert httpx.get(srv.url + "/").status_code == 200  # the page holds no data
         assert httpx.get(srv.url + "/healthz").status_code == 200
     finally:

@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from .calendar import IST
 from .config import Settings
 from .engine import MarketDataEngine, check_limit, window_body
 from .errors import CacheError, InputError, MdeError, NotCached, SourceError
@@ -95,7 +96,7 @@ class _Guard:
 
     def __init__(self, app: Any, token: str | None) -> None:
         self.app = app
-        self.token = f"Bearer {token}".encode() if token else None
+        self.token = token.encode() if token else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -110,7 +111,9 @@ class _Guard:
             header = NO_STORE
         if self.token is not None and path.startswith("/api/"):
             given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-            if not hmac.compare_digest(given, self.token):
+            scheme, _, credentials = given.partition(b" ")
+            # both sides compared in constant time, whatever the scheme said
+            if not (hmac.compare_digest(credentials.strip(), self.token) & (scheme.lower() == b"bearer")):
                 response = _error(401, "missing or wrong API token: send `Authorization: Bearer <token>`")
                 response.headers["www-authenticate"] = "Bearer"
                 response.headers["cache-control"] = "no-store"
@@ -141,7 +144,7 @@ def _validation_message(exc: RequestValidationError) -> str:
     return f"invalid {name} {err.get('input')!r}: {err.get('msg', 'invalid value')}"
 
 
-def _session_view(settings: Settings, engine: MarketDataEngine, session: dict[str, Any]) -> dict[str, Any]:
+def _session_view(engine: MarketDataEngine, session: dict[str, Any]) -> dict[str, Any]:
     """A journal's status with its P&L: cash flow of the fills plus open positions at the last close."""
     cash = 0.0
     for fill in session["recent_fills_all"]:
@@ -158,15 +161,9 @@ def _session_view(settings: Settings, engine: MarketDataEngine, session: dict[st
     out["marks"] = marks
     out["pnl"] = round(cash + open_value, 2)  # gross, before charges
     out["recent_fills"] = [
-        f | {"ts": datetime.fromtimestamp(f["ts_us"] / 1e6, _ist()).isoformat()} for f in session["recent_fills"]
+        f | {"ts": datetime.fromtimestamp(f["ts_us"] / 1e6, IST).isoformat()} for f in session["recent_fills"]
     ]
     return out
-
-
-def _ist() -> Any:
-    from .calendar import IST
-
-    return IST
 
 
 def create_app(
@@ -266,12 +263,12 @@ def create_app(
     @app.get("/api/paper/sessions", responses=ERRORS, tags=["paper"])
     def paper_sessions() -> Response:
         """Every paper session in the cache's journal folder: status, positions, P&L, recent fills."""
-        return _json([_session_view(settings, eng, s) for s in _sessions(settings, None)])
+        return _json([_session_view(eng, s) for s in _sessions(settings, None)])
 
     @app.get("/api/paper/sessions/{name}", responses=ERRORS, tags=["paper"])
     def paper_session(name: str) -> Response:
         """One paper session, read from its journal (read-only, beside a running session too)."""
-        return _json(_session_view(settings, eng, _sessions(settings, name)[0]))
+        return _json(_session_view(eng, _sessions(settings, name)[0]))
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> Response:
