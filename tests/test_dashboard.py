@@ -108,6 +108,11 @@ def test_the_page_draws_the_chart_and_its_table_matches_the_api(server: Server, 
     options = [o.get_attribute("value") for o in driver.find_elements(By.CSS_SELECTOR, "#symbol option")]  # type: ignore[attr-defined]
     assert options == ["NSE:NIFTY 50", "NSE:NIFTY BANK"]
 
+    # everything the page loaded came from mde itself
+    loaded = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")  # type: ignore[attr-defined]
+    assert any("lightweight-charts-5.2.1" in u for u in loaded)
+    assert all(u.startswith(server.url + "/") for u in loaded), loaded
+
     shot = tmp_path / "screenshot.png"
     driver.save_screenshot(str(shot))  # type: ignore[attr-defined]
     assert shot.stat().st_size > 20_000 and png_size(shot) >= (1000, 600)
