@@ -170,3 +170,25 @@ def test_a_running_paper_session_shows_its_positions_pnl_and_fills(server: Serve
         journal.unlink()
         for extra in journal.parent.glob("live1.sqlite-*"):
             extra.unlink()
+
+
+def test_the_page_refreshes_itself_while_the_market_is_open(server: Server, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    cache = Path(server.log).parent / "cache"
+    live = Server(cache, env=base_env(cache, MDE_NOW="2024-06-14T11:02"))  # inside the session
+    try:
+        assert httpx.get(live.url + "/api/clock").json()["market_open"] is True
+        driver = browser
+        driver.get(live.url + "/?symbol=NSE:NIFTY%20BANK")  # type: ignore[attr-defined]
+        body = lambda d: d.find_element(By.TAG_NAME, "body")  # noqa: E731
+        WebDriverWait(driver, 20).until(lambda d: body(d).get_attribute("data-ready") == "NSE:NIFTY BANK/5m")
+        assert "market open" in driver.find_element(By.ID, "clock").text  # type: ignore[attr-defined]
+        first = driver.find_element(By.ID, "refreshed").text  # type: ignore[attr-defined]
+        # the next refresh comes 5 s later (toLocaleTimeString has whole seconds)
+        WebDriverWait(driver, 12).until(lambda d: d.find_element(By.ID, "refreshed").text != first)
+        newest = driver.find_element(By.CSS_SELECTOR, "#candles tbody tr").get_attribute("data-ts")  # type: ignore[attr-defined]
+        assert newest == "2024-06-14T10:55:00+05:30"  # the last candle complete at 11:02
+    finally:
+        live.stop()
