@@ -210,6 +210,18 @@ def replay(
 
 
 @app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default: [serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port (default: [serve] port, 8000).")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
+) -> None:
+    """Serve the HTTP API and the dashboard (read-only) until Ctrl-C.
+
+    Example:  mde serve --port 8000   then open http://127.0.0.1:8000/
+    """
+
+
+@app.command()
 def strategies(
     spec: Annotated[Optional[str], typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
     fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,

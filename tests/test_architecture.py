@@ -93,6 +93,7 @@ def _modules_after(code: str) -> set[str]:
 def test_the_cli_starts_without_polars_or_kiteconnect() -> None:
     loaded = _modules_after("import mde.cli")
     assert "polars" not in loaded and "kiteconnect" not in loaded and "rich.table" not in loaded
+    assert "fastapi" not in loaded and "uvicorn" not in loaded  # only `mde serve` imports them
 
 
 def test_reading_the_cache_never_imports_kiteconnect() -> None:

@@ -550,6 +550,35 @@ def paper(
 
 @app.command()
 @handle_errors
+def serve(
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default: [serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port (default: [serve] port, 8000).")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
+) -> None:
+    """Serve the HTTP API and the dashboard (read-only) until Ctrl-C.
+
+    Example:  mde serve --port 8000   then open http://127.0.0.1:8000/
+    """
+    from .config import load
+
+    conf = load(STATE.config, cache_dir=STATE.cache_dir, host=host, port=port, api_token=token)
+    conf.serve.check()  # the token rule: a ConfigError (exit 2) before anything listens
+    import uvicorn
+
+    from .api import create_app
+
+    app_ = create_app(conf, token=conf.serve.token)
+    where = f"http://{'[' + conf.serve.host + ']' if ':' in conf.serve.host else conf.serve.host}:{conf.serve.port}/"
+    if not STATE.quiet:
+        _stderr().print(f"mde serve: {where} (cache {conf.cache_dir}{', token required' if conf.serve.token else ''}); Ctrl-C stops", markup=False)
+    uvicorn.run(
+        app_, host=conf.serve.host, port=conf.serve.port, access_log=STATE.verbose,
+        log_level="info" if STATE.verbose else "warning", server_header=False,
+    )
+
+
+@app.command()
+@handle_errors
 def strategies(
     spec: Annotated[Optional[str], typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
     fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,

@@ -5,12 +5,14 @@ defaults. Relative paths inside a file are relative to that file's folder. Unkno
 and wrong types are errors naming the key and the file, so a typo never goes unnoticed.
 
 Environment: MDE_CACHE_DIR, MDE_SOURCE, MDE_NOW, MDE_KITE_ROOT, KITE_API_KEY,
-KITE_ACCESS_TOKEN, KITE_API_SECRET, MDE_TOKEN_FILE. Secrets never appear in a repr or a message.
+KITE_ACCESS_TOKEN, KITE_API_SECRET, MDE_TOKEN_FILE, MDE_API_TOKEN, MDE_CORS_ORIGINS. Secrets never
+appear in a repr or a message.
 """
 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -67,6 +69,42 @@ class RefreshSettings(_Picklable):
     multi_tf: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))  # per symbol
 
 
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and `localhost` are this machine only; anything else (0.0.0.0, a LAN IP,
+    a host name) can be reached from elsewhere."""
+    text = host.strip().strip("[]").lower()
+    if text in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeSettings:
+    """`mde serve`: [serve] host, port, cors_origins; the API token only from MDE_API_TOKEN or
+    --token (never from a file that may be committed), never in a repr, a message or a log."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cors_origins: tuple[str, ...] = ()
+    token: str | None = field(default=None, repr=False)
+
+    def check(self) -> None:
+        """The token rule: binding beyond loopback needs a token."""
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be between 1 and 65535, got {self.port}")
+        if not is_loopback(self.host) and not self.token:
+            raise ConfigError(
+                f"refusing to serve on {self.host} without an API token: set MDE_API_TOKEN or pass --token "
+                "(only 127.0.0.1/localhost may be served without one)"
+            )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings(_Picklable):
     """Everything mde needs to know, built once by `load()` and never mutated."""
@@ -81,6 +119,7 @@ class Settings(_Picklable):
     token_file: Path = field(default_factory=lambda: default_config_dir() / "kite_token.json")  # MDE_TOKEN_FILE
     costs_file: Path | None = None  # [costs] file: the user's own charges table (else the bundled one)
     risk: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # [risk] limits of paper sessions
+    serve: ServeSettings = ServeSettings()  # [serve], MDE_API_TOKEN, MDE_CORS_ORIGINS
 
     def clock(self) -> datetime:
         """The pinned instant if MDE_NOW is set, else the wall clock, in IST."""
@@ -121,6 +160,12 @@ def _tf_map(v: Any) -> Mapping[str, tuple[str, ...]]:
     return MappingProxyType({k.upper(): _str_list(x) for k, x in v.items()})
 
 
+def _port(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536:
+        raise TypeError("a port number (1..65535)")
+    return v
+
+
 def _source(v: Any) -> str:
     if v not in SOURCES:
         raise TypeError(f"one of {', '.join(repr(s) for s in SOURCES)}")
@@ -135,6 +180,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "costs": {"file": _str},
     "risk": {"max_loss_per_day": _pos_num, "max_position_qty": _pos_int, "max_position_notional": _pos_num,
              "max_orders_per_minute": _pos_int},
+    # no token here on purpose: a secret does not belong in a file that may be committed
+    "serve": {"host": _str, "port": _port, "cors_origins": _str_list},
 }
 # Sections whose keys are free-form (validated by their own type only).
 FREE_SECTIONS = {"aliases": _str}
@@ -190,6 +237,9 @@ def load(
     cache_dir: str | Path | None = None,
     source: str | None = None,
     now: str | datetime | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    api_token: str | None = None,
 ) -> Settings:
     """Build the Settings: file, then environment, then the keyword arguments (flags)."""
     env = os.environ if environ is None else environ
@@ -243,7 +293,17 @@ def load(
     refresh = RefreshSettings(**raw.get("refresh", {}))
     aliases = MappingProxyType({k.upper(): v for k, v in raw.get("aliases", {}).items()})
     costs_file = raw.get("costs", {}).get("file")
+    serve_raw = raw.get("serve", {})
+    cors_env = env.get("MDE_CORS_ORIGINS")
+    serve = ServeSettings(
+        host=host or serve_raw.get("host", "127.0.0.1"),
+        port=port if port is not None else serve_raw.get("port", 8000),
+        cors_origins=tuple(o.strip() for o in cors_env.split(",") if o.strip()) if cors_env
+        else serve_raw.get("cors_origins", ()),
+        token=api_token or env.get("MDE_API_TOKEN") or None,
+    )
     return Settings(
+        serve=serve,
         costs_file=(base / Path(costs_file).expanduser()) if costs_file else None,
         risk=MappingProxyType(dict(raw.get("risk", {}))),
         cache_dir=cache_path,

@@ -108,28 +108,31 @@ def inventory_table(items: list[SeriesInfo], console: Console) -> None:
     console.print(table)
 
 
-def inventory_json(items: list[SeriesInfo]) -> str:
+def inventory_rows(items: list[SeriesInfo]) -> list[dict[str, Any]]:
+    """The inventory as plain data: `mde ls --format json` and `/api/series`."""
+
     def iso(ts: datetime | None) -> str | None:
         return None if ts is None else ts.isoformat()
 
-    return json.dumps(
-        [
-            {
-                "instrument": it.instrument.key,
-                "timeframe": it.timeframe.name,
-                "source": it.source,
-                "rows": it.rows,
-                "first_ts": iso(it.first_ts),
-                "last_ts": iso(it.last_ts),
-                "updated_at": iso(it.updated_at),
-                "coverage": [[iso(a), iso(b)] for a, b in it.coverage],
-                "bytes": it.bytes,
-                "partitions": it.partitions,
-            }
-            for it in items
-        ],
-        indent=1,
-    )
+    return [
+        {
+            "instrument": it.instrument.key,
+            "timeframe": it.timeframe.name,
+            "source": it.source,
+            "rows": it.rows,
+            "first_ts": iso(it.first_ts),
+            "last_ts": iso(it.last_ts),
+            "updated_at": iso(it.updated_at),
+            "coverage": [[iso(a), iso(b)] for a, b in it.coverage],
+            "bytes": it.bytes,
+            "partitions": it.partitions,
+        }
+        for it in items
+    ]
+
+
+def inventory_json(items: list[SeriesInfo]) -> str:
+    return json.dumps(inventory_rows(items), indent=1)
 
 
 def refresh_line(res: Any) -> str:
