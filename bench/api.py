@@ -1,14 +1,16 @@
 """Benchmark: `GET /api/market_data/window?symbol=NIFTY&timeframe=5m&limit=50` against a floor.
 
-    uv run --frozen python bench/api.py              # about 40 s; --seconds N per run
+    uv run --frozen python bench/api.py              # about 60 s; --seconds N per run
 
 mde     `mde.api.create_app(settings)` on a temporary cache holding the real NIFTY 5m candles of
         the bundled sample (the newest 1,000, filled by `MarketDataEngine.refresh`); the clock is
         not pinned: each request reads the window at "now" (the sample's clock), through the
         engine, and serialises it, as `mde serve` does.
-floor   a FastAPI app with one route that returns the same JSON bytes, precomputed, from memory
-        (`Response(content=body, media_type="application/json")`): what the framework and the
-        server cost with no work at all.
+floor   a FastAPI app with one `async def` route that returns the same JSON bytes, precomputed,
+        from memory (`Response(content=body, media_type="application/json")`): what the
+        framework and the server cost with no work at all. The goal is judged against it.
+        A second floor with a plain `def` route (FastAPI runs it in its thread pool) is measured
+        too, for reference: its ratio is the last column.
 
 Both run in their own process under the same `uvicorn.run(app, host="127.0.0.1", port=...,
 log_level="warning", access_log=False)`. The load comes from other processes (2 of them, with
@@ -58,9 +60,17 @@ def serve(kind: str, port: int, arg: str) -> None:
         body = Path(arg).read_bytes()
         app = FastAPI()
 
-        @app.get("/api/market_data/window")
-        def window() -> Response:
-            return Response(content=body, media_type="application/json")
+        if kind == "floor":  # async: no thread hand-off, the framework's fastest route
+
+            @app.get("/api/market_data/window")
+            async def window() -> Response:
+                return Response(content=body, media_type="application/json")
+
+        else:  # "floor-sync": a plain `def` route, run in the thread pool as most FastAPI apps are
+
+            @app.get("/api/market_data/window")
+            def window_sync() -> Response:
+                return Response(content=body, media_type="application/json")
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -182,23 +192,29 @@ def main() -> None:
         (tmp / "body.json").write_bytes(expected)
         floor, floor_port = start("floor", str(tmp / "body.json"), env)
         procs.append(floor)
+        floor_sync, sync_port = start("floor-sync", str(tmp / "body.json"), env)
+        procs.append(floor_sync)
 
         load1 = os.getloadavg()
         print(f"bench/api.py: GET {PATH} ({len(expected)} bytes), {args.seconds:g} s per run, "
               f"{LOADERS} load processes, nproc {os.cpu_count()}, load average before {load1[0]:.2f}")
-        print(f"{'clients':>7} | {'mde rps':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | ratio  goal")
+        print(f"{'clients':>7} | {'mde rps':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | ratio  goal | vs def floor")
         verdicts = []
         for level in args.clients:
             drive(our_port, level, 0.5, expected)  # warm-up (threads, connections)
             drive(floor_port, level, 0.5, expected)
+            drive(sync_port, level, 0.5, expected)
             m = drive(our_port, level, args.seconds, expected, ours.pid)
             f = drive(floor_port, level, args.seconds, expected, floor.pid)
+            fs = drive(sync_port, level, args.seconds, expected, floor_sync.pid)
             ratio = m["rps"] / f["rps"]
             ok = ratio >= GOAL and m["errors"] == 0 and f["errors"] == 0
             verdicts.append((level, ratio, ok))
             print(f"{level:>7} | {m['rps']:>8.0f} {m['p50']:>7.2f} {m['p99']:>7.2f} {m['cpu_us']:>7.0f} | {f['rps']:>9.0f} "
-                  f"{f['p50']:>7.2f} {f['p99']:>7.2f} {f['cpu_us']:>7.0f} | {ratio:4.2f}x {'PASS' if ok else 'FAIL'}"
-                  + (f"  ({m['errors']} bad answers from mde, {f['errors']} from the floor)" if m["errors"] or f["errors"] else ""))
+                  f"{f['p50']:>7.2f} {f['p99']:>7.2f} {f['cpu_us']:>7.0f} | {ratio:4.2f}x {'PASS' if ok else 'FAIL'} | "
+                  f"{m['rps'] / fs['rps']:4.2f}x ({fs['rps']:.0f} rps)"
+                  + (f"  ({m['errors']} bad answers from mde, {f['errors']} from the floor)" if m["errors"] or f["errors"] else "")
+                  + (f"  ({fs['errors']} bad answers from the def floor)" if fs["errors"] else ""))
         load2 = os.getloadavg()
         print(f"load average after: {load2[0]:.2f} {load2[1]:.2f} {load2[2]:.2f}")
         print("SUMMARY: " + ", ".join(f"{lv} clients {r:.2f}x {'PASS' if ok else 'FAIL'}" for lv, r, ok in verdicts)

@@ -146,6 +146,25 @@ def test_as_of_returns_only_candles_complete_then(client: httpx.Client, cache: P
     assert res.json() == expected
 
 
+def test_a_refresh_by_another_process_shows_in_the_next_window(tmp_path: Path) -> None:
+    """Warm windows are answered from memory; a file that `mde refresh` replaced is read again."""
+    cache = tmp_path / "cache"
+    done = run_mde("refresh", "--symbols", "NIFTY", env=base_env(cache, MDE_NOW="2024-06-14T12:00"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    srv = Server(cache)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=10) as c:
+            for _ in range(3):  # the first read is cold, the others come from memory
+                assert c.get(WINDOW, params={"symbol": "NIFTY", "limit": 2}).json()["candles"][-1]["ts"] == "2024-06-14T11:55:00+05:30"
+            done = run_mde("refresh", "--symbols", "NIFTY", env=base_env(cache), cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+            after = c.get(WINDOW, params={"symbol": "NIFTY", "limit": 2}).json()
+        assert [x["ts"] for x in after["candles"]] == ["2024-06-14T15:20:00+05:30", "2024-06-14T15:25:00+05:30"]
+        assert after == json.loads(cli(cache, "window", "NIFTY", "-n", "2", "-f", "json").stdout)
+    finally:
+        srv.stop()
+
+
 BAD_INPUT = {
     "limit-0": ({"limit": "0"}, ["-n", "0"]),
     "limit-1001": ({"limit": "1001"}, ["-n", "1001"]),

@@ -10,10 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import engine_at
 from mde import resample as resample_mod
 from mde.calendar import IST, nse
-from mde.engine import window_body, window_payload
+from mde.config import Settings
+from mde.engine import MarketDataEngine, window_body, window_payload
 from mde.resample import resample, visible
+from mde.sources import make_source
+from mde.store import NotInMemory
 from mde.timeframes import parse
 
 CAL = nse()
@@ -57,3 +61,30 @@ def test_window_body_keeps_null_volume_and_drops_other_columns(frames: dict[str,
     out = json.loads(window_body("NIFTY", "5m", df))
     assert out == window_payload("NIFTY", "5m", df)
     assert [c["volume"] for c in out["candles"]] == [None] * 3 and "oi" not in out["candles"][0]
+
+
+def test_memory_only_reads_answer_from_the_memo_and_never_decode_a_file(settings: Settings) -> None:
+    """The server's event-loop path: a warm window is answered from memory; a cold one, or one
+    whose file another writer replaced, raises NotInMemory (then the caller reads it in a thread)."""
+    engine_at(settings, "2024-06-14T12:00").refresh("NIFTY", "5m")
+    reader = engine_at(settings, "2024-06-14T15:30")
+    with pytest.raises(NotInMemory), reader.store.memory_only():
+        reader.get_window("NIFTY", "5m", 5)
+    cold = reader.get_window("NIFTY", "5m", 5)
+    with reader.store.memory_only():
+        warm = reader.get_window("NIFTY", "5m", 5)
+    assert warm.equals(cold)
+    assert warm["ts"][-1] == datetime(2024, 6, 14, 11, 55, tzinfo=IST)
+
+    engine_at(settings, "2024-06-14T15:30").refresh("NIFTY", "5m")  # another engine rewrites the day's file
+    with pytest.raises(NotInMemory), reader.store.memory_only():
+        reader.get_window("NIFTY", "5m", 5)
+    assert reader.get_window("NIFTY", "5m", 5)["ts"][-1] == datetime(2024, 6, 14, 15, 25, tzinfo=IST)
+
+
+def test_memory_only_never_asks_a_source_to_resolve(settings: Settings) -> None:
+    """With a source attached, resolving may download the instruments catalog: not inline."""
+    engine = MarketDataEngine(settings, source=make_source(settings))
+    with pytest.raises(NotInMemory), engine.store.memory_only():
+        engine.resolve("NIFTY")
+    assert engine.resolve("NIFTY").key == "NSE:NIFTY 50"

@@ -12,6 +12,7 @@ from a smaller cached one under the same rule, so a backtest cannot peek ahead.
 from __future__ import annotations
 
 from collections.abc import Iterator
+import functools
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -165,6 +166,8 @@ class MarketDataEngine:
         self._auth_error: MdeError | None = None
         self.store = CandleStore(self.settings.cache_dir)
         self.calendar = cal_mod.nse()
+        # symbol -> instrument without a catalog is pure given the aliases; memoized for servers
+        self._offline = functools.lru_cache(maxsize=4096)(functools.partial(resolve_offline, aliases=self.settings.aliases))
 
     # -- plumbing -----------------------------------------------------------------------
     @property
@@ -205,9 +208,11 @@ class MarketDataEngine:
         asked of the Kite instruments catalog, which downloads its dump at most once a day.
         """
         if self._source is not None:
+            self.store.check_memory()
             return self._source.resolve(symbol)
-        inst = resolve_offline(symbol, self.settings.aliases)
+        inst = self._offline(symbol)
         if self.settings.source == "kite" and not self.store.instrument_dir(inst).is_dir():
+            self.store.check_memory()  # the catalog may download: not on a server's event loop
             try:
                 return self.source.resolve(symbol)
             except MdeError:
