@@ -126,6 +126,26 @@ def test_refresh_mid_session_stores_only_complete_candles_then_adds_the_next_one
     assert new.head(50).equals(cached)
 
 
+def test_refresh_on_a_clock_before_the_cached_candles_fetches_up_to_that_clock(settings: Settings) -> None:
+    """MDE_NOW or a sample paper session set in the past: later cached candles say nothing of
+    then, so the series is brought up to the clock's now, and a second run asks for nothing."""
+    late, _ = counting_engine(settings, "2024-12-31T15:30")
+    late.refresh("NIFTY", "5m", count=50)  # only late December is cached
+    early, src = counting_engine(settings, "2024-06-14T11:07")
+    report = early.refresh("NIFTY", "5m", count=50)
+    assert report.added == 50
+    assert early.get_window("NIFTY", "5m", 2)["ts"].to_list() == [
+        datetime(2024, 6, 14, 10, 55, tzinfo=IST), datetime(2024, 6, 14, 11, 0, tzinfo=IST)]
+    calls = len(src.calls)
+    assert early.update_cache("NIFTY", "5m") == 0 and len(src.calls) == calls
+    # an hour later on that clock, the 12 candles closed since (11:05 .. 12:00) are added
+    later, _ = counting_engine(settings, "2024-06-14T12:07")
+    assert later.update_cache("NIFTY", "5m") == 12
+    # and the December candles are still there, untouched
+    assert late.get_window("NIFTY", "5m", 50).equals(counting_engine(settings, "2024-12-31T15:30")[0].get_window("NIFTY", "5m", 50))
+    assert late.load_cache("NIFTY", "5m")["ts"][-1] == datetime(2024, 12, 31, 15, 25, tzinfo=IST)
+
+
 def test_refresh_over_a_weekend_and_holiday_is_a_no_op(settings: Settings) -> None:
     friday, _ = counting_engine(settings, "2024-01-19T15:30")
     friday.refresh("NIFTY", "5m", count=10)

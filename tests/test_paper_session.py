@@ -51,6 +51,18 @@ def test_a_sample_session_makes_the_same_trades_as_replay_of_that_day(cache: Pat
     assert paper.status == "finished"
 
 
+def test_a_sample_day_plays_in_full_when_the_cache_already_holds_later_candles(tmp_path: Path) -> None:
+    """The README's order: `mde refresh` (late December cached), then a paper session on a June day."""
+    folder = tmp_path / "cache"
+    st = load(cache_dir=folder, source="sample", environ={})
+    MarketDataEngine(st).refresh("NIFTY", "5m")
+    params = {"fast": 3, "slow": 8}
+    paper = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", params=params, segment="futures")
+    assert paper.candles == 75 and paper.status == "finished"
+    replay = run_replay(MarketDataEngine(st), "sma_cross", ["NIFTY"], "5m", "2024-06-14", "2024-06-14", params=params, segment="futures")
+    assert paper.trades.select(COLS).equals(replay.trades.select(COLS)) and replay.trades.height >= 2
+
+
 CHILD = """
 import sys
 from mde.config import load
@@ -122,15 +134,16 @@ def test_status_reports_the_journal_of_one_or_all_sessions(cache: Path) -> None:
     import json
 
     st = settings_for(cache)
-    run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-12", name="seen", params={"fast": 3, "slow": 8},
+    run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-12", name="seen_by_status", params={"fast": 3, "slow": 8},
                        segment="futures", until="12:00")
     env = {"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"}
-    one = json.loads(run_mde("paper", "--status", "--session", "seen", "--json", env=env).stdout)
+    one = json.loads(run_mde("paper", "--status", "--session", "seen_by_status", "--json", env=env).stdout)
+    assert one[0]["session"] == "seen_by_status"  # the name as given, not its escaped file name
     assert one[0]["status"] == "finished" and one[0]["day"] == "2024-06-12"
     assert one[0]["last_candle"] == {"NIFTY:5m": "2024-06-12T12:00:00+05:30"}  # --until stops the clock
     assert one[0]["fills"] % 2 == 0 and one[0]["positions"] == {}
     listing = run_mde("paper", "--status", env=env)
-    assert listing.returncode == 0 and "seen" in listing.stdout
+    assert listing.returncode == 0 and "seen_by_status" in listing.stdout
     missing = run_mde("paper", "--status", "--session", "nope", env=env)
     assert missing.returncode == 2 and "no paper session named 'nope'" in missing.stderr
 

@@ -71,7 +71,7 @@ def test_sigkill_during_writes_never_leaves_a_partial_candle(tmp_path: Path) -> 
 
 
 def test_a_session_belongs_to_one_process_until_it_dies(tmp_path: Path) -> None:
-    path = tmp_path / "owned.sqlite"
+    path = session_path(tmp_path, "owned_by_one")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys,time\nfrom mde.paper.state import TradeState\ns=TradeState(sys.argv[1]); s.own(); print('owned', flush=True); time.sleep(60)", str(path)],
         stdout=subprocess.PIPE, text=True,
@@ -79,7 +79,7 @@ def test_a_session_belongs_to_one_process_until_it_dies(tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "owned"
         with TradeState(path) as second:
-            with pytest.raises(SessionBusy, match="running in another process"):
+            with pytest.raises(SessionBusy, match="^session owned_by_one is running in another process"):
                 second.own()
             assert second.meta()["pid"] == str(holder.pid)
     finally:

@@ -326,11 +326,16 @@ class MarketDataEngine:
         """
         inst, tf = self._fetchable(symbol, timeframe)
         now = self.now()
-        last = self._last_ts(inst, tf)
+        # "up to now" is relative to the clock: on a clock set in the past (MDE_NOW, a sample
+        # paper session) the cache may already hold later candles, which say nothing of now
+        last = self._last_ts(inst, tf, before=now)
         if last is None:
             return self._fetch_latest(symbol, tf, count or self.settings.refresh.count)
         manifest = self.store.manifest(inst, tf)
-        covered_until = max([b for _, b in (manifest.coverage if manifest else [])] + [self.calendar.close_time(last, tf)])
+        last_close = self.calendar.close_time(last, tf)
+        # only a fetched range that includes the last candle vouches for what follows it
+        ledger = manifest.coverage if manifest else []
+        covered_until = max([b for a, b in ledger if a <= last_close] + [last_close])
         expected = self.calendar.latest_close(now, tf)
         report = FetchReport(symbol, inst, tf, None, 0, 0, 0, manifest.rows if manifest else 0, empty_candles())
         if expected is None or covered_until < expected:
@@ -434,8 +439,8 @@ class MarketDataEngine:
         """Fetch what is missing up to now and merge it; returns the number of candles added."""
         return self.refresh(symbol, timeframe).added
 
-    def _last_ts(self, inst: Instrument, tf: Timeframe) -> datetime | None:
-        tail = self.store.read_tail(inst, tf, 1)
+    def _last_ts(self, inst: Instrument, tf: Timeframe, before: datetime | None = None) -> datetime | None:
+        tail = self.store.read_tail(inst, tf, 1, before=before)
         return None if tail.is_empty() else tail["ts"][0]
 
     # -- reading ------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ..config import Settings
 from ..errors import CacheError, InputError, MdeError
 from ..resample import with_close
 from ..strategy import SeriesData, StrategyRunner, as_us, merge_events
+from ..symbols import unsafe_name
 from ..timeframes import Timeframe, parse
 from .risk import HALTED, RiskEngine, RiskLimits
 from .state import TradeState, session_path
@@ -444,7 +445,7 @@ def session_status(settings: Settings, name: str | None = None) -> list[dict[str
         for f in fills:
             net[f["symbol"]] = net.get(f["symbol"], 0) + f["side"] * f["qty"]
         out.append({
-            "session": path.stem,
+            "session": unsafe_name(path.stem),  # the file name is escaped (safe_name)
             "status": meta.get("status", "unknown"),
             "strategy": meta.get("strategy"),
             "symbols": meta.get("symbols", "").split(","),

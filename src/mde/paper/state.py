@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CacheError, InputError, MdeError
-from ..symbols import safe_name
+from ..symbols import safe_name, unsafe_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -101,7 +101,7 @@ class TradeState:
             lock.acquire()
         except Timeout:
             raise SessionBusy(
-                f"session {self.path.stem} is running in another process; use `mde paper --status` "
+                f"session {unsafe_name(self.path.stem)} is running in another process; use `mde paper --status` "
                 "to watch it or `mde paper --halt` to stop it"
             ) from None
         self._lock = lock
