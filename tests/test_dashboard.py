@@ -144,10 +144,11 @@ def test_a_running_paper_session_shows_its_positions_pnl_and_fills(server: Serve
     from selenium.webdriver.support.ui import WebDriverWait
 
     from mde.calendar import IST
-    from mde.paper.state import TradeState
+    from mde.paper.state import TradeState, session_path
 
-    # a journal as a running session leaves it (written by the journal's own writer)
-    journal = Path(server.log).parent / "cache" / "_paper" / "live1.sqlite"
+    # a journal as a running session leaves it (written by the journal's own writer); the
+    # underscore is escaped in the file name, and the page must show and ask for the name itself
+    journal = session_path(Path(server.log).parent / "cache" / "_paper", "live_1")
     at = lambda hh, mm: int(datetime(2024, 6, 14, hh, mm, tzinfo=IST).timestamp() * 1e6)  # noqa: E731
     with TradeState(journal) as state:
         state.set_meta({"status": "running", "strategy": "sma_cross", "symbols": "NIFTY", "timeframe": "5m", "day": "2024-06-14"})
@@ -155,7 +156,7 @@ def test_a_running_paper_session_shows_its_positions_pnl_and_fills(server: Serve
         state.record("fill", at(11, 0), {"order": 2, "side": -1, "qty": 25, "price": 23450.0, "ts_us": at(11, 0), "reason": "market"}, "NIFTY")
     try:
         # P&L: the fills' cash flow plus the open 25 at the last close (15:25 candle, 23454.15)
-        view = httpx.get(server.url + "/api/paper/sessions/live1").json()
+        view = httpx.get(server.url + "/api/paper/sessions/live_1").json()
         assert view["status"] == "running" and view["positions"] == {"NIFTY": 25}
         assert view["pnl"] == round(-50 * 23400.0 + 25 * 23450.0 + 25 * 23454.15, 2) == 2603.75
         driver = browser
@@ -164,11 +165,11 @@ def test_a_running_paper_session_shows_its_positions_pnl_and_fills(server: Serve
         panel = driver.find_element(By.ID, "paper")  # type: ignore[attr-defined]
         assert panel.get_attribute("hidden") is None
         text = panel.text
-        assert "live1 (sma_cross, 5m) P&L 2603.75" in text and "positions: NIFTY 25" in text
+        assert "live_1 (sma_cross, 5m) P&L 2603.75" in text and "positions: NIFTY 25" in text
         assert "2024-06-14 11:00 SELL 25 NIFTY @ 23450.00 (market)" in text
     finally:
         journal.unlink()
-        for extra in journal.parent.glob("live1.sqlite-*"):
+        for extra in journal.parent.glob(journal.name + "-*"):
             extra.unlink()
 
 
