@@ -328,6 +328,17 @@ def test_200_concurrent_requests_are_all_answered_correctly(server: Server) -> N
         assert res.status_code == 200 and res.json() == expected[i % len(cases)]
 
 
+def test_a_port_in_use_or_an_address_not_here_is_one_line_and_exit_2(server: Server, cache: Path) -> None:
+    taken = run_mde("serve", "--port", str(server.port), env=base_env(cache), cwd=cache.parent, timeout=20)
+    assert taken.returncode == 2, taken.stderr
+    assert taken.stderr == f"error: port {server.port} on 127.0.0.1 is already in use (another mde serve?); stop that or pass --port N\n"
+    assert httpx.get(server.url + "/healthz").status_code == 200  # the running server is untouched
+    foreign = run_mde("serve", "--host", "192.0.2.1", "--port", str(free_port()), env=base_env(cache, MDE_API_TOKEN="t" * 16),
+                      cwd=cache.parent, timeout=20)  # TEST-NET-1: never an address of this machine
+    assert foreign.returncode == 2 and foreign.stderr.count("\n") == 1
+    assert foreign.stderr.startswith("error: cannot listen on 192.0.2.1:") and "t" * 16 not in foreign.stderr
+
+
 # -- the token rule -----------------------------------------------------------------------------
 def test_a_public_address_without_a_token_refuses_to_start(cache: Path) -> None:
     port = free_port()

@@ -15,9 +15,11 @@ files, /healthz and the OpenAPI schema hold no data and stay open.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import logging
+import socket
 from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -314,3 +316,30 @@ def _sessions(settings: Settings, name: str | None) -> list[dict[str, Any]]:
         with TradeState(session_path(sessions_dir(settings), s["session"])) as state:
             s["recent_fills_all"] = [e.payload for e in state.events("fill")]
     return out
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything is announced: a taken port or a foreign
+    address is one clear line (InputError, exit 2), not a uvicorn log after a "serving" line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart at once
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise InputError(f"port {port} on {host} is already in use (another mde serve?); stop that or pass --port N") from None
+        if exc.errno == errno.EACCES:
+            raise InputError(f"no permission to listen on port {port}; use a port above 1023, e.g. --port 8000") from None
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass --host with an address of this machine") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run(app: FastAPI, sock: socket.socket, *, verbose: bool = False) -> None:
+    """Serve `app` on a socket from `listen` until Ctrl-C (uvicorn, its pure-Python h11 server)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, access_log=verbose, log_level="info" if verbose else "warning", server_header=False)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -563,18 +563,14 @@ def serve(
 
     conf = load(STATE.config, cache_dir=STATE.cache_dir, host=host, port=port, api_token=token)
     conf.serve.check()  # the token rule: a ConfigError (exit 2) before anything listens
-    import uvicorn
+    from .api import create_app, listen, run
 
-    from .api import create_app
-
+    sock = listen(conf.serve.host, conf.serve.port)
     app_ = create_app(conf, token=conf.serve.token)
     where = f"http://{'[' + conf.serve.host + ']' if ':' in conf.serve.host else conf.serve.host}:{conf.serve.port}/"
     if not STATE.quiet:
         _stderr().print(f"mde serve: {where} (cache {conf.cache_dir}{', token required' if conf.serve.token else ''}); Ctrl-C stops", markup=False)
-    uvicorn.run(
-        app_, host=conf.serve.host, port=conf.serve.port, access_log=STATE.verbose,
-        log_level="info" if STATE.verbose else "warning", server_header=False,
-    )
+    run(app_, sock, verbose=STATE.verbose)
 
 
 @app.command()
