@@ -125,6 +125,20 @@ def test_second_process_on_a_running_session_is_refused_and_finished_sessions_st
         run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name="once", segment="futures")
 
 
+@pytest.mark.parametrize("mistake", [["-p", "fast=abc"], ["--strategy", "nope"], ["-s", "NOPE"], ["--costs", "zerodha"]])
+def test_a_mistake_in_the_arguments_leaves_no_session_behind(tmp_path: Path, mistake: list[str]) -> None:
+    """A bad parameter, strategy or symbol, or an index without --segment: one line, and the
+    session name stays free (no journal that a corrected run would have to resume)."""
+    env = {"MDE_CACHE_DIR": str(tmp_path / "cache"), "MDE_SOURCE": "sample"}
+    base = ["paper", "--strategy", "sma_cross", "-s", "NIFTY", "--source", "sample", "--date", "2024-06-13",
+            "--speed", "0", "--until", "10:00"]
+    bad = run_mde(*base, *mistake, *([] if mistake[0] == "--costs" else ["--segment", "futures"]), env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
+    assert not list((tmp_path / "cache" / "_paper").glob("*.sqlite"))
+    fixed = run_mde(*base, "--segment", "futures", env=env)  # the same default session name is still free
+    assert fixed.returncode == 0, fixed.stderr
+
+
 def test_a_sample_session_without_a_date_says_what_to_add(cache: Path) -> None:
     res = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"})
     assert res.returncode == 2 and "add --date YYYY-MM-DD" in res.stderr and "--source kite" in res.stderr

@@ -97,6 +97,10 @@ def run_live_session(
     engine.pin_clock(now)
     keys = {sym: engine.resolve(sym).key for sym in names}  # LTP keys, e.g. NSE:NIFTY 50
 
+    # strategy, parameters, symbols and costs are checked before a journal exists: a typo
+    # must not leave a session behind that holds its name
+    book = Book(engine, strategy, params, names, tf, costs=costs, segment=segment, cash=cash,
+                slippage_ticks=slippage_ticks, limits=limits, as_of=now, fill_on_candles=False)
     with TradeState(session_path(sessions_dir(settings), name)) as state:
         open_journal(state, name, {
             "mode": "live", "strategy": strategy, "params": repr(sorted((params or {}).items())),
@@ -109,8 +113,6 @@ def run_live_session(
         started_us = int(meta["started_us"])
         journal = state.events()
         resumed_from = sum(1 for e in journal if e.kind == "candle")
-        book = Book(engine, strategy, params, names, tf, costs=costs, segment=segment, cash=cash,
-                    slippage_ticks=slippage_ticks, limits=limits, as_of=now, fill_on_candles=False)
         runner, broker = book.runner, book.broker
         seen: dict[str, int] = {}
         retry_at: dict[str, int] = {}

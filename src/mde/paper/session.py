@@ -313,6 +313,10 @@ def run_sample_session(
         schedule = list(range(first + step, schedule[-1] + step, step))
     limits = risk if risk is not None else limits_from(settings)
 
+    # strategy, parameters, symbols and costs are checked before a journal exists: a typo
+    # must not leave a session behind that holds its name
+    book = Book(engine, strategy, params, names, tf, costs=costs, segment=segment, cash=cash,
+                slippage_ticks=slippage_ticks, limits=limits, as_of=end_of_day, fill_on_candles=True)
     with TradeState(session_path(sessions_dir(settings), name)) as state:
         open_journal(state, name, {
             "strategy": strategy, "params": repr(sorted((params or {}).items())), "symbols": ",".join(names),
@@ -322,8 +326,6 @@ def run_sample_session(
         journaled = [e.payload for e in state.events("fill")]
         resumed_from = len(done)
         resume_until = max(done.values(), default=0)
-        book = Book(engine, strategy, params, names, tf, costs=costs, segment=segment, cash=cash,
-                    slippage_ticks=slippage_ticks, limits=limits, as_of=end_of_day, fill_on_candles=True)
         runner, broker = book.runner, book.broker
         engine.pin_clock(midnight)
         seen = {}
