@@ -150,10 +150,11 @@ def test_a_running_paper_session_shows_its_positions_pnl_and_fills(server: Serve
     # underscore is escaped in the file name, and the page must show and ask for the name itself
     journal = session_path(Path(server.log).parent / "cache" / "_paper", "live_1")
     at = lambda hh, mm: int(datetime(2024, 6, 14, hh, mm, tzinfo=IST).timestamp() * 1e6)  # noqa: E731
-    with TradeState(journal) as state:
-        state.set_meta({"status": "running", "strategy": "sma_cross", "symbols": "NIFTY", "timeframe": "5m", "day": "2024-06-14"})
-        state.record("fill", at(10, 0), {"order": 1, "side": 1, "qty": 50, "price": 23400.0, "ts_us": at(10, 0), "reason": "market"}, "NIFTY")
-        state.record("fill", at(11, 0), {"order": 2, "side": -1, "qty": 25, "price": 23450.0, "ts_us": at(11, 0), "reason": "market"}, "NIFTY")
+    state = TradeState(journal)
+    state.own()  # held by this process while the page looks: a running session owns its journal
+    state.set_meta({"status": "running", "strategy": "sma_cross", "symbols": "NIFTY", "timeframe": "5m", "day": "2024-06-14"})
+    state.record("fill", at(10, 0), {"order": 1, "side": 1, "qty": 50, "price": 23400.0, "ts_us": at(10, 0), "reason": "market"}, "NIFTY")
+    state.record("fill", at(11, 0), {"order": 2, "side": -1, "qty": 25, "price": 23450.0, "ts_us": at(11, 0), "reason": "market"}, "NIFTY")
     try:
         # P&L: the fills' cash flow plus the open 25 at the last close (15:25 candle, 23454.15)
         view = httpx.get(server.url + "/api/paper/sessions/live_1").json()
@@ -167,9 +168,11 @@ def test_a_running_paper_session_shows_its_positions_pnl_and_fills(server: Serve
         text = panel.text
         assert "live_1 (sma_cross, 5m) P&L 2603.75" in text and "positions: NIFTY 25" in text
         assert "2024-06-14 11:00 SELL 25 NIFTY @ 23450.00 (market)" in text
+        state.close()  # the process "dies": the session is no longer shown as running
+        assert httpx.get(server.url + "/api/paper/sessions/live_1").json()["status"] == "stopped"
     finally:
-        journal.unlink()
-        for extra in journal.parent.glob(journal.name + "-*"):
+        state.close()
+        for extra in journal.parent.glob(journal.stem + "*"):
             extra.unlink()
 
 

@@ -17,7 +17,7 @@ from conftest import run_mde
 from mde.config import Settings, load
 from mde.engine import MarketDataEngine
 from mde.errors import InputError
-from mde.paper.session import run_sample_session
+from mde.paper.session import run_sample_session, session_status
 from mde.replay import run_replay
 
 COLS = ["symbol", "side", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price", "charges"]
@@ -89,6 +89,9 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(ca
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
             killed += 1
+            child.wait()
+            # its journal says running, but no process runs it ("finished" only if the kill came just after the end)
+            assert session_status(st, "killed")[0]["status"] in ("stopped", "finished")
         child.wait()
     assert killed >= 2
     final = subprocess.run([sys.executable, "-c", CHILD, str(cache), "killed", "0"], capture_output=True, text=True, timeout=120)

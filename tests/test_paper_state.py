@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mde.errors import CacheError, InputError
-from mde.paper.state import SessionBusy, TradeState, session_path
+from mde.paper.state import SessionBusy, TradeState, owner_alive, session_path
 
 WRITER = """
 import sys
@@ -82,9 +82,11 @@ def test_a_session_belongs_to_one_process_until_it_dies(tmp_path: Path) -> None:
             with pytest.raises(SessionBusy, match="^session owned_by_one is running in another process"):
                 second.own()
             assert second.meta()["pid"] == str(holder.pid)
+        assert owner_alive(path)  # what `mde paper --status` asks: "running" really runs
     finally:
         holder.kill()
         holder.wait()
+    assert not owner_alive(path)  # killed: shown as "stopped" (it resumes with the same name)
     with TradeState(path) as third:
         third.own()  # the lock died with its process
         assert third.meta()["pid"] == str(os.getpid())

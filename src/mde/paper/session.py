@@ -33,7 +33,7 @@ from ..strategy import SeriesData, StrategyRunner, as_us, merge_events
 from ..symbols import unsafe_name
 from ..timeframes import Timeframe, parse
 from .risk import HALTED, RiskEngine, RiskLimits
-from .state import TradeState, session_path
+from .state import TradeState, owner_alive, session_path
 
 Log = Callable[[str], None]
 KILL_SWITCH = "kill switch"
@@ -441,6 +441,7 @@ def session_status(settings: Settings, name: str | None = None) -> list[dict[str
     for path in paths:
         with TradeState(path) as state:
             meta = state.meta()
+            status = meta.get("status", "unknown")
             fills = [e.payload | {"symbol": e.symbol} for e in state.events("fill")]
             progress = state.progress()
         net: dict[str, int] = {}
@@ -448,7 +449,7 @@ def session_status(settings: Settings, name: str | None = None) -> list[dict[str
             net[f["symbol"]] = net.get(f["symbol"], 0) + f["side"] * f["qty"]
         out.append({
             "session": unsafe_name(path.stem),  # the file name is escaped (safe_name)
-            "status": meta.get("status", "unknown"),
+            "status": status if status != "running" or owner_alive(path) else "stopped",
             "strategy": meta.get("strategy"),
             "symbols": meta.get("symbols", "").split(","),
             "timeframe": meta.get("timeframe"),

@@ -59,6 +59,30 @@ def session_path(folder: Path, name: str) -> Path:
     return folder / f"{safe_name(text)}.sqlite"
 
 
+OWN_WAIT_S = 1.0
+
+
+def owner_alive(path: Path) -> bool:
+    """Whether a process runs the session of this journal now (it holds the session's lock).
+
+    A journal that says "running" but has no owner was stopped (kill -9, a crash, a closed
+    terminal): it resumes with the same --session. Probing takes the lock for a moment only
+    when it is free, and never creates a lock file.
+    """
+    from filelock import FileLock, Timeout
+
+    lock_path = path.with_suffix(".lock")
+    if not lock_path.exists():
+        return False
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
 class TradeState:
     """Open (or create) a session journal. Use as a context manager; `own()` takes the session."""
 
@@ -96,7 +120,8 @@ class TradeState:
         """Take the session for this process, or fail at once if another process has it."""
         from filelock import FileLock, Timeout
 
-        lock = FileLock(str(self.path.with_suffix(".lock")), timeout=0)
+        # a short wait, not none: `mde paper --status` probes the lock for a moment (owner_alive)
+        lock = FileLock(str(self.path.with_suffix(".lock")), timeout=OWN_WAIT_S)
         try:
             lock.acquire()
         except Timeout:
