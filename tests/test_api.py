@@ -106,13 +106,18 @@ def cli(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_mde(*args, env=base_env(cache), cwd=cache.parent)
 
 
-def cli_error(cache: Path, *args: str) -> str:
-    """What `mde ...` prints after `error: ` (one line) for the same bad input."""
+def cli_error_with_code(cache: Path, code: int, *args: str) -> str:
+    """What `mde ...` prints after `error: ` (one line), checking its exit code."""
     done = cli(cache, *args)
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == code, done.stderr
     line = done.stderr.strip()
     assert line.startswith("error: ") and "\n" not in line, line
     return line.removeprefix("error: ")
+
+
+def cli_error(cache: Path, *args: str) -> str:
+    """What `mde ...` prints after `error: ` (one line) for the same bad input (exit 2)."""
+    return cli_error_with_code(cache, 2, *args)
 
 
 # -- the window ---------------------------------------------------------------------------------
@@ -163,6 +168,23 @@ def test_a_refresh_by_another_process_shows_in_the_next_window(tmp_path: Path) -
         assert after == json.loads(cli(cache, "window", "NIFTY", "-n", "2", "-f", "json").stdout)
     finally:
         srv.stop()
+
+
+def test_an_unreadable_cache_file_is_a_500_with_the_cli_message_and_the_file_is_left_alone(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    done = run_mde("refresh", "--symbols", "NIFTY", env=base_env(cache), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    newest = sorted((cache / "NSE").glob("NIFTY*/5m/*.parquet"))[-1]
+    newest.write_bytes(b"PAR1 not really parquet")
+    srv = Server(cache)
+    try:
+        res = httpx.get(srv.url + WINDOW, params={"symbol": "NIFTY"}, timeout=10)
+        cli_line = cli_error_with_code(cache, 6, "window", "NIFTY")
+    finally:
+        srv.stop()
+    assert res.status_code == 500 and res.json() == {"error": cli_line}
+    assert "unreadable" in cli_line and "Traceback" not in srv.output()
+    assert newest.read_bytes() == b"PAR1 not really parquet"  # nothing rewrote or removed it
 
 
 BAD_INPUT = {

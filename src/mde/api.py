@@ -39,6 +39,10 @@ from .errors import CacheError, InputError, MdeError, NotCached, SourceError
 from .store import NotInMemory
 
 log = logging.getLogger("mde.api")
+# MdeError classes -> HTTP status, most specific first (NotCached is an InputError)
+STATUS_OF: tuple[tuple[type[MdeError], int], ...] = (
+    (NotCached, 404), (InputError, 422), (SourceError, 503), (CacheError, 500), (MdeError, 500),
+)
 __version__ = version("mde")
 WEB = Path(__file__).resolve().parent / "web"
 NO_STORE = (b"cache-control", b"no-store")
@@ -191,27 +195,13 @@ def create_app(
         redoc_url=None,
     )
 
-    # -- errors: one handler per class, the CLI's message, never a traceback --------------
-    @app.exception_handler(NotCached)
-    async def _not_cached(request: Request, exc: NotCached) -> Response:
-        return _error(404, exc.message)
-
-    @app.exception_handler(InputError)
-    async def _input(request: Request, exc: InputError) -> Response:
-        return _error(422, exc.message)
-
-    @app.exception_handler(SourceError)
-    async def _source(request: Request, exc: SourceError) -> Response:
-        return _error(503, exc.message)
-
-    @app.exception_handler(CacheError)
-    async def _cache(request: Request, exc: CacheError) -> Response:
-        log.error("cache error on %s: %s", request.url.path, exc.message)
-        return _error(500, exc.message)
-
+    # -- errors: the CLI's message, a status per class (most specific first), never a traceback
     @app.exception_handler(MdeError)
     async def _mde(request: Request, exc: MdeError) -> Response:
-        return _error(500, exc.message)
+        status = next(code for cls, code in STATUS_OF if isinstance(exc, cls))
+        if status >= 500:
+            log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc.message)
+        return _error(status, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
