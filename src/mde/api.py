@@ -155,7 +155,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def _session_view(engine: MarketDataEngine, session: dict[str, Any]) -> dict[str, Any]:
     """A journal's status with its P&L: cash flow of the fills plus open positions at the last close."""
     cash = 0.0
-    for fill in session["recent_fills_all"]:
+    for fill in session["all_fills"]:
         cash -= fill["side"] * fill["qty"] * fill["price"]
     marks: dict[str, float | None] = {}
     for symbol, qty in session["positions"].items():
@@ -165,7 +165,7 @@ def _session_view(engine: MarketDataEngine, session: dict[str, Any]) -> dict[str
         except MdeError:
             marks[symbol] = None
     open_value = sum(q * (marks[s] or 0.0) for s, q in session["positions"].items())
-    out = {k: v for k, v in session.items() if k != "recent_fills_all"}
+    out = {k: v for k, v in session.items() if k != "all_fills"}
     out["marks"] = marks
     out["pnl"] = round(cash + open_value, 2)  # gross, before charges
     out["recent_fills"] = [
@@ -295,17 +295,14 @@ def create_app(
 def _sessions(settings: Settings, name: str | None) -> list[dict[str, Any]]:
     """session_status, with every fill kept for the P&L; an unknown name is a 404."""
     from .paper.session import session_status, sessions_dir
-    from .paper.state import TradeState, session_path
+    from .paper.state import session_path
 
     if name is not None:
         path = session_path(sessions_dir(settings), name)  # validates the name: no way out of _paper/
         if not path.is_file():
             raise NotCached(f"no paper session named {name!r}")  # no server path in a client message
-    out = session_status(settings, name)
-    for s in out:
-        with TradeState(session_path(sessions_dir(settings), s["session"])) as state:
-            s["recent_fills_all"] = [e.payload for e in state.events("fill")]
-    return out
+    return session_status(settings, name, all_fills=True)
+
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -336,7 +336,7 @@ class Context:
         if due is None:
             return False
         k = series.visible(self._runner.now_us)
-        return k == 0 or series.close_us[k - 1] < int(due.timestamp() * 1_000_000)
+        return k == 0 or series.close_us[k - 1] < as_us(due)
 
     # -- account
     def position(self, symbol: str | None = None) -> int:

@@ -30,7 +30,7 @@ from ..config import Settings
 from ..errors import CacheError, InputError, MdeError
 from ..resample import with_close
 from ..strategy import SeriesData, StrategyRunner, as_us, merge_events
-from ..symbols import unsafe_name
+from ..symbols import per_instrument, unsafe_name
 from ..timeframes import Timeframe, parse
 from .risk import HALTED, RiskEngine, RiskLimits
 from .state import TradeState, owner_alive, session_path
@@ -73,8 +73,6 @@ def default_timeframe(settings: Settings, symbols: Sequence[str]) -> str:
     entry (the seed's logical_alias). One session trades one timeframe: symbols that disagree
     need --timeframe.
     """
-    from ..symbols import per_instrument
-
     multi_tf = settings.refresh.multi_tf
     firsts = {s: tfs[0] for s in symbols if (tfs := per_instrument(multi_tf, s, settings.aliases))}
     if len(set(firsts.values())) > 1:
@@ -425,10 +423,11 @@ def fill_line(symbol: str | None, f: Mapping[str, Any]) -> str:
     return f"{when} fill {'BUY' if f['side'] > 0 else 'SELL'} {f['qty']} {symbol} @ {f['price']:.2f} ({f['reason']})"
 
 
-def session_status(settings: Settings, name: str | None = None) -> list[dict[str, Any]]:
+def session_status(settings: Settings, name: str | None = None, *, all_fills: bool = False) -> list[dict[str, Any]]:
     """What the journal says of one session (or of all): parameters, state, progress, position, fills.
 
     Read-only: it opens the journal beside a running session (WAL lets both work at once).
+    With `all_fills`, each entry also carries every fill (`all_fills`), for a P&L.
     """
     folder = sessions_dir(settings)
     if name is not None:
@@ -458,6 +457,7 @@ def session_status(settings: Settings, name: str | None = None) -> list[dict[str
             "positions": {s: q for s, q in net.items() if q},
             "last_candle": {k: datetime.fromtimestamp(v / 1e6, IST).isoformat() for k, v in progress.items() if k != "_end"},
             "recent_fills": fills[-5:],
+            **({"all_fills": fills} if all_fills else {}),
         })
     return out
 
