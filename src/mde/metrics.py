@@ -7,6 +7,7 @@ A year is the calendar's sessions per year times the candles per regular session
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -14,6 +15,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from .calendar import Calendar
+from .columns import to_series
 from .timeframes import Timeframe
 
 
@@ -57,7 +59,7 @@ def _round(x: float | None, digits: int = 2) -> float | None:
 
 def equity_frame(times_us: Sequence[int], values: Sequence[float], initial: float) -> pl.DataFrame:
     """One point per close time (the last, when several symbols close together), with drawdown."""
-    df = pl.DataFrame({"ts": pl.Series(times_us, dtype=pl.Int64), "equity": pl.Series(values, dtype=pl.Float64)})
+    df = pl.DataFrame([_column("ts", "q", times_us), _column("equity", "d", values)])
     if df.height > 1 and (df["ts"].diff() == 0).any():
         df = df.group_by("ts", maintain_order=True).last()
     peak = pl.max_horizontal(pl.col("equity").cum_max(), pl.lit(initial))
@@ -65,6 +67,12 @@ def equity_frame(times_us: Sequence[int], values: Sequence[float], initial: floa
         (pl.col("equity") - peak).alias("drawdown"),
         pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").dt.convert_time_zone("Asia/Kolkata"),
     )
+
+
+def _column(name: str, code: str, values: Sequence[float] | Sequence[int]) -> pl.Series:
+    if isinstance(values, array) and values.typecode == code:
+        return to_series(name, values)  # a million points in a millisecond
+    return pl.Series(name, values, dtype=pl.Float64 if code == "d" else pl.Int64)
 
 
 def compute(

@@ -136,7 +136,7 @@ def fingerprint(data: SeriesData, source_tf: Timeframe) -> dict[str, Any]:
     for column in (data.ts_us, data.open, data.high, data.low, data.close):
         h.update(column)  # typed arrays: their bytes, no copy
     volume = data.volume
-    h.update(volume if isinstance(volume, array) else array("q", [-1 if v is None else v for v in volume]))
+    h.update(volume if isinstance(volume, (array, memoryview)) else array("q", [-1 if v is None else v for v in volume]))
     first = frame["ts"][0] if frame.height else None
     last = frame["ts"][-1] if frame.height else None
     return {
@@ -159,7 +159,10 @@ def missing_sessions(engine: Any, inst: Instrument, tf: Timeframe, start: date, 
     manifest = engine.store.manifest(inst, tf)
     if manifest is not None and manifest.coverage:
         ranges = manifest.coverage
-    else:  # no ledger (a series from before it existed): the span of the data counts as covered
+    elif manifest is not None and manifest.first_ts is not None and manifest.last_ts is not None:
+        # no ledger (a series saved with save_cache, or from before the ledger): the span of the data
+        ranges = [(manifest.first_ts, engine.calendar.close_time(manifest.last_ts, tf))]
+    else:
         df = engine.store.read(inst, tf)
         ranges = [] if df.is_empty() else [(df["ts"][0], engine.calendar.close_time(df["ts"][-1], tf))]
     cal = engine.calendar

@@ -1,13 +1,15 @@
 """Built-in strategies: `sma_cross` and the opening-range breakout `orb`.
 
-Both keep their indicators incrementally from the candles they are given (seeded from
-the cached history at start), so a year of 1m costs microseconds per candle, and replay
-and paper compute exactly the same numbers.
+`sma_cross` computes its averages once per series with polars (`ctx.indicator`, checked for
+look-ahead) and reads one value per candle; `orb` keeps its range from the candles it is
+given. Replay and paper compute exactly the same numbers.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import polars as pl
 
 from .errors import InputError
 from .strategy import Candle, Context, Strategy
@@ -36,51 +38,32 @@ class SmaCross(Strategy):
             raise InputError("sma_cross: qty must be at least 1")
 
     def on_start(self, ctx: Context) -> None:
-        # per symbol: [running sums of closes in paise (cum[k] = sum of the first k), sign of fast - slow]
-        self._state: dict[str, list] = {}
-        for symbol in ctx.symbols:
-            self._state[symbol] = [[0], None]
-            for close in ctx.closes(symbol, n=self.slow + 1):  # warm-up: the cached history before the start
-                self._push(symbol, close)
+        self._sign = {symbol: ctx.indicator(self.sign, symbol, name=f"sma_cross {self.fast}/{self.slow}")
+                      for symbol in ctx.symbols}
+        self._before = {symbol: self._sign[symbol].value for symbol in ctx.symbols}  # from the warm-up history
 
-    def _push(self, symbol: str, close: float) -> int | None:
-        """Add a close; return the sign of SMA(fast) - SMA(slow), None until `slow` closes are in.
+    def sign(self, candles: pl.DataFrame) -> pl.Series:
+        """sign(SMA(fast) - SMA(slow)) per candle, null until `slow` closes are in.
 
         Sums in integer paise (exact on NSE's 0.05 grid, 0.01 for indices), compared as
         sum_fast * slow vs sum_slow * fast, so a tie is a tie on every machine.
         """
-        st = self._state[symbol]
-        cum = st[0]
-        total = cum[-1] + round(close * 100)
-        cum.append(total)
-        n = len(cum)
-        slow = self.slow
-        if n <= slow:
-            return None
-        fast = self.fast
-        diff = (total - cum[-1 - fast]) * slow - (total - cum[-1 - slow]) * fast
-        if n > 4096:
-            del cum[: n - slow - 1]  # keep memory flat over millions of candles
-        st[1] = sign = (diff > 0) - (diff < 0)
-        return sign
+        paise = (candles.get_column("close") * 100).round().cast(pl.Int64)
+        total = paise.cum_sum()
+        fast_sum = total - total.shift(self.fast, fill_value=0)
+        slow_sum = total - total.shift(self.slow, fill_value=0)
+        sign = (fast_sum * self.slow - slow_sum * self.fast).sign()
+        return sign.scatter(range(min(self.slow - 1, sign.len())), None) if sign.len() else sign
 
     def on_candle(self, ctx: Context, candle: Candle) -> None:
-        # _push, inlined: this runs once per candle, a million times a year of 1m for a sweep row
-        st = self._state[candle.symbol]
-        before = st[1]
-        cum = st[0]
-        total = cum[-1] + round(candle.close * 100)
-        cum.append(total)
-        n = len(cum)
-        slow = self.slow
-        if n <= slow:
+        # runs once per candle, a million times for a year of 1m in a sweep row: keep it short
+        symbol = candle.symbol
+        now = self._sign[symbol].value
+        before = self._before[symbol]
+        if now == before:
             return
-        fast = self.fast
-        diff = (total - cum[-1 - fast]) * slow - (total - cum[-1 - slow]) * fast
-        if n > 4096:
-            del cum[: n - slow - 1]
-        st[1] = now = (diff > 0) - (diff < 0)
-        if before is None or now == before:
+        self._before[symbol] = now
+        if before is None or now is None:
             return
         if now > 0 >= before:
             if ctx.position() == 0:

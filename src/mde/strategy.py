@@ -27,6 +27,8 @@ import sys
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, get_type_hints
@@ -35,6 +37,7 @@ import polars as pl
 
 from .broker import Order, SimBroker, ist_day, us_to_datetime
 from .calendar import IST
+from .columns import grow, view
 from .errors import InputError, MdeError
 from .timeframes import Timeframe, parse
 
@@ -219,16 +222,7 @@ class Candle(NamedTuple):
                 f"o={self.open} h={self.high} l={self.low} c={self.close} v={self.volume})")
 
 
-_new_candle = tuple.__new__
-
-
-def _typed(code: str, series: pl.Series, chunk: int = 1 << 16) -> array:
-    """A polars column as a typed array, converted a slice at a time so that the Python
-    objects of a million-row column never exist at once (peak memory, not just speed)."""
-    out = array(code)
-    for offset in range(0, series.len(), chunk):
-        out.extend(series.slice(offset, chunk).to_list())
-    return out
+_candle_of = partial(tuple.__new__, Candle)  # a Candle from a tuple of its fields, in C
 
 
 class SeriesData:
@@ -237,17 +231,18 @@ class SeriesData:
     def __init__(self, symbol: str, timeframe: Timeframe, frame: pl.DataFrame) -> None:
         self.symbol = symbol
         self.timeframe = timeframe
+        frame = frame.rechunk()  # one buffer per column: the loop's columns are views of the frame's own memory
         self.frame = frame.drop("closes_at") if "closes_at" in frame.columns else frame
-        # Typed arrays: 8 bytes a value instead of a Python object each (a million candles
-        # would otherwise take ~40 MB per column), and iterating them is as fast as a list.
-        self.ts_us = _typed("q", frame["ts"].dt.epoch("us"))
-        self.close_us = _typed("q", frame["closes_at"].dt.epoch("us"))
-        self.open = _typed("d", frame["open"])
-        self.high = _typed("d", frame["high"])
-        self.low = _typed("d", frame["low"])
-        self.close = _typed("d", frame["close"])
+        # 8 bytes a value and no copy (a million candles as Python objects would take ~40 MB a
+        # column); iterating them is as fast as a list. `extend` turns them into typed arrays.
+        self.ts_us: Sequence[int] = view("q", frame["ts"])
+        self.close_us: Sequence[int] = view("q", frame["closes_at"])
+        self.open: Sequence[float] = view("d", frame["open"])
+        self.high: Sequence[float] = view("d", frame["high"])
+        self.low: Sequence[float] = view("d", frame["low"])
+        self.close: Sequence[float] = view("d", frame["close"])
         volume = frame["volume"]
-        self.volume: Sequence[int | None] = _typed("q", volume) if not volume.null_count() else volume.to_list()
+        self.volume: Sequence[int | None] = view("q", volume) if not volume.null_count() else volume.to_list()
 
     def __len__(self) -> int:
         return len(self.ts_us)
@@ -262,6 +257,10 @@ class SeriesData:
         if frame.is_empty():
             return
         self.frame = pl.concat([self.frame, frame.drop("closes_at")], how="vertical_relaxed")
+        for name in ("ts_us", "close_us", "open", "high", "low", "close", "volume"):
+            column = getattr(self, name)
+            if isinstance(column, memoryview):  # a view of the frame read at start: copied once, to grow
+                setattr(self, name, grow(column))
         self.ts_us.extend(frame["ts"].dt.epoch("us").to_list())
         self.close_us.extend(frame["closes_at"].dt.epoch("us").to_list())
         for name in ("open", "high", "low", "close"):
@@ -274,6 +273,102 @@ class SeriesData:
     def candle(self, i: int) -> Candle:
         return Candle(self.symbol, self.timeframe.name, self.ts_us[i], self.open[i], self.high[i], self.low[i],
                       self.close[i], self.volume[i], self.close_us[i], i)
+
+
+class Indicator:
+    """Values of a causal indicator, one per candle of a series, read only up to now.
+
+    Computed over the whole series at once (polars), checked for look-ahead on prefixes, and
+    computed again when a live session adds candles (the values already read must not change).
+    """
+
+    __slots__ = ("name", "_runner", "_symbol", "_timeframe", "_compute", "_data", "_values", "_offset", "_n")
+
+    def __init__(self, runner: StrategyRunner, symbol: str, timeframe: str | None,
+                 compute: Callable[[pl.DataFrame], pl.Series], name: str) -> None:
+        self.name = name or "indicator"
+        self._runner = runner
+        self._symbol = symbol
+        self._timeframe = timeframe
+        self._compute = compute
+        self._data: SeriesData | None = None
+        self._values: Sequence[Any] = ()
+        self._offset = 0  # leading nulls (warm-up) are not stored
+        self._n = 0
+        self._refresh()
+
+    @property
+    def value(self) -> Any:
+        """The value at the latest candle closed by now (None during the warm-up)."""
+        runner = self._runner
+        if runner.current is self._data:  # the candle being processed: no search
+            j = runner.candle[9] - self._offset
+        else:
+            j = self._visible() - 1 - self._offset
+        if j < 0:
+            return None
+        try:
+            return self._values[j]
+        except IndexError:  # candles were added (a live session): compute again
+            self._refresh()
+            return self.value
+
+    def last(self, n: int) -> list[Any]:
+        """The values of the last `n` candles closed by now, oldest first (None in the warm-up)."""
+        k = self._visible()
+        if k > self._n:
+            self._refresh()
+        lo = max(0, k - _count(n))
+        head = [None] * max(0, min(k, self._offset) - lo)
+        return head + list(self._values[max(lo, self._offset) - self._offset:k - self._offset])
+
+    def _visible(self) -> int:
+        runner = self._runner
+        data = runner.series(self._symbol, self._timeframe)
+        if data is not self._data:
+            self._refresh()
+        return data.visible(runner.now_us)
+
+    def _refresh(self) -> None:
+        data = self._runner.series(self._symbol, self._timeframe)
+        frame = data.frame
+        values = self._evaluate(frame)
+        n = frame.height
+        if self._data is data and self._n:  # more candles than last time: what was revealed must stay
+            before = self._evaluate(frame.head(self._n))
+            if not values.head(self._n).equals(before, check_names=False, null_equal=True):
+                raise self._looks_ahead()
+        else:
+            for k in sorted({n // 2, n - 1} - {0}):  # a prefix must give the same values: no look-ahead
+                if not values.head(k).equals(self._evaluate(frame.head(k)), check_names=False, null_equal=True):
+                    raise self._looks_ahead()
+        self._offset = int(values.is_not_null().arg_max() or 0) if values.null_count() < n else n
+        rest = values.slice(self._offset)
+        if rest.null_count() == 0 and rest.dtype.is_integer():
+            self._values = view("q", rest)
+        elif rest.null_count() == 0 and rest.dtype.is_float():
+            self._values = view("d", rest)
+        else:
+            self._values = rest.to_list()
+        self._data, self._n = data, n
+
+    def _evaluate(self, frame: pl.DataFrame) -> pl.Series:
+        try:
+            out = self._compute(frame)
+        except MdeError:
+            raise
+        except Exception as exc:
+            raise InputError(f"indicator {self.name} failed: {type(exc).__name__}: {exc}") from exc
+        if isinstance(out, pl.Expr):
+            out = frame.select(out).to_series()
+        if not isinstance(out, pl.Series) or out.len() != frame.height:
+            raise InputError(f"indicator {self.name} must return a polars Series with one value per candle "
+                             f"({frame.height}), not {type(out).__name__}")
+        return out
+
+    def _looks_ahead(self) -> InputError:
+        return InputError(f"indicator {self.name} looks ahead: its values for earlier candles change when later "
+                          "candles are added; compute each value from its candle and earlier ones only")
 
 
 class Context:
@@ -337,6 +432,18 @@ class Context:
             return False
         k = series.visible(self._runner.now_us)
         return k == 0 or series.close_us[k - 1] < as_us(due)
+
+    def indicator(self, compute: Callable[[pl.DataFrame], pl.Series], symbol: str | None = None,
+                  timeframe: str | None = None, *, name: str = "") -> Indicator:
+        """A causal indicator of a series, computed once with polars instead of once per candle.
+
+        `compute(frame)` gets the series' candles (ts, open, high, low, close, volume, oldest
+        first) and returns one value per candle, each from that candle and earlier ones only
+        (rolling means, cumulative sums, `shift(k)` with k > 0, ewm ...). Read it with `.value`
+        (the latest candle closed by now) or `.last(n)`. mde checks the promise: the values for
+        a prefix of the series must equal the whole computation's, else InputError.
+        """
+        return Indicator(self._runner, symbol or self.symbol, timeframe, compute, name or getattr(compute, "__name__", ""))
 
     # -- account
     def position(self, symbol: str | None = None) -> int:
@@ -449,6 +556,8 @@ class StrategyRunner:
         self.broker = broker
         self.as_of = as_of  # newest instant any series is read up to (the run's end, or now)
         self.now_us = 0
+        self.current: SeriesData | None = None  # the series whose candle is being processed ...
+        self.candle: Candle | None = None  # ... and that candle
         self._series: dict[tuple[str, str], SeriesData] = {}
         self.notes: list[tuple[int, str, str]] = []
         ids = []
@@ -556,49 +665,84 @@ class StrategyRunner:
         """Candles start..end-1 of one series, in order; the loop behind both replay and paper.
 
         Per candle: square-off (intraday), fills at this candle's prices for orders placed
-        before it, then each strategy's on_candle at its close, then one equity point.
-        Everything the loop touches is bound to a local first: it runs a million times.
+        before it, then each strategy's on_candle at its close. It runs a million times for a
+        year of 1m, so the candles are built in C (map over zip) and the loop only branches;
+        the equity curve is computed afterwards from the points where a fill changed cash or
+        positions, which can happen only in the two broker calls before the strategy's.
         """
         broker = self.broker
         assert broker is not None
-        sym, tf_name = data.symbol, data.timeframe.name
-        ts_l, o_l, h_l, l_l, c_l, v_l, cu_l = data.ts_us, data.open, data.high, data.low, data.close, data.volume, data.close_us
-        pending, net, last = broker.pending, broker.net, self._last_close
+        if end <= start:
+            return
+        sym = data.symbol
+        pending = broker.pending
+        booked = broker.fills
+        seen = len(booked)
+        steps = [(start, broker.cash, tuple(broker.net.items()))]  # (first candle, cash, net) from each fill on
         handlers = self._handlers
         only_fn, only_ctx = handlers[0] if len(handlers) == 1 else (None, None)
         intraday = self._intraday
         fills = self.fill_on_candles
-        eq = self.equity_values.append
+        square_off = self._square_off
         for _, ctx in handlers:
             ctx.symbol = sym
-        new, cls = _new_candle, Candle
-        exposed = 0
-        rows = zip(range(start, end), ts_l[start:end], o_l[start:end], h_l[start:end], l_l[start:end],
-                   c_l[start:end], v_l[start:end], cu_l[start:end])
-        for i, ts, o, h, lo, c, v, now in rows:
+        self.current = data
+        n = end - start
+        whole = start == 0 and end == len(data)
+        cols = [c if whole else c[start:end] for c in (data.ts_us, data.open, data.high, data.low, data.close,
+                                                        data.volume, data.close_us)]
+        candles = map(_candle_of, zip(repeat(sym, n), repeat(data.timeframe.name, n), *cols, range(start, end)))
+        for candle in candles:
             if intraday:
-                self._square_off(data, i)
+                square_off(data, candle[9])
+                if len(booked) != seen:
+                    seen = len(booked)
+                    steps.append((candle[9], broker.cash, tuple(broker.net.items())))
             if fills and pending.get(sym):
-                broker.on_candle(sym, ts, o, h, lo)
-            self.now_us = now
-            candle = new(cls, (sym, tf_name, ts, o, h, lo, c, v, now, i))
+                broker.on_candle(sym, candle[2], candle[3], candle[4], candle[5])
+                if len(booked) != seen:
+                    seen = len(booked)
+                    steps.append((candle[9], broker.cash, tuple(broker.net.items())))
+            self.now_us = candle[8]
+            self.candle = candle
             if only_fn is not None:
                 only_fn(only_ctx, candle)
             else:
                 for on_candle, ctx in handlers:
                     on_candle(ctx, candle)
+        self.current = None
+        if len(booked) != seen:
+            raise MdeError(f"a fill was booked inside on_candle at {us_to_datetime(self.now_us):%Y-%m-%d %H:%M}; orders "
+                           "placed by a strategy fill from the next candle (broker.FILL_MODEL)")
+        self._equity(data, start, end, steps)
+        self._last_close[sym] = data.close[end - 1]
+
+    def _equity(self, data: SeriesData, start: int, end: int, steps: list[tuple[int, float, tuple]]) -> None:
+        """One equity point per candle start..end-1: cash + open positions, this symbol marked at
+        the candle's close and the others at their last close (set when their span ended).
+
+        Cash and positions change only at `steps`, so each stretch between two of them is
+        (cash + others) + qty * close over a slice of closes, and a flat stretch one repeated value.
+        """
+        sym, last, close, out = data.symbol, self._last_close, data.close, self.equity_values
+        self.equity_us.extend(data.close_us if start == 0 and end == len(data) else data.close_us[start:end])
+        for k, (first, cash, net) in enumerate(steps):
+            upto = steps[k + 1][0] if k + 1 < len(steps) else end
+            if upto == first:
+                continue
+            others, qty = 0.0, 0
+            for s, q in net:
+                if s == sym:
+                    qty = q
+                else:
+                    others += q * last[s]
+            base = cash + others
             if net:
-                if len(net) == 1 and sym in net:
-                    eq(broker.cash + net[sym] * c)
-                else:  # other symbols are marked at their last close (set when their span ended)
-                    eq(broker.cash + sum([q * (c if s == sym else last[s]) for s, q in net.items()]))
-                exposed += 1
+                self.exposed_count += upto - first
+            if qty:
+                out.extend(array("d", [base + qty * c for c in close[first:upto]]))
             else:
-                eq(broker.cash)
-        if end > start:
-            last[sym] = c_l[end - 1]
-        self.equity_us.extend(cu_l[start:end])
-        self.exposed_count += exposed
+                out.extend(array("d", [base]) * (upto - first))
 
     def _square_off(self, data: SeriesData, i: int) -> None:
         """Flatten intraday strategies at the open of the first candle not closed by their square-off time."""
