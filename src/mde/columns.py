@@ -1,8 +1,9 @@
 """Polars columns <-> typed arrays, through the Arrow C stream interface (nanoarrow).
 
-A replay's hot loop iterates plain `array.array`s (8 bytes a value, as fast as lists), and
-its results go back into polars for metrics and reports. Going through Python objects costs
-about 50 ms and a million objects per million values; the Arrow interface copies buffers.
+A replay's hot loop iterates flat sequences of numbers (8 bytes a value, as fast as lists),
+and its results go back into polars for metrics and reports. Going through Python objects
+costs about 50 ms and a million objects per million values; the Arrow interface lets us
+read (or copy) a column's own buffer instead.
 """
 
 from __future__ import annotations
@@ -12,11 +13,34 @@ from array import array
 import nanoarrow
 import polars as pl
 
-_DTYPES = {"d": pl.Float64, "q": pl.Int64}
+# array/memoryview type codes of the numeric columns we read without Python objects
+CODES: dict[pl.DataType, str] = {
+    pl.Int8(): "b", pl.Int16(): "h", pl.Int32(): "i", pl.Int64(): "q", pl.Float32(): "f", pl.Float64(): "d",
+}
+_DTYPES = {code: dtype for dtype, code in CODES.items()}
+
+
+def view(code: str, series: pl.Series) -> memoryview | array:
+    """A column's values without a copy: a read-only memoryview of its buffer when it is one
+    chunk without nulls, else `to_array`. `code` is a CODES value; datetimes are read as
+    epoch microseconds ("q").
+
+    The view keeps the buffer alive on its own, and iterates nearly as fast as a typed array.
+    """
+    series = _physical(code, series)
+    if series.len() and not series.null_count() and series.n_chunks() == 1:
+        chunks = list(nanoarrow.Array(series).iter_chunk_views())
+        if len(chunks) == 1 and chunks[0].n_buffers == 2:
+            chunk = chunks[0]
+            raw = memoryview(chunk.buffer(1))
+            size = array(code).itemsize
+            if raw.itemsize == size:
+                return raw.cast("B")[chunk.offset * size:(chunk.offset + chunk.length) * size].cast(code)
+    return to_array(code, series)
 
 
 def to_array(code: str, series: pl.Series) -> array:
-    """A column as a typed array ("d" float64, "q" int64): its buffers copied chunk by chunk.
+    """A column as a typed array: its buffers copied chunk by chunk.
 
     Columns with nulls, or buffers of an unexpected layout, go through `to_list`, which gives
     the same values (and fails on a null, as the array cannot hold one).
@@ -24,12 +48,12 @@ def to_array(code: str, series: pl.Series) -> array:
     out = array(code)
     series = _physical(code, series)
     if not series.null_count():
-        views = list(nanoarrow.Array(series).iter_chunk_views())
+        chunks = list(nanoarrow.Array(series).iter_chunk_views())
         size = out.itemsize
-        if all(view.n_buffers == 2 and memoryview(view.buffer(1)).itemsize == size for view in views):
-            for view in views:
-                raw = memoryview(view.buffer(1)).cast("B")
-                out.frombytes(raw[view.offset * size:(view.offset + view.length) * size])
+        if all(chunk.n_buffers == 2 and memoryview(chunk.buffer(1)).itemsize == size for chunk in chunks):
+            for chunk in chunks:
+                raw = memoryview(chunk.buffer(1)).cast("B")
+                out.frombytes(raw[chunk.offset * size:(chunk.offset + chunk.length) * size])
             return out
     out.fromlist(series.to_list())
     return out
@@ -38,33 +62,10 @@ def to_array(code: str, series: pl.Series) -> array:
 def to_series(name: str, values: array) -> pl.Series:
     """A typed array as a polars column. The bytes are copied first: polars would otherwise
     hold the array's buffer, and a live session could no longer append to the array."""
+    if not len(values):
+        return pl.Series(name, [], dtype=_DTYPES[values.typecode])
     frozen = memoryview(values.tobytes()).cast(values.typecode)
     return pl.Series(nanoarrow.Array(frozen)).alias(name)
-
-
-def view(code: str, series: pl.Series) -> memoryview | array:
-    """A column's values without a copy: a read-only memoryview of its buffer ("d" float64,
-    "q" int64 or microsecond datetimes) when it is one chunk without nulls, else `to_array`.
-
-    The view keeps the buffer alive on its own, and iterates as fast as a typed array.
-    """
-    series = _physical(code, series)
-    if series.len() and not series.null_count() and series.n_chunks() == 1:
-        chunks = list(nanoarrow.Array(series).iter_chunk_views())
-        if len(chunks) == 1 and chunks[0].n_buffers == 2:
-            chunk = chunks[0]
-            raw = memoryview(chunk.buffer(1))
-            if raw.itemsize == 8:
-                return raw.cast("B")[chunk.offset * 8:(chunk.offset + chunk.length) * 8].cast(code)
-    return to_array(code, series)
-
-
-def _physical(code: str, series: pl.Series) -> pl.Series:
-    """The series with the storage the code asks for; datetimes as epoch microseconds."""
-    dtype = series.dtype
-    if isinstance(dtype, pl.Datetime) and code == "q":
-        return series if dtype.time_unit == "us" else series.dt.epoch("us")  # us: stored as epoch microseconds
-    return series if dtype == _DTYPES[code] else series.cast(_DTYPES[code])
 
 
 def grow(values: memoryview | array) -> array:
@@ -74,3 +75,11 @@ def grow(values: memoryview | array) -> array:
     out = array(values.format)
     out.frombytes(values.cast("B"))
     return out
+
+
+def _physical(code: str, series: pl.Series) -> pl.Series:
+    """The series with the storage the code asks for; datetimes as epoch microseconds."""
+    dtype = series.dtype
+    if isinstance(dtype, pl.Datetime) and code == "q":
+        return series if dtype.time_unit == "us" else series.dt.epoch("us")  # us: stored as epoch microseconds
+    return series if dtype == _DTYPES[code] else series.cast(_DTYPES[code])

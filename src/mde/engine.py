@@ -483,7 +483,7 @@ class MarketDataEngine:
         base = self._read_from(inst, tf)
         if base is None:
             raise self._not_cached(symbol, tf)
-        df = self.store.read(inst, base, None, at)
+        df = self.store.read(inst, base, None, at, remember=False)  # read once, held by the caller
         if base != tf:
             df = resample(self._complete(df, base, at), tf, self.calendar)
         return with_close(self._complete(df, tf, at), tf, self.calendar)

@@ -382,7 +382,7 @@ class CandleStore:
                 return hit[1]
         return None
 
-    def _read_file(self, path: Path) -> pl.DataFrame:
+    def _read_file(self, path: Path, remember: bool = True) -> pl.DataFrame:
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -400,10 +400,11 @@ class CandleStore:
                 "move it aside and run `mde fetch` for that period again"
             ) from None
         self._validate(df, path)
-        self._remember(path, stamp, df)
+        if remember:
+            self._remember(path, stamp, df)
         return df
 
-    def _read_files(self, paths: list[Path]) -> list[pl.DataFrame]:
+    def _read_files(self, paths: list[Path], remember: bool = True) -> list[pl.DataFrame]:
         """Like `_read_file` for each path, but files missing from the read cache are decoded
         by one polars call when the manifest vouches for them (see `_read_batch`)."""
         found: dict[Path, pl.DataFrame] = {}
@@ -421,10 +422,10 @@ class CandleStore:
         if misses:
             self.check_memory()
         if len(misses) > 1:
-            found.update(self._read_batch(misses))
-        return [found[p] if p in found else self._read_file(p) for p in paths]
+            found.update(self._read_batch(misses, remember))
+        return [found[p] if p in found else self._read_file(p, remember) for p in paths]
 
-    def _read_batch(self, misses: list[tuple[Path, os.stat_result]]) -> dict[Path, pl.DataFrame]:
+    def _read_batch(self, misses: list[tuple[Path, os.stat_result]], remember: bool = True) -> dict[Path, pl.DataFrame]:
         """Decode several partition files of one series with one `pl.read_parquet` (about twice
         as fast as one call per file) and cut the result back into files by the manifest's row
         counts. Only files whose manifest entry matches their size and mtime take part, and
@@ -458,7 +459,8 @@ class CandleStore:
         for path, st, e in batch:
             out[path] = big.slice(offset, e["rows"])
             offset += e["rows"]
-            self._remember(path, _stamp(st), out[path])
+            if remember:
+                self._remember(path, _stamp(st), out[path])
         return out
 
     @staticmethod
@@ -473,9 +475,14 @@ class CandleStore:
                 )
 
     def read(
-        self, instrument: Instrument, tf: Timeframe, start: datetime | None = None, end: datetime | None = None
+        self, instrument: Instrument, tf: Timeframe, start: datetime | None = None, end: datetime | None = None,
+        *, remember: bool = True,
     ) -> pl.DataFrame:
-        """All cached candles with start <= ts <= end (bounds optional)."""
+        """All cached candles with start <= ts <= end (bounds optional).
+
+        `remember=False` keeps the files it decodes out of the read cache: a whole-series read
+        (a backtest's history) would otherwise pin every partition in memory after its use.
+        """
         parts = self.partitions(instrument, tf)
         if start is not None:
             lo = partition_key(start.astimezone(IST), tf)
@@ -483,7 +490,7 @@ class CandleStore:
         if end is not None:
             hi = partition_key(end.astimezone(IST), tf)
             parts = [p for p in parts if p.stem == "all" or p.stem <= hi]
-        frames = [f for f in self._read_files(parts) if not f.is_empty()]
+        frames = [f for f in self._read_files(parts, remember) if not f.is_empty()]
         if not frames:
             return empty_candles()
         df = _concat(frames)

@@ -42,18 +42,18 @@ class SmaCross(Strategy):
                       for symbol in ctx.symbols}
         self._before = {symbol: self._sign[symbol].value for symbol in ctx.symbols}  # from the warm-up history
 
-    def sign(self, candles: pl.DataFrame) -> pl.Series:
+    def sign(self, candles: pl.DataFrame) -> pl.Expr:
         """sign(SMA(fast) - SMA(slow)) per candle, null until `slow` closes are in.
 
         Sums in integer paise (exact on NSE's 0.05 grid, 0.01 for indices), compared as
-        sum_fast * slow vs sum_slow * fast, so a tie is a tie on every machine.
+        sum_fast * slow vs sum_slow * fast, so a tie is a tie on every machine. One
+        expression, so polars frees each intermediate column as soon as it is used.
         """
-        paise = (candles.get_column("close") * 100).round().cast(pl.Int64)
-        total = paise.cum_sum()
+        total = (pl.col("close") * 100).round().cast(pl.Int64).cum_sum()
         fast_sum = total - total.shift(self.fast, fill_value=0)
         slow_sum = total - total.shift(self.slow, fill_value=0)
-        sign = (fast_sum * self.slow - slow_sum * self.fast).sign()
-        return sign.scatter(range(min(self.slow - 1, sign.len())), None) if sign.len() else sign
+        sign = (fast_sum * self.slow - slow_sum * self.fast).sign().cast(pl.Int8)
+        return pl.when(pl.int_range(pl.len()) >= self.slow - 1).then(sign).alias("sign")
 
     def on_candle(self, ctx: Context, candle: Candle) -> None:
         # runs once per candle, a million times for a year of 1m in a sweep row: keep it short

@@ -37,7 +37,7 @@ import polars as pl
 
 from .broker import Order, SimBroker, ist_day, us_to_datetime
 from .calendar import IST
-from .columns import grow, view
+from .columns import CODES, grow, view
 from .errors import InputError, MdeError
 from .timeframes import Timeframe, parse
 
@@ -48,6 +48,7 @@ BUILTIN_STRATEGIES = {
     "orb": "mde.strategies:OpeningRangeBreakout",
 }
 _PARAM_TYPES = (int, float, bool, str)
+PREFIX_CHECK = 4096  # candles of the prefixes an indicator is checked on (look-ahead)
 _US_PER_MIN = 60_000_000
 _IST_MIN = 330
 
@@ -319,8 +320,8 @@ class Indicator:
         if k > self._n:
             self._refresh()
         lo = max(0, k - _count(n))
-        head = [None] * max(0, min(k, self._offset) - lo)
-        return head + list(self._values[max(lo, self._offset) - self._offset:k - self._offset])
+        first, end = max(lo, self._offset) - self._offset, k - self._offset  # in the stored values
+        return [None] * max(0, min(k, self._offset) - lo) + (list(self._values[first:end]) if end > first else [])
 
     def _visible(self) -> int:
         runner = self._runner
@@ -338,29 +339,26 @@ class Indicator:
             before = self._evaluate(frame.head(self._n))
             if not values.head(self._n).equals(before, check_names=False, null_equal=True):
                 raise self._looks_ahead()
-        else:
-            for k in sorted({n // 2, n - 1} - {0}):  # a prefix must give the same values: no look-ahead
+        else:  # a prefix must give the values of the whole: short ones catch the usual leaks cheaply
+            for k in sorted({min(n - 1, PREFIX_CHECK), min(n - 1, PREFIX_CHECK) // 2} - {0}):
                 if not values.head(k).equals(self._evaluate(frame.head(k)), check_names=False, null_equal=True):
                     raise self._looks_ahead()
         self._offset = int(values.is_not_null().arg_max() or 0) if values.null_count() < n else n
         rest = values.slice(self._offset)
-        if rest.null_count() == 0 and rest.dtype.is_integer():
-            self._values = view("q", rest)
-        elif rest.null_count() == 0 and rest.dtype.is_float():
-            self._values = view("d", rest)
-        else:
-            self._values = rest.to_list()
+        code = CODES.get(rest.dtype)
+        self._values = view(code, rest) if code is not None and not rest.null_count() else rest.to_list()
         self._data, self._n = data, n
 
     def _evaluate(self, frame: pl.DataFrame) -> pl.Series:
         try:
             out = self._compute(frame)
+            if isinstance(out, pl.Expr):
+                out = frame.select(out).to_series()
         except MdeError:
             raise
         except Exception as exc:
-            raise InputError(f"indicator {self.name} failed: {type(exc).__name__}: {exc}") from exc
-        if isinstance(out, pl.Expr):
-            out = frame.select(out).to_series()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InputError(f"indicator {self.name} failed: {type(exc).__name__}: {first}") from exc
         if not isinstance(out, pl.Series) or out.len() != frame.height:
             raise InputError(f"indicator {self.name} must return a polars Series with one value per candle "
                              f"({frame.height}), not {type(out).__name__}")
