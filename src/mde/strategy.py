@@ -553,9 +553,9 @@ class StrategyRunner:
         self.timeframe = parse(timeframe)
         self.broker = broker
         self.as_of = as_of  # newest instant any series is read up to (the run's end, or now)
-        self.now_us = 0
+        self._now_us = 0
         self.current: SeriesData | None = None  # the series whose candle is being processed ...
-        self.candle: Candle | None = None  # ... and that candle
+        self.candle: Candle | None = None  # ... and that candle (its close is now)
         self._series: dict[tuple[str, str], SeriesData] = {}
         self.notes: list[tuple[int, str, str]] = []
         ids = []
@@ -581,6 +581,18 @@ class StrategyRunner:
         # Replay and sample paper fill at the next candle's prices; live paper fills at the next
         # last traded price instead (`SimBroker.on_price`), so its candles fill nothing.
         self.fill_on_candles = True
+
+    @property
+    def now_us(self) -> int:
+        """Now, in epoch microseconds: the close of the candle being processed, else the last
+        instant set (the start of a run, a live session's tick)."""
+        candle = self.candle
+        return candle[8] if candle is not None else self._now_us
+
+    @now_us.setter
+    def now_us(self, value: int) -> None:
+        self._now_us = value
+        self.candle = None
 
     # -- data
     def add_series(self, data: SeriesData) -> None:
@@ -701,14 +713,14 @@ class StrategyRunner:
                 if len(booked) != seen:
                     seen = len(booked)
                     steps.append((candle[9], broker.cash, tuple(broker.net.items())))
-            self.now_us = candle[8]
-            self.candle = candle
+            self.candle = candle  # now is its close (now_us)
             if only_fn is not None:
                 only_fn(only_ctx, candle)
             else:
                 for on_candle, ctx in handlers:
                     on_candle(ctx, candle)
         self.current = None
+        self.now_us = data.close_us[end - 1]  # the last close stays now after the span
         if len(booked) != seen:
             raise MdeError(f"a fill was booked inside on_candle at {us_to_datetime(self.now_us):%Y-%m-%d %H:%M}; orders "
                            "placed by a strategy fill from the next candle (broker.FILL_MODEL)")
