@@ -161,10 +161,13 @@ def visible(df: pl.DataFrame, tf: Timeframe, cal: Calendar, as_of: datetime) -> 
     rest = df.slice(head_end)
     if rest.is_empty():
         return head
+    tail = rest.height
     if rest.height <= SMALL:
         rest = rest.filter(pl.Series([m <= cutoff for m in _close_list(rest, tf, cal)], dtype=pl.Boolean))
     else:
         rest = rest.filter(close_minutes(tf, cal) <= cutoff)
+    if rest.height == tail:  # all complete: the frame as it was (a concat would split its columns in two)
+        return df
     return pl.concat([head, rest]) if not rest.is_empty() else head
 
 

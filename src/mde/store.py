@@ -431,29 +431,10 @@ class CandleStore:
         counts. Only files whose manifest entry matches their size and mtime take part, and
         every cut is checked against the entry's first and last ts; on any doubt nothing is
         returned and the caller reads file by file (which also names a bad file precisely)."""
-        folder = misses[0][0].parent
-        try:
-            entries = Manifest.from_json((folder / MANIFEST).read_text(encoding="utf-8")).partitions
-        except Exception:  # missing or unreadable manifest: file by file
+        decoded = self._decode_batch(misses)
+        if decoded is None:
             return {}
-        batch = [(path, st, entries[path.stem]) for path, st in misses if path.parent == folder and _entry_matches(entries.get(path.stem), st)]
-        if len(batch) < 2 or any(e["rows"] <= 0 for _, _, e in batch):
-            return {}
-        try:
-            big = pl.read_parquet([path for path, _, _ in batch])
-        except Exception:  # schemas differ (an `oi` column in some files) or a file is bad
-            return {}
-        if big.height != sum(e["rows"] for _, _, e in batch) or any(big.schema.get(n) != t for n, t in COLUMNS.items()):
-            return {}
-        bounds: list[int] = []
-        expect: list[int] = []
-        offset = 0
-        for _, _, e in batch:
-            bounds += [offset, offset + e["rows"] - 1]
-            expect += [_epoch_us(e["first"]), _epoch_us(e["last"])]
-            offset += e["rows"]
-        if big.get_column("ts").to_physical().gather(bounds).to_list() != expect:
-            return {}
+        big, batch = decoded
         out: dict[Path, pl.DataFrame] = {}
         offset = 0
         for path, st, e in batch:
@@ -462,6 +443,54 @@ class CandleStore:
             if remember:
                 self._remember(path, _stamp(st), out[path])
         return out
+
+    def _decode_batch(self, misses: list[tuple[Path, os.stat_result]], *, contiguous: bool = False
+                      ) -> tuple[pl.DataFrame, list[tuple[Path, os.stat_result, dict]]] | None:
+        """One frame for the files the manifest vouches for (see `_read_batch`), with them."""
+        folder = misses[0][0].parent
+        try:
+            entries = Manifest.from_json((folder / MANIFEST).read_text(encoding="utf-8")).partitions
+        except Exception:  # missing or unreadable manifest: file by file
+            return None
+        batch = [(path, st, entries[path.stem]) for path, st in misses if path.parent == folder and _entry_matches(entries.get(path.stem), st)]
+        if len(batch) < 2 or any(e["rows"] <= 0 for _, _, e in batch):
+            return None
+        try:
+            big = pl.read_parquet([path for path, _, _ in batch])
+        except Exception:  # schemas differ (an `oi` column in some files) or a file is bad
+            return None
+        if big.height != sum(e["rows"] for _, _, e in batch) or any(big.schema.get(n) != t for n, t in COLUMNS.items()):
+            return None
+        bounds: list[int] = []
+        expect: list[int] = []
+        offset = 0
+        for _, _, e in batch:
+            bounds += [offset, offset + e["rows"] - 1]
+            expect += [_epoch_us(e["first"]), _epoch_us(e["last"])]
+            offset += e["rows"]
+        if big.get_column("ts").to_physical().gather(bounds).to_list() != expect:
+            return None
+        return (big.rechunk() if contiguous else big), batch
+
+    def _read_whole(self, paths: list[Path]) -> pl.DataFrame | None:
+        """Every file of `paths` decoded into one contiguous frame, when none is in the read
+        cache and the manifest vouches for all (a backtest's history); else None."""
+        misses = []
+        for path in paths:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                return None
+            if self._cached(path, _stamp(st)) is not None:
+                return None
+            misses.append((path, st))
+        if len(misses) < 2:
+            return None
+        self.check_memory()
+        decoded = self._decode_batch(misses, contiguous=True)
+        if decoded is None or len(decoded[1]) != len(paths):
+            return None
+        return decoded[0]
 
     @staticmethod
     def _validate(df: pl.DataFrame, path: Path) -> None:
@@ -490,10 +519,14 @@ class CandleStore:
         if end is not None:
             hi = partition_key(end.astimezone(IST), tf)
             parts = [p for p in parts if p.stem == "all" or p.stem <= hi]
-        frames = [f for f in self._read_files(parts, remember) if not f.is_empty()]
-        if not frames:
-            return empty_candles()
-        df = _concat(frames)
+        whole = None if remember else self._read_whole(parts)
+        if whole is not None:  # one buffer per column: its reader can iterate it without a copy
+            df = whole
+        else:
+            frames = [f for f in self._read_files(parts, remember) if not f.is_empty()]
+            if not frames:
+                return empty_candles()
+            df = _concat(frames)
         # filter only when a bound cuts into the data: a filter copies every column
         if start is not None and df["ts"][0] < start:
             df = df.filter(pl.col("ts") >= start)

@@ -735,7 +735,11 @@ class StrategyRunner:
         (cash + others) + qty * close over a slice of closes, and a flat stretch one repeated value.
         """
         sym, last, close, out = data.symbol, self._last_close, data.close, self.equity_values
-        self.equity_us.extend(data.close_us if start == 0 and end == len(data) else data.close_us[start:end])
+        times = data.close_us[start:end]
+        if isinstance(times, memoryview):
+            self.equity_us.frombytes(times.cast("B"))  # extend() would go value by value
+        else:
+            self.equity_us.extend(times)
         for k, (first, cash, net) in enumerate(steps):
             upto = steps[k + 1][0] if k + 1 < len(steps) else end
             if upto == first:
@@ -750,8 +754,8 @@ class StrategyRunner:
             if net:
                 self.exposed_count += upto - first
             if qty:
-                out.extend(array("d", [base + qty * c for c in close[first:upto]]))
-            else:
+                out.fromlist([base + qty * c for c in close[first:upto]])
+            else:  # flat in this symbol: one value all along
                 out.extend(array("d", [base]) * (upto - first))
 
     def _square_off(self, data: SeriesData, i: int) -> None:
