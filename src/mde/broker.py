@@ -141,7 +141,7 @@ class SimBroker:
         self._tick = tick
         self.slippage_ticks = slippage_ticks
         self._slip: dict[str, float] = {}
-        self.pending: dict[str, list[Order]] = {}  # symbol -> live orders in placement order
+        self.pending: dict[str, list[Order]] = {}  # symbol -> live orders in placement order (a symbol's list is never replaced)
         self.positions: dict[tuple[str, str], Position] = {}
         self.net: dict[str, int] = {}  # symbol -> net quantity over strategies, open positions only
         self.fills: list[Fill] = []

@@ -38,9 +38,11 @@ class SmaCross(Strategy):
             raise InputError("sma_cross: qty must be at least 1")
 
     def on_start(self, ctx: Context) -> None:
-        self._sign = {symbol: ctx.indicator(self.sign, symbol, name=f"sma_cross {self.fast}/{self.slow}")
-                      for symbol in ctx.symbols}
-        self._before = {symbol: self._sign[symbol].value for symbol in ctx.symbols}  # from the warm-up history
+        # per symbol: [the sign indicator, its value at the previous candle (warm-up history at start)]
+        self._state: dict[str, list[Any]] = {}
+        for symbol in ctx.symbols:
+            sign = ctx.indicator(self.sign, symbol, name=f"sma_cross {self.fast}/{self.slow}")
+            self._state[symbol] = [sign, sign.value]
 
     def sign(self, candles: pl.DataFrame) -> pl.Expr:
         """sign(SMA(fast) - SMA(slow)) per candle, null until `slow` closes are in.
@@ -57,12 +59,12 @@ class SmaCross(Strategy):
 
     def on_candle(self, ctx: Context, candle: Candle) -> None:
         # runs once per candle, a million times for a year of 1m in a sweep row: keep it short
-        symbol = candle.symbol
-        now = self._sign[symbol].value
-        before = self._before[symbol]
+        state = self._state[candle.symbol]
+        now = state[0].value
+        before = state[1]
         if now == before:
             return
-        self._before[symbol] = now
+        state[1] = now
         if before is None or now is None:
             return
         if now > 0 >= before:

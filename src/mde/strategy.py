@@ -685,7 +685,7 @@ class StrategyRunner:
         if end <= start:
             return
         sym = data.symbol
-        pending = broker.pending
+        live = broker.pending.setdefault(sym, [])  # the broker keeps this list for the symbol: a cheap test
         booked = broker.fills
         seen = len(booked)
         steps = [(start, broker.cash, tuple(broker.net.items()))]  # (first candle, cash, net) from each fill on
@@ -708,7 +708,7 @@ class StrategyRunner:
                 if len(booked) != seen:
                     seen = len(booked)
                     steps.append((candle[9], broker.cash, tuple(broker.net.items())))
-            if fills and pending.get(sym):
+            if fills and live:
                 broker.on_candle(sym, candle[2], candle[3], candle[4], candle[5])
                 if len(booked) != seen:
                     seen = len(booked)
