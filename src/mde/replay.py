@@ -12,6 +12,7 @@ closed before now, warm-up before `start` included; `on_candle` runs for candles
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from array import array
 import itertools
@@ -120,6 +121,7 @@ def _writable(path: Path) -> Iterator[None]:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}; choose another path") from None
 
 
+@functools.cache
 def mde_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -339,7 +339,7 @@ class Indicator:
             before = self._evaluate(frame.head(self._n))
             if not values.head(self._n).equals(before, check_names=False, null_equal=True):
                 raise self._looks_ahead()
-        else:  # a prefix must give the values of the whole: short ones catch the usual leaks cheaply
+        else:  # a prefix must give the values of the whole: two short ones catch the usual leaks cheaply
             for k in sorted({min(n - 1, PREFIX_CHECK), min(n - 1, PREFIX_CHECK) // 2} - {0}):
                 if not values.head(k).equals(self._evaluate(frame.head(k)), check_names=False, null_equal=True):
                     raise self._looks_ahead()
