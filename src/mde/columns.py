@@ -59,13 +59,14 @@ def to_array(code: str, series: pl.Series) -> array:
     return out
 
 
-def to_series(name: str, values: array) -> pl.Series:
-    """A typed array as a polars column. The bytes are copied first: polars would otherwise
-    hold the array's buffer, and a live session could no longer append to the array."""
+def to_series(name: str, values: array, *, copy: bool = True) -> pl.Series:
+    """A typed array as a polars column. With `copy`, the bytes are copied first; without,
+    polars holds the array's own buffer, and the array can no longer grow (BufferError) while
+    the column lives: for arrays that are final."""
     if not len(values):
         return pl.Series(name, [], dtype=_DTYPES[values.typecode])
-    frozen = memoryview(values.tobytes()).cast(values.typecode)
-    return pl.Series(nanoarrow.Array(frozen)).alias(name)
+    buffer = memoryview(values.tobytes()).cast(values.typecode) if copy else memoryview(values)
+    return pl.Series(nanoarrow.Array(buffer)).alias(name)
 
 
 def grow(values: memoryview | array) -> array:

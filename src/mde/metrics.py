@@ -57,9 +57,12 @@ def _round(x: float | None, digits: int = 2) -> float | None:
     return round(x, digits)
 
 
-def equity_frame(times_us: Sequence[int], values: Sequence[float], initial: float) -> pl.DataFrame:
-    """One point per close time (the last, when several symbols close together), with drawdown."""
-    df = pl.DataFrame([_column("ts", "q", times_us), _column("equity", "d", values)])
+def equity_frame(times_us: Sequence[int], values: Sequence[float], initial: float, *, final: bool = False) -> pl.DataFrame:
+    """One point per close time (the last, when several symbols close together), with drawdown.
+
+    `final`: the run is over and its typed arrays will not grow again, so the frame can use
+    their memory instead of a copy (a million points: 16 MB less at the peak)."""
+    df = pl.DataFrame([_column("ts", "q", times_us, final), _column("equity", "d", values, final)])
     if df.height > 1 and (df["ts"].diff() == 0).any():
         df = df.group_by("ts", maintain_order=True).last()
     peak = pl.max_horizontal(pl.col("equity").cum_max(), pl.lit(initial))
@@ -69,9 +72,9 @@ def equity_frame(times_us: Sequence[int], values: Sequence[float], initial: floa
     )
 
 
-def _column(name: str, code: str, values: Sequence[float] | Sequence[int]) -> pl.Series:
+def _column(name: str, code: str, values: Sequence[float] | Sequence[int], final: bool) -> pl.Series:
     if isinstance(values, array) and values.typecode == code:
-        return to_series(name, values)  # a million points in a millisecond
+        return to_series(name, values, copy=not final)  # a million points in a millisecond
     return pl.Series(name, values, dtype=pl.Float64 if code == "d" else pl.Int64)
 
 
@@ -83,11 +86,13 @@ def compute(
     bars = values.len()
     final = float(values[-1]) if bars else initial
     net = final - initial
-    series = pl.concat([pl.Series([initial], dtype=pl.Float64), values.cast(pl.Float64)])
-    rets = (series / series.shift(1) - 1.0).slice(1)
+    values = values.cast(pl.Float64)
+    rets = values / values.shift(1, fill_value=initial) - 1.0  # the first against the starting cash
     mean = rets.mean() if bars else None
     std = rets.std(ddof=1) if bars > 1 else None
-    downside = math.sqrt((rets.clip(upper_bound=0.0) ** 2).mean()) if bars else 0.0  # type: ignore[operator]
+    losses = rets.filter(rets < 0.0)  # downside deviation: the losing candles' squares over all candles
+    downside = math.sqrt(float((losses * losses).sum()) / bars) if bars else 0.0
+    del rets, losses
     scale = math.sqrt(basis.bars_per_year)
     sharpe = mean / std * scale if mean is not None and std else None  # type: ignore[operator]
     sortino = mean / downside * scale if mean is not None and downside else None  # type: ignore[operator]
@@ -99,7 +104,7 @@ def compute(
 
     dd_value = float(equity["drawdown"].min()) if bars else 0.0  # type: ignore[arg-type]
     dd_pct = float(equity.select((pl.col("drawdown") / (pl.col("equity") - pl.col("drawdown"))).min()).item()) * 100 if bars else 0.0
-    dd_bars, dd_start, dd_end = _longest_drawdown(values, initial)
+    dd_bars, dd_start, dd_end = _longest_drawdown(equity["drawdown"])
     ts = equity["ts"]
 
     n = trades.height
@@ -132,18 +137,17 @@ def compute(
     }
 
 
-def _longest_drawdown(values: pl.Series, initial: float) -> tuple[int, int | None, int | None]:
+def _longest_drawdown(drawdown: pl.Series) -> tuple[int, int | None, int | None]:
     """Longest stretch under a previous peak: (candles under water, peak index, recovery index or None).
 
-    Run-length encoding of "below the running peak" (the starting cash counts as a peak):
-    the longest run of True is the answer. The peak is the candle before it (index 0 when the
-    run starts at once, under the starting cash), the recovery the candle after it.
+    Run-length encoding of "below the running peak" (drawdown < 0; the starting cash counts as
+    a peak): the longest run of True is the answer. The peak is the candle before it (index 0
+    when the run starts at once, under the starting cash), the recovery the candle after it.
     """
-    n = values.len()
+    n = drawdown.len()
     if not n:
         return 0, None, None
-    eq = values.cast(pl.Float64)
-    runs = (eq < eq.cum_max().clip(lower_bound=initial)).rle().struct.unnest()
+    runs = (drawdown < 0).rle().struct.unnest()
     runs = runs.with_columns(start=pl.col("len").cum_sum() - pl.col("len")).filter(pl.col("value"))
     if runs.is_empty():
         return 0, None, None

@@ -320,7 +320,7 @@ def summarize(
     names = list(runner.symbols)
     tf = runner.timeframe
     trades = runner.broker.trades_frame()
-    equity = equity_frame(equity_us, equity_values, cash)
+    equity = equity_frame(equity_us, equity_values, cash, final=True)  # the run is over: its arrays stay as they are
     basis = basis_for(engine.calendar, tf, lo, hi)
     exposure = exposed / events if events else 0.0
     holds = [data.close[i1 - 1] / data.open[i0] - 1 for data, i0, i1 in zip(series, starts, ends) if i1 > i0]

@@ -43,6 +43,7 @@ class SmaCross(Strategy):
         for symbol in ctx.symbols:
             sign = ctx.indicator(self.sign, symbol, name=f"sma_cross {self.fast}/{self.slow}")
             self._state[symbol] = [sign, sign.value]
+            ctx.wake_on(sign, changes=True)  # on_candle does nothing while the sign stays the same
 
     def sign(self, candles: pl.DataFrame) -> pl.Expr:
         """sign(SMA(fast) - SMA(slow)) per candle, null until `slow` closes are in.
@@ -51,11 +52,9 @@ class SmaCross(Strategy):
         sum_fast * slow vs sum_slow * fast, so a tie is a tie on every machine. One
         expression, so polars frees each intermediate column as soon as it is used.
         """
-        total = (pl.col("close") * 100).round().cast(pl.Int64).cum_sum()
-        fast_sum = total - total.shift(self.fast, fill_value=0)
-        slow_sum = total - total.shift(self.slow, fill_value=0)
-        sign = (fast_sum * self.slow - slow_sum * self.fast).sign().cast(pl.Int8)
-        return pl.when(pl.int_range(pl.len()) >= self.slow - 1).then(sign).alias("sign")
+        paise = (pl.col("close") * 100).round().cast(pl.Int64)
+        diff = paise.rolling_sum(self.fast) * self.slow - paise.rolling_sum(self.slow) * self.fast  # null until `slow`
+        return diff.sign().cast(pl.Int8).alias("sign")
 
     def on_candle(self, ctx: Context, candle: Candle) -> None:
         # runs once per candle, a million times for a year of 1m in a sweep row: keep it short

@@ -24,7 +24,7 @@ import importlib
 import importlib.util
 import logging
 import sys
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -283,7 +283,8 @@ class Indicator:
     computed again when a live session adds candles (the values already read must not change).
     """
 
-    __slots__ = ("name", "_runner", "_symbol", "_timeframe", "_compute", "_data", "_values", "_offset", "_n")
+    __slots__ = ("name", "_runner", "_symbol", "_timeframe", "_compute", "_data", "_values", "_offset", "_n", "_all",
+                 "_marks")
 
     def __init__(self, runner: StrategyRunner, symbol: str, timeframe: str | None,
                  compute: Callable[[pl.DataFrame], pl.Series], name: str) -> None:
@@ -296,6 +297,8 @@ class Indicator:
         self._values: Sequence[Any] = ()
         self._offset = 0  # leading nulls (warm-up) are not stored
         self._n = 0
+        self._all = pl.Series()
+        self._marks: dict[bool, Sequence[int]] = {}
         self._refresh()
 
     @property
@@ -335,9 +338,8 @@ class Indicator:
         frame = data.frame
         values = self._evaluate(frame)
         n = frame.height
-        if self._data is data and self._n:  # more candles than last time: what was revealed must stay
-            before = self._evaluate(frame.head(self._n))
-            if not values.head(self._n).equals(before, check_names=False, null_equal=True):
+        if self._data is data and self._n:  # more candles than last time: the values for the old ones must stay
+            if not values.head(self._n).equals(self._all, check_names=False, null_equal=True):
                 raise self._looks_ahead()
         else:  # a prefix must give the values of the whole: two short ones catch the usual leaks cheaply
             for k in sorted({min(n - 1, PREFIX_CHECK), min(n - 1, PREFIX_CHECK) // 2} - {0}):
@@ -347,7 +349,19 @@ class Indicator:
         rest = values.slice(self._offset)
         code = CODES.get(rest.dtype)
         self._values = view(code, rest) if code is not None and not rest.null_count() else rest.to_list()
-        self._data, self._n = data, n
+        self._data, self._n, self._all, self._marks = data, n, values, {}
+
+    def marks(self, changes: bool = False) -> Sequence[int]:
+        """Candle indices (of the whole series) where the value is true (not null, not zero), or,
+        with `changes`, where it differs from the previous candle's (null included)."""
+        if len(self._data or ()) > self._n:
+            self._refresh()
+        got = self._marks.get(changes)
+        if got is None:
+            values = self._all
+            hit = values.ne_missing(values.shift(1)) if changes else values.fill_null(0).cast(pl.Boolean)
+            got = self._marks[changes] = view("q", hit.arg_true().cast(pl.Int64))
+        return got
 
     def _evaluate(self, frame: pl.DataFrame) -> pl.Series:
         try:
@@ -442,6 +456,16 @@ class Context:
         a prefix of the series must equal the whole computation's, else InputError.
         """
         return Indicator(self._runner, symbol or self.symbol, timeframe, compute, name or getattr(compute, "__name__", ""))
+
+    def wake_on(self, indicator: Indicator, *, changes: bool = False) -> None:
+        """Call this strategy's on_candle only at the candles where `indicator` is true (not null,
+        not zero), or with `changes=True` where its value changes. A promise that on_candle does
+        nothing on the other candles, so skipping them changes nothing but the time: fills,
+        stops, the equity curve and square-offs go on at every candle. Ignored (every candle is
+        delivered) when several strategies share a run or for intraday strategies."""
+        if indicator._timeframe not in (None, self.timeframe) and parse(indicator._timeframe) != self._runner.timeframe:
+            raise InputError(f"wake_on needs an indicator of the run's timeframe ({self.timeframe})")
+        self._runner.wake[indicator._symbol] = (indicator, changes)
 
     # -- account
     def position(self, symbol: str | None = None) -> int:
@@ -556,6 +580,7 @@ class StrategyRunner:
         self._now_us = 0
         self.current: SeriesData | None = None  # the series whose candle is being processed ...
         self.candle: Candle | None = None  # ... and that candle (its close is now)
+        self.wake: dict[str, tuple[Indicator, bool]] = {}  # symbol -> a lone strategy's wake-up indicator (Context.wake_on)
         self._series: dict[tuple[str, str], SeriesData] = {}
         self.notes: list[tuple[int, str, str]] = []
         ids = []
@@ -692,11 +717,32 @@ class StrategyRunner:
         handlers = self._handlers
         only_fn, only_ctx = handlers[0] if len(handlers) == 1 else (None, None)
         intraday = self._intraday
-        fills = self.fill_on_candles
-        square_off = self._square_off
         for _, ctx in handlers:
             ctx.symbol = sym
         self.current = data
+        wake = self.wake.get(sym) if only_fn is not None and not intraday else None
+        if wake is not None:
+            seen = self._sparse(data, start, end, wake[0].marks(wake[1]), live, steps, seen, only_fn, only_ctx)
+        else:
+            seen = self._dense(data, start, end, live, steps, seen, handlers, only_fn, only_ctx)
+        self.current = None
+        self.now_us = data.close_us[end - 1]  # the last close stays now after the span
+        if len(booked) != seen:
+            raise MdeError(f"a fill was booked inside on_candle at {us_to_datetime(self.now_us):%Y-%m-%d %H:%M}; orders "
+                           "placed by a strategy fill from the next candle (broker.FILL_MODEL)")
+        self._equity(data, start, end, steps)
+        self._last_close[sym] = data.close[end - 1]
+
+    def _dense(self, data: SeriesData, start: int, end: int, live: list[Order], steps: list[tuple[int, float, tuple]],
+               seen: int, handlers: list[tuple[Callable[[Context, Candle], None], Context]], only_fn: Any, only_ctx: Any) -> int:
+        """Every candle to every strategy. Returns the number of fills booked so far."""
+        broker = self.broker
+        assert broker is not None
+        booked = broker.fills
+        sym = data.symbol
+        intraday = self._intraday
+        fills = self.fill_on_candles
+        square_off = self._square_off
         n = end - start
         whole = start == 0 and end == len(data)
         cols = [c if whole else c[start:end] for c in (data.ts_us, data.open, data.high, data.low, data.close,
@@ -719,13 +765,38 @@ class StrategyRunner:
             else:
                 for on_candle, ctx in handlers:
                     on_candle(ctx, candle)
-        self.current = None
-        self.now_us = data.close_us[end - 1]  # the last close stays now after the span
-        if len(booked) != seen:
-            raise MdeError(f"a fill was booked inside on_candle at {us_to_datetime(self.now_us):%Y-%m-%d %H:%M}; orders "
-                           "placed by a strategy fill from the next candle (broker.FILL_MODEL)")
-        self._equity(data, start, end, steps)
-        self._last_close[sym] = data.close[end - 1]
+        return seen
+
+    def _sparse(self, data: SeriesData, start: int, end: int, marks: Sequence[int], live: list[Order],
+                steps: list[tuple[int, float, tuple]], seen: int, fn: Any, ctx: Any) -> int:
+        """A lone strategy woken by an indicator (Context.wake_on): only its candles, and every
+        candle while an order of the symbol is live, are visited. Returns the fills booked so far."""
+        broker = self.broker
+        assert broker is not None
+        booked = broker.fills
+        sym, tf_name = data.symbol, data.timeframe.name
+        ts, o, h, lo, c, v, cu = data.ts_us, data.open, data.high, data.low, data.close, data.volume, data.close_us
+        fills = self.fill_on_candles
+        k, n_marks = bisect_left(marks, start), len(marks)
+        i = start
+        while i < end:
+            busy = fills and live
+            if not busy:  # nothing can fill: jump to the next candle the strategy wants
+                if k >= n_marks or marks[k] >= end:
+                    break
+                i = marks[k]
+            else:
+                broker.on_candle(sym, ts[i], o[i], h[i], lo[i])
+                if len(booked) != seen:
+                    seen = len(booked)
+                    steps.append((i, broker.cash, tuple(broker.net.items())))
+            if k < n_marks and marks[k] == i:
+                k += 1
+                candle = _candle_of((sym, tf_name, ts[i], o[i], h[i], lo[i], c[i], v[i], cu[i], i))
+                self.candle = candle
+                fn(ctx, candle)
+            i += 1
+        return seen
 
     def _equity(self, data: SeriesData, start: int, end: int, steps: list[tuple[int, float, tuple]]) -> None:
         """One equity point per candle start..end-1: cash + open positions, this symbol marked at
