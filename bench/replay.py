@@ -30,11 +30,15 @@ other work on the machine:
   mde (a) end-to-end  run_replay(engine, "sma_cross", ..., costs="none") from the Parquet cache:
                       Parquet read, SeriesData, the loop, trades frame, metrics.
   mde (b) loop        StrategyRunner.run over a SeriesData already built in memory (as run_replay
-                      builds it): on_start, the per-candle loop, finish. SimBroker + runner creation
-                      included (microseconds).
+                      builds it): on_start (sma_cross's indicator), the loop, finish. SimBroker +
+                      runner creation included (microseconds). sma_cross declares ctx.wake_on on
+                      its sign's changes, so on_candle runs only where the sign changes, and every
+                      candle where an order can fill (README "Replay").
+  mde (c) (info)      the same loop with the wake-up ignored: on_candle at every candle, the
+                      per-candle cost of the runner (a Candle tuple, one call, the sign read).
   backtesting.py      Backtest(df, ...).run() on a pandas frame already built: its data checks, its
                       indicator (Strategy.I, numpy), its loop and its stats.
-Trade lists: mde (a), mde (b) and backtesting.py must give identical trades (entry time and
+Trade lists: mde (a), (b), (c) and backtesting.py must give identical trades (entry time and
 price, exit time and price, size). One difference is normalised, because both libraries document it:
 a position still open after the last bar. mde closes it at the last candle's close, stamped with that
 candle's close time ("end of replay"). backtesting.py's finalize_trades=True closes it at the last bar's
@@ -85,7 +89,7 @@ FAST, SLOW = 10, 30
 N_1Y = 250 * SESSION_MINUTES  # 93,750
 N_1M = 1_000_000
 BT_CASH = 1e9  # far above the price, small enough that float cash stays exact to the paisa
-REPS = {"1y": 5, "1M": 2}  # rounds; each round runs the three contenders in turn. About 3 min on a 2-core VM
+REPS = {"1y": 5, "1M": 2}  # rounds; each round runs the four contenders in turn. About 1 min on a 2-core VM
 Trade = tuple[int, float, int, float, int]  # entry_us, entry_price, exit_us, exit_price, size
 
 
@@ -119,8 +123,9 @@ def mde_series(cache: Path, now: datetime) -> Any:
     return SeriesData(SYMBOL, parse(TF), eng.history(SYMBOL, TF, as_of=now))
 
 
-def mde_loop(data: Any) -> Any:
-    """StrategyRunner.run alone over an in-memory SeriesData; returns the broker."""
+def mde_loop(data: Any, dense: bool = False) -> Any:
+    """StrategyRunner.run alone over an in-memory SeriesData; returns the broker. `dense`: every
+    candle is delivered to on_candle (sma_cross's wake_on is ignored), for the per-candle cost."""
     from mde.broker import SimBroker
     from mde.costs import cost_model
     from mde.strategies import SmaCross
@@ -130,7 +135,15 @@ def mde_loop(data: Any) -> Any:
     broker = SimBroker(1_000_000.0, lambda _s: model, lambda _s: 0.05)
     runner = StrategyRunner([SmaCross(fast=FAST, slow=SLOW)], None, symbols=[SYMBOL], timeframe=TF, broker=broker)
     runner.add_series(data)
-    runner.run(merge_events([data], [0], [len(data)]), data.ts_us[0])
+    events = merge_events([data], [0], [len(data)])
+    if dense:
+        runner.start(data.ts_us[0])
+        runner.wake.clear()
+        for series, start, end in events:
+            runner.process_span(series, start, end)
+        runner.finish()
+    else:
+        runner.run(events, data.ts_us[0])
     return broker
 
 
@@ -457,8 +470,10 @@ def bench(tmp: Path) -> None:
         df = bt_frame(d["ts_us"], *(d["cols"][c] for c in ("open", "high", "low", "close", "volume")))
         got = interleaved({"e2e": lambda: mde_e2e(d["cache"], d["now"], d["first"], d["last"]),
                            "loop": lambda: mde_loop(series),
+                           "dense": lambda: mde_loop(series, dense=True),
                            "bt": lambda: bt_run(df, strategy)}, REPS[size])
         (t_e2e, c_e2e, result), (t_loop, c_loop, broker), (t_bt, c_bt, stats) = got["e2e"], got["loop"], got["bt"]
+        t_dense, dense_broker = got["dense"][0], got["dense"][2]
         del got
         assert result.events == n, f"run_replay processed {result.events} candles, not {n}"
 
@@ -467,6 +482,8 @@ def bench(tmp: Path) -> None:
             ">= 5x", t_bt / t_e2e >= 5)
         row(f"{size} (b) StrategyRunner loop alone vs Backtest.run", fmt_rate(n / t_loop), fmt_rate(n / t_bt),
             t_bt / t_loop, ">= 5x", t_bt / t_loop >= 5)
+        row(f"{size} (c) loop, on_candle at every candle (info)", fmt_rate(n / t_dense), fmt_rate(n / t_bt), t_bt / t_dense,
+            "(info)", None)
         row(f"{size} (a) by CPU time of the process", fmt_rate(n / c_e2e), fmt_rate(n / c_bt), c_bt / c_e2e, "(info)", None)
         row(f"{size} (b) by CPU time of the process", fmt_rate(n / c_loop), fmt_rate(n / c_bt), c_bt / c_loop, "(info)", None)
         print(f"  {size} medians of {REPS[size]} interleaved rounds, wall (CPU): run_replay {t_e2e:.3f} s ({c_e2e:.3f}), "
@@ -475,9 +492,11 @@ def bench(tmp: Path) -> None:
 
         got_e2e, got_loop = trades_of_frame(result.trades), trades_of_broker(broker)
         want = trades_of_bt(stats, df, d["last_close_us"])
-        diff = first_difference(got_e2e, want) or first_difference(got_loop, got_e2e)
+        diff = (first_difference(got_e2e, want) or first_difference(got_loop, got_e2e)
+                or first_difference(trades_of_broker(dense_broker), got_e2e))
         end_open = sum(1 for r in result.trades["exit_reason"].to_list() if r == "end of replay")
-        print(f"  {size} trades: run_replay {len(got_e2e)}, loop {len(got_loop)}, backtesting.py {len(want)} "
+        print(f"  {size} trades: run_replay {len(got_e2e)}, loop {len(got_loop)} (every candle: "
+              f"{len(dense_broker.trades)}), backtesting.py {len(want)} "
               f"({end_open} still open at the end)", flush=True)
         bt_pnl = sum(round((x[3] - x[1]) * x[4] * 100) for x in want) / 100
         mde_pnl = result.metrics["net_pnl"]
@@ -486,7 +505,7 @@ def bench(tmp: Path) -> None:
         checks.append((size, ok, diff))
         print(f"  {size} identical trade lists and P&L: {'PASS' if ok else 'FAIL'}"
               + (f"  first difference: {diff}" if diff else ""), flush=True)
-        del result, broker, series, stats, df
+        del result, broker, dense_broker, series, stats, df
 
     for size, ok, _ in checks:
         ROWS.append("PASS" if ok else "FAIL")
