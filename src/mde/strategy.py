@@ -9,8 +9,8 @@ with defaults, and reacts to closed candles:
             if ctx.position() == 0 and candle.close > max(ctx.closes(n=20)[:-1]):
                 ctx.buy(1)
 
-Through `ctx` it reads windows of any symbol and timeframe, its position, cash and equity,
-and places orders. It never sees a candle before that candle's close: every read is
+Through `ctx` it reads windows of any symbol and timeframe, causal indicators computed once
+with polars (`ctx.indicator`), its position, cash and equity, and places orders. It never sees a candle before that candle's close: every read is
 bounded by `ctx.now`, the close time of the candle being processed, under the same
 resampling rule as `MarketDataEngine.get_window`. Nothing in a strategy knows whether a
 backtest or a paper session runs it; the fills follow broker.FILL_MODEL in both.
@@ -101,7 +101,8 @@ class Strategy:
         """Called once before the first candle; windows already hold the warm-up history."""
 
     def on_candle(self, ctx: Context, candle: Candle) -> None:
-        """Called at the close of every candle of every symbol the strategy runs on."""
+        """Called at the close of every candle of every symbol the strategy runs on (only where
+        its indicator says, after `ctx.wake_on`)."""
 
     def on_stop(self, ctx: Context) -> None:
         """Called once after the last candle."""
