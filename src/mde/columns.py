@@ -28,14 +28,9 @@ def view(code: str, series: pl.Series) -> memoryview | array:
     The view keeps the buffer alive on its own, and iterates nearly as fast as a typed array.
     """
     series = _physical(code, series)
-    if series.len() and not series.null_count() and series.n_chunks() == 1:
-        chunks = list(nanoarrow.Array(series).iter_chunk_views())
-        if len(chunks) == 1 and chunks[0].n_buffers == 2:
-            chunk = chunks[0]
-            raw = memoryview(chunk.buffer(1))
-            size = array(code).itemsize
-            if raw.itemsize == size:
-                return raw.cast("B")[chunk.offset * size:(chunk.offset + chunk.length) * size].cast(code)
+    chunks = _chunk_bytes(code, series) if series.n_chunks() == 1 else None
+    if chunks is not None and len(chunks) == 1:
+        return chunks[0].cast(code)
     return to_array(code, series)
 
 
@@ -47,15 +42,29 @@ def to_array(code: str, series: pl.Series) -> array:
     """
     out = array(code)
     series = _physical(code, series)
-    if not series.null_count():
-        chunks = list(nanoarrow.Array(series).iter_chunk_views())
-        size = out.itemsize
-        if all(chunk.n_buffers == 2 and memoryview(chunk.buffer(1)).itemsize == size for chunk in chunks):
-            for chunk in chunks:
-                raw = memoryview(chunk.buffer(1)).cast("B")
-                out.frombytes(raw[chunk.offset * size:(chunk.offset + chunk.length) * size])
-            return out
-    out.fromlist(series.to_list())
+    chunks = _chunk_bytes(code, series)
+    if chunks is None:
+        out.fromlist(series.to_list())
+    else:
+        for raw in chunks:
+            out.frombytes(raw)
+    return out
+
+
+def _chunk_bytes(code: str, series: pl.Series) -> list[memoryview] | None:
+    """The bytes of each chunk's values (its own memory, offset applied), or None when the
+    column has nulls or a buffer is not `code`-sized values."""
+    if series.null_count():
+        return None
+    size = array(code).itemsize
+    out = []
+    for chunk in nanoarrow.Array(series).iter_chunk_views():
+        if chunk.n_buffers != 2:
+            return None
+        raw = memoryview(chunk.buffer(1))
+        if raw.itemsize != size:
+            return None
+        out.append(raw.cast("B")[chunk.offset * size:(chunk.offset + chunk.length) * size])
     return out
 
 

@@ -421,6 +421,12 @@ class CandleStore:
                 misses.append((path, st))
         if misses:
             self.check_memory()
+        if not remember and len(misses) == len(paths) > 1:
+            # a whole series, none of it cached: one contiguous frame, so its reader iterates the
+            # columns without a copy (a replay's history)
+            decoded = self._decode_batch(misses, contiguous=True)
+            if decoded is not None and len(decoded[1]) == len(paths):
+                return [decoded[0]]
         if len(misses) > 1:
             found.update(self._read_batch(misses, remember))
         return [found[p] if p in found else self._read_file(p, remember) for p in paths]
@@ -472,26 +478,6 @@ class CandleStore:
             return None
         return (big.rechunk() if contiguous else big), batch
 
-    def _read_whole(self, paths: list[Path]) -> pl.DataFrame | None:
-        """Every file of `paths` decoded into one contiguous frame, when none is in the read
-        cache and the manifest vouches for all (a backtest's history); else None."""
-        misses = []
-        for path in paths:
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                return None
-            if self._cached(path, _stamp(st)) is not None:
-                return None
-            misses.append((path, st))
-        if len(misses) < 2:
-            return None
-        self.check_memory()
-        decoded = self._decode_batch(misses, contiguous=True)
-        if decoded is None or len(decoded[1]) != len(paths):
-            return None
-        return decoded[0]
-
     @staticmethod
     def _validate(df: pl.DataFrame, path: Path) -> None:
         schema = df.schema
@@ -510,7 +496,8 @@ class CandleStore:
         """All cached candles with start <= ts <= end (bounds optional).
 
         `remember=False` keeps the files it decodes out of the read cache: a whole-series read
-        (a backtest's history) would otherwise pin every partition in memory after its use.
+        (a backtest's history) would otherwise pin every partition in memory after its use. When
+        none of them is cached, they are decoded into one contiguous frame.
         """
         parts = self.partitions(instrument, tf)
         if start is not None:
@@ -519,14 +506,10 @@ class CandleStore:
         if end is not None:
             hi = partition_key(end.astimezone(IST), tf)
             parts = [p for p in parts if p.stem == "all" or p.stem <= hi]
-        whole = None if remember else self._read_whole(parts)
-        if whole is not None:  # one buffer per column: its reader can iterate it without a copy
-            df = whole
-        else:
-            frames = [f for f in self._read_files(parts, remember) if not f.is_empty()]
-            if not frames:
-                return empty_candles()
-            df = _concat(frames)
+        frames = [f for f in self._read_files(parts, remember) if not f.is_empty()]
+        if not frames:
+            return empty_candles()
+        df = _concat(frames)
         # filter only when a bound cuts into the data: a filter copies every column
         if start is not None and df["ts"][0] < start:
             df = df.filter(pl.col("ts") >= start)

@@ -57,7 +57,7 @@ class SmaCross(Strategy):
         return diff.sign().cast(pl.Int8).alias("sign")
 
     def on_candle(self, ctx: Context, candle: Candle) -> None:
-        # runs once per candle, a million times for a year of 1m in a sweep row: keep it short
+        # woken where the sign changes (wake_on); with other strategies in the run, at every candle
         state = self._state[candle.symbol]
         now = state[0].value
         before = state[1]

@@ -10,8 +10,9 @@ with defaults, and reacts to closed candles:
                 ctx.buy(1)
 
 Through `ctx` it reads windows of any symbol and timeframe, causal indicators computed once
-with polars (`ctx.indicator`), its position, cash and equity, and places orders. It never sees a candle before that candle's close: every read is
-bounded by `ctx.now`, the close time of the candle being processed, under the same
+with polars (`ctx.indicator`), its position, cash and equity, and places orders. It never
+sees a candle before that candle's close: every read is bounded by `ctx.now`, the close
+time of the candle being processed, under the same
 resampling rule as `MarketDataEngine.get_window`. Nothing in a strategy knows whether a
 backtest or a paper session runs it; the fills follow broker.FILL_MODEL in both.
 """
@@ -273,8 +274,8 @@ class SeriesData:
         self.volume.extend(volume)  # type: ignore[attr-defined]
 
     def candle(self, i: int) -> Candle:
-        return Candle(self.symbol, self.timeframe.name, self.ts_us[i], self.open[i], self.high[i], self.low[i],
-                      self.close[i], self.volume[i], self.close_us[i], i)
+        return _candle_of((self.symbol, self.timeframe.name, self.ts_us[i], self.open[i], self.high[i], self.low[i],
+                           self.close[i], self.volume[i], self.close_us[i], i))
 
 
 class Indicator:
@@ -284,8 +285,7 @@ class Indicator:
     computed again when a live session adds candles (the values already read must not change).
     """
 
-    __slots__ = ("name", "_runner", "_symbol", "_timeframe", "_compute", "_data", "_values", "_offset", "_n", "_all",
-                 "_marks")
+    __slots__ = ("name", "_runner", "_symbol", "_timeframe", "_compute", "_data", "_values", "_offset", "_all", "_marks")
 
     def __init__(self, runner: StrategyRunner, symbol: str, timeframe: str | None,
                  compute: Callable[[pl.DataFrame], pl.Series], name: str) -> None:
@@ -297,8 +297,7 @@ class Indicator:
         self._data: SeriesData | None = None
         self._values: Sequence[Any] = ()
         self._offset = 0  # leading nulls (warm-up) are not stored
-        self._n = 0
-        self._all = pl.Series()
+        self._all = pl.Series()  # every value, for the check when the series grows
         self._marks: dict[bool, Sequence[int]] = {}
         self._refresh()
 
@@ -321,7 +320,7 @@ class Indicator:
     def last(self, n: int) -> list[Any]:
         """The values of the last `n` candles closed by now, oldest first (None in the warm-up)."""
         k = self._visible()
-        if k > self._n:
+        if k > self._all.len():
             self._refresh()
         lo = max(0, k - _count(n))
         first, end = max(lo, self._offset) - self._offset, k - self._offset  # in the stored values
@@ -339,8 +338,8 @@ class Indicator:
         frame = data.frame
         values = self._evaluate(frame)
         n = frame.height
-        if self._data is data and self._n:  # more candles than last time: the values for the old ones must stay
-            if not values.head(self._n).equals(self._all, check_names=False, null_equal=True):
+        if self._data is data and self._all.len():  # more candles than last time: the old ones' values must stay
+            if not values.head(self._all.len()).equals(self._all, check_names=False, null_equal=True):
                 raise self._looks_ahead()
         else:  # a prefix must give the values of the whole: two short ones catch the usual leaks cheaply
             for k in sorted({min(n - 1, PREFIX_CHECK), min(n - 1, PREFIX_CHECK) // 2} - {0}):
@@ -350,12 +349,12 @@ class Indicator:
         rest = values.slice(self._offset)
         code = CODES.get(rest.dtype)
         self._values = view(code, rest) if code is not None and not rest.null_count() else rest.to_list()
-        self._data, self._n, self._all, self._marks = data, n, values, {}
+        self._data, self._all, self._marks = data, values, {}
 
     def marks(self, changes: bool = False) -> Sequence[int]:
         """Candle indices (of the whole series) where the value is true (not null, not zero), or,
         with `changes`, where it differs from the previous candle's (null included)."""
-        if len(self._data or ()) > self._n:
+        if len(self._data or ()) > self._all.len():
             self._refresh()
         got = self._marks.get(changes)
         if got is None:
@@ -753,13 +752,11 @@ class StrategyRunner:
             if intraday:
                 square_off(data, candle[9])
                 if len(booked) != seen:
-                    seen = len(booked)
-                    steps.append((candle[9], broker.cash, tuple(broker.net.items())))
+                    seen = self._step(candle[9], steps)
             if fills and live:
                 broker.on_candle(sym, candle[2], candle[3], candle[4], candle[5])
                 if len(booked) != seen:
-                    seen = len(booked)
-                    steps.append((candle[9], broker.cash, tuple(broker.net.items())))
+                    seen = self._step(candle[9], steps)
             self.candle = candle  # now is its close (now_us)
             if only_fn is not None:
                 only_fn(only_ctx, candle)
@@ -775,8 +772,8 @@ class StrategyRunner:
         broker = self.broker
         assert broker is not None
         booked = broker.fills
-        sym, tf_name = data.symbol, data.timeframe.name
-        ts, o, h, lo, c, v, cu = data.ts_us, data.open, data.high, data.low, data.close, data.volume, data.close_us
+        sym = data.symbol
+        ts, o, h, lo = data.ts_us, data.open, data.high, data.low
         fills = self.fill_on_candles
         k, n_marks = bisect_left(marks, start), len(marks)
         i = start
@@ -789,15 +786,20 @@ class StrategyRunner:
             else:
                 broker.on_candle(sym, ts[i], o[i], h[i], lo[i])
                 if len(booked) != seen:
-                    seen = len(booked)
-                    steps.append((i, broker.cash, tuple(broker.net.items())))
+                    seen = self._step(i, steps)
             if k < n_marks and marks[k] == i:
                 k += 1
-                candle = _candle_of((sym, tf_name, ts[i], o[i], h[i], lo[i], c[i], v[i], cu[i], i))
-                self.candle = candle
+                candle = self.candle = data.candle(i)
                 fn(ctx, candle)
             i += 1
         return seen
+
+    def _step(self, i: int, steps: list[tuple[int, float, tuple]]) -> int:
+        """A fill was booked at candle i: cash and positions from there on. Returns the fills booked."""
+        broker = self.broker
+        assert broker is not None
+        steps.append((i, broker.cash, tuple(broker.net.items())))
+        return len(broker.fills)
 
     def _equity(self, data: SeriesData, start: int, end: int, steps: list[tuple[int, float, tuple]]) -> None:
         """One equity point per candle start..end-1: cash + open positions, this symbol marked at
