@@ -19,6 +19,7 @@ import errno
 import hmac
 import json
 import logging
+import re
 import socket
 from datetime import datetime
 from importlib.metadata import version
@@ -33,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from .calendar import IST
-from .config import Settings
+from .config import Settings, is_loopback
 from .engine import MarketDataEngine, check_limit, window_body
 from .errors import CacheError, InputError, MdeError, NotCached, SourceError
 from .store import NotInMemory
@@ -48,6 +49,15 @@ WEB = Path(__file__).resolve().parent / "web"
 NO_STORE = (b"cache-control", b"no-store")
 IMMUTABLE = (b"cache-control", b"public, max-age=86400, immutable")
 REVALIDATE = (b"cache-control", b"no-cache")
+SAFE_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"))
+# The dashboard runs only mde's own scripts (no inline script, no CDN); Lightweight Charts adds
+# one <style> element, hence 'unsafe-inline' for styles only.
+PAGE_HEADERS = (
+    *SAFE_HEADERS,
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+     b"img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+     b"frame-ancestors 'none'"),
+)
 
 
 # -- response models: for the OpenAPI schema only (bodies are built without them, for speed) --
@@ -102,9 +112,25 @@ class _Guard:
     """Pure ASGI middleware (no per-request task like BaseHTTPMiddleware): the token check on
     /api/*, and Cache-Control on every response (no-store for data, long for versioned assets)."""
 
-    def __init__(self, app: Any, token: str | None) -> None:
+    def __init__(self, app: Any, token: str | None, allowed_hosts: tuple[str, ...] = ()) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.allowed_hosts = frozenset(h.strip().lower() for h in allowed_hosts if h.strip())
+
+    def host_allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """DNS rebinding: a page of attacker.example that resolves to 127.0.0.1 reaches us with
+        its own name in Host. Without a token only loopback names are served; with one, the
+        `[serve] allowed_hosts` names (when given) and loopback."""
+        raw = next((v for k, v in headers if k == b"host"), None)
+        if raw is None:
+            return True  # HTTP/1.0 without Host: no browser sends that
+        host = raw.decode("latin-1").strip().lower()
+        name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if host.count(":") == 1 else host
+        if is_loopback(name):
+            return True
+        if self.token is None:
+            return False
+        return not self.allowed_hosts or name in self.allowed_hosts
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -117,6 +143,11 @@ class _Guard:
             header = REVALIDATE
         else:
             header = NO_STORE
+        if not self.host_allowed(scope["headers"]):
+            response = _error(421, "this server answers only for its own host names (Host header refused); "
+                              "use http://127.0.0.1:PORT/ or add the name to [serve] allowed_hosts (with a token)")
+            await response(scope, receive, send)
+            return
         if self.token is not None and path.startswith("/api/"):
             given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
             scheme, _, credentials = given.partition(b" ")
@@ -131,7 +162,7 @@ class _Guard:
         async def send_with_header(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", []) if h[0] != b"cache-control"]
-                message["headers"] = [*headers, header]
+                message["headers"] = [*headers, header, *(PAGE_HEADERS if path == "/" else SAFE_HEADERS)]
             await send(message)
 
         await self.app(scope, receive, send_with_header)
@@ -288,7 +319,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=origins, allow_methods=["GET"], allow_headers=["Authorization"]
         )
-    app.add_middleware(_Guard, token=token)
+    app.add_middleware(_Guard, token=token, allowed_hosts=settings.serve.allowed_hosts)
     return app
 
 
@@ -329,4 +360,21 @@ def run(app: FastAPI, sock: socket.socket, *, verbose: bool = False) -> None:
     import uvicorn
 
     config = uvicorn.Config(app, access_log=verbose, log_level="info" if verbose else "warning", server_header=False)
+    for name in ("uvicorn.access", "uvicorn.error", "mde"):  # after Config: it (re)configures logging
+        logging.getLogger(name).addFilter(RedactSecrets())
     uvicorn.Server(config).run(sockets=[sock])
+
+
+class RedactSecrets(logging.Filter):
+    """A client that puts `?token=...` in a URL gets it written by the access log: every line
+    mde or uvicorn logs has such query values replaced by `***`."""
+
+    PATTERN = re.compile(r"((?:^|[?&;])(?:token|access_token|api_key|api_secret|request_token)=)[^&;\s\"']*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Each argument on its own: uvicorn's access formatter unpacks record.args by position.
+        if isinstance(record.msg, str):
+            record.msg = self.PATTERN.sub(r"\1***", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True

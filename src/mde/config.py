@@ -92,6 +92,7 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback (with a token only)
     token: str | None = field(default=None, repr=False)
 
     def check(self) -> None:
@@ -181,7 +182,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "risk": {"max_loss_per_day": _pos_num, "max_position_qty": _pos_int, "max_position_notional": _pos_num,
              "max_orders_per_minute": _pos_int},
     # no token here on purpose: a secret does not belong in a file that may be committed
-    "serve": {"host": _str, "port": _port, "cors_origins": _str_list},
+    "serve": {"host": _str, "port": _port, "cors_origins": _str_list, "allowed_hosts": _str_list},
 }
 # Sections whose keys are free-form (validated by their own type only).
 FREE_SECTIONS = {"aliases": _str}
@@ -295,11 +296,14 @@ def load(
     costs_file = raw.get("costs", {}).get("file")
     serve_raw = raw.get("serve", {})
     cors_env = env.get("MDE_CORS_ORIGINS")
+    hosts_env = env.get("MDE_ALLOWED_HOSTS")
     serve = ServeSettings(
         host=host or serve_raw.get("host", "127.0.0.1"),
         port=port if port is not None else serve_raw.get("port", 8000),
         cors_origins=tuple(o.strip() for o in cors_env.split(",") if o.strip()) if cors_env
         else serve_raw.get("cors_origins", ()),
+        allowed_hosts=tuple(h.strip() for h in hosts_env.split(",") if h.strip()) if hosts_env
+        else tuple(serve_raw.get("allowed_hosts", ())),
         token=api_token or env.get("MDE_API_TOKEN") or None,
     )
     return Settings(

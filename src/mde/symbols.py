@@ -34,6 +34,15 @@ BUILTIN_ALIASES: dict[str, str] = {
 # NIFTY 50, NSE:INFY). Everything else, path separators and dots included, is refused.
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 &_\-:]*$")
 _EXCHANGES = {"NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCO"}
+# Device names Windows reserves in every folder (with any extension): a cache folder or journal
+# named CON cannot be created there, and mde runs on Windows too.
+_WINDOWS_RESERVED = re.compile(r"^(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?$", re.IGNORECASE)
+
+
+def check_not_reserved(name: str, what: str = "symbol") -> None:
+    """An InputError for a name Windows reserves (CON, NUL, COM1 ...), on every platform alike."""
+    if _WINDOWS_RESERVED.match(name.strip()):
+        raise InputError(f"invalid {what} {name.strip()!r}: {name.strip().upper()} is a device name Windows reserves; pick another")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +74,9 @@ def validate_symbol(symbol: str) -> str:
         raise InputError(
             f"invalid symbol {symbol!r}: use letters, digits, space, '&', '-' or 'EXCHANGE:SYMBOL' (like NSE:INFY)"
         )
-    return " ".join(text.upper().split())
+    text = " ".join(text.upper().split())
+    check_not_reserved(text.rpartition(":")[2])
+    return text
 
 
 def parse_instrument(key: str) -> Instrument:

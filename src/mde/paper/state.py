@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CacheError, InputError, MdeError
-from ..symbols import safe_name, unsafe_name
+from ..symbols import check_not_reserved, safe_name, unsafe_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,6 +56,7 @@ def session_path(folder: Path, name: str) -> Path:
     text = name.strip()
     if not text or len(text) > 64 or not all(c.isalnum() or c in "-_" for c in text):
         raise InputError(f"invalid session name {name!r}: use letters, digits, '-' and '_' (up to 64)")
+    check_not_reserved(text, "session name")
     return folder / f"{safe_name(text)}.sqlite"
 
 
