@@ -4,9 +4,10 @@ that a Python user of mde would miss; the JSON shape itself comes from `engine.w
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from .jsonout import dumps
 
 if TYPE_CHECKING:
     import polars as pl
@@ -35,7 +36,8 @@ def _price(x: float | None) -> str:
 
 
 def window_json(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, indent=None, separators=(", ", ": "))
+    """A window payload as JSON (`mde window -f json` prints `engine.window_body`, the API's bytes)."""
+    return dumps(payload, separators=(", ", ": "))
 
 
 def window_csv(df: pl.DataFrame) -> str:
@@ -56,15 +58,18 @@ def status_line(status: SeriesStatus) -> str:
     return f"{base} · up to date as of {fmt_ts(status.as_of)}"
 
 
-def window_table(df: pl.DataFrame, symbol: str, status: SeriesStatus, console: Console) -> None:
+def window_table(df: pl.DataFrame, symbol: str, status: SeriesStatus, console: Console, note: str | None = None) -> None:
+    """The window as a table; the footer is the status line, then `note` (a built window's)."""
     from rich.table import Table
     from rich.text import Text
 
     tf = status.timeframe
+    caption = Text(status_line(status), style="yellow" if status.stale else "dim")
+    if note:
+        caption.append("\n" + note, style="dim")
     table = Table(
         title=f"{symbol} ({status.instrument}) {tf} · {df.height} candle{'s' if df.height != 1 else ''}",
-        caption=status_line(status),
-        caption_style="yellow" if status.stale else "dim",
+        caption=caption,
     )
     table.add_column("ts (IST)", no_wrap=True)
     for name in ("open", "high", "low", "close"):
@@ -132,7 +137,7 @@ def inventory_rows(items: list[SeriesInfo]) -> list[dict[str, Any]]:
 
 
 def inventory_json(items: list[SeriesInfo]) -> str:
-    return json.dumps(inventory_rows(items), indent=1)
+    return dumps(inventory_rows(items), indent=1)
 
 
 def refresh_line(res: Any) -> str:
@@ -197,7 +202,7 @@ def instruments_table(rows: pl.DataFrame, total: int, fetched_at: datetime | Non
 
 def instruments_json(rows: pl.DataFrame) -> str:
     cols = [c for c in _INSTRUMENT_COLUMNS if c in rows.columns]
-    return json.dumps(rows.select(cols).to_dicts(), default=str, indent=1)
+    return dumps(rows.select(cols).to_dicts(), default=str, indent=1)
 
 
 # -- replay ------------------------------------------------------------------------------
@@ -261,7 +266,7 @@ def sweep_table(rows: list[dict[str, Any]], sort_by: str, console: Console) -> N
 
 
 def sweep_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=1, default=str)
+    return dumps(rows, indent=1, default=str)
 
 
 def strategies_table(items: list[dict[str, Any]], console: Console) -> None:
@@ -278,7 +283,7 @@ def strategies_table(items: list[dict[str, Any]], console: Console) -> None:
 
 
 def strategies_json(items: list[dict[str, Any]]) -> str:
-    return json.dumps(items, indent=1, default=str)
+    return dumps(items, indent=1, default=str)
 
 
 def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
@@ -296,7 +301,7 @@ def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
 
 
 def paper_status_json(items: list[dict[str, Any]]) -> str:
-    return json.dumps(items, indent=1, default=str)
+    return dumps(items, indent=1, default=str)
 
 
 def paper_dashboard(snap: dict[str, Any]) -> Any:
