@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 import functools
-import json
 import logging
 import shlex
 from dataclasses import dataclass, replace
@@ -27,7 +26,7 @@ from . import calendar as cal_mod
 from .config import Settings, load
 from .errors import InputError, MdeError, NotCached
 from .importer import read_candles
-from .jsonout import finite, frame_rows
+from .jsonout import dumps, finite, frame_rows
 from .resample import resample, visible, with_close
 from .sources import Source, make_source
 from .store import CandleStore, Manifest, Range, WriteResult, empty_candles
@@ -694,5 +693,5 @@ def window_body(symbol: str, timeframe: str | Timeframe, candles: pl.DataFrame) 
     tf = parse(timeframe)
     frame = candles if tuple(candles.columns) == WINDOW_COLUMNS else pl.DataFrame([candles.get_column(c) for c in WINDOW_COLUMNS])
     rows = frame_rows(frame)
-    head = json.dumps({"symbol": validate_symbol(symbol), "timeframe": tf.name, "count": frame.height}, separators=(",", ":"))
+    head = dumps({"symbol": validate_symbol(symbol), "timeframe": tf.name, "count": frame.height}, separators=(",", ":"))
     return f'{head[:-1]},"candles":{rows}}}'.encode()
