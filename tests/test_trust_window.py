@@ -229,6 +229,8 @@ def test_a_built_window_carries_x_mde_built_from(client: httpx.Client) -> None:
     assert client.get(WINDOW, params={"symbol": "NIFTY", "timeframe": "15m"}).headers["x-mde-built-from"] == "5m"
     own = client.get(WINDOW, params={"symbol": "NIFTY", "timeframe": "5m"})
     assert own.status_code == 200 and "x-mde-built-from" not in own.headers
+    documented = client.get("/openapi.json").json()["paths"][WINDOW]["get"]["responses"]["200"]
+    assert "X-Mde-Built-From" in documented["headers"] and "application/json" in documented["content"]
 
 
 def test_the_api_window_and_the_cli_json_are_the_same_bytes(client: httpx.Client, api_cache: Path) -> None:

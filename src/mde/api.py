@@ -92,6 +92,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 BUILT_FROM = "X-Mde-Built-From"  # on a window built from a smaller cached timeframe: that timeframe
+BUILT_FROM_DOC: dict[str, Any] = {"headers": {BUILT_FROM: {
+    "description": "present when the timeframe is not cached and was built from this smaller cached one (e.g. 5m); "
+    "NSE's official daily close can differ from a built daily candle's", "schema": {"type": "string"}}}}
 # `2024-06-14T10:15:00+05:30` sent unencoded: the query decodes `+` to a space
 _SPACE_FOR_PLUS = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?) (\d{2}:\d{2})")
 
@@ -246,7 +249,7 @@ def create_app(
 
     # -- the API ----------------------------------------------------------------------------
     @app.get(
-        "/api/market_data/window", response_model=WindowOut, responses=ERRORS, tags=["market data"],
+        "/api/market_data/window", response_model=WindowOut, responses={**ERRORS, 200: BUILT_FROM_DOC}, tags=["market data"],
         openapi_extra={"parameters": WINDOW_PARAMETERS},
     )
     async def market_data_window(request: Request) -> Response:
