@@ -202,6 +202,34 @@ def test_replay_on_a_built_timeframe_hands_the_strategy_its_base(nifty_5m_cache:
     assert summary["data"][0]["read_from"] == "5m"
 
 
+def test_replay_names_each_series_base_and_notes_the_built_ones(tmp_path: Path) -> None:
+    """5m and 1d cached, a 15m run whose strategy also reads 1d windows: the data fingerprint
+    says 15m was read from 5m and 1d from 1d (the source's own), and the table notes the 15m."""
+    cache = tmp_path / "cache"
+    assert mde(cache, "refresh", "--symbols", "NIFTY", "-t", "5m", "-t", "1d").returncode == 0
+    mine = tmp_path / "daily.py"
+    mine.write_text(
+        "from mde import Strategy\n"
+        "class Daily(Strategy):\n"
+        "    def on_candle(self, ctx, candle):\n"
+        "        assert ctx.built_from() == '5m' and ctx.built_from(timeframe='1d') is None\n"
+        "        if ctx.position() == 0 and ctx.window(timeframe='1d', n=2).height == 2:\n"
+        "            ctx.buy(1)\n"
+    )
+    args = ("replay", "--strategy", f"{mine}:Daily", "-s", "NIFTY", "-t", "15m", "--from", "2024-12-30", "--to", "2024-12-31",
+            "--segment", "futures")
+    done = mde(cache, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    summary = strict(done.stdout)
+    assert {(d["timeframe"], d["read_from"]) for d in summary["data"]} == {("15m", "5m"), ("1d", "1d")}
+    assert summary["metrics"]["trades"] == 1
+    table = mde(cache, *args)
+    assert table.returncode == 0, table.stderr
+    flat = " ".join(table.stdout.split())
+    assert "note: NIFTY 15m built from 5m candles, not the source's own 15m" in flat
+    assert "NIFTY 1d built" not in flat
+
+
 # -- the HTTP API --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def api_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -69,15 +69,20 @@ class Window(NamedTuple):
         return built_note(symbol, self.timeframe, self.built_from)
 
 
-def built_note(symbol: str, timeframe: Timeframe, built_from: Timeframe | None) -> str | None:
-    """What a user should know about candles built from a smaller timeframe, and the command
-    that caches the source's own (after which reads use those and this note goes away)."""
+def built_note(symbol: str, timeframe: Timeframe, built_from: Timeframe | None, *, advice: bool = True) -> str | None:
+    """What a user should know about candles built from a smaller timeframe, and (`advice`)
+    the command that caches the source's own (after which reads use those: the note goes away)."""
     if built_from is None:
         return None
-    own = f"`mde refresh --symbols {shlex.quote(validate_symbol(symbol))} --timeframe {timeframe}`"
     if timeframe.is_daily:
-        return f"built from {built_from} candles: NSE's official daily close can differ from the last trade; {own} caches the source's own"
-    return f"built from {built_from} candles, not the source's own {timeframe}; {own} caches those"
+        note = f"built from {built_from} candles: NSE's official daily close can differ from the last trade"
+        own = "caches the source's own"
+    else:
+        note = f"built from {built_from} candles, not the source's own {timeframe}"
+        own = "caches those"
+    if not advice:
+        return note
+    return f"{note}; `mde refresh --symbols {shlex.quote(validate_symbol(symbol))} --timeframe {timeframe}` {own}"
 
 
 @dataclass(frozen=True)

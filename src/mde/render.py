@@ -227,6 +227,20 @@ def _metric(value: Any) -> str:
     return str(value)
 
 
+def replay_notes(result: Any) -> list[str]:
+    """One line per series of the run that was built from a smaller cached timeframe (no
+    advice: a refresh caches only the newest candles, which need not cover the run's range)."""
+    from .engine import built_note
+    from .timeframes import parse
+
+    notes = []
+    for d in result.fingerprint:
+        if d["read_from"] != d["timeframe"]:
+            note = built_note(d["symbol"], parse(d["timeframe"]), parse(d["read_from"]), advice=False)
+            notes.append(f"{d['symbol']} {d['timeframe']} {note}")
+    return notes
+
+
 def replay_table(result: Any, console: Console) -> None:
     from rich.table import Table
 
@@ -241,6 +255,8 @@ def replay_table(result: Any, console: Console) -> None:
         table.add_row(_METRIC_LABELS.get(key, key), _metric(value))
     console.print(table)
     console.print(f"costs: {result.cost_basis}\n{result.basis}\n{result.fill_model}", style="dim", markup=False)
+    for note in replay_notes(result):
+        console.print(f"note: {note}", style="dim", markup=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
 

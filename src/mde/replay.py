@@ -349,7 +349,7 @@ def summarize(
         trades=trades,
         equity=equity.select("ts", "equity", "drawdown"),
         candles={d.symbol: d.frame.slice(i0, i1 - i0) for d, i0, i1 in zip(series, starts, ends)},
-        fingerprint=[fingerprint(d, read_from.get(d.symbol, d.timeframe)) for d in runner._series.values()],
+        fingerprint=[fingerprint(d, d.built_from or d.timeframe) for d in runner._series.values()],  # each series' own base
         warnings=warnings,
         events=events,
     )
