@@ -425,10 +425,10 @@ def test_every_json_printer_writes_null_for_nan(tmp_path: Path) -> None:
     from mde.api import _json
 
     bad = {"pnl": float("nan"), "marks": {"NIFTY": float("inf")}, "fills": [(1, float("-inf"))]}
-    for text in (render.paper_status_json([bad]), render.sweep_json([bad]), render.strategies_json([bad]),
-                 render.window_json(bad), _json([bad]).body):
-        assert strict(text) in ([{"pnl": None, "marks": {"NIFTY": None}, "fills": [[1, None]]}],
-                                {"pnl": None, "marks": {"NIFTY": None}, "fills": [[1, None]]})
+    for text in (render.paper_status_json([bad]), render.sweep_json([bad]), render.strategies_json([bad]), _json([bad]).body):
+        assert strict(text) == [{"pnl": None, "marks": {"NIFTY": None}, "fills": [[1, None]]}]
+    instruments = pl.DataFrame({"tradingsymbol": ["X"], "strike": [float("nan")], "tick_size": [float("inf")]})
+    assert strict(render.instruments_json(instruments)) == [{"tradingsymbol": "X", "strike": None, "tick_size": None}]
 
 
 # JSON written for mde's own use, never printed or served: the manifest, the token file, the

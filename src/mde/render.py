@@ -1,5 +1,6 @@
 """Presentation: turning library results into tables, JSON and CSV. No logic lives here
-that a Python user of mde would miss; the JSON shape itself comes from `engine.window_payload`.
+that a Python user of mde would miss; a window's JSON is `engine.window_body` (the API's bytes),
+and every other JSON goes through `jsonout.dumps` (null for NaN and infinities).
 """
 
 from __future__ import annotations
@@ -33,11 +34,6 @@ def fmt_bytes(n: int) -> str:
 
 def _price(x: float | None) -> str:
     return "-" if x is None else f"{x:,.2f}"
-
-
-def window_json(payload: dict[str, Any]) -> str:
-    """A window payload as JSON (`mde window -f json` prints `engine.window_body`, the API's bytes)."""
-    return dumps(payload, separators=(", ", ": "))
 
 
 def window_csv(df: pl.DataFrame) -> str:
