@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import hmac
-import json
 import logging
 import re
 import socket
@@ -37,6 +36,7 @@ from .calendar import IST
 from .config import Settings, is_loopback
 from .engine import MarketDataEngine, check_limit, window_body
 from .errors import CacheError, InputError, MdeError, NotCached, SourceError
+from .jsonout import dumps
 from .store import NotInMemory
 
 log = logging.getLogger("mde.api")
@@ -100,8 +100,26 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+BUILT_FROM = "X-Mde-Built-From"  # on a window built from a smaller cached timeframe: that timeframe
+BUILT_FROM_DOC: dict[str, Any] = {"headers": {BUILT_FROM: {
+    "description": "present when the timeframe is not cached and was built from this smaller cached one (e.g. 5m); "
+    "NSE's official daily close can differ from a built daily candle's", "schema": {"type": "string"}}}}
+# `2024-06-14T10:15:00+05:30` sent unencoded: the query decodes `+` to a space
+_SPACE_FOR_PLUS = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?) (\d{2}:\d{2})")
+
+
+def unplussed_as_of(value: str | None) -> str | None:
+    """`as_of` with the `+` of its UTC offset restored when a client left it unencoded
+    (`as_of=2024-06-14T10:15:00+05:30` arrives as `2024-06-14T10:15:00 05:30`). Only that exact
+    shape is mended: anything else reaches the engine as sent and is judged there."""
+    if value is None:
+        return None
+    match = _SPACE_FOR_PLUS.fullmatch(value)
+    return f"{match[1]}+{match[2]}" if match else value
+
+
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), status, media_type="application/json")
+    return Response(dumps(body, separators=(",", ":")).encode(), status, media_type="application/json")
 
 
 def _error(status: int, message: str) -> Response:
@@ -159,10 +177,18 @@ class _Guard:
                 await response(scope, receive, send)
                 return
 
+        # HEAD is answered as GET without the body (same status and headers, Content-Length
+        # included); the static files answer HEAD themselves.
+        head = scope["method"] == "HEAD" and not path.startswith("/static/")
+        if head:
+            scope = {**scope, "method": "GET"}
+
         async def send_with_header(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", []) if h[0] != b"cache-control"]
                 message["headers"] = [*headers, header, *(PAGE_HEADERS if path == "/" else SAFE_HEADERS)]
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         await self.app(scope, receive, send_with_header)
@@ -253,7 +279,7 @@ def create_app(
 
     # -- the API ----------------------------------------------------------------------------
     @app.get(
-        "/api/market_data/window", response_model=WindowOut, responses=ERRORS, tags=["market data"],
+        "/api/market_data/window", response_model=WindowOut, responses={**ERRORS, 200: BUILT_FROM_DOC}, tags=["market data"],
         openapi_extra={"parameters": WINDOW_PARAMETERS},
     )
     async def market_data_window(request: Request) -> Response:
@@ -267,15 +293,18 @@ def create_app(
         if symbol is None:
             raise InputError("missing query parameter 'symbol'")
         timeframe = query.get("timeframe", "5m")
-        args = (symbol, timeframe, query.get("limit", "50"), query.get("as_of"))
+        args = (symbol, timeframe, query.get("limit", "50"), unplussed_as_of(query.get("as_of")))
         # A window whose files are in the store's memo is answered here on the event loop
         # (~100 us, no thread hand-offs); one that needs the disk goes to a worker thread.
         try:
             with eng.store.memory_only():
-                candles = eng.get_window(*args)
+                win = eng.read_window(*args)
         except NotInMemory:
-            candles = await run_in_threadpool(eng.get_window, *args)
-        return Response(window_body(symbol, timeframe, candles), media_type="application/json")
+            win = await run_in_threadpool(eng.read_window, *args)
+        response = Response(window_body(symbol, timeframe, win.candles), media_type="application/json")
+        if win.built_from is not None:
+            response.headers[BUILT_FROM] = win.built_from.name
+        return response
 
     @app.get("/api/series", responses=ERRORS, tags=["market data"])
     def series() -> Response:
@@ -317,7 +346,8 @@ def create_app(
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["GET"], allow_headers=["Authorization"]
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "HEAD"], allow_headers=["Authorization"],
+            expose_headers=[BUILT_FROM],
         )
     app.add_middleware(_Guard, token=token, allowed_hosts=settings.serve.allowed_hosts)
     return app

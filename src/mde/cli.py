@@ -149,23 +149,25 @@ def window(
 
     Example:  mde window NIFTY --timeframe 15m --limit 20 --format json
     """
-    from .engine import window_payload
-
     eng = engine()
-    candles = eng.get_window(symbol, timeframe, limit=limit, as_of=as_of)
-    if fmt is Format.json:
-        from .render import window_json
-
-        typer.echo(window_json(window_payload(symbol, timeframe, candles)))
-    elif fmt is Format.csv:
-        from .render import window_csv
-
-        sys.stdout.write(window_csv(candles))
-    else:
+    win = eng.read_window(symbol, timeframe, limit=limit, as_of=as_of)
+    candles, note = win.candles, win.note(symbol)
+    if fmt is Format.table:
         from .render import window_table
 
         status = eng.status(symbol, timeframe, as_of=as_of)
-        window_table(candles, symbol.strip().upper(), status, _stdout())
+        window_table(candles, symbol.strip().upper(), status, _stdout(), note=note)
+        return
+    if fmt is Format.json:
+        from .engine import window_body
+
+        typer.echo(window_body(symbol, timeframe, candles).decode())  # the API's bytes, valid JSON always
+    else:
+        from .render import window_csv
+
+        sys.stdout.write(window_csv(candles))
+    if note and not STATE.quiet:  # stdout stays exactly the data; the note goes beside it
+        _stderr().print(f"note: {note}", markup=False)
 
 
 @app.command()
@@ -236,9 +238,9 @@ def refresh(
 
             typer.echo(refresh_line(res))
     if as_json:
-        import json
+        from .jsonout import dumps
 
-        typer.echo(json.dumps(summary, indent=1))
+        typer.echo(dumps(summary, indent=1))
     elif not STATE.quiet:
         from .render import summary_line
 

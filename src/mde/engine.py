@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 import functools
-import json
 import logging
+import shlex
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -26,6 +26,7 @@ from . import calendar as cal_mod
 from .config import Settings, load
 from .errors import InputError, MdeError, NotCached
 from .importer import read_candles
+from .jsonout import dumps, finite, frame_rows
 from .resample import resample, visible, with_close
 from .sources import Source, make_source
 from .store import CandleStore, Manifest, Range, WriteResult, empty_candles
@@ -48,6 +49,40 @@ class Candle(NamedTuple):
     volume: int | None
     closes_at: datetime
     oi: int | None = None
+
+
+class Window(NamedTuple):
+    """A window and where its candles come from (`MarketDataEngine.read_window`).
+
+    `built_from` is None when the candles are the source's own `timeframe` candles, else the
+    smaller cached timeframe they were resampled from. A built daily candle is the first open,
+    highest high, lowest low and last close of its session's 5m (or 1m ...) candles; NSE's
+    official daily close (and Kite's daily candle) is not the last traded price and can differ.
+    """
+
+    candles: pl.DataFrame
+    timeframe: Timeframe
+    built_from: Timeframe | None
+
+    def note(self, symbol: str) -> str | None:
+        """The one line the CLI prints about a built window (None when it is the source's own)."""
+        return built_note(symbol, self.timeframe, self.built_from)
+
+
+def built_note(symbol: str, timeframe: Timeframe, built_from: Timeframe | None, *, advice: bool = True) -> str | None:
+    """What a user should know about candles built from a smaller timeframe, and (`advice`)
+    the command that caches the source's own (after which reads use those: the note goes away)."""
+    if built_from is None:
+        return None
+    if timeframe.is_daily:
+        note = f"built from {built_from} candles: NSE's official daily close can differ from the last trade"
+        own = "caches the source's own"
+    else:
+        note = f"built from {built_from} candles, not the source's own {timeframe}"
+        own = "caches those"
+    if not advice:
+        return note
+    return f"{note}; `mde refresh --symbols {shlex.quote(validate_symbol(symbol))} --timeframe {timeframe}` {own}"
 
 
 @dataclass(frozen=True)
@@ -450,26 +485,41 @@ class MarketDataEngine:
         """The last `limit` candles complete at `as_of` (default now), oldest first.
 
         No candle with closes_at > as_of is ever returned. A timeframe that is not cached
-        is resampled from the largest cached smaller one, under the same rule.
+        is resampled from the largest cached smaller one, under the same rule;
+        `read_window` says whether it was (and from which).
+        """
+        return self.read_window(symbol, timeframe, limit, as_of).candles
+
+    def read_window(
+        self, symbol: str, timeframe: str | Timeframe = "5m", limit: int = 50, as_of: datetime | str | None = None
+    ) -> Window:
+        """`get_window`, with the timeframe its candles were built from (None: the source's own).
+
+        The source's own series wins whenever it is cached at all, even when it holds fewer
+        candles than `limit` or stops before `as_of`: a window never mixes the source's
+        candles with built ones (a built daily close is the last trade, the source's is NSE's
+        official close), and the status line says when such a series is stale. Only a
+        timeframe with no cached series of its own is built, from one smaller timeframe.
         """
         limit = check_limit(limit)
         inst, tf = self._series(symbol, timeframe)
         at = self._as_of(as_of)
         tail = self.store.read_tail(inst, tf, limit + 2, before=at)  # empty if nothing is cached
         if not tail.is_empty() or self.store.exists(inst, tf):
-            return self._complete(tail, tf, at).tail(limit)
+            return Window(self._complete(tail, tf, at).tail(limit), tf, None)
         # Not cached: build it from a smaller cached timeframe, the coarsest that can fill the window.
         best: pl.DataFrame | None = None
+        best_tf: Timeframe | None = None
         for smaller in sources_for(tf):
             if self.store.exists(inst, smaller):
                 window = self._resampled_window(inst, smaller, tf, limit, at)
                 if best is None or window.height > best.height:
-                    best = window
+                    best, best_tf = window, smaller
                 if best.height >= limit:
                     break
         if best is None:
             raise self._not_cached(symbol, tf)
-        return best
+        return Window(best, tf, best_tf)
 
     def history(self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None) -> pl.DataFrame:
         """Every candle complete at `as_of` (default now), with its `closes_at`, oldest first.
@@ -487,6 +537,13 @@ class MarketDataEngine:
         if base != tf:
             df = resample(self._complete(df, base, at), tf, self.calendar)
         return with_close(self._complete(df, tf, at), tf, self.calendar)
+
+    def built_from(self, symbol: str, timeframe: str | Timeframe) -> Timeframe | None:
+        """The smaller timeframe `history` builds this series from, or None when the series is
+        cached as itself (or not at all). The strategy API's `ctx.built_from` reads this."""
+        inst, tf = self._series(symbol, timeframe)
+        base = self._read_from(inst, tf)
+        return base if base is not None and base != tf else None
 
     def cached_timeframe(self, symbol: str, timeframe: str | Timeframe) -> Timeframe | None:
         """The timeframe a series is read from: itself if cached, else the largest cached
@@ -616,27 +673,30 @@ class MarketDataEngine:
 
 
 def window_payload(symbol: str, timeframe: str | Timeframe, candles: pl.DataFrame) -> dict[str, Any]:
-    """The JSON shape shared by `mde window --format json` and `/api/market_data/window`."""
+    """The JSON shape of `mde window --format json` and `/api/market_data/window` as Python
+    data (a non-finite price is None, as in the JSON). Built independently of `window_body`,
+    the bytes both print: tests/test_window_fast_path.py checks that the two agree."""
     tf = parse(timeframe)
     rows = candles.select(
         pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%:z"), "open", "high", "low", "close", "volume"
     ).to_dicts()
-    return {"symbol": validate_symbol(symbol), "timeframe": tf.name, "count": len(rows), "candles": rows}
+    return {"symbol": validate_symbol(symbol), "timeframe": tf.name, "count": len(rows), "candles": finite(rows)}
 
 
 WINDOW_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 
 
 def window_body(symbol: str, timeframe: str | Timeframe, candles: pl.DataFrame) -> bytes:
-    """`window_payload` as compact JSON bytes: the body of `/api/market_data/window`.
+    """The window as compact JSON bytes: the body of `/api/market_data/window` and exactly
+    what `mde window --format json` prints. Valid JSON always: a NaN or infinite price is
+    `null` (jsonout.frame_rows).
 
     polars writes the candles in one call, `ts` as ISO 8601 with the zone's offset
-    (`2024-06-14T11:20:00+05:30`, the same text as window_payload's strftime): about 30 us for
-    50 candles, where strftime + to_dicts + json.dumps take ~200 us (bench/api.py).
-    tests/test_api.py checks that both give the same JSON.
+    (`2024-06-14T11:20:00+05:30`): about 30 us for 50 candles, where strftime + to_dicts +
+    json.dumps take ~200 us (bench/api.py).
     """
     tf = parse(timeframe)
     frame = candles if tuple(candles.columns) == WINDOW_COLUMNS else pl.DataFrame([candles.get_column(c) for c in WINDOW_COLUMNS])
-    rows = frame.write_json() if frame.height else "[]"
-    head = json.dumps({"symbol": validate_symbol(symbol), "timeframe": tf.name, "count": frame.height}, separators=(",", ":"))
+    rows = frame_rows(frame)
+    head = dumps({"symbol": validate_symbol(symbol), "timeframe": tf.name, "count": frame.height}, separators=(",", ":"))
     return f'{head[:-1]},"candles":{rows}}}'.encode()

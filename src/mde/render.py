@@ -1,12 +1,14 @@
 """Presentation: turning library results into tables, JSON and CSV. No logic lives here
-that a Python user of mde would miss; the JSON shape itself comes from `engine.window_payload`.
+that a Python user of mde would miss; a window's JSON is `engine.window_body` (the API's bytes),
+and every other JSON goes through `jsonout.dumps` (null for NaN and infinities).
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from .jsonout import dumps
 
 if TYPE_CHECKING:
     import polars as pl
@@ -34,10 +36,6 @@ def _price(x: float | None) -> str:
     return "-" if x is None else f"{x:,.2f}"
 
 
-def window_json(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, indent=None, separators=(", ", ": "))
-
-
 def window_csv(df: pl.DataFrame) -> str:
     import polars as pl
 
@@ -56,15 +54,18 @@ def status_line(status: SeriesStatus) -> str:
     return f"{base} · up to date as of {fmt_ts(status.as_of)}"
 
 
-def window_table(df: pl.DataFrame, symbol: str, status: SeriesStatus, console: Console) -> None:
+def window_table(df: pl.DataFrame, symbol: str, status: SeriesStatus, console: Console, note: str | None = None) -> None:
+    """The window as a table; the footer is the status line, then `note` (a built window's)."""
     from rich.table import Table
     from rich.text import Text
 
     tf = status.timeframe
+    caption = Text(status_line(status), style="yellow" if status.stale else "dim")
+    if note:
+        caption.append("\n" + note, style="dim")
     table = Table(
         title=f"{symbol} ({status.instrument}) {tf} · {df.height} candle{'s' if df.height != 1 else ''}",
-        caption=status_line(status),
-        caption_style="yellow" if status.stale else "dim",
+        caption=caption,
     )
     table.add_column("ts (IST)", no_wrap=True)
     for name in ("open", "high", "low", "close"):
@@ -132,7 +133,7 @@ def inventory_rows(items: list[SeriesInfo]) -> list[dict[str, Any]]:
 
 
 def inventory_json(items: list[SeriesInfo]) -> str:
-    return json.dumps(inventory_rows(items), indent=1)
+    return dumps(inventory_rows(items), indent=1)
 
 
 def refresh_line(res: Any) -> str:
@@ -197,7 +198,7 @@ def instruments_table(rows: pl.DataFrame, total: int, fetched_at: datetime | Non
 
 def instruments_json(rows: pl.DataFrame) -> str:
     cols = [c for c in _INSTRUMENT_COLUMNS if c in rows.columns]
-    return json.dumps(rows.select(cols).to_dicts(), default=str, indent=1)
+    return dumps(rows.select(cols).to_dicts(), default=str, indent=1)
 
 
 # -- replay ------------------------------------------------------------------------------
@@ -222,6 +223,20 @@ def _metric(value: Any) -> str:
     return str(value)
 
 
+def replay_notes(result: Any) -> list[str]:
+    """One line per series of the run that was built from a smaller cached timeframe (no
+    advice: a refresh caches only the newest candles, which need not cover the run's range)."""
+    from .engine import built_note
+    from .timeframes import parse
+
+    notes = []
+    for d in result.fingerprint:
+        if d["read_from"] != d["timeframe"]:
+            note = built_note(d["symbol"], parse(d["timeframe"]), parse(d["read_from"]), advice=False)
+            notes.append(f"{d['symbol']} {d['timeframe']} {note}")
+    return notes
+
+
 def replay_table(result: Any, console: Console) -> None:
     from rich.table import Table
 
@@ -236,6 +251,8 @@ def replay_table(result: Any, console: Console) -> None:
         table.add_row(_METRIC_LABELS.get(key, key), _metric(value))
     console.print(table)
     console.print(f"costs: {result.cost_basis}\n{result.basis}\n{result.fill_model}", style="dim", markup=False)
+    for note in replay_notes(result):
+        console.print(f"note: {note}", style="dim", markup=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
 
@@ -261,7 +278,7 @@ def sweep_table(rows: list[dict[str, Any]], sort_by: str, console: Console) -> N
 
 
 def sweep_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=1, default=str)
+    return dumps(rows, indent=1, default=str)
 
 
 def strategies_table(items: list[dict[str, Any]], console: Console) -> None:
@@ -278,7 +295,7 @@ def strategies_table(items: list[dict[str, Any]], console: Console) -> None:
 
 
 def strategies_json(items: list[dict[str, Any]]) -> str:
-    return json.dumps(items, indent=1, default=str)
+    return dumps(items, indent=1, default=str)
 
 
 def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
@@ -296,7 +313,7 @@ def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
 
 
 def paper_status_json(items: list[dict[str, Any]]) -> str:
-    return json.dumps(items, indent=1, default=str)
+    return dumps(items, indent=1, default=str)
 
 
 def paper_dashboard(snap: dict[str, Any]) -> Any:

@@ -16,7 +16,6 @@ import functools
 import hashlib
 from array import array
 import itertools
-import json
 import os
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from .broker import FILL_MODEL, SimBroker
 from .calendar import IST, parse_date
 from .costs import CostModel, cost_model, segment_for
 from .errors import InputError, MdeError, NotCached
+from .jsonout import dumps
 from .metrics import basis_for, compute, equity_frame
 from .strategy import SeriesData, Strategy, StrategyRunner, as_us, load_strategy, merge_events, parse_params
 from .symbols import Instrument
@@ -93,7 +93,7 @@ class ReplayResult:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.summary(), indent=1, default=str)
+        return dumps(self.summary(), indent=1, default=str)
 
     def trades_csv(self) -> str:
         df = self.trades.select(TRADE_CSV_COLUMNS)
@@ -281,7 +281,7 @@ def run_replay(
             if not allow_gaps:
                 raise NotCached(_gap_message(name, src_tf, gaps))
             warnings.append(f"{name}: {len(gaps)} session(s) missing from the cache were skipped (--allow-gaps)")
-        data = SeriesData(name, tf, engine.history(name, tf, as_of=until))
+        data = SeriesData(name, tf, engine.history(name, tf, as_of=until), src_tf if src_tf != tf else None)
         i0 = bisect_left(data.ts_us, as_us(_day_start(lo)))
         i1 = bisect_right(data.ts_us, as_us(_day_start(hi + timedelta(days=1))) - 1)
         if i1 <= i0:
@@ -349,7 +349,7 @@ def summarize(
         trades=trades,
         equity=equity.select("ts", "equity", "drawdown"),
         candles={d.symbol: d.frame.slice(i0, i1 - i0) for d, i0, i1 in zip(series, starts, ends)},
-        fingerprint=[fingerprint(d, read_from.get(d.symbol, d.timeframe)) for d in runner._series.values()],
+        fingerprint=[fingerprint(d, d.built_from or d.timeframe) for d in runner._series.values()],  # each series' own base
         warnings=warnings,
         events=events,
     )

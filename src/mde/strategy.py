@@ -231,9 +231,10 @@ _candle_of = partial(tuple.__new__, Candle)  # a Candle from a tuple of its fiel
 class SeriesData:
     """One series held in memory for a run: a frame for windows, plain lists for the hot loop."""
 
-    def __init__(self, symbol: str, timeframe: Timeframe, frame: pl.DataFrame) -> None:
+    def __init__(self, symbol: str, timeframe: Timeframe, frame: pl.DataFrame, built_from: Timeframe | None = None) -> None:
         self.symbol = symbol
         self.timeframe = timeframe
+        self.built_from = built_from  # the smaller timeframe the candles were resampled from; None: the source's own
         frame = frame.rechunk()  # one buffer per column: the loop's columns are views of the frame's own memory
         self.frame = frame.drop("closes_at") if "closes_at" in frame.columns else frame
         # 8 bytes a value and no copy (a million candles as Python objects would take ~40 MB a
@@ -413,11 +414,19 @@ class Context:
 
     # -- market data (never past `now`)
     def window(self, symbol: str | None = None, timeframe: str | None = None, n: int = 50) -> pl.DataFrame:
-        """The last `n` candles closed by now, oldest first (same columns as get_window)."""
+        """The last `n` candles closed by now, oldest first (same columns as get_window).
+        `built_from(symbol, timeframe)` says whether they are the source's own candles."""
         series = self._runner.series(symbol or self.symbol, timeframe)
         k = series.visible(self._runner.now_us)
         n = _count(n)
         return series.frame.slice(max(0, k - n), min(n, k))
+
+    def built_from(self, symbol: str | None = None, timeframe: str | None = None) -> str | None:
+        """The smaller timeframe this series' candles were built from ("5m" for a 1d series
+        resampled from cached 5m candles), or None when they are the source's own. A built
+        daily close is the last trade; NSE's official close (the source's 1d candle) can differ."""
+        built = self._runner.series(symbol or self.symbol, timeframe).built_from
+        return None if built is None else built.name
 
     def closes(self, symbol: str | None = None, timeframe: str | None = None, n: int = 50) -> list[float]:
         """The last `n` closes (closed by now), oldest first: a cheap list for indicators."""
@@ -631,7 +640,7 @@ class StrategyRunner:
             if self.engine is None:
                 raise InputError(f"no {tf} data for {symbol}: this runner has no market_data_engine to read it from")
             frame = self.engine.history(symbol, tf, as_of=self.as_of)
-            data = self._series[key] = SeriesData(symbol, tf, frame)
+            data = self._series[key] = SeriesData(symbol, tf, frame, self.engine.built_from(symbol, tf))
         return data
 
     def forget_other_series(self) -> None:

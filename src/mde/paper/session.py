@@ -187,7 +187,7 @@ class Book:
 
     def load(self, sym: str, now: datetime, cursor_us: int) -> SeriesData:
         """Read a series as of `now` (warm-up history included); candles after `cursor_us` are new."""
-        data = SeriesData(sym, self.tf, self.engine.history(sym, self.tf, as_of=now))
+        data = SeriesData(sym, self.tf, self.engine.history(sym, self.tf, as_of=now), self.engine.built_from(sym, self.tf))
         self.series[sym] = data
         self.runner.add_series(data)
         self.cursor[sym] = cursor_us
