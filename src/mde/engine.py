@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import functools
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,6 +31,7 @@ from .sources import Source, make_source
 from .store import CandleStore, Manifest, Range, WriteResult, empty_candles
 from .symbols import Instrument, per_instrument, resolve_offline, validate_symbol
 from .timeframes import Timeframe, parse, sources_for
+from .validate import require_plausible
 
 log = logging.getLogger("mde.engine")
 MAX_LIMIT = 1000
@@ -113,6 +114,7 @@ class ImportReport:
     added: int
     replaced: int
     rows: int
+    dropped_invalid: dict[str, int] = field(default_factory=dict)  # by validate.PROBLEMS key (--drop-invalid)
 
 
 PRICE_TOLERANCE = 0.011  # rupees: float noise like 2071.19 vs 2071.2 is rounding, not an adjustment
@@ -238,8 +240,13 @@ class MarketDataEngine:
         return self.store.read(inst, tf)
 
     def save_cache(self, symbol: str, timeframe: str | Timeframe, candles: pl.DataFrame, *, covered: Range | None = None) -> WriteResult:
-        """Merge candles into the cache; incomplete ones (closing after now) are dropped."""
+        """Merge candles into the cache; incomplete ones (closing after now) are dropped.
+
+        Every row must be a plausible candle (validate.check: finite positive prices, low <= open,
+        close <= high, volume null or a whole number >= 0, ts on the timeframe's session grid, no ts
+        twice), else InvalidCandles (InputError) names the first bad rows and nothing is written."""
         inst, tf = self._series(symbol, timeframe)
+        require_plausible(candles, tf, self.calendar)
         return self._save(inst, tf, candles, self.source_name, covered, self.now())[0]
 
     def _save(
@@ -584,15 +591,21 @@ class MarketDataEngine:
         df = self.store.read(inst, tf)
         return Manifest(inst.key, tf.name, "unknown", df.height, df["ts"].min(), df["ts"].max())  # type: ignore[arg-type]
 
-    def import_file(self, path: str | Path, symbol: str, timeframe: str | Timeframe, origin: str = "import") -> ImportReport:
-        """Load a CSV or the old JSON cache into the Parquet cache (bars outside sessions dropped)."""
+    def import_file(
+        self, path: str | Path, symbol: str, timeframe: str | Timeframe, origin: str = "import", *, drop_invalid: bool = False
+    ) -> ImportReport:
+        """Load a CSV or the old JSON cache into the Parquet cache (bars outside sessions dropped).
+
+        A file with an implausible row is refused whole (InvalidCandles, nothing written) unless
+        `drop_invalid`, which drops those rows and counts them by reason."""
         inst, tf = self._series(symbol, timeframe)
-        imported = read_candles(path, tf)
+        imported = read_candles(path, tf, drop_invalid=drop_invalid)
         now = self.now()
         df = imported.candles
         covered = (df["ts"][0], self.calendar.close_time(df["ts"][-1], tf)) if not df.is_empty() else None
         result, complete, incomplete = self._save(inst, tf, df, origin, covered, now)
-        return ImportReport(inst, tf, imported.rows_read, imported.dropped_outside_session, incomplete, result.added, result.replaced, result.rows)
+        return ImportReport(inst, tf, imported.rows_read, imported.dropped_outside_session, incomplete, result.added,
+                            result.replaced, result.rows, imported.dropped_invalid)
 
     def prune(
         self, before: date | str, symbol: str | None = None, timeframe: str | Timeframe | None = None, dry_run: bool = False

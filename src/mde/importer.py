@@ -23,7 +23,7 @@ from .calendar import nse
 from .errors import InputError
 from .store import normalize, normalize_daily
 from .timeframes import Timeframe
-from .validate import PROBLEMS, check, counts, counts_text, report
+from .validate import PROBLEMS, InvalidCandles, check, counts, counts_text, report
 
 FIELDS = ("ts", "open", "high", "low", "close", "volume", "oi")
 REQUIRED = ("ts", "open", "high", "low", "close")
@@ -36,10 +36,6 @@ class ImportedCandles:
     dropped_outside_session: int
     rows_read: int
     dropped_invalid: dict[str, int] = field(default_factory=dict)  # by validate.PROBLEMS key (drop_invalid)
-
-
-class InvalidCandles(InputError):
-    """An input with implausible rows; nothing was written."""
 
 
 def _value(v: Any) -> str | None:

@@ -26,6 +26,7 @@ from typing import Any
 import polars as pl
 
 from .calendar import IST, Calendar, from_ist_minutes
+from .errors import InputError
 from .resample import _day_index, bucket_minutes, ist_minutes
 from .store import TS_DTYPE
 from .timeframes import Timeframe
@@ -46,6 +47,10 @@ PROBLEMS: dict[str, str] = {
 _AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z")
 _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 _US_PER_MIN = 60_000_000
+
+
+class InvalidCandles(InputError):
+    """An input with implausible rows; nothing was written (exit 2)."""
 
 
 def parse_ts(col: pl.Expr) -> pl.Expr:
@@ -244,3 +249,21 @@ def report(raw: pl.DataFrame, checked: pl.DataFrame, tf: Timeframe, cal: Calenda
         n = lines[i] if lines is not None else i + 1
         out.append(f"{label} {n}: {explain(raw_row, row, row['problem'], tf, cal, details[i] if details is not None else None)}")
     return out
+
+
+def require_plausible(candles: pl.DataFrame, tf: Timeframe, cal: Calendar, what: str = "candles") -> None:
+    """Raise InvalidCandles naming the first bad rows (0-based row numbers) if any row of a
+    frame given through the Python API (`save_cache`) is implausible or outside the sessions."""
+    if candles.is_empty():
+        return
+    missing = [c for c in ("ts", *PRICES, "volume") if c not in candles.columns]
+    if missing:
+        raise InputError(f"{what} lack column(s) {', '.join(missing)}; expected ts, open, high, low, close, volume")
+    checked = check(candles, tf, cal)
+    by_reason = counts(checked)
+    if by_reason:
+        first = report(candles, checked, tf, cal, label="row", numbers=pl.Series(range(candles.height)), limit=5)
+        raise InvalidCandles(
+            f"{what}: {sum(by_reason.values())} of {candles.height} rows are not plausible {tf} candles "
+            f"({counts_text(by_reason)}): " + "; ".join(first) + "; nothing was saved"
+        )
