@@ -184,11 +184,17 @@ def fetch(
     report = engine(source).download(symbol, timeframe, start, end)
     if not STATE.quiet:
         lo, hi = report.requested or (None, None)
-        from .render import fmt_ts
+        from .render import fmt_ts, implausible_note
 
+        if report.empty:
+            typer.echo(
+                f"{report.instrument} {report.timeframe}: the source has no candles for {fmt_ts(lo)} → {fmt_ts(hi)} "
+                f"(not listed yet, or no trading); recorded as empty, {report.rows} cached"
+            )
+            return
         typer.echo(
             f"{report.instrument} {report.timeframe}: {report.received} candles for {fmt_ts(lo)} → {fmt_ts(hi)}, "
-            f"{report.added} new, {report.rows} cached"
+            f"{report.added} new, {report.rows} cached{implausible_note(report.implausible)}"
         )
 
 

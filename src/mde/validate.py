@@ -27,7 +27,7 @@ import polars as pl
 
 from .calendar import IST, Calendar, from_ist_minutes
 from .errors import InputError
-from .resample import _day_index, bucket_minutes, ist_minutes
+from .resample import _day_index, ist_minutes
 from .store import TS_DTYPE
 from .timeframes import Timeframe
 
@@ -91,21 +91,50 @@ def _number(df: pl.DataFrame, name: str) -> tuple[pl.Expr, pl.Expr]:
     return pl.lit(None, dtype=pl.Float64), pl.col(name).is_not_null()
 
 
-def _in_session(tf: Timeframe, cal: Calendar) -> pl.Expr:
-    """The bucket [ts, ts + tf) overlaps a session of its day (a DR day's 11:30 session starts
-    inside the 15m bucket labelled 11:15, as resample labels it)."""
-    local = ist_minutes()
-    day = local // 1440
-    lo = local % 1440
-    hi = lo + tf.minutes
-    special = [_day_index(d) for d in cal.special]
-    regular_day = (pl.col("ts").dt.weekday() <= 5) & ~day.is_in([_day_index(d) for d in cal.holidays]) & ~day.is_in(special)
-    ok = regular_day & (lo < cal.regular[1]) & (hi > cal.regular[0])
-    for d, sessions in cal.special.items():
-        di = _day_index(d)
-        for start, end in sessions:
-            ok = ok | ((day == di) & (lo < end) & (hi > start))
-    return ok
+_TABLES: dict[int, tuple[Calendar, pl.Series, pl.DataFrame, pl.DataFrame]] = {}
+
+
+def _tables(cal: Calendar) -> tuple[pl.Series, pl.DataFrame, pl.DataFrame]:
+    """The calendar as small frames (built once per calendar): the day numbers that are not
+    regular sessions, each special day's sessions, and each special day's grid anchor."""
+    hit = _TABLES.get(id(cal))
+    if hit is None or hit[0] is not cal:
+        not_regular = pl.Series([_day_index(d) for d in (*cal.holidays, *cal.special)], dtype=pl.Int64)
+        sessions = pl.DataFrame(
+            [(_day_index(d), s, e) for d, ss in cal.special.items() for s, e in ss],
+            schema={"_day": pl.Int64, "_s": pl.Int64, "_e": pl.Int64}, orient="row",
+        )
+        anchors = pl.DataFrame(
+            [(_day_index(d), ss[0][0]) for d, ss in cal.special.items() if ss],
+            schema={"_day": pl.Int64, "_anchor": pl.Int64}, orient="row",
+        )
+        hit = _TABLES[id(cal)] = (cal, not_regular, sessions, anchors)
+    return hit[1], hit[2], hit[3]
+
+
+def _session_checks(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
+    """`_outside`: the bucket [ts, ts + tf) overlaps no session of its day (a DR day's 11:30
+    session starts inside the 15m bucket labelled 11:15, as resample labels it); `_off_grid`:
+    ts is not the start of a bucket on the day's grid (anchored at its first session's start)."""
+    not_regular, sessions, anchors = _tables(cal)
+    x = df.select(pl.col("ts"), ist_minutes().alias("_local")).with_columns(
+        (pl.col("_local") // 1440).alias("_day"), (pl.col("_local") % 1440).alias("_lo")
+    ).with_columns((pl.col("_lo") + tf.minutes).alias("_hi")).with_row_index("_i")
+    regular = (
+        (pl.col("ts").dt.weekday() <= 5) & ~pl.col("_day").is_in(not_regular.implode())
+        & (pl.col("_lo") < cal.regular[1]) & (pl.col("_hi") > cal.regular[0])
+    )
+    special = (
+        x.select("_i", "_day", "_lo", "_hi").join(sessions, on="_day")
+        .filter((pl.col("_lo") < pl.col("_e")) & (pl.col("_hi") > pl.col("_s"))).get_column("_i")
+    )
+    x = x.join(anchors, on="_day", how="left", maintain_order="left")
+    anchor = pl.col("_anchor").fill_null(cal.regular[0])
+    on_minute = pl.col("ts").dt.epoch("us") % _US_PER_MIN == 0
+    return x.select(
+        (~(regular | pl.col("_i").is_in(special.implode()))).alias("_outside"),
+        (~on_minute | ((pl.col("_lo") - anchor) % tf.minutes != 0)).alias("_off_grid"),
+    )
 
 
 def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
@@ -133,9 +162,8 @@ def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
     if tf.is_daily:
         off_grid, outside = pl.lit(False), pl.lit(False)
     else:
-        on_minute = pl.col("ts").dt.epoch("us") % _US_PER_MIN == 0
-        off_grid = ~on_minute | (bucket_minutes(tf, cal) != ist_minutes())
-        outside = ~_in_session(tf, cal)
+        df = pl.concat([df, _session_checks(df, tf, cal)], how="horizontal")
+        off_grid, outside = pl.col("_off_grid"), pl.col("_outside")
     rules = [
         ("ts", pl.col("ts").is_null()),
         ("price", bad_price),
