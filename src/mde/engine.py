@@ -247,6 +247,16 @@ class MarketDataEngine:
             src = self._clock_source
         return src.span(inst, tf)  # type: ignore[attr-defined]
 
+    def _sample_has(self, symbol: str) -> str:
+        """` (it has 1d, 60m)`: the sample's timeframes of a symbol, for messages."""
+        try:
+            key = self._offline(symbol).key
+            src = self._source if self._source is not None and self._source.name == "sample" else make_source(self.settings, "sample")
+            have = sorted({tf for k, tf in src.series() if k == key}, key=lambda n: parse(n).minutes)  # type: ignore[attr-defined]
+        except MdeError:
+            return ""
+        return f" (it has {', '.join(have)} for {symbol})" if have else f" (it has nothing for {symbol})"
+
     def _span(self, inst: Instrument, tf: Timeframe) -> Range | None:
         span = getattr(self.source, "span", None)
         return span(inst, tf) if span is not None else None
@@ -616,7 +626,7 @@ class MarketDataEngine:
             except MdeError:
                 span = None
             if span is None:  # advice to refresh would fail the same way: say so instead
-                return NotCached(f"no cached {tf} candles for {symbol}, and the sample has none to fetch; see mde ls")
+                return NotCached(f"no cached {tf} candles for {symbol}, and the sample has none to fetch{self._sample_has(symbol)}")
         return NotCached(
             f"no cached {tf} candles for {symbol}; run `mde refresh --symbols {symbol} --timeframe {tf}` first "
             f"(or mde fetch with a date range)"

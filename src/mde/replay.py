@@ -334,8 +334,8 @@ def run_replay(
         span = engine.source_span(inst, src_tf or tf, manifest.source if manifest is not None else None)
         gaps = find_gaps(engine, inst, src_tf or tf, lo, hi, until, span)
         if src_tf is None and span is None and (manifest.source if manifest is not None else engine.source_name) == "sample":
-            raise InputError(f"no cached {tf} candles for {name}, and the sample has none to fetch "
-                             f"(nor a smaller timeframe to build them from); see mde ls")
+            raise InputError(f"no cached {tf} candles for {name}, and the sample has none to fetch, nor a smaller "
+                             f"timeframe to build them from{engine._sample_has(name)}")
         if src_tf is None:
             if not gaps.missing:
                 raise InputError(_nothing_to_fetch(name, tf, lo, hi, gaps, span))
