@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import threading
 import time
@@ -316,6 +317,26 @@ class WriteResult:
     rows: int  # rows in the series afterwards
 
 
+def _refetch_advice(path: Path) -> str:
+    """The `mde fetch` that brings a partition file's period back, for the unreadable-file error."""
+    import calendar as month_days
+
+    try:
+        tf = parse(path.parent.name)
+        key = f"{unsafe_name(path.parent.parent.parent.name)}:{unsafe_name(path.parent.parent.name)}"
+        stem = path.stem
+        if tf.partition == "month":
+            year, month = int(stem[:4]), int(stem[5:7])
+            span = f"--from {year:04d}-{month:02d}-01 --to {year:04d}-{month:02d}-{month_days.monthrange(year, month)[1]:02d}"
+        elif tf.partition == "year":
+            span = f"--from {int(stem):04d}-01-01 --to {int(stem):04d}-12-31"
+        else:
+            return "`mde fetch` for the series' range again"
+    except (InputError, ValueError, IndexError):
+        return "`mde fetch` for that period again"
+    return f"`mde fetch {shlex.quote(key)} --timeframe {tf} {span}`"
+
+
 def _partitions_in(folder: Path) -> list[Path]:
     """The partition files in `folder`, oldest first (names sort by period)."""
     try:
@@ -434,7 +455,7 @@ class CandleStore:
         except Exception as exc:  # polars raises several types for truncated/corrupt files
             raise CacheError(
                 f"cache file {path} is unreadable ({type(exc).__name__}); it was left as it is: "
-                "move it aside and run `mde fetch` for that period again"
+                f"move it aside, then run {_refetch_advice(path)}"
             ) from None
         self._validate(df, path)
         if remember:
@@ -678,9 +699,11 @@ class CandleStore:
         with self.lock(instrument, tf) as folder:
             manifest = self.manifest(instrument, tf) or Manifest(instrument.key, tf.name, source)
             if manifest.source != source:
+                last = (manifest.last_ts or now).astimezone(IST).date() + timedelta(days=1)
                 raise InputError(
                     f"{instrument} {tf} in the cache came from '{manifest.source}'; refusing to mix in '{source}' "
-                    f"candles. Use another cache dir (MDE_CACHE_DIR) or `mde prune` this series first"
+                    f"candles. Use another cache dir (MDE_CACHE_DIR), or drop the series first: run "
+                    f"`mde prune --before {last} --symbol {shlex.quote(instrument.key)} --timeframe {tf}`"
                 )
             added = replaced = 0
             written: dict[str, tuple[pl.DataFrame, os.stat_result]] = {}
