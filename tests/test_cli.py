@@ -148,7 +148,7 @@ def test_window_csv_parses_back_to_the_same_candles(cli, refreshed, cache_dir: P
         (["window", "NIFTY", "-n", "1001"], "limit must be between 1 and 1000, got 1001"),
         (["window", "NIFTY", "--as-of", "noon"], "bad as_of 'noon'"),
         (["window", "../../etc/passwd"], "invalid symbol"),
-        (["window", "INFY"], "no cached 5m candles for INFY; run `mde refresh --symbols INFY"),
+        (["window", "INFY"], "no cached 5m candles for INFY, and the sample has none to fetch (it has 60m, 1d for INFY)"),
         (["fetch", "NIFTY", "--from", "2024-13-01"], "bad start date '2024-13-01'; use YYYY-MM-DD"),
         (["fetch", "NIFTY", "--from", "2024-06-10", "--to", "2024-06-01"], "is after end"),
         (["fetch", "NOPE", "--from", "2024-06-10"], "unknown symbol 'NOPE'"),

@@ -291,10 +291,14 @@ def test_a_holiday_answered_empty_is_covered_in_the_ledger(kite):
     eng = kite.engine("2024-03-26T08:00:00+05:30")
     eng.download("NIFTY", "5m", "2024-03-18", "2024-03-22")
     kite.srv.requests.clear()
-    rep = eng.download("NIFTY", "5m", "2024-03-25", "2024-03-25")  # Holi: Kite answers with no candles
-    assert rep.received == 0 and len(hist(kite.srv)) == 1 and kite.srv.requests[0].status == 200
+    with pytest.raises(InputError, match="no NSE session between 2024-03-25 and 2024-03-25"):
+        eng.download("NIFTY", "5m", "2024-03-25", "2024-03-25")  # Holi: nothing to ask (issue 14)
+    assert hist(kite.srv) == []
+    rep = eng.download("NIFTY", "5m", "2024-03-22", "2024-03-25")  # a session, a weekend, then Holi
+    assert rep.received == 75 and not rep.empty
     manifest = eng.store.manifest(eng.resolve("NIFTY"), tf_parse("5m"))
     assert any(a <= ist("2024-03-25T00:00") and b >= ist("2024-03-25T23:59:59") for a, b in manifest.coverage)
+    kite.srv.requests.clear()
     kite.srv.requests.clear()
     assert eng.refresh("NIFTY", "5m").requested is None
     assert hist(kite.srv) == []

@@ -163,8 +163,9 @@ def test_sample_source_builds_larger_timeframes_and_refuses_smaller_ones() -> No
     rel = src.resolve("RELIANCE")
     with pytest.raises(InputError, match=r"no 5m candles for NSE:RELIANCE \(it has 1d, 60m\)"):
         src.historical(rel, parse("5m"), datetime(2024, 12, 6, tzinfo=IST), datetime(2024, 12, 7, tzinfo=IST))
-    # outside the data: empty, not an error
-    assert src.historical(rel, parse("60m"), datetime(2023, 1, 1, tzinfo=IST), datetime(2023, 2, 1, tzinfo=IST)).is_empty()
+    # outside the data: an error naming what the sample has (issue 14: a source says what it has)
+    with pytest.raises(InputError, match=r"it has them from 2024-12-05 09:15 to 2026-01-09 15:30 only"):
+        src.historical(rel, parse("60m"), datetime(2023, 1, 1, tzinfo=IST), datetime(2023, 2, 1, tzinfo=IST))
 
 
 @pytest.mark.parametrize(("typo", "suggestion"), [("RELIANC", "RELIANCE"), ("NIFTYY", "NIFTY"), ("SBI", "SBIN"), ("BANKNIFT", "BANKNIFTY")])

@@ -19,12 +19,13 @@ import pytest
 from conftest import engine_at, run_mde
 from factories import make_candles, trading_days
 import mde.store as mde_store
-from mde.calendar import IST
+from mde.calendar import IST, nse
 from mde.engine import MarketDataEngine
 from mde.errors import CacheError, InputError
 from mde.store import COLUMNS, MANIFEST, CandleStore, Manifest, merge_candles, union_ranges
 from mde.symbols import Instrument, safe_name, unsafe_name
 from mde.timeframes import parse
+from mde.validate import implausible
 
 NIFTY = Instrument("NSE", "NIFTY 50")
 NOW = datetime(2024, 12, 31, 15, 30, tzinfo=IST)
@@ -377,12 +378,11 @@ def test_a_range_answered_with_no_candles_still_counts_as_covered(cache_dir: Pat
     assert not store.exists(NIFTY, parse("5m"))
 
 
-def test_engine_download_of_a_weekend_records_the_range_as_covered(engine: MarketDataEngine) -> None:
-    report = engine.download("NIFTY", "5m", "2024-06-15", "2024-06-16")
-    assert report.received == 0
-    m = engine.store.manifest(NIFTY, parse("5m"))
-    assert m is not None and m.source == "sample"
-    assert m.coverage == [(ist("2024-06-15T00:00:00"), ist("2024-06-16T23:59:59.999999"))]
+def test_engine_download_of_a_weekend_is_refused_and_records_nothing(engine: MarketDataEngine) -> None:
+    """Issue 14: a range without an NSE session is an error, not a covered range of nothing."""
+    with pytest.raises(InputError, match="no NSE session between 2024-06-15 and 2024-06-16"):
+        engine.download("NIFTY", "5m", "2024-06-15", "2024-06-16")
+    assert engine.store.manifest(NIFTY, parse("5m")) is None
 
 
 def test_touching_and_overlapping_covered_ranges_are_unioned(cache_dir: Path) -> None:
@@ -845,6 +845,9 @@ def partitions_from_files(folder: Path) -> dict[str, dict]:
             "rows": df.height, "first": df["ts"][0].isoformat(), "last": df["ts"][-1].isoformat(),
             "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
         }
+        bad = implausible(df, parse(folder.name), nse())  # candles written past the checks (a source's), counted
+        if bad:
+            out[path.stem]["implausible"] = bad
     return out
 
 

@@ -186,11 +186,17 @@ def fetch(
     report = engine(source).download(symbol, timeframe, start, end)
     if not STATE.quiet:
         lo, hi = report.requested or (None, None)
-        from .render import fmt_ts
+        from .render import fmt_ts, implausible_note
 
+        if report.empty:
+            typer.echo(
+                f"{report.instrument} {report.timeframe}: the source has no candles for {fmt_ts(lo)} → {fmt_ts(hi)} "
+                f"(not listed yet, or no trading); recorded as empty, {report.rows} cached"
+            )
+            return
         typer.echo(
             f"{report.instrument} {report.timeframe}: {report.received} candles for {fmt_ts(lo)} → {fmt_ts(hi)}, "
-            f"{report.added} new, {report.rows} cached"
+            f"{report.added} new, {report.rows} cached{implausible_note(report.implausible)}"
         )
 
 
@@ -277,15 +283,22 @@ def import_(
     symbol: Annotated[str, typer.Option("--symbol", help="The symbol these candles belong to.")] = ...,  # type: ignore[assignment]
     timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Their timeframe.")] = ...,  # type: ignore[assignment]
     origin: Annotated[str, typer.Option("--origin", help="Source label in the manifest (kite to continue with `mde refresh` on Kite).")] = "import",
+    drop_invalid: Annotated[bool, typer.Option("--drop-invalid", help="Drop implausible rows (counted by reason) instead of refusing the file.")] = False,
 ) -> None:
     """Load candles from a CSV or the previous version's JSON cache into the Parquet cache.
 
+    Every row is checked; a file with an implausible row is refused whole (exit 2, the first
+    bad rows by line number) unless --drop-invalid.
+
     Example:  mde import artifacts/market_data/NIFTY_5m.json --symbol NIFTY --timeframe 5m --origin kite
     """
-    rep = engine().import_file(path, symbol, timeframe, origin=origin)
+    rep = engine().import_file(path, symbol, timeframe, origin=origin, drop_invalid=drop_invalid)
     if not STATE.quiet:
+        from .validate import counts_text
+
+        invalid = f", dropped {sum(rep.dropped_invalid.values())} invalid ({counts_text(rep.dropped_invalid)})" if rep.dropped_invalid else ""
         typer.echo(
-            f"{rep.instrument} {rep.timeframe}: read {rep.rows_read} rows, dropped {rep.dropped_outside_session} outside "
+            f"{rep.instrument} {rep.timeframe}: read {rep.rows_read} rows{invalid}, dropped {rep.dropped_outside_session} outside "
             f"NSE sessions and {rep.dropped_incomplete} incomplete, {rep.added} new, {rep.replaced} replaced, {rep.rows} cached"
         )
 

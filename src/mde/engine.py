@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import functools
 import logging
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,6 +32,7 @@ from .sources import Source, make_source
 from .store import CandleStore, Manifest, Range, WriteResult, empty_candles
 from .symbols import Instrument, per_instrument, resolve_offline, validate_symbol
 from .timeframes import Timeframe, parse, sources_for
+from .validate import require_plausible
 
 log = logging.getLogger("mde.engine")
 MAX_LIMIT = 1000
@@ -98,6 +99,8 @@ class FetchReport:
     candles: pl.DataFrame
     redownloaded: bool = False  # the source re-adjusted the past; the series was replaced whole
     backfilled: int = 0  # older candles added to reach `count`
+    implausible: dict[str, int] = field(default_factory=dict)  # received candles failing validate.check, kept
+    empty: bool = False  # the source answered no candle for sessions of the range: recorded as empty
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ class SeriesInfo:
     coverage: list[Range]
     bytes: int
     partitions: int
+    implausible: dict[str, int] = field(default_factory=dict)  # cached candles failing validate.check, by rule
+    empty: list[Range] = field(default_factory=list)  # answered with no candle (see Manifest.empty)
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,7 @@ class ImportReport:
     added: int
     replaced: int
     rows: int
+    dropped_invalid: dict[str, int] = field(default_factory=dict)  # by validate.PROBLEMS key (--drop-invalid)
 
 
 PRICE_TOLERANCE = 0.011  # rupees: float noise like 2071.19 vs 2071.2 is rounding, not an adjustment
@@ -263,6 +269,61 @@ class MarketDataEngine:
         tf = parse(timeframe)
         return self.source.resolve(symbol), tf
 
+    def source_span(self, inst: Instrument, tf: Timeframe, source: str | None = None) -> Range | None:
+        """What the source can answer for a series, if it knows (the sample does; Kite does not).
+        `source` names the series' source when it is cached (its manifest's), else the configured one."""
+        name = source or self.source_name
+        if name != "sample":
+            return None
+        src = self._source if self._source is not None and self._source.name == "sample" else None
+        if src is None:
+            if self._clock_source is None or self._clock_source.name != "sample":
+                self._clock_source = make_source(self.settings, "sample")
+            src = self._clock_source
+        return src.span(inst, tf)  # type: ignore[attr-defined]
+
+    def _sample_has(self, symbol: str) -> str:
+        """` (it has 1d, 60m)`: the sample's timeframes of a symbol, for messages."""
+        try:
+            key = self._offline(symbol).key
+            src = self._source if self._source is not None and self._source.name == "sample" else make_source(self.settings, "sample")
+            have = sorted({tf for k, tf in src.series() if k == key}, key=lambda n: parse(n).minutes)  # type: ignore[attr-defined]
+        except MdeError:
+            return ""
+        return f" (it has {', '.join(have)} for {symbol})" if have else f" (it has nothing for {symbol})"
+
+    def _span(self, inst: Instrument, tf: Timeframe) -> Range | None:
+        span = getattr(self.source, "span", None)
+        return span(inst, tf) if span is not None else None
+
+    def _ask(self, inst: Instrument, tf: Timeframe, lo: datetime, hi: datetime) -> tuple[pl.DataFrame, Range | None]:
+        """The source's candles for [lo, hi] cut to what it has, and the range it vouched for
+        (None when it has nothing there: a sample range outside its span)."""
+        span = self._span(inst, tf)
+        if span is not None:
+            lo, hi = max(lo, span[0]), min(hi, span[1])
+            if lo >= hi:
+                return empty_candles(), None
+        return self.source.historical(inst, tf, lo, hi), (lo, hi)
+
+    def has_session(self, lo: datetime, hi: datetime) -> bool:
+        """Is some NSE session open at a moment of [lo, hi]?"""
+        day = lo.astimezone(cal_mod.IST).date()
+        while day <= hi.astimezone(cal_mod.IST).date():
+            base = datetime.combine(day, time(0, 0), cal_mod.IST)
+            if any(base + timedelta(minutes=a) <= hi and base + timedelta(minutes=b) > lo for a, b in self.calendar.sessions(day)):
+                return True
+            day += timedelta(days=1)
+        return False
+
+    def _implausible(self, candles: pl.DataFrame, tf: Timeframe) -> dict[str, int]:
+        from .validate import implausible
+
+        counts = implausible(candles, tf, self.calendar)
+        if counts:
+            log.warning("%d %s candles from the source are not plausible (%s); kept as the source's", sum(counts.values()), tf, counts)
+        return counts
+
     def _complete(self, candles: pl.DataFrame, tf: Timeframe, now: datetime) -> pl.DataFrame:
         return visible(candles, tf, self.calendar, now)
 
@@ -273,12 +334,18 @@ class MarketDataEngine:
         return self.store.read(inst, tf)
 
     def save_cache(self, symbol: str, timeframe: str | Timeframe, candles: pl.DataFrame, *, covered: Range | None = None) -> WriteResult:
-        """Merge candles into the cache; incomplete ones (closing after now) are dropped."""
+        """Merge candles into the cache; incomplete ones (closing after now) are dropped.
+
+        Every row must be a plausible candle (validate.check: finite positive prices, low <= open,
+        close <= high, volume null or a whole number >= 0, ts on the timeframe's session grid, no ts
+        twice), else InvalidCandles (InputError) names the first bad rows and nothing is written."""
         inst, tf = self._series(symbol, timeframe)
+        require_plausible(candles, tf, self.calendar)
         return self._save(inst, tf, candles, self.source_name, covered, self.now())[0]
 
     def _save(
-        self, inst: Instrument, tf: Timeframe, candles: pl.DataFrame, source: str, covered: Range | None, now: datetime
+        self, inst: Instrument, tf: Timeframe, candles: pl.DataFrame, source: str, covered: Range | None, now: datetime,
+        empty: Range | None = None,
     ) -> tuple[WriteResult, pl.DataFrame, int]:
         from .store import normalize, normalize_daily
 
@@ -286,7 +353,7 @@ class MarketDataEngine:
         if tf.is_daily:
             candles = normalize_daily(candles)
         complete = self._complete(candles, tf, now)
-        result = self.store.write(inst, tf, complete, source=source, covered=covered, now=now)
+        result = self.store.write(inst, tf, complete, source=source, covered=covered, now=now, empty=empty)
         return result, complete, candles.height - complete.height
 
     # -- fetching -----------------------------------------------------------------------
@@ -304,9 +371,20 @@ class MarketDataEngine:
         if lo > now:
             raise InputError(f"start {lo:%Y-%m-%d %H:%M} is in the future (now is {now:%Y-%m-%d %H:%M} IST)")
         hi = min(hi, now)
-        raw = self.source.historical(inst, tf, lo, hi)
-        result, complete, _ = self._save(inst, tf, raw, self.source.name, (lo, hi), now)
-        return FetchReport(symbol, inst, tf, (lo, hi), complete.height, result.added, result.replaced, result.rows, complete)
+        if not self.has_session(lo, hi):
+            until = f"{hi:%Y-%m-%d}" if hi != now else f"now ({hi:%Y-%m-%d %H:%M})"
+            raise InputError(f"no NSE session between {lo:%Y-%m-%d} and {until}; nothing was fetched")
+        raw = self.source.historical(inst, tf, lo, hi)  # the sample says what it has (InputError)
+        span = self._span(inst, tf)
+        covered = (max(lo, span[0]), min(hi, span[1])) if span is not None else (lo, hi)
+        fresh = self._complete(raw, tf, now)
+        if fresh.is_empty() and span is None:
+            # e.g. Kite before the instrument was listed: the answer is "nothing", not a gap to fetch again
+            result, complete, _ = self._save(inst, tf, raw, self.source.name, None, now, empty=(lo, hi))
+            return FetchReport(symbol, inst, tf, (lo, hi), 0, 0, 0, result.rows, complete, empty=True)
+        result, complete, _ = self._save(inst, tf, raw, self.source.name, covered, now)
+        return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete,
+                           implausible=self._implausible(complete, tf))
 
     def fetch_historical(self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str) -> pl.DataFrame:
         """Exactly [start, end] from the source, merged into the cache; returns the candles received."""
@@ -317,10 +395,17 @@ class MarketDataEngine:
         if count < 1:
             raise InputError(f"count must be at least 1, got {count}")
         now = self.now()
-        candles, lo = self._fetch_back(inst, tf, now, count, now)
-        covered = (candles["ts"][0], now) if not candles.is_empty() else (lo, now)
+        span = self._span(inst, tf)
+        top = min(now, span[1]) if span is not None else now  # the sample's older series end before its clock
+        candles, lo = self._fetch_back(inst, tf, top, count, now)
+        if candles.is_empty() and span is not None:
+            from .sources.sample import outside_span
+
+            raise InputError(outside_span(inst, tf, lo, now, span))
+        covered = (candles["ts"][0], top) if not candles.is_empty() else (lo, top)
         result, complete, _ = self._save(inst, tf, candles, self.source.name, covered, now)
-        return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete)
+        return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete,
+                           implausible=self._implausible(complete, tf))
 
     def _fetch_back(self, inst: Instrument, tf: Timeframe, hi: datetime, need: int, now: datetime) -> tuple[pl.DataFrame, datetime]:
         """The newest `need` complete candles up to `hi`, and how far back the search went.
@@ -330,14 +415,17 @@ class MarketDataEngine:
         bounded number of times and stopping where the source has nothing older.
         """
         lo = self.calendar.start_for_count(hi, tf, need)
-        candles = self._complete(self.source.historical(inst, tf, lo, hi), tf, now)
+        candles = self._complete(self._ask(inst, tf, lo, hi)[0], tf, now)
         span = hi - lo
         for _ in range(LATEST_LOOKBACK_DOUBLINGS):
             if candles.height >= need:
                 break
             top, lo = lo - timedelta(microseconds=1), lo - span
             span *= 2
-            older = self._complete(self.source.historical(inst, tf, lo, top), tf, now)
+            older, asked = self._ask(inst, tf, lo, top)
+            if asked is None:
+                break  # before what the source has
+            older = self._complete(older, tf, now)
             if older.is_empty() and not candles.is_empty():
                 break  # the series starts here
             if not older.is_empty():
@@ -382,13 +470,14 @@ class MarketDataEngine:
     def _fetch_tail(self, symbol: str, inst: Instrument, tf: Timeframe, last: datetime, now: datetime) -> FetchReport:
         day = last.astimezone(cal_mod.IST).date()
         lo = datetime.combine(day, time(0, 0), cal_mod.IST) + timedelta(minutes=0 if tf.is_daily else self.calendar.anchor(day))
-        raw = self.source.historical(inst, tf, lo, now)
+        raw, asked = self._ask(inst, tf, lo, now)
         fresh = self._complete(raw, tf, now)
         cached = self.store.read(inst, tf, lo, now)
         if _adjusted(cached, fresh):
             return self._redownload(symbol, inst, tf, now)
-        result, complete, _ = self._save(inst, tf, raw, self.source.name, (lo, now), now)
-        return FetchReport(symbol, inst, tf, (lo, now), complete.height, result.added, result.replaced, result.rows, complete)
+        result, complete, _ = self._save(inst, tf, raw, self.source.name, asked, now)
+        return FetchReport(symbol, inst, tf, asked or (lo, now), complete.height, result.added, result.replaced, result.rows,
+                           complete, implausible=self._implausible(complete, tf))
 
     def _redownload(self, symbol: str, inst: Instrument, tf: Timeframe, now: datetime) -> FetchReport:
         manifest = self.store.manifest(inst, tf)
@@ -396,10 +485,12 @@ class MarketDataEngine:
         head = self.store.read(inst, tf).head(1)
         starts += [head["ts"][0]] if not head.is_empty() else []
         lo = datetime.combine(min(starts).astimezone(cal_mod.IST).date(), time(0, 0), cal_mod.IST)
-        raw = self._complete(self.source.historical(inst, tf, lo, now), tf, now)
+        raw, asked = self._ask(inst, tf, lo, now)
+        raw = self._complete(raw, tf, now)
         log.warning("%s %s: the source re-adjusted past candles; downloaded the whole series again", inst, tf)
-        result = self.store.replace_series(inst, tf, raw, source=self.source.name, coverage=[(lo, now)], now=now)
-        return FetchReport(symbol, inst, tf, (lo, now), raw.height, result.added, result.replaced, result.rows, raw, redownloaded=True)
+        result = self.store.replace_series(inst, tf, raw, source=self.source.name, coverage=[asked or (lo, now)], now=now)
+        return FetchReport(symbol, inst, tf, asked or (lo, now), raw.height, result.added, result.replaced, result.rows, raw,
+                           redownloaded=True, implausible=self._implausible(raw, tf))
 
     def _backfill(self, report: FetchReport, count: int, now: datetime) -> FetchReport:
         inst, tf = report.instrument, report.timeframe
@@ -409,7 +500,11 @@ class MarketDataEngine:
             return report
         covered = (older["ts"][0], first)
         result, complete, _ = self._save(inst, tf, older, self.source.name, covered, now)
-        return replace(report, received=report.received + complete.height, added=report.added + result.added, rows=result.rows, backfilled=result.added)
+        bad = dict(report.implausible)
+        for key, n in self._implausible(complete, tf).items():
+            bad[key] = bad.get(key, 0) + n
+        return replace(report, received=report.received + complete.height, added=report.added + result.added, rows=result.rows,
+                       backfilled=result.added, implausible=bad)
 
     def refresh_plan(self, symbols: list[str], timeframes: list[str] | None = None) -> list[tuple[str, str]]:
         """(symbol, timeframe) pairs to refresh: explicit timeframes, else `[refresh.multi_tf]`
@@ -451,6 +546,7 @@ class MarketDataEngine:
             "ok": sum(r.error is None for r in results),
             "failed": sum(r.error is not None for r in results),
             "added": sum(r.report.added for r in results if r.report),
+            "implausible": sum(sum(r.report.implausible.values()) for r in results if r.report),
             "redownloaded": [f"{r.report.instrument} {r.report.timeframe}" for r in results if r.report and r.report.redownloaded],
             "requests": stats.requests if stats else 0,
             "rate_limited": stats.rate_limited if stats else 0,
@@ -463,6 +559,7 @@ class MarketDataEngine:
                     "ok": r.error is None,
                     "added": r.report.added if r.report else 0,
                     "rows": r.report.rows if r.report else None,
+                    "implausible": sum(r.report.implausible.values()) if r.report else 0,
                     "error": r.error.message if r.error else None,
                     "exit_code": r.error.exit_code if r.error else 0,
                 }
@@ -580,9 +677,16 @@ class MarketDataEngine:
             want *= 2
 
     def _not_cached(self, symbol: str, tf: Timeframe) -> NotCached:
+        if self.source_name == "sample":
+            try:
+                span = self.source_span(self._offline(symbol), tf)
+            except MdeError:
+                span = None
+            if span is None:  # advice to refresh would fail the same way: say so instead
+                return NotCached(f"no cached {tf} candles for {symbol}, and the sample has none to fetch{self._sample_has(symbol)}")
         return NotCached(
-            f"no cached {tf} candles for {symbol}; run `mde refresh --symbols {symbol} --timeframe {tf}` "
-            f"or `mde fetch {symbol} --timeframe {tf} --from YYYY-MM-DD --to YYYY-MM-DD` first"
+            f"no cached {tf} candles for {symbol}; run `mde refresh --symbols {symbol} --timeframe {tf}` first "
+            f"(or mde fetch with a date range)"
         )
 
     def get_latest_candle(self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None) -> Candle | None:
@@ -632,7 +736,7 @@ class MarketDataEngine:
             out.append(
                 SeriesInfo(
                     inst, tf, m.source, m.rows, m.first_ts, m.last_ts, m.updated_at, m.coverage,
-                    self.store.size_on_disk(inst, tf), len(self.store.partitions(inst, tf)),
+                    self.store.size_on_disk(inst, tf), len(self.store.partitions(inst, tf)), m.implausible, m.empty,
                 )
             )
         return out
@@ -641,15 +745,21 @@ class MarketDataEngine:
         df = self.store.read(inst, tf)
         return Manifest(inst.key, tf.name, "unknown", df.height, df["ts"].min(), df["ts"].max())  # type: ignore[arg-type]
 
-    def import_file(self, path: str | Path, symbol: str, timeframe: str | Timeframe, origin: str = "import") -> ImportReport:
-        """Load a CSV or the old JSON cache into the Parquet cache (bars outside sessions dropped)."""
+    def import_file(
+        self, path: str | Path, symbol: str, timeframe: str | Timeframe, origin: str = "import", *, drop_invalid: bool = False
+    ) -> ImportReport:
+        """Load a CSV or the old JSON cache into the Parquet cache (bars outside sessions dropped).
+
+        A file with an implausible row is refused whole (InvalidCandles, nothing written) unless
+        `drop_invalid`, which drops those rows and counts them by reason."""
         inst, tf = self._series(symbol, timeframe)
-        imported = read_candles(path, tf)
+        imported = read_candles(path, tf, drop_invalid=drop_invalid)
         now = self.now()
         df = imported.candles
         covered = (df["ts"][0], self.calendar.close_time(df["ts"][-1], tf)) if not df.is_empty() else None
         result, complete, incomplete = self._save(inst, tf, df, origin, covered, now)
-        return ImportReport(inst, tf, imported.rows_read, imported.dropped_outside_session, incomplete, result.added, result.replaced, result.rows)
+        return ImportReport(inst, tf, imported.rows_read, imported.dropped_outside_session, incomplete, result.added,
+                            result.replaced, result.rows, imported.dropped_invalid)
 
     def prune(
         self, before: date | str, symbol: str | None = None, timeframe: str | Timeframe | None = None, dry_run: bool = False

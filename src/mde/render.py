@@ -85,6 +85,15 @@ def window_table(df: pl.DataFrame, symbol: str, status: SeriesStatus, console: C
     console.print(table)
 
 
+def implausible_note(counts: dict[str, int]) -> str:
+    """`; 3 implausible (...), kept as the source's` for summaries, or nothing."""
+    if not counts:
+        return ""
+    from .validate import counts_text
+
+    return f"; {sum(counts.values())} implausible ({counts_text(counts)}), kept as the source's"
+
+
 def inventory_table(items: list[SeriesInfo], console: Console) -> None:
     from rich import box
     from rich.table import Table
@@ -97,6 +106,7 @@ def inventory_table(items: list[SeriesInfo], console: Console) -> None:
     table.add_column("last (IST)", no_wrap=True)
     table.add_column("covered", min_width=22)
     table.add_column("size", justify="right", no_wrap=True)
+    flagged = [it for it in items if it.implausible]
     for it in items:
         day = "%Y-%m-%d"
         covered = ", ".join(f"{a:{day}}..{b:{day}}" for a, b in it.coverage[-2:])
@@ -107,6 +117,11 @@ def inventory_table(items: list[SeriesInfo], console: Console) -> None:
             fmt_ts(it.first_ts), fmt_ts(it.last_ts), covered or "-", fmt_bytes(it.bytes),
         )
     console.print(table)
+    from .validate import counts_text
+
+    for it in flagged:  # a note, not a column: nearly every series has none
+        console.print(f"{it.instrument.key} {it.timeframe.name}: implausible: {sum(it.implausible.values())} "
+                      f"({counts_text(it.implausible)}); kept as the source's", markup=False)
 
 
 def inventory_rows(items: list[SeriesInfo]) -> list[dict[str, Any]]:
@@ -127,6 +142,8 @@ def inventory_rows(items: list[SeriesInfo]) -> list[dict[str, Any]]:
             "coverage": [[iso(a), iso(b)] for a, b in it.coverage],
             "bytes": it.bytes,
             "partitions": it.partitions,
+            "implausible": sum(it.implausible.values()),
+            "empty": [[iso(a), iso(b)] for a, b in it.empty],
         }
         for it in items
     ]
@@ -146,7 +163,7 @@ def refresh_line(res: Any) -> str:
             what += " (the source re-adjusted past candles: series downloaded again)"
         if r.backfilled:
             what += f", {r.backfilled} older back-filled"
-    return f"{r.instrument} {r.timeframe}: {what}, {r.rows} cached"
+    return f"{r.instrument} {r.timeframe}: {what}, {r.rows} cached{implausible_note(r.implausible)}"
 
 
 def summary_line(summary: dict[str, Any]) -> str:
@@ -157,6 +174,8 @@ def summary_line(summary: dict[str, Any]) -> str:
     )
     if summary["redownloaded"]:
         line += f"; re-downloaded after a source adjustment: {', '.join(summary['redownloaded'])}"
+    if summary.get("implausible"):
+        line += f"; {summary['implausible']} implausible candles kept as the source's (see mde ls)"
     return line
 
 

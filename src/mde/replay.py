@@ -156,32 +156,80 @@ def _day_start(d: date) -> datetime:
     return datetime.combine(d, time(0, 0), IST)
 
 
-def missing_sessions(engine: Any, inst: Instrument, tf: Timeframe, start: date, end: date, until: datetime) -> list[date]:
-    """Sessions in [start, end] (up to `until`) that the series' coverage ledger lacks."""
+def _sessions(engine: Any, start: date, end: date, until: datetime) -> list[tuple[date, datetime, datetime]]:
+    """(day, first open, last close cut at `until`) of each session day in [start, end] before `until`."""
+    out = []
+    d = start
+    while d <= end:
+        sessions = engine.calendar.sessions(d)
+        if sessions:
+            open_ = _day_start(d) + timedelta(minutes=sessions[0][0])
+            if open_ >= until:
+                break
+            out.append((d, open_, min(_day_start(d) + timedelta(minutes=sessions[-1][1]), until)))
+        d += timedelta(days=1)
+    return out
+
+
+@dataclass(frozen=True)
+class Gaps:
+    """Sessions of a replay range the cache lacks, by what can be done about them."""
+
+    missing: list[date]  # a fetch can fill them
+    outside: list[date]  # outside what the source has (the sample's span): no fetch can
+    empty: list[date]  # the source answered them with no candle (Manifest.empty): not gaps
+    sessions: int  # session days in the range
+
+
+def find_gaps(engine: Any, inst: Instrument, tf: Timeframe, start: date, end: date, until: datetime,
+              span: tuple[datetime, datetime] | None = None) -> Gaps:
+    """Classify the sessions in [start, end] (up to `until`) that the series' coverage ledger lacks."""
     manifest = engine.store.manifest(inst, tf)
     if manifest is not None and manifest.coverage:
         ranges = manifest.coverage
     elif manifest is not None and manifest.first_ts is not None and manifest.last_ts is not None:
         # no ledger (a series saved with save_cache, or from before the ledger): the span of the data
         ranges = [(manifest.first_ts, engine.calendar.close_time(manifest.last_ts, tf))]
-    else:
+    elif engine.store.exists(inst, tf):
         df = engine.store.read(inst, tf)
         ranges = [] if df.is_empty() else [(df["ts"][0], engine.calendar.close_time(df["ts"][-1], tf))]
-    cal = engine.calendar
-    out = []
-    d = start
-    while d <= end:
-        sessions = cal.sessions(d)
-        if sessions:
-            open_ = _day_start(d) + timedelta(minutes=sessions[0][0])
-            close = _day_start(d) + timedelta(minutes=sessions[-1][1])
-            if open_ >= until:
-                break
-            close = min(close, until)
-            if not any(a <= open_ and b >= close for a, b in ranges):
-                out.append(d)
-        d += timedelta(days=1)
-    return out
+    else:
+        ranges = []
+    empties = manifest.empty if manifest is not None else []
+    days = _sessions(engine, start, end, until)
+    missing, outside, empty = [], [], []
+    for d, open_, close in days:
+        if any(a <= open_ and b >= close for a, b in ranges):
+            continue
+        if any(a <= open_ and b >= close for a, b in empties):
+            empty.append(d)
+        elif span is not None and (close <= span[0] or open_ >= span[1]):
+            outside.append(d)
+        else:
+            missing.append(d)
+    return Gaps(missing, outside, empty, len(days))
+
+
+def missing_sessions(engine: Any, inst: Instrument, tf: Timeframe, start: date, end: date, until: datetime) -> list[date]:
+    """Sessions in [start, end] (up to `until`) that the series' coverage ledger lacks (sessions
+    the source answered with no candle are not lacking)."""
+    gaps = find_gaps(engine, inst, tf, start, end, until)
+    return gaps.missing + gaps.outside
+
+
+def _span_text(span: tuple[datetime, datetime]) -> str:
+    return f"{span[0]:%Y-%m-%d} to {span[1]:%Y-%m-%d}"
+
+
+def _nothing_to_fetch(name: str, tf: Timeframe, lo: date, hi: date, gaps: Gaps, span: tuple[datetime, datetime] | None) -> str:
+    """No candle of the range is cached and no fetch would bring one: say why, advise nothing."""
+    if span is not None and gaps.outside:
+        return (f"the sample has no {tf} candles of {name} between {lo} and {hi}: it has them from "
+                f"{_span_text(span)} only; replay dates inside that span")
+    if gaps.empty:
+        return (f"the source answered no {tf} candles of {name} between {lo} and {hi} (recorded as empty by "
+                f"mde fetch: not listed yet, or no trading); replay other dates")
+    return f"the source has no {tf} candles of {name} between {lo} and {hi}; replay other dates"
 
 
 def _gap_message(symbol: str, tf: Timeframe, gaps: list[date]) -> str:
@@ -189,6 +237,14 @@ def _gap_message(symbol: str, tf: Timeframe, gaps: list[date]) -> str:
     return (
         f"the cache lacks {len(gaps)} session(s) of {symbol} {tf} in the replay range ({span}); run "
         f"`mde fetch {symbol} --timeframe {tf} --from {gaps[0]} --to {gaps[-1]}`, or pass --allow-gaps"
+    )
+
+
+def _outside_message(symbol: str, tf: Timeframe, days: list[date], span: tuple[datetime, datetime]) -> str:
+    where = f"{days[0]}" if len(days) == 1 else f"{days[0]}..{days[-1]}"
+    return (
+        f"{len(days)} session(s) of {symbol} {tf} in the replay range ({where}) are outside what the sample has "
+        f"({_span_text(span)}); narrow --from/--to to that span, or pass --allow-gaps"
     )
 
 
@@ -263,6 +319,9 @@ def run_replay(
     if _day_start(lo) >= now:
         raise InputError(f"--from {lo} is in the future (now is {now:%Y-%m-%d %H:%M} IST)")
 
+    if not _sessions(engine, lo, hi, until):
+        raise InputError(f"no NSE session between {lo} and {hi}; pick dates with a trading day")
+
     names: list[str] = []
     series, starts, ends, warnings, read_from = [], [], [], [], {}
     for raw in symbols:
@@ -271,24 +330,36 @@ def run_replay(
         if name in names:
             raise InputError(f"{name} is given twice")
         src_tf = engine.cached_timeframe(name, tf)
+        manifest = engine.store.manifest(inst, src_tf or tf)
+        span = engine.source_span(inst, src_tf or tf, manifest.source if manifest is not None else None)
+        gaps = find_gaps(engine, inst, src_tf or tf, lo, hi, until, span)
+        if src_tf is None and span is None and (manifest.source if manifest is not None else engine.source_name) == "sample":
+            raise InputError(f"no cached {tf} candles for {name}, and the sample has none to fetch, nor a smaller "
+                             f"timeframe to build them from{engine._sample_has(name)}")
         if src_tf is None:
+            if not gaps.missing:
+                raise InputError(_nothing_to_fetch(name, tf, lo, hi, gaps, span))
             raise NotCached(
                 f"no cached {tf} candles for {name} (nor a smaller timeframe to build them from); run "
-                f"`mde fetch {name} --timeframe {tf} --from {lo} --to {hi}` first"
+                f"`mde fetch {name} --timeframe {tf} --from {gaps.missing[0]} --to {gaps.missing[-1]}` first"
             )
-        gaps = missing_sessions(engine, inst, src_tf, lo, hi, until)
-        if gaps:
-            if not allow_gaps:
-                raise NotCached(_gap_message(name, src_tf, gaps))
-            warnings.append(f"{name}: {len(gaps)} session(s) missing from the cache were skipped (--allow-gaps)")
+        if gaps.missing and not allow_gaps:
+            raise NotCached(_gap_message(name, src_tf, gaps.missing))
+        if gaps.outside and not allow_gaps and span is not None:
+            raise InputError(_outside_message(name, src_tf, gaps.outside, span))
+        skipped = len(gaps.missing) + len(gaps.outside)
+        if skipped:
+            warnings.append(f"{name}: {skipped} session(s) missing from the cache were skipped (--allow-gaps)")
         data = SeriesData(name, tf, engine.history(name, tf, as_of=until), src_tf if src_tf != tf else None)
         i0 = bisect_left(data.ts_us, as_us(_day_start(lo)))
         i1 = bisect_right(data.ts_us, as_us(_day_start(hi + timedelta(days=1))) - 1)
         if i1 <= i0:
-            raise NotCached(
-                f"no cached {tf} candles of {name} between {lo} and {hi}; run `mde fetch {name} --timeframe {tf} "
-                f"--from {lo} --to {hi}` first"
-            )
+            if gaps.missing:
+                raise NotCached(
+                    f"no cached {tf} candles of {name} between {lo} and {hi}; run `mde fetch {name} --timeframe {src_tf} "
+                    f"--from {gaps.missing[0]} --to {gaps.missing[-1]}` first"
+                )
+            raise InputError(_nothing_to_fetch(name, tf, lo, hi, gaps, span))
         names.append(name)
         series.append(data)
         starts.append(i0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import threading
 import time
@@ -202,10 +203,33 @@ def _stamp(st: os.stat_result) -> Stamp:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _entry(df: pl.DataFrame, st: os.stat_result) -> dict:
-    """The manifest's summary of one partition file."""
+def _entry(df: pl.DataFrame, st: os.stat_result, tf: Timeframe | None = None) -> dict:
+    """The manifest's summary of one partition file; `implausible` counts its candles that fail
+    validate.check by rule (kept: they are the source's truth; absent when there are none)."""
     ts = df.get_column("ts")
-    return {"rows": df.height, "first": _iso(ts[0]), "last": _iso(ts[-1]), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    entry = {"rows": df.height, "first": _iso(ts[0]), "last": _iso(ts[-1]), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if tf is not None:
+        from .calendar import nse
+        from .validate import implausible  # validate imports this module
+
+        bad = implausible(df, tf, nse())
+        if bad:
+            entry["implausible"] = bad
+    return entry
+
+
+def subtract_ranges(ranges: Iterable[Range], cut: Range) -> list[Range]:
+    """`ranges` without the part inside `cut`."""
+    out: list[Range] = []
+    for a, b in ranges:
+        if b <= cut[0] or a >= cut[1]:
+            out.append((a, b))
+            continue
+        if a < cut[0]:
+            out.append((a, cut[0]))
+        if b > cut[1]:
+            out.append((cut[1], b))
+    return out
 
 
 def _is_instant(text: object) -> bool:
@@ -238,6 +262,18 @@ class Manifest:
     updated_at: datetime | None = None
     coverage: list[Range] = field(default_factory=list)
     partitions: dict[str, dict] = field(default_factory=dict)
+    # ranges with sessions that the source answered with no candle at all (a Kite instrument
+    # before it was listed): not gaps to fetch again; a later answer with candles removes them
+    empty: list[Range] = field(default_factory=list)
+
+    @property
+    def implausible(self) -> dict[str, int]:
+        """Cached candles that fail validate.check, counted by rule over all partitions."""
+        out: dict[str, int] = {}
+        for entry in self.partitions.values():
+            for key, n in (entry.get("implausible") or {}).items():
+                out[key] = out.get(key, 0) + int(n)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(
@@ -251,6 +287,7 @@ class Manifest:
                 "last_ts": _iso(self.last_ts),
                 "updated_at": _iso(self.updated_at),
                 "coverage": [[_iso(a), _iso(b)] for a, b in self.coverage],
+                **({"empty": [[_iso(a), _iso(b)] for a, b in self.empty]} if self.empty else {}),
                 "partitions": self.partitions,
             },
             indent=1,
@@ -269,6 +306,7 @@ class Manifest:
             updated_at=_from_iso(raw.get("updated_at")),
             coverage=[(_from_iso(a), _from_iso(b)) for a, b in raw.get("coverage", [])],  # type: ignore[misc]
             partitions=dict(raw.get("partitions", {})),
+            empty=[(_from_iso(a), _from_iso(b)) for a, b in raw.get("empty", [])],  # type: ignore[misc]
         )
 
 
@@ -277,6 +315,26 @@ class WriteResult:
     added: int  # candles whose ts was not cached before
     replaced: int  # cached candles overwritten (same ts)
     rows: int  # rows in the series afterwards
+
+
+def _refetch_advice(path: Path) -> str:
+    """The `mde fetch` that brings a partition file's period back, for the unreadable-file error."""
+    import calendar as month_days
+
+    try:
+        tf = parse(path.parent.name)
+        key = f"{unsafe_name(path.parent.parent.parent.name)}:{unsafe_name(path.parent.parent.name)}"
+        stem = path.stem
+        if tf.partition == "month":
+            year, month = int(stem[:4]), int(stem[5:7])
+            span = f"--from {year:04d}-{month:02d}-01 --to {year:04d}-{month:02d}-{month_days.monthrange(year, month)[1]:02d}"
+        elif tf.partition == "year":
+            span = f"--from {int(stem):04d}-01-01 --to {int(stem):04d}-12-31"
+        else:
+            return "`mde fetch` for the series' range again"
+    except (InputError, ValueError, IndexError):
+        return "`mde fetch` for that period again"
+    return f"`mde fetch {shlex.quote(key)} --timeframe {tf} {span}`"
 
 
 def _partitions_in(folder: Path) -> list[Path]:
@@ -397,7 +455,7 @@ class CandleStore:
         except Exception as exc:  # polars raises several types for truncated/corrupt files
             raise CacheError(
                 f"cache file {path} is unreadable ({type(exc).__name__}); it was left as it is: "
-                "move it aside and run `mde fetch` for that period again"
+                f"move it aside, then run {_refetch_advice(path)}"
             ) from None
         self._validate(df, path)
         if remember:
@@ -631,17 +689,21 @@ class CandleStore:
         source: str,
         covered: Range | None = None,
         now: datetime,
+        empty: Range | None = None,
     ) -> WriteResult:
-        """Merge `candles` into the series (new wins on equal ts) and record `covered` as answered."""
+        """Merge `candles` into the series (new wins on equal ts) and record `covered` as answered
+        (and `empty` as answered with no candle)."""
         candles = normalize(candles)
         if tf.is_daily:
             candles = normalize_daily(candles)
         with self.lock(instrument, tf) as folder:
             manifest = self.manifest(instrument, tf) or Manifest(instrument.key, tf.name, source)
             if manifest.source != source:
+                last = (manifest.last_ts or now).astimezone(IST).date() + timedelta(days=1)
                 raise InputError(
                     f"{instrument} {tf} in the cache came from '{manifest.source}'; refusing to mix in '{source}' "
-                    f"candles. Use another cache dir (MDE_CACHE_DIR) or `mde prune` this series first"
+                    f"candles. Use another cache dir (MDE_CACHE_DIR), or drop the series first: run "
+                    f"`mde prune --before {last} --symbol {shlex.quote(instrument.key)} --timeframe {tf}`"
                 )
             added = replaced = 0
             written: dict[str, tuple[pl.DataFrame, os.stat_result]] = {}
@@ -659,6 +721,10 @@ class CandleStore:
                     self._remember(path, _stamp(st), merged)
                     written[str(key)] = (merged, st)
             manifest.coverage = union_ranges([*manifest.coverage, *([covered] if covered else [])])
+            if covered:
+                manifest.empty = subtract_ranges(manifest.empty, covered)
+            if empty:
+                manifest.empty = union_ranges([*manifest.empty, empty])
             self._refresh_manifest(folder, manifest, now, written)
             return WriteResult(added=added, replaced=replaced, rows=manifest.rows)
 
@@ -672,6 +738,10 @@ class CandleStore:
         its size and mtime, and is read (normally from the read cache) only if it does not.
         """
         parts: dict[str, dict] = {}
+        try:
+            tf: Timeframe | None = parse(manifest.timeframe)
+        except InputError:
+            tf = None
         for path in _partitions_in(folder):
             if path.stem in written:
                 df, st = written[path.stem]
@@ -686,7 +756,7 @@ class CandleStore:
                     continue
                 df = self._read_file(path)
             if not df.is_empty():
-                parts[path.stem] = _entry(df, st)
+                parts[path.stem] = _entry(df, st, tf)
         firsts = [_from_iso(e["first"]) for e in parts.values()]
         lasts = [_from_iso(e["last"]) for e in parts.values()]
         manifest.partitions = parts
@@ -759,5 +829,6 @@ class CandleStore:
                 manifest = self.manifest(instrument, tf)
                 if manifest is not None:
                     manifest.coverage = [(max(a, before), b) for a, b in manifest.coverage if b > before]
+                    manifest.empty = [(max(a, before), b) for a, b in manifest.empty if b > before]
                     self._refresh_manifest(folder, manifest, now, written)
             return affected, dropped

@@ -28,6 +28,15 @@ from . import SourceStats
 SAMPLE_DIR = "sample_data"
 
 
+def outside_span(instrument: Instrument, timeframe: Timeframe, start: datetime, end: datetime,
+                 span: tuple[datetime, datetime]) -> str:
+    day = "%Y-%m-%d"
+    return (
+        f"the sample has no {timeframe} candles of {instrument} between {start:{day}} and {end:{day}}: it has them from "
+        f"{span[0]:%Y-%m-%d %H:%M} to {span[1]:%Y-%m-%d %H:%M} only; nothing was recorded"
+    )
+
+
 def sample_root() -> Path:
     return Path(str(resources.files("mde").joinpath(SAMPLE_DIR)))
 
@@ -48,6 +57,17 @@ class SampleSource:
     def series(self) -> list[tuple[str, str]]:
         """(instrument key, timeframe) of every bundled series."""
         return [(s["instrument"], s["timeframe"]) for s in self.index["series"]]
+
+    def span(self, instrument: Instrument, timeframe: Timeframe) -> tuple[datetime, datetime] | None:
+        """(first candle's start, last candle's close) of what the sample can answer for this
+        series: the bundled series, or the one a bigger timeframe is built from; None if neither."""
+        entries = {(s["instrument"], s["timeframe"]): s for s in self.index["series"]}
+        for tf in (timeframe, *sources_for(timeframe)):
+            entry = entries.get((instrument.key, tf.name))
+            if entry is not None:
+                first, last = cal_mod.parse_instant(entry["first"]), cal_mod.parse_instant(entry["last"])
+                return first, cal_mod.nse().close_time(last, tf)
+        return None
 
     def clock(self) -> datetime | None:
         return cal_mod.parse_instant(self.index["end"])
@@ -72,6 +92,11 @@ class SampleSource:
         return self._frames[key]
 
     def historical(self, instrument: Instrument, timeframe: Timeframe, start: datetime, end: datetime) -> pl.DataFrame:
+        """Candles with start <= ts <= end; InputError naming the sample's span when the range
+        lies wholly outside it (a source says what it has rather than answer 'nothing')."""
+        span = self.span(instrument, timeframe)
+        if span is not None and (end < span[0] or start >= span[1]):
+            raise InputError(outside_span(instrument, timeframe, start, end, span))
         self.stats.add(requests=1, historical_requests=1)
         df = self._load(instrument, timeframe.name)
         if df is None:
