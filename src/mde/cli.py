@@ -150,6 +150,7 @@ def window(
     Example:  mde window NIFTY --timeframe 15m --limit 20 --format json
     """
     from .engine import window_payload
+    from .symbols import validate_symbol
 
     eng = engine()
     candles = eng.get_window(symbol, timeframe, limit=limit, as_of=as_of)
@@ -165,7 +166,7 @@ def window(
         from .render import window_table
 
         status = eng.status(symbol, timeframe, as_of=as_of)
-        window_table(candles, symbol.strip().upper(), status, _stdout())
+        window_table(candles, validate_symbol(symbol), status, _stdout())
 
 
 @app.command()

@@ -272,6 +272,7 @@ def run_replay(
             raise InputError(f"{name} is given twice")
         src_tf = engine.cached_timeframe(name, tf)
         if src_tf is None:
+            engine.check_symbol(raw)  # an unknown symbol: InputError with close matches
             raise NotCached(
                 f"no cached {tf} candles for {name} (nor a smaller timeframe to build them from); run "
                 f"`mde fetch {name} --timeframe {tf} --from {lo} --to {hi}` first"

@@ -302,6 +302,8 @@ def run_sample_session(
         engine = _engine_at(settings, end_of_day)
     else:  # a caller's engine (another sample root, a benchmark): on the session's clock
         engine.pin_clock(end_of_day)
+    for sym in names:
+        engine.check_symbol(sym)  # a typo: `unknown symbol 'NIFTI'; did you mean NIFTY?`, as every command says
     schedule = sorted({us for sym in names for us in _day_closes(engine, sym, tf, midnight, end_of_day)})
     if not schedule:
         raise InputError(f"the sample has no {tf} candles of {', '.join(names)} on {the_day}; pick a trading day of 2024")
