@@ -29,7 +29,7 @@ def build(csv: Path = HERE / "instruments.csv", out: Path = BUNDLED_DUMP) -> pl.
         for col in ("last_price", "strike", "tick_size"):
             row[col] = float(row[col]) if row[col] not in (None, "") else None
         row["lot_size"] = int(row["lot_size"]) if row["lot_size"] not in (None, "") else None
-    table = dump_frame(rows).sort("exchange", "tradingsymbol")
+    table = dump_frame(rows)  # in the dump's own order
     with atomic_write(out) as fh:
         table.write_parquet(fh, compression="zstd", compression_level=19, statistics=False)
     with atomic_write(out.with_name(BUNDLED_META), "w") as fh:

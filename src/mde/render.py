@@ -179,12 +179,13 @@ def refresh_progress(engine: Any, plan: list[tuple[str, str]], count: int | None
 _INSTRUMENT_COLUMNS = ("instrument_token", "exchange", "tradingsymbol", "name", "instrument_type", "segment", "expiry", "strike", "lot_size", "tick_size")
 
 
-def instruments_table(rows: pl.DataFrame, total: int, fetched_at: datetime | None, console: Console) -> None:
+def instruments_table(rows: pl.DataFrame, total: int, fetched_at: datetime | None, console: Console,
+                      note: str | None = None) -> None:
     from rich import box
     from rich.table import Table
 
     table = Table(
-        title=f"{rows.height} of {total:,} instruments", caption=f"Kite dump fetched {fmt_ts(fetched_at)} IST",
+        title=f"{rows.height} of {total:,} instruments", caption=note or f"Kite dump fetched {fmt_ts(fetched_at)} IST",
         box=box.SIMPLE_HEAD, pad_edge=False,
     )
     cols = [c for c in _INSTRUMENT_COLUMNS if c in rows.columns]
