@@ -285,14 +285,17 @@ def strategies_json(items: list[dict[str, Any]]) -> str:
 def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"paper sessions ({len(items)})")
-    for col in ("session", "status", "strategy", "symbols", "day", "fills", "open positions", "last candle"):
-        table.add_column(col)
+    table = Table(title=f"paper sessions ({len(items)})",
+                  caption="gross P&L: fills plus open positions at the last processed close; net = gross - charges")
+    for col in ("session", "status", "strategy", "symbols", "day", "fills", "open positions", "last candle",
+                "gross P&L", "charges", "net P&L"):
+        table.add_column(col, justify="right" if col in ("fills", "gross P&L", "charges", "net P&L") else "left")
     for it in items:
         positions = ", ".join(f"{s} {q:+d}" for s, q in it["positions"].items()) or "flat"
         last = max(it["last_candle"].values(), default="-")
+        money = ["-" if it.get(k) is None else f"{it[k]:,.2f}" for k in ("gross_pnl", "charges", "net_pnl")]
         table.add_row(it["session"], it["status"], str(it["strategy"]), ",".join(it["symbols"]), str(it["day"]),
-                      str(it["fills"]), positions, last)
+                      str(it["fills"]), positions, last, *money)
     console.print(table)
 
 
