@@ -233,8 +233,10 @@ def replay_table(result: Any, console: Console) -> None:
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
+    from .report import DURATIONS, fmt_metric
+
     for key, value in result.metrics.items():
-        table.add_row(_METRIC_LABELS.get(key, key), _metric(value))
+        table.add_row(_METRIC_LABELS.get(key, key), fmt_metric(key, value) if key in DURATIONS else _metric(value))
     console.print(table)
     console.print(f"costs: {result.cost_basis}\n{result.basis}\n{result.fill_model}", style="dim", markup=False)
     for warning in result.warnings:
