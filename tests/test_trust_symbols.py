@@ -241,3 +241,16 @@ def test_instruments_on_the_sample_source_prefers_a_cached_kite_dump(settings: S
                    cwd=settings.cache_dir.parent)
     assert done.returncode == 0, done.stderr
     assert "3 of 3 instruments" in done.stdout and "2026-03-02" in done.stdout
+
+
+def test_the_sample_source_tells_a_listed_symbol_it_lacks_from_a_typo(tmp_path: Path) -> None:
+    from mde.sources.sample import SampleSource
+
+    with pytest.raises(InputError, match=r"^the sample data has no 'TCS' \(NSE:TCS\); it has NSE:INFY.*--source kite"):
+        SampleSource().resolve("TCS")
+    with pytest.raises(InputError, match=r"^unknown symbol 'NIFTI' in the sample data; did you mean NIFTY"):
+        SampleSource().resolve("NIFTI")
+    cache = tmp_path / "cache"
+    done = mde(cache, "fetch", "TCS", "--from", "2024-06-03")
+    assert done.returncode == 2 and "unknown" not in done.stderr and "--source kite" in done.stderr
+    assert not cache.exists()
