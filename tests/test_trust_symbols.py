@@ -144,7 +144,10 @@ def test_aliases_remembered_and_cached_instruments_are_known(settings: Settings,
     # a series imported under a name the dump does not list is cached, so it is known
     csv = tmp_path / "x.csv"
     csv.write_text("ts,open,high,low,close,volume\n2024-06-14T09:15:00+05:30,1,2,0.5,1.5,10\n")
-    eng.import_file(csv, "MYDATA", "5m")
+    with pytest.raises(InputError, match=r"unknown symbol 'MYDATA'.*give it with its exchange: --symbol NSE:MYDATA$"):
+        eng.import_file(csv, "MYDATA", "5m")  # a typo must not become a series
+    assert not (settings.cache_dir / "NSE").exists()
+    eng.import_file(csv, "NSE:MYDATA", "5m")  # said explicitly: imported under that name
     assert eng.get_window("MYDATA", "5m").height == 1
     with pytest.raises(NotCached):
         eng.get_window("MYDATA", "1m")  # not buildable from 5m, but the symbol is known
@@ -254,3 +257,15 @@ def test_the_sample_source_tells_a_listed_symbol_it_lacks_from_a_typo(tmp_path: 
     done = mde(cache, "fetch", "TCS", "--from", "2024-06-03")
     assert done.returncode == 2 and "unknown" not in done.stderr and "--source kite" in done.stderr
     assert not cache.exists()
+
+
+def test_import_of_a_typo_is_refused_with_the_suggestion(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    csv = tmp_path / "n.csv"
+    csv.write_text("ts,open,high,low,close,volume\n2024-06-14T09:15:00+05:30,1,2,0.5,1.5,10\n")
+    done = mde(cache, "import", str(csv), "--symbol", "NIFTI", "-t", "5m")
+    assert done.returncode == 2 and "unknown symbol 'NIFTI'; did you mean NIFTY" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (cache / "NSE").exists()
+    ok = mde(cache, "import", str(csv), "--symbol", "NIFTY", "-t", "5m")
+    assert ok.returncode == 0, ok.stderr

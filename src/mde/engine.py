@@ -605,8 +605,17 @@ class MarketDataEngine:
         return Manifest(inst.key, tf.name, "unknown", df.height, df["ts"].min(), df["ts"].max())  # type: ignore[arg-type]
 
     def import_file(self, path: str | Path, symbol: str, timeframe: str | Timeframe, origin: str = "import") -> ImportReport:
-        """Load a CSV or the old JSON cache into the Parquet cache (bars outside sessions dropped)."""
+        """Load a CSV or the old JSON cache into the Parquet cache (bars outside sessions dropped).
+
+        A typo must not become a series: a symbol must be known (see check_symbol) unless it is
+        given as EXCHANGE:SYMBOL, the way to import under a name the instruments list lacks."""
         inst, tf = self._series(symbol, timeframe)
+        if ":" not in validate_symbol(symbol):
+            try:
+                self.check_symbol(symbol)
+            except InputError as exc:
+                raise InputError(f"{exc.message}; to import under a name the instruments list lacks, "
+                                 f"give it with its exchange: --symbol {inst.key}") from None
         imported = read_candles(path, tf)
         now = self.now()
         df = imported.candles
