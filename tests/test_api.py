@@ -282,7 +282,8 @@ def test_paper_sessions_come_from_the_journal(client: httpx.Client, cache: Path)
     status = status[0] if isinstance(status, list) else status
     assert one["status"] == status["status"] == "finished"
     assert one["fills"] == status["fills"] > 0 and one["positions"] == {}
-    assert isinstance(one["pnl"], float) and one["recent_fills"][-1]["ts"].endswith("+05:30")
+    assert isinstance(one["gross_pnl"], float) and one["recent_fills"][-1]["ts"].endswith("+05:30")
+    assert one["net_pnl"] == round(one["gross_pnl"] - one["charges"], 2)
 
 
 @pytest.mark.parametrize(("name", "status"), [("nope", {404}), ("..", {404, 422}), ("a.b", {422}), ("x%00", {422}), ("%2e%2e", {404, 422})])

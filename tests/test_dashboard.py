@@ -152,21 +152,24 @@ def test_a_running_paper_session_shows_its_positions_pnl_and_fills(server: Serve
     at = lambda hh, mm: int(datetime(2024, 6, 14, hh, mm, tzinfo=IST).timestamp() * 1e6)  # noqa: E731
     state = TradeState(journal)
     state.own()  # held by this process while the page looks: a running session owns its journal
-    state.set_meta({"status": "running", "strategy": "sma_cross", "symbols": "NIFTY", "timeframe": "5m", "day": "2024-06-14"})
+    state.set_meta({"status": "running", "strategy": "sma_cross", "symbols": "NIFTY", "timeframe": "5m", "day": "2024-06-14",
+                    "costs": "zerodha", "segment": "futures"})
     state.record("fill", at(10, 0), {"order": 1, "side": 1, "qty": 50, "price": 23400.0, "ts_us": at(10, 0), "reason": "market"}, "NIFTY")
     state.record("fill", at(11, 0), {"order": 2, "side": -1, "qty": 25, "price": 23450.0, "ts_us": at(11, 0), "reason": "market"}, "NIFTY")
     try:
         # P&L: the fills' cash flow plus the open 25 at the last close (15:25 candle, 23454.15)
         view = httpx.get(server.url + "/api/paper/sessions/live_1").json()
         assert view["status"] == "running" and view["positions"] == {"NIFTY": 25}
-        assert view["pnl"] == round(-50 * 23400.0 + 25 * 23450.0 + 25 * 23454.15, 2) == 2603.75
+        assert view["gross_pnl"] == round(-50 * 23400.0 + 25 * 23450.0 + 25 * 23454.15, 2) == 2603.75
+        assert 0 < view["charges"] < 300 and view["net_pnl"] == round(view["gross_pnl"] - view["charges"], 2)
         driver = browser
         driver.get(server.url + "/")  # type: ignore[attr-defined]
         WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
         panel = driver.find_element(By.ID, "paper")  # type: ignore[attr-defined]
         assert panel.get_attribute("hidden") is None
         text = panel.text
-        assert "live_1 (sma_cross, 5m) P&L 2603.75" in text and "positions: NIFTY 25" in text
+        assert (f"live_1 (sma_cross, 5m) net P&L {view['net_pnl']:.2f} (gross 2603.75, charges {view['charges']:.2f})"
+                in text) and "positions: NIFTY 25" in text
         assert "2024-06-14 11:00 SELL 25 NIFTY @ 23450.00 (market)" in text
         state.close()  # the process "dies": the session is no longer shown as running
         assert httpx.get(server.url + "/api/paper/sessions/live_1").json()["status"] == "stopped"
@@ -196,3 +199,28 @@ def test_the_page_refreshes_itself_while_the_market_is_open(server: Server, brow
         assert newest == "2024-06-14T10:55:00+05:30"  # the last candle complete at 11:02
     finally:
         live.stop()
+
+
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The browser started after this runs in New York time (chromium reads TZ)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+
+
+def test_the_update_time_is_ist_whatever_the_browser_zone(server: Server, new_york: None, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mde.calendar import IST
+
+    driver = browser
+    before = datetime.now(IST).replace(microsecond=0)
+    driver.get(server.url + "/")  # type: ignore[attr-defined]
+    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "refreshed").text)
+    shown = driver.find_element(By.ID, "refreshed").text  # type: ignore[attr-defined]
+    after = datetime.now(IST)
+    assert driver.execute_script("return new Date().getTimezoneOffset()") != -330  # type: ignore[attr-defined]
+    assert shown.startswith("updated ") and shown.endswith(" IST"), shown
+    hms = shown.removeprefix("updated ").removesuffix(" IST")
+    # between the two readings of the IST clock (a day that turns over in between is allowed for)
+    assert before.strftime("%H:%M:%S") <= hms <= after.strftime("%H:%M:%S") or after.date() != before.date(), (hms, before, after)

@@ -257,8 +257,9 @@ def test_get_window_unsafe_symbol_never_reaches_the_disk(engine: MarketDataEngin
 
 
 def test_get_window_unknown_symbol_is_not_cached(engine: MarketDataEngine) -> None:
-    with pytest.raises(NotCached, match=r"no cached 5m candles for FOO, and the sample has none to fetch"):
-        engine.get_window("FOO", "5m")
+    # TCS is in the instruments list (not cached); FOO is not: an unknown symbol (tests/test_trust_symbols.py)
+    with pytest.raises(NotCached, match=r"no cached 5m candles for TCS, and the sample has none to fetch"):
+        engine.get_window("TCS", "5m")
     with pytest.raises(NotCached):
         engine.get_window("NIFTY", "5m")  # known, but nothing cached yet
     with pytest.raises(NotCached):

@@ -358,7 +358,7 @@ def test_metrics_have_labels_and_two_decimals(year_page: tuple[Path, str, Page])
     assert metrics[LABELS["sortino"]] == "–"
     assert metrics[LABELS["profit_factor"]] == "∞"
     assert metrics[LABELS["trades"]] == "200"
-    assert metrics["custom_thing"] == "7"  # no label: the key itself
+    assert metrics["Custom thing"] == "7"  # no label: the key in words
     assert len(metrics) == 18
 
 

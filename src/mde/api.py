@@ -20,7 +20,6 @@ import hmac
 import logging
 import re
 import socket
-from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from .calendar import IST
 from .config import Settings, is_loopback
 from .engine import MarketDataEngine, check_limit, window_body
 from .errors import CacheError, InputError, MdeError, NotCached, SourceError
@@ -209,26 +207,10 @@ def _validation_message(exc: RequestValidationError) -> str:
     return f"invalid {name} {err.get('input')!r}: {err.get('msg', 'invalid value')}"
 
 
-def _session_view(engine: MarketDataEngine, session: dict[str, Any]) -> dict[str, Any]:
-    """A journal's status with its P&L: cash flow of the fills plus open positions at the last close."""
-    cash = 0.0
-    for fill in session["all_fills"]:
-        cash -= fill["side"] * fill["qty"] * fill["price"]
-    marks: dict[str, float | None] = {}
-    for symbol, qty in session["positions"].items():
-        try:
-            last = engine.get_window(symbol, session["timeframe"] or "5m", 1)
-            marks[symbol] = float(last["close"][-1]) if last.height else None
-        except MdeError:
-            marks[symbol] = None
-    open_value = sum(q * (marks[s] or 0.0) for s, q in session["positions"].items())
-    out = {k: v for k, v in session.items() if k != "all_fills"}
-    out["marks"] = marks
-    out["pnl"] = round(cash + open_value, 2)  # gross, before charges
-    out["recent_fills"] = [
-        f | {"ts": datetime.fromtimestamp(f["ts_us"] / 1e6, IST).isoformat()} for f in session["recent_fills"]
-    ]
-    return out
+def _session_view(session: dict[str, Any]) -> dict[str, Any]:
+    """A journal's status as `mde paper --status --json` gives it (P&L included: gross_pnl,
+    charges, net_pnl; recent_fills with ts), without the full list of fills."""
+    return {k: v for k, v in session.items() if k != "all_fills"}
 
 
 def create_app(
@@ -324,12 +306,12 @@ def create_app(
     @app.get("/api/paper/sessions", responses=ERRORS, tags=["paper"])
     def paper_sessions() -> Response:
         """Every paper session in the cache's journal folder: status, positions, P&L, recent fills."""
-        return _json([_session_view(eng, s) for s in _sessions(settings, None)])
+        return _json([_session_view(s) for s in _sessions(settings, None, eng)])
 
     @app.get("/api/paper/sessions/{name}", responses=ERRORS, tags=["paper"])
     def paper_session(name: str) -> Response:
         """One paper session, read from its journal (read-only, beside a running session too)."""
-        return _json(_session_view(eng, _sessions(settings, name)[0]))
+        return _json(_session_view(_sessions(settings, name, eng)[0]))
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> Response:
@@ -353,8 +335,8 @@ def create_app(
     return app
 
 
-def _sessions(settings: Settings, name: str | None) -> list[dict[str, Any]]:
-    """session_status, with every fill kept for the P&L; an unknown name is a 404."""
+def _sessions(settings: Settings, name: str | None, engine: MarketDataEngine) -> list[dict[str, Any]]:
+    """session_status (with its P&L, read through the server's engine); an unknown name is a 404."""
     from .paper.session import session_status, sessions_dir
     from .paper.state import session_path
 
@@ -362,7 +344,7 @@ def _sessions(settings: Settings, name: str | None) -> list[dict[str, Any]]:
         path = session_path(sessions_dir(settings), name)  # validates the name: no way out of _paper/
         if not path.is_file():
             raise NotCached(f"no paper session named {name!r}")  # no server path in a client message
-    return session_status(settings, name, all_fills=True)
+    return session_status(settings, name, engine=engine)
 
 
 

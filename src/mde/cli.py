@@ -149,6 +149,8 @@ def window(
 
     Example:  mde window NIFTY --timeframe 15m --limit 20 --format json
     """
+    from .symbols import validate_symbol
+
     eng = engine()
     win = eng.read_window(symbol, timeframe, limit=limit, as_of=as_of)
     candles, note = win.candles, win.note(symbol)
@@ -156,7 +158,7 @@ def window(
         from .render import window_table
 
         status = eng.status(symbol, timeframe, as_of=as_of)
-        window_table(candles, symbol.strip().upper(), status, _stdout(), note=note)
+        window_table(candles, validate_symbol(symbol), status, _stdout(), note=note)
         return
     if fmt is Format.json:
         from .engine import window_body
@@ -363,22 +365,43 @@ def instruments(
     refresh_dump: Annotated[bool, typer.Option("--refresh", help="Download Kite's instruments list now (else at most once a day).")] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show.")] = 50,
     fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+    source: SourceOpt = None,
 ) -> None:
-    """Show Kite's instruments list (downloaded at most once a day and cached as Parquet).
+    """Show Kite's instruments list (downloaded at most once a day and cached as Parquet; on the
+    sample source, the list shipped with mde, offline).
 
     Example:  mde instruments --search "nifty bank"
     """
-    from .sources.kite import KiteSource
+    conf = settings(source)
+    if conf.source == "sample":
+        from .calendar import now_ist
+        from .errors import InputError
+        from .instruments import OfflineCatalog
 
-    catalog = KiteSource(settings(SourceKind.kite)).catalog
+        if refresh_dump:
+            raise InputError("--refresh downloads Kite's instruments list: add --source kite (the sample source "
+                             "serves the list shipped with mde, offline)")
+        catalog: Any = OfflineCatalog(conf.cache_dir / "_meta", lambda: conf.now or now_ist())
+    else:
+        from .sources.kite import KiteSource
+
+        catalog = KiteSource(conf).catalog
     table = catalog.refresh() if refresh_dump else catalog.table()
     rows = catalog.search(search, limit=limit) if search else table.head(limit)
     from .render import instruments_json, instruments_table
 
+    when = catalog.fetched_at
+    note = None
+    if getattr(catalog, "bundled", False):
+        note = f"the Kite dump of {when:%Y-%m-%d} shipped with mde (offline, sample source; --source kite downloads today's)"
+    elif conf.source == "sample":
+        note = f"the cached Kite dump fetched {when:%Y-%m-%d %H:%M} IST (offline, sample source)" if when else None
     if fmt is ListFormat.json:
         typer.echo(instruments_json(rows))
+        if note and not STATE.quiet:
+            typer.echo(f"note: {note}", err=True)
     else:
-        instruments_table(rows, table.height, catalog.fetched_at, _stdout())
+        instruments_table(rows, table.height, when, _stdout(), note=note)
 
 
 class CostKind(str, Enum):

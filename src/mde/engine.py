@@ -260,6 +260,23 @@ class MarketDataEngine:
                 return inst  # the read then says plainly that nothing is cached for it
         return inst
 
+    @functools.cached_property
+    def offline_catalog(self) -> Any:
+        """The instruments list without a network (the cached Kite dump, else the one shipped
+        with mde): it tells an unknown symbol from one that is only not cached."""
+        from .instruments import OfflineCatalog
+
+        return OfflineCatalog(self.settings.cache_dir / "_meta", self.now)
+
+    def check_symbol(self, symbol: str) -> None:
+        """Offline and read-only: nothing if the symbol is cached or names a known instrument
+        (an alias, an index, the instruments list, a remembered contract); else InputError
+        `unknown symbol 'NIFTI'; did you mean NIFTY?`. Asked only where nothing is cached."""
+        inst = self._offline(symbol)  # validates
+        if self.store.instrument_dir(inst).is_dir():
+            return
+        self.offline_catalog.check(symbol, self.settings.aliases)
+
     def _series(self, symbol: str, timeframe: str | Timeframe) -> tuple[Instrument, Timeframe]:
         tf = parse(timeframe)  # validate the timeframe before the symbol: cheaper, clearer
         return self.resolve(symbol), tf
@@ -677,6 +694,9 @@ class MarketDataEngine:
             want *= 2
 
     def _not_cached(self, symbol: str, tf: Timeframe) -> NotCached:
+        """What to say when a series is not cached: an unknown symbol is InputError with
+        close matches (raised here), a known one NotCached with the command that fetches it."""
+        self.check_symbol(symbol)
         if self.source_name == "sample":
             try:
                 span = self.source_span(self._offline(symbol), tf)
@@ -750,9 +770,18 @@ class MarketDataEngine:
     ) -> ImportReport:
         """Load a CSV or the old JSON cache into the Parquet cache (bars outside sessions dropped).
 
+        A typo must not become a series: a symbol must be known (see check_symbol) unless it is
+        given as EXCHANGE:SYMBOL, the way to import under a name the instruments list lacks.
+
         A file with an implausible row is refused whole (InvalidCandles, nothing written) unless
         `drop_invalid`, which drops those rows and counts them by reason."""
         inst, tf = self._series(symbol, timeframe)
+        if ":" not in validate_symbol(symbol):
+            try:
+                self.check_symbol(symbol)
+            except InputError as exc:
+                raise InputError(f"{exc.message}; to import under a name the instruments list lacks, "
+                                 f"give it with its exchange: --symbol {inst.key}") from None
         imported = read_candles(path, tf, drop_invalid=drop_invalid)
         now = self.now()
         df = imported.candles
@@ -772,12 +801,16 @@ class MarketDataEngine:
         want_tf = parse(timeframe) if timeframe is not None else None
         now = self.now()
         out = []
+        matched = False
         for inst, tf in self.store.list_series():
             if (want_inst and inst.key != want_inst.key) or (want_tf and tf != want_tf):
                 continue
+            matched = matched or want_inst is not None
             parts, dropped = self.store.prune(inst, tf, cutoff, now=now, dry_run=dry_run)
             if parts:
                 out.append((inst, tf, parts, dropped))
+        if symbol is not None and not matched:
+            self.check_symbol(symbol)  # a typo is an error with close matches, not "nothing to prune"
         return out
 
 

@@ -84,6 +84,13 @@ _FUT_EXCHANGES = ("NFO", "BFO", "MCX")
 _MAX_ALIAS_HOPS = 8
 _SUGGEST_SHORTLIST = 64
 
+# A real Kite dump shipped inside the package (built from data/instruments.csv by
+# data/build_instruments.py): what `mde instruments` shows on the sample source, and what
+# tells an unknown symbol from one that is only not cached, offline.
+BUNDLED_DUMP = Path(__file__).resolve().parent / "data" / "instruments.parquet"
+BUNDLED_META = "instruments.json"
+BUNDLED_DATE = "2025-12-19"  # when the dump was taken (about; see data/README.md)
+
 
 def _ist(now: datetime) -> datetime:
     """An instant in IST; a naive one is taken to be IST already."""
@@ -305,6 +312,17 @@ class InstrumentCatalog:
     # -- resolution ----------------------------------------------------------------------
     def resolve(self, symbol: str, aliases: Mapping[str, str] | None = None) -> Instrument:
         """The instrument (with its token) a symbol stands for; InputError with suggestions if none."""
+        name, user = self._dealias(symbol, aliases)
+        fut = _FUT_RE.match(name)
+        if fut:
+            inst = self._continuous_future(fut.group("name"), int(fut.group("n") or 1), fut.group("exch"), symbol)
+        else:
+            inst = self._resolve_plain(name, symbol, user)
+        return inst
+
+    @staticmethod
+    def _dealias(symbol: str, aliases: Mapping[str, str] | None) -> tuple[str, dict[str, str]]:
+        """The symbol validated and followed through the aliases (the user's first), and those aliases."""
         name = validate_symbol(symbol)  # before any file access
         user = {" ".join(str(k).upper().split()): v for k, v in (aliases or {}).items()}
         seen = [name]
@@ -319,13 +337,7 @@ class InstrumentCatalog:
                 raise InputError(f"aliases loop: {' -> '.join([*seen, target])}; fix [aliases] in mde.toml")
             seen.append(target)
             name = target
-
-        fut = _FUT_RE.match(name)
-        if fut:
-            inst = self._continuous_future(fut.group("name"), int(fut.group("n") or 1), fut.group("exch"), symbol)
-        else:
-            inst = self._resolve_plain(name, symbol, user)
-        return inst
+        return name, user
 
     def _resolve_plain(self, name: str, typed: str, user: Mapping[str, str]) -> Instrument:
         explicit = ":" in name
@@ -451,12 +463,15 @@ class InstrumentCatalog:
         extra = [*user, *(k.partition(":")[2] for k in self._known_map())]
         close = self.suggest(word, extra=extra)
         close = [c for c in dict.fromkeys(close) if c != word]
-        hint = f"; did you mean {', '.join(close)}?" if close else "; find its exact name with `mde instruments --search TEXT`"
         where = name.partition(":")[0] if ":" in name else "NSE or NFO"
         shown = repr(typed.strip())
         if " ".join(typed.upper().split()) != name:
             shown += f" (alias of {name})"
-        return f"unknown symbol {shown}: not on {where} in the instruments list{hint}"
+        if close:  # `unknown symbol 'NIFTI'; did you mean NIFTY?` (an explicit exchange is named)
+            on = f": not on {where} in the instruments list" if ":" in name else ""
+            return f"unknown symbol {shown}{on}; did you mean {', '.join(close)}?"
+        return (f"unknown symbol {shown}: not on {where} in the instruments list; "
+                "find its exact name with `mde instruments --search TEXT`")
 
     # -- remembered instruments ----------------------------------------------------------
     def _known_map(self) -> dict[str, dict[str, Any]]:
@@ -563,3 +578,75 @@ class InstrumentCatalog:
             "instrument_type": row.get("instrument_type"),
             "name": row.get("name"),
         }
+
+
+def bundled_dump() -> tuple[pl.DataFrame, datetime]:
+    """The instruments dump shipped inside the package, and when it was taken."""
+    try:
+        table = pl.read_parquet(BUNDLED_DUMP)
+        meta = json.loads(BUNDLED_DUMP.with_name(BUNDLED_META).read_text(encoding="utf-8"))
+        return table, _ist(datetime.fromisoformat(meta["fetched_at"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise CacheError(f"the instruments list shipped with mde ({BUNDLED_DUMP}) is unreadable ({exc}); reinstall mde") from None
+
+
+class OfflineCatalog(InstrumentCatalog):
+    """The catalog without a network and without writing: the cached Kite dump of any age
+    (`<cache>/_meta`), else the one shipped with mde; the remembered instruments are read,
+    never written. It tells an unknown symbol (with close matches) from one that is known
+    but not cached, for every command that reads the cache."""
+
+    def __init__(self, folder: Path | str, now: Callable[[], datetime]) -> None:
+        super().__init__(folder, download=self._offline, now=now)
+        self.bundled = False  # True when the dump in use is the one shipped with mde
+
+    @staticmethod
+    def _offline() -> list[dict]:
+        raise SourceError("the instruments list is not downloaded offline")
+
+    def table(self) -> pl.DataFrame:
+        if self._table is None:
+            cached = self._load_cached()
+            if cached is not None:
+                self._set_table(cached, self._read_meta())
+            else:
+                table, fetched = bundled_dump()
+                self.bundled = True
+                self._set_table(table, fetched)
+        assert self._table is not None
+        return self._table
+
+    def _cheap_table(self) -> pl.DataFrame | None:
+        return self.table()
+
+    def refresh(self) -> pl.DataFrame:
+        return self.table()
+
+    def _remember(self, key: str, record: dict[str, Any]) -> None:
+        """Reading never writes the cache: nothing is recorded offline."""
+
+    def check(self, symbol: str, aliases: Mapping[str, str] | None = None) -> None:
+        """None if the symbol names an instrument of the dump, an index, a remembered one or a
+        NAME-FUT with futures listed; else InputError `unknown symbol 'NIFTI'; did you mean NIFTY?`."""
+        name, user = self._dealias(symbol, aliases)
+        fut = _FUT_RE.match(name)
+        table = self.table()
+        if fut:
+            underlying = fut.group("name")
+            futs = table.filter((pl.col("instrument_type") == "FUT") & (pl.col("name") == underlying))
+            if futs.height or any(rec.get("name") == underlying and rec.get("instrument_type") == "FUT"
+                                  for rec in self._known_map().values()):
+                return
+            names = table.filter(pl.col("instrument_type") == "FUT").get_column("name").drop_nulls().unique().to_list()
+            close = difflib.get_close_matches(underlying, names, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(c + '-FUT' for c in close)}?" if close else ""
+            raise InputError(f"unknown symbol {symbol.strip()!r}: no futures on {underlying} in the instruments list{hint}")
+        parsed = parse_instrument(name)
+        if parsed.key in INDEX_TOKENS:
+            return
+        keys = [parsed.key] if ":" in name else [f"NSE:{parsed.tradingsymbol}", f"NFO:{parsed.tradingsymbol}"]
+        for key in keys:
+            exch, _, tsym = key.partition(":")
+            if key in self._known_map() or self._row(table, exch, tsym) is not None:
+                return
+        raise InputError(self._unknown_message(symbol, name, user))

@@ -199,12 +199,13 @@ def refresh_progress(engine: Any, plan: list[tuple[str, str]], count: int | None
 _INSTRUMENT_COLUMNS = ("instrument_token", "exchange", "tradingsymbol", "name", "instrument_type", "segment", "expiry", "strike", "lot_size", "tick_size")
 
 
-def instruments_table(rows: pl.DataFrame, total: int, fetched_at: datetime | None, console: Console) -> None:
+def instruments_table(rows: pl.DataFrame, total: int, fetched_at: datetime | None, console: Console,
+                      note: str | None = None) -> None:
     from rich import box
     from rich.table import Table
 
     table = Table(
-        title=f"{rows.height} of {total:,} instruments", caption=f"Kite dump fetched {fmt_ts(fetched_at)} IST",
+        title=f"{rows.height} of {total:,} instruments", caption=note or f"Kite dump fetched {fmt_ts(fetched_at)} IST",
         box=box.SIMPLE_HEAD, pad_edge=False,
     )
     cols = [c for c in _INSTRUMENT_COLUMNS if c in rows.columns]
@@ -266,8 +267,10 @@ def replay_table(result: Any, console: Console) -> None:
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
+    from .report import DURATIONS, fmt_metric
+
     for key, value in result.metrics.items():
-        table.add_row(_METRIC_LABELS.get(key, key), _metric(value))
+        table.add_row(_METRIC_LABELS.get(key, key), fmt_metric(key, value) if key in DURATIONS else _metric(value))
     console.print(table)
     console.print(f"costs: {result.cost_basis}\n{result.basis}\n{result.fill_model}", style="dim", markup=False)
     for note in replay_notes(result):
@@ -320,14 +323,17 @@ def strategies_json(items: list[dict[str, Any]]) -> str:
 def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"paper sessions ({len(items)})")
-    for col in ("session", "status", "strategy", "symbols", "day", "fills", "open positions", "last candle"):
-        table.add_column(col)
+    table = Table(title=f"paper sessions ({len(items)})",
+                  caption="gross P&L: fills plus open positions at the last processed close; net = gross - charges")
+    for col in ("session", "status", "strategy", "symbols", "day", "fills", "open positions", "last candle",
+                "gross P&L", "charges", "net P&L"):
+        table.add_column(col, justify="right" if col in ("fills", "gross P&L", "charges", "net P&L") else "left")
     for it in items:
         positions = ", ".join(f"{s} {q:+d}" for s, q in it["positions"].items()) or "flat"
         last = max(it["last_candle"].values(), default="-")
+        money = ["-" if it.get(k) is None else f"{it[k]:,.2f}" for k in ("gross_pnl", "charges", "net_pnl")]
         table.add_row(it["session"], it["status"], str(it["strategy"]), ",".join(it["symbols"]), str(it["day"]),
-                      str(it["fills"]), positions, last)
+                      str(it["fills"]), positions, last, *money)
     console.print(table)
 
 

@@ -330,6 +330,8 @@ def run_replay(
         if name in names:
             raise InputError(f"{name} is given twice")
         src_tf = engine.cached_timeframe(name, tf)
+        if src_tf is None:
+            engine.check_symbol(raw)  # an unknown symbol: InputError with close matches
         manifest = engine.store.manifest(inst, src_tf or tf)
         span = engine.source_span(inst, src_tf or tf, manifest.source if manifest is not None else None)
         gaps = find_gaps(engine, inst, src_tf or tf, lo, hi, until, span)

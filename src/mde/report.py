@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -41,6 +42,9 @@ LABELS: dict[str, str] = {
     "max_drawdown": "Max drawdown (₹)",
     "max_drawdown_pct": "Max drawdown (%)",
     "max_drawdown_duration": "Longest drawdown",
+    "max_drawdown_bars": "Max drawdown (candles under water)",
+    "max_drawdown_from": "Max drawdown from (peak)",
+    "max_drawdown_to": "Max drawdown to (recovery)",
     "sharpe": "Sharpe ratio",
     "sortino": "Sortino ratio",
     "win_rate_pct": "Win rate (%)",
@@ -52,7 +56,19 @@ LABELS: dict[str, str] = {
     "gross_pnl": "Gross P&L (₹)",
     "charges": "Charges (₹)",
     "buy_and_hold_pct": "Buy and hold (%)",
+    "bars": "Candles",
+    "years": "Years of trading time",
 }
+DURATIONS = {"avg_holding", "max_drawdown_duration"}  # shown as `12 h 20 min`, `3 d 4 h`
+WHEN = {"max_drawdown_from", "max_drawdown_to"}  # instants, shown in IST to the minute
+
+
+def metric_label(key: str) -> str:
+    """A metric's label for people: LABELS, else the key in words (`win_streak` -> `Win streak`)."""
+    if key in LABELS:
+        return LABELS[key]
+    words = key.replace("_pct", " (%)").replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
 
 TRADE_COLUMNS = (
     "symbol", "side", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price",
@@ -185,13 +201,57 @@ def fmt_value(v: object) -> str:
 
 
 def _fmt_timedelta(td: timedelta) -> str:
+    """A duration as people write it: `45 s`, `20 min`, `12 h 20 min`, `3 d 4 h` (rounded to
+    the last unit shown)."""
     secs = int(round(td.total_seconds()))
     sign, secs = ("-", -secs) if secs < 0 else ("", secs)
-    d, rem = divmod(secs, 86_400)
-    h, rem = divmod(rem, 3_600)
-    m, s = divmod(rem, 60)
-    out = f"{d}d {h:02d}:{m:02d}" if d else f"{h:02d}:{m:02d}"
-    return sign + out + (f":{s:02d}" if s else "")
+    if secs < 60:
+        return f"{sign}{secs} s"
+    mins = (secs + 30) // 60  # half up
+    if mins < 60:
+        return f"{sign}{mins} min"
+    if mins < 24 * 60:
+        h, m = divmod(mins, 60)
+        return f"{sign}{h} h {m} min" if m else f"{sign}{h} h"
+    hours = (secs + 1800) // 3600
+    d, h = divmod(hours, 24)
+    return f"{sign}{d} d {h} h" if h else f"{sign}{d} d"
+
+
+_TIMEDELTA_TEXT = re.compile(r"^(?:(-?\d+) days?, )?(\d+):(\d\d):(\d\d(?:\.\d+)?)$")
+
+
+def parse_duration(value: object) -> timedelta | None:
+    """A timedelta, or its str() (`12:20:27.731092`, `3 days, 4:00:00`, as a JSON summary holds it)."""
+    if isinstance(value, timedelta):
+        return value
+    m = _TIMEDELTA_TEXT.match(str(value).strip()) if isinstance(value, str) else None
+    if not m:
+        return None
+    days, h, mi, sec = m.groups()
+    return timedelta(days=int(days or 0), hours=int(h), minutes=int(mi), seconds=float(sec))
+
+
+def fmt_metric(key: str, v: object) -> str:
+    """A metric's value as the report shows it: durations in words, instants in IST."""
+    if key in DURATIONS and (td := parse_duration(v)) is not None:
+        return _fmt_timedelta(td)
+    if key in WHEN:
+        if v is None:
+            return "not recovered" if key == "max_drawdown_to" else "–"
+        when = v if isinstance(v, datetime) else None
+        if isinstance(v, str):
+            try:
+                when = datetime.fromisoformat(v)
+            except ValueError:
+                when = None
+        if when is not None:
+            if when.tzinfo is not None:
+                from zoneinfo import ZoneInfo
+
+                when = when.astimezone(ZoneInfo(IST_NAME))
+            return f"{when:%Y-%m-%d %H:%M} IST"
+    return fmt_value(v)
 
 
 def _fmt_when(x: object) -> str:
@@ -262,7 +322,7 @@ def _param(v: object) -> str:
 def _metrics_section(metrics: dict[str, object], basis: object) -> str:
     if metrics:
         rows = "".join(
-            f'<tr><th>{_e(LABELS.get(k, k))}</th><td class="{_num_class(v) if k in SIGNED else "n"}">{_e(fmt_value(v))}</td></tr>'
+            f'<tr><th>{_e(metric_label(k))}</th><td class="{_num_class(v) if k in SIGNED else "n"}">{_e(fmt_metric(k, v))}</td></tr>'
             for k, v in metrics.items()
         )
         table = f'<table class="kv" id="metrics-table">{rows}</table>\n'

@@ -31,7 +31,7 @@ from ..strategy import as_us, merge_events
 from ..timeframes import parse
 from .risk import HALTED, RiskLimits
 from .session import (
-    KILL_SWITCH, UPDATE_WORKERS, Book, Log, SessionResult, _end_at, _names, default_name, fill_line, fill_payload,
+    KILL_SWITCH, PROGRESS_EVERY_S, UPDATE_WORKERS, Book, Log, Progress, SessionResult, _end_at, _names, default_name, fill_line, fill_payload,
     limits_from, open_journal, session_path, sessions_dir, snapshot, update_caches,
 )
 from .state import TradeState
@@ -68,6 +68,7 @@ def run_live_session(
     engine: Any = None,
     clock: Clock | None = None,
     sleep: Callable[[float], None] = time_mod.sleep,
+    progress_every: float = PROGRESS_EVERY_S,
 ) -> SessionResult:
     """Paper-trade today's session live (resumable under the same `name`)."""
     from ..engine import MarketDataEngine
@@ -134,6 +135,9 @@ def run_live_session(
         last_error: dict[str, str] = {}
         interrupted = False
         pool = ThreadPoolExecutor(UPDATE_WORKERS, thread_name_prefix="mde-update") if len(names) > 1 else None
+        progress = Progress(say, book, started_us, progress_every)
+        say(f"session {name}: live on {today} {tf} {', '.join(names)}, a tick every {tick:g} s until {end:%H:%M}; "
+            f"a progress line every {progress_every:g} s")
         t0 = clock()
         k = 0
         try:
@@ -156,6 +160,7 @@ def run_live_session(
                     state.record("squareoff", now_us, {})
                     say(f"{now:%H:%M:%S} intraday square-off")
                 _prices(book, state, source, keys, now_us, marks, last_error, say)
+                progress.maybe(now_us)
                 if on_tick is not None:
                     on_tick(snapshot(name, now, runner, book.guard, [book.series[s] for s in names],
                                      state_rejects=broker.rejected, marks=marks))

@@ -37,6 +37,45 @@ from .state import TradeState, owner_alive, session_path
 
 Log = Callable[[str], None]
 KILL_SWITCH = "kill switch"
+PROGRESS_EVERY_S = 60.0  # without a terminal: a progress line at least this often (wall time)
+
+
+def _played(minutes: float) -> str:
+    hours, mins = divmod(int(minutes), 60)
+    return f"{hours} h {mins:02d} min" if hours else f"{mins} min"
+
+
+class Progress:
+    """Without a terminal, a session between fills would print nothing for minutes: a line at
+    least every `every` seconds of wall time says it is alive, with the session clock, time
+    played, candles, fills, equity and P&L (net of the charges so far)."""
+
+    def __init__(self, say: Log, book: Book, started_us: int, every: float = PROGRESS_EVERY_S,
+                 wall: Callable[[], float] = time_mod.monotonic) -> None:
+        self.say, self.book, self.started_us, self.every, self.wall = say, book, started_us, every, wall
+        self.last = wall()
+
+    def line(self, now_us: int) -> str:
+        book = self.book
+        broker = book.broker
+        equity = book.runner.equity()
+        played = max(0, now_us - self.started_us) / 60e6
+        return (f"{datetime.fromtimestamp(now_us / 1e6, IST):%Y-%m-%d %H:%M:%S} progress: {_played(played)} played, "
+                f"{book.processed} candles, {len(broker.fills)} fills, equity {equity:,.2f}, "
+                f"P&L {equity - book.cash:+,.2f} (after {broker.charges_paid:,.2f} charges)")
+
+    def maybe(self, now_us: int) -> None:
+        """The line, if the last one is `every` seconds old."""
+        if self.wall() - self.last >= self.every:
+            self.last = self.wall()
+            self.say(self.line(now_us))
+
+    def sleep(self, seconds: float, now_us: int) -> None:
+        """Wait `seconds` of wall time (a sample session's pace), a progress line when one is due."""
+        end = self.wall() + seconds
+        while (left := end - self.wall()) > 0:
+            time_mod.sleep(min(left, max(self.last + self.every - self.wall(), 0.05)))
+            self.maybe(now_us)
 
 
 @dataclass
@@ -280,11 +319,13 @@ def run_sample_session(
     log: Log | None = None,
     on_tick: Callable[[dict[str, Any]], None] | None = None,
     engine: Any = None,
+    progress_every: float = PROGRESS_EVERY_S,
 ) -> SessionResult:
     """Play `day` of the bundled sample as a live session named `name` (resumable).
 
     The simulated clock ticks at each candle close, or every `tick` seconds when given (as a
     live session does); `speed` is how much faster than real time it runs (0: no waiting).
+    With `log`, a progress line goes to it at least every `progress_every` seconds of wall time.
     """
     tf = parse(timeframe)
     the_day = parse_date(day, "--date")
@@ -302,6 +343,8 @@ def run_sample_session(
         engine = _engine_at(settings, end_of_day)
     else:  # a caller's engine (another sample root, a benchmark): on the session's clock
         engine.pin_clock(end_of_day)
+    for sym in names:
+        engine.check_symbol(sym)  # a typo: `unknown symbol 'NIFTI'; did you mean NIFTY?`, as every command says
     schedule = sorted({us for sym in names for us in _day_closes(engine, sym, tf, midnight, end_of_day)})
     if not schedule:
         raise InputError(f"the sample has no {tf} candles of {', '.join(names)} on {the_day}; pick a trading day of 2024")
@@ -336,6 +379,12 @@ def run_sample_session(
             book.load(sym, midnight, as_us(midnight))
             seen[sym] = as_us(midnight)
         runner.start(as_us(midnight))
+        first_open = schedule[0] - round(tf.length.total_seconds() * 1e6) if tick is None else schedule[0] - round(tick * 1e6)
+        progress = Progress(say, book, first_open, progress_every)
+        pace = f"at {speed:g}x real time" if speed > 0 else "as fast as possible"
+        say(f"session {name}: playing {the_day} {tf} {', '.join(names)} {pace}"
+            f"{f', resuming after {resumed_from} series marks' if resumed_from else ''}; "
+            f"a progress line every {progress_every:g} s")
         last_tick: float | None = None
         # The kill switch: a halt applied before (journaled) is re-applied at the same tick on a resume.
         applied = [e.ts_us for e in state.events("risk") if e.payload.get("reason") == KILL_SWITCH]
@@ -345,7 +394,7 @@ def run_sample_session(
         try:
             for tick_us in schedule:
                 if speed > 0 and last_tick is not None and tick_us > resume_until:  # a resume re-runs at once
-                    time_mod.sleep((tick_us - last_tick) / 1e6 / speed)
+                    progress.sleep((tick_us - last_tick) / 1e6 / speed, last_tick)
                 last_tick = tick_us
                 if not halting and (tick_us == halt_at or (halt_at is None and state.meta().get("halt_requested"))):
                     halting = True
@@ -382,6 +431,7 @@ def run_sample_session(
                                 say(fill_line(sym, payload))
                             elif kind in ("reject", "risk"):
                                 say(f"{kind} {sym or ''} {payload.get('reason', '')} {payload.get('state', '')}".replace("  ", " "))
+                progress.maybe(tick_us)
                 if on_tick is not None:
                     on_tick(snapshot(name, now, runner, book.guard, [book.series[s] for s in names],
                                      state_rejects=broker.rejected))
@@ -423,11 +473,13 @@ def fill_line(symbol: str | None, f: Mapping[str, Any]) -> str:
     return f"{when} fill {'BUY' if f['side'] > 0 else 'SELL'} {f['qty']} {symbol} @ {f['price']:.2f} ({f['reason']})"
 
 
-def session_status(settings: Settings, name: str | None = None, *, all_fills: bool = False) -> list[dict[str, Any]]:
-    """What the journal says of one session (or of all): parameters, state, progress, position, fills.
+def session_status(settings: Settings, name: str | None = None, *, all_fills: bool = False,
+                   engine: Any = None) -> list[dict[str, Any]]:
+    """What the journal says of one session (or of all): parameters, state, progress, position,
+    fills (`recent_fills` with `ts`), and its P&L (`session_pnl`: gross_pnl, charges, net_pnl).
 
     Read-only: it opens the journal beside a running session (WAL lets both work at once).
-    With `all_fills`, each entry also carries every fill (`all_fills`), for a P&L.
+    With `all_fills`, each entry also carries every fill (`all_fills`).
     """
     folder = sessions_dir(settings)
     if name is not None:
@@ -446,6 +498,10 @@ def session_status(settings: Settings, name: str | None = None, *, all_fills: bo
         net: dict[str, int] = {}
         for f in fills:
             net[f["symbol"]] = net.get(f["symbol"], 0) + f["side"] * f["qty"]
+        if engine is None:
+            from ..engine import MarketDataEngine
+
+            engine = MarketDataEngine(settings)
         out.append({
             "session": unsafe_name(path.stem),  # the file name is escaped (safe_name)
             "status": status if status != "running" or owner_alive(path) else "stopped",
@@ -456,10 +512,63 @@ def session_status(settings: Settings, name: str | None = None, *, all_fills: bo
             "fills": len(fills),
             "positions": {s: q for s, q in net.items() if q},
             "last_candle": {k: datetime.fromtimestamp(v / 1e6, IST).isoformat() for k, v in progress.items() if k != "_end"},
-            "recent_fills": fills[-5:],
+            **session_pnl(engine, meta, fills, progress),
+            "recent_fills": [f | {"ts": datetime.fromtimestamp(f["ts_us"] / 1e6, IST).isoformat()} for f in fills[-5:]],
             **({"all_fills": fills} if all_fills else {}),
         })
     return out
+
+
+def session_pnl(engine: Any, meta: Mapping[str, str], fills: Sequence[Mapping[str, Any]],
+                progress: Mapping[str, int]) -> dict[str, Any]:
+    """A journal's P&L, labelled: `gross_pnl` (the fills' cash flow plus open positions at
+    `marks`), `charges` (of the closed round trips, by the session's own cost model, the same
+    SimBroker booking as the run), `net_pnl` = gross_pnl - charges: what the run's summary calls
+    net P&L once every position is closed.
+
+    An open position is marked at the close of the last candle the session processed of its
+    series (the session's own clock; a sample day is not marked at the sample's end of data),
+    else at the latest close now. A number that cannot be known is None, never a guess.
+    """
+    from ..broker import Fill
+
+    tf = meta.get("timeframe") or "5m"
+    cashflow, net = 0.0, {}
+    for f in fills:
+        cashflow -= f["side"] * f["qty"] * f["price"]
+        net[f["symbol"]] = net.get(f["symbol"], 0) + f["side"] * f["qty"]
+    marks: dict[str, float | None] = {}
+    for symbol, qty in net.items():
+        if not qty:
+            continue
+        last_us = progress.get(f"{symbol}:{tf}")
+        as_of = datetime.fromtimestamp(last_us / 1e6, IST) if last_us else None
+        try:
+            last = engine.get_window(symbol, tf, 1, as_of=as_of)
+            marks[symbol] = float(last["close"][-1]) if last.height else None
+        except MdeError:
+            marks[symbol] = None
+    gross = None if any(m is None for m in marks.values()) else cashflow + sum(net[s] * m for s, m in marks.items())  # type: ignore[operator]
+    charges: float | None = 0.0
+    if fills and meta.get("costs", "zerodha") != "none":
+        try:
+            from ..replay import build_broker
+
+            symbols = list(dict.fromkeys(str(f["symbol"]) for f in fills))
+            broker, _, _ = build_broker(engine, symbols, costs=meta.get("costs", "zerodha"),
+                                        segment=meta.get("segment") or None, cash=0.0, slippage_ticks=0)
+            for f in fills:
+                broker.apply(Fill(int(f["order"]), "paper", str(f["symbol"]), int(f["side"]), int(f["qty"]),
+                                  float(f["price"]), int(f["ts_us"]), str(f.get("reason", ""))))
+            charges = broker.charges_paid
+        except MdeError:
+            charges = None  # no cost model for it (e.g. an index without a segment in an old journal)
+    return {
+        "marks": marks,
+        "gross_pnl": None if gross is None else round(gross, 2),
+        "charges": None if charges is None else round(charges, 2),
+        "net_pnl": None if gross is None or charges is None else round(gross - charges, 2),
+    }
 
 
 def request_halt(settings: Settings, name: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from .. import calendar as cal_mod
-from ..errors import InputError
+from ..errors import InputError, MdeError
 from ..resample import resample
 from ..store import COLUMNS, empty_candles
 from ..symbols import BUILTIN_ALIASES, Instrument, resolve_offline, safe_name, validate_symbol
@@ -76,11 +76,24 @@ class SampleSource:
         inst = resolve_offline(symbol, self.aliases)
         if any(key == inst.key for key, _ in self.series()):
             return inst
+        have = ", ".join(sorted({k for k, _ in self.series()}))
+        if self._listed(symbol):  # a real instrument, just not bundled: say so, not "unknown"
+            raise InputError(f"the sample data has no {symbol.strip()!r} ({inst}); it has {have}: "
+                             "use --source kite to fetch it from Kite")
         names = sorted({k.split(":", 1)[1] for k, _ in self.series()} | set(BUILTIN_ALIASES))
         close = difflib.get_close_matches(validate_symbol(symbol), names, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        have = ", ".join(sorted({k for k, _ in self.series()}))
         raise InputError(f"unknown symbol {symbol!r} in the sample data{hint} (the sample has {have})")
+
+    def _listed(self, symbol: str) -> bool:
+        """Whether the instruments dump shipped with mde lists the symbol (offline, read-only)."""
+        from ..instruments import BUNDLED_DUMP, OfflineCatalog
+
+        try:
+            OfflineCatalog(BUNDLED_DUMP.parent, self.clock).check(symbol, self.aliases)  # type: ignore[arg-type]
+        except MdeError:
+            return False
+        return True
 
     def _load(self, inst: Instrument, tf: str) -> pl.DataFrame | None:
         key = (inst.key, tf)

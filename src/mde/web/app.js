@@ -11,6 +11,10 @@
   const TIMEFRAMES = ["1m", "3m", "5m", "10m", "15m", "30m", "60m", "1d"];
   const MINUTES = { "1m": 1, "3m": 3, "5m": 5, "10m": 10, "15m": 15, "30m": 30, "60m": 60, "1d": 1440 };
   const $ = (id) => document.getElementById(id);
+  // the page's times are IST, whatever the browser's zone (the clock beside it is the server's IST)
+  const IST_TIME = new Intl.DateTimeFormat("en-GB", {
+    timeZone: "Asia/Kolkata", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+  });
 
   // The token rule: /api/* may need `Authorization: Bearer`. The page takes it from its URL
   // fragment (#token=..., never sent to a server) or from the prompt, and keeps it for the tab.
@@ -152,14 +156,14 @@
     body.innerHTML = "";
     for (const s of sessions) {
       const div = document.createElement("div");
+      // P&L labelled as the API gives it: net = gross - charges (null: not known, shown as "-")
       const h = document.createElement("div");
-      const pnl = Number(s.pnl || 0);
-      h.innerHTML = "";
-      h.append(`${s.session} (${s.strategy}, ${s.timeframe}) P&L `);
+      h.append(`${s.session} (${s.strategy}, ${s.timeframe}) net P&L `);
       const p = document.createElement("b");
-      p.className = pnl >= 0 ? "pos" : "neg";
-      p.textContent = pnl.toFixed(2);
+      p.className = s.net_pnl === null || s.net_pnl === undefined ? "" : (s.net_pnl >= 0 ? "pos" : "neg");
+      p.textContent = num(s.net_pnl);
       h.append(p);
+      h.append(` (gross ${num(s.gross_pnl)}, charges ${num(s.charges)})`);
       div.append(h);
       const pos = Object.entries(s.positions || {});
       const plist = document.createElement("div");
@@ -184,7 +188,7 @@
       open = clock.market_open;
       $("clock").textContent = `${hhmm(clock.now)} IST${clock.pinned ? " (pinned)" : ""}, market ${open ? "open" : "closed"}`;
       await Promise.all([loadWindow(), loadPaper()]);
-      $("refreshed").textContent = "updated " + new Date().toLocaleTimeString();
+      $("refreshed").textContent = "updated " + IST_TIME.format(new Date()) + " IST";
       showError(null);
     } catch (err) {
       showError(err);
