@@ -103,7 +103,7 @@ def test_status_json_table_and_api_label_gross_charges_and_net(cache: Path) -> N
 
     from mde.api import create_app
 
-    with TestClient(create_app(settings_for(cache))) as client:
+    with TestClient(create_app(settings_for(cache)), base_url="http://127.0.0.1") as client:
         one = client.get("/api/paper/sessions/pnl-1").json()
     assert {k: one[k] for k in ("gross_pnl", "charges", "net_pnl", "recent_fills", "fills")} == \
         {k: status[k] for k in ("gross_pnl", "charges", "net_pnl", "recent_fills", "fills")}
