@@ -234,6 +234,10 @@ def replay_table(result: Any, console: Console) -> None:
     table.add_column("value", justify="right")
     for key, value in result.metrics.items():
         table.add_row(_METRIC_LABELS.get(key, key), _metric(value))
+    rejected = getattr(result, "rejections", None) or []
+    table.add_row("rejected orders (--json lists them)" if rejected else "rejected orders", _metric(len(rejected)))
+    for reason, n in (result.rejections_by_reason().items() if rejected else ()):
+        table.add_row(f"  {reason}", _metric(n))
     console.print(table)
     console.print(f"costs: {result.cost_basis}\n{result.basis}\n{result.fill_model}", style="dim", markup=False)
     for warning in result.warnings:
