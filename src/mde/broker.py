@@ -51,8 +51,8 @@ Intraday strategies are squared off at the open of the first candle not closed b
 A position still open at the end is closed at the last candle's close (marked "end of replay").
 Buying power, checked at each fill that opens or grows a position: cash + open positions at their latest close,
   less the margin open positions block, must cover this fill's margin and its charges, else the order is rejected
-  ("buying power"); closing or reducing fills always go. {margins}.
-  Realised profits are usable at once (no T+1 wait). --cash is the starting capital.
+  ("buying power"); closing or reducing fills always go. Realised profits are usable at once (no T+1 wait);
+  --cash is the starting capital. Margins are approximations: {margins}.
 Lots: an order of a contract traded in lots must be a whole number of lots, else it is rejected ("lot size"). {lots}
 Ticks: limit, stop, stop-loss and target prices are rounded to the tick so they never fill where the price asked
   could not (buy limit down, sell limit up, buy stop up, sell stop down: a long's stop-loss down, its target up).
@@ -308,11 +308,12 @@ class SimBroker:
         self.on_candle(symbol, ts_us, price, price, price)
 
     def fill_order(self, order_id: int, symbol: str, price: float, ts_us: int) -> Fill:
-        """Book a journaled fill of a pending order again (a live session's resume)."""
+        """Book a journaled fill of a pending order again (a live session's resume): the journal
+        is the record, so it is not checked against buying power again."""
         order = next((o for o in self.pending.get(symbol, ()) if o.id == order_id), None)
         if order is None:
             raise KeyError(order_id)
-        self._fill(order, price, ts_us)
+        self._fill(order, price, ts_us, check=False)
         return self.fills[-1]
 
     @staticmethod
@@ -404,8 +405,8 @@ class SimBroker:
         return (f"{verb} {order.qty:,} {sym} @ {price:,.2f} needs Rs {need:,.2f} ({seg} margin + charges), "
                 f"Rs {max(free, 0.0):,.2f} is free")
 
-    def _fill(self, order: Order, price: float, ts_us: int) -> None:
-        why = self.buying_power_check(order, price, ts_us)
+    def _fill(self, order: Order, price: float, ts_us: int, check: bool = True) -> None:
+        why = self.buying_power_check(order, price, ts_us) if check else None
         if why is not None:
             self.reject(order, why, "buying power", ts_us)
             return

@@ -74,9 +74,9 @@ class MarginTable:
 
     def describe(self) -> str:
         r = self.rates[-1]
-        return (f"margins (approximations, {self.where}): delivery {r['delivery_pct']:g}% of price x qty, intraday "
-                f"{r['intraday_pct']:g}%, futures {r['futures_pct']:g}%, short options {r['options_short_pct']:g}% "
-                "(of the strike), long options the premium; plus the opening leg's charges")
+        return (f"delivery {r['delivery_pct']:g}% of price x qty, intraday {r['intraday_pct']:g}%, futures "
+                f"{r['futures_pct']:g}%, short options {r['options_short_pct']:g}% (of the strike), long options the "
+                f"premium, plus the opening leg's charges (rates from {self.where}; [margins] file overrides them)")
 
 
 def _pct(row: dict, key: str, where: str) -> float:
@@ -198,7 +198,8 @@ def _dump_tables(cache_dir: Path) -> list[tuple[pl.DataFrame, str]]:
     return out
 
 
-def contract_for(cache_dir: Path, exchange: str, tradingsymbol: str, segment: str, start: date) -> Contract:
+def contract_for(cache_dir: Path, exchange: str, tradingsymbol: str, segment: str, start: date,
+                 label: str | None = None) -> Contract:
     """The margin segment and lot size of a symbol traded as `segment`.
 
     An NFO/BFO contract takes its own row's lot; an index or a stock traded as futures or
@@ -226,9 +227,9 @@ def contract_for(cache_dir: Path, exchange: str, tradingsymbol: str, segment: st
         row = (later if later.height else futs.tail(1)).row(0, named=True)
         lot = int(row["lot_size"])
         return Contract(segment, lot, None,
-                        f"{tradingsymbol} as {segment}: lot size {lot} of {row['tradingsymbol']} (expiry {row['expiry']}) "
+                        f"{label or tradingsymbol} as {segment}: lot size {lot} of {row['tradingsymbol']} (expiry {row['expiry']}) "
                         f"from {what}; lot sizes change by exchange circular, so earlier contracts may have had another")
-    note = (f"{tradingsymbol}: no lot size found in an instruments dump; orders are not checked for lots"
+    note = (f"{label or tradingsymbol}: no lot size found in an instruments dump; orders are not checked for lots"
             if derivative or segment in ("futures", "options") else "")
     return Contract(segment, 1, None, note)
 

@@ -241,7 +241,7 @@ def build_broker(
         ticks[name] = _tick_for(engine, inst)
         # margined as the --segment given, else the instrument's own; an index without one as cash (delivery)
         contracts[name] = contract_for(engine.settings.cache_dir, inst.exchange, inst.tradingsymbol,
-                                       segment or own or "delivery", day)
+                                       segment or own or "delivery", day, label=name)
     margins = load_margins(getattr(engine.settings, "margins_file", None))
     broker = SimBroker(cash, models.__getitem__, ticks.__getitem__, slippage_ticks, on_fill=on_fill,
                        contracts=contracts, margins=margins)
