@@ -256,11 +256,14 @@ def sweep_table(rows: list[dict[str, Any]], sort_by: str, console: Console) -> N
         table.add_column(k, justify="right")
     for c in cols:
         table.add_column(_METRIC_LABELS.get(c, c), justify="right", style="bold" if c == sort_by else None)
+    table.add_column("rejected", justify="right")
     for row in rows:
         if "error" in row:
-            table.add_row(*[str(row["params"].get(k, "")) for k in keys], f"[red]{row['error']}[/]", *[""] * (len(cols) - 1))
+            table.add_row(*[str(row["params"].get(k, "")) for k in keys], f"[red]{row['error']}[/]", *[""] * len(cols))
         else:
-            table.add_row(*[str(row["params"].get(k, "")) for k in keys], *[_metric(row["metrics"].get(c)) for c in cols])
+            rejected = _metric(sum((row.get("rejections") or {}).values()))
+            table.add_row(*[str(row["params"].get(k, "")) for k in keys], *[_metric(row["metrics"].get(c)) for c in cols],
+                          rejected)
     console.print(table)
 
 

@@ -411,7 +411,7 @@ def _sweep_one(settings: Any, strategy: str, params: dict[str, str], kwargs: dic
         result = run_replay(MarketDataEngine(settings), strategy, params=params, **kwargs)
     except MdeError as exc:
         return {"params": params, "error": str(exc)}
-    return {"params": result.params, "metrics": result.metrics}
+    return {"params": result.params, "metrics": result.metrics, "rejections": result.rejections_by_reason()}
 
 
 def sweep(
