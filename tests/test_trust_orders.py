@@ -105,6 +105,13 @@ def test_an_absurd_order_is_rejected_with_its_reason_and_counted(eng: MarketData
     assert len(summary["rejections"]["orders"]) == n
 
 
+def test_the_html_report_counts_rejections(eng: MarketDataEngine, tmp_path: Path) -> None:
+    result = run_replay(eng, BuyABillion, ["NIFTY"], "5m", "2024-01-02", "2024-01-02", costs="none")
+    result.write_report(tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert f"Rejected orders: {len(result.rejections):,} (buying power: {len(result.rejections):,})" in html
+
+
 def test_the_cli_summary_counts_rejections_by_reason(eng: MarketDataEngine, tmp_path: Path) -> None:
     strat = tmp_path / "absurd.py"
     strat.write_text("from mde.strategy import Strategy\n\nclass Absurd(Strategy):\n"
