@@ -342,3 +342,56 @@ def test_paper_journals_rejections_with_their_reasons(tmp_path: Path) -> None:
     assert any("needs Rs" in p["reason"] for p in rejects)
     assert result.summary.rejections_by_reason()["lot size"] >= 1
     assert not math.isnan(result.summary.metrics["net_pnl"])
+
+
+def test_a_stock_is_margined_intraday_for_an_intraday_strategy_and_in_cash_otherwise() -> None:
+    model = CostModel(None, "equity")  # no table: no charges
+    b = SimBroker(100_000.0, lambda s: model, lambda s: 0.05, contracts={"RELIANCE": Contract("equity")})
+    b.intraday = {"mis"}
+    # 300 x 1,000 = 3 lakh: 20 % (60,000) for an intraday strategy, the full 3 lakh in cash otherwise
+    b.place("cnc", "RELIANCE", 1, 300, placed_after(0))
+    b.place("mis", "RELIANCE", 1, 300, placed_after(0))
+    candle(b, 1, 1000.0, 1000.0, 1000.0, "RELIANCE")
+    assert [(f.strategy, f.qty) for f in b.fills] == [("mis", 300)]
+    assert [(r.order.strategy, r.code) for r in b.rejections] == [("cnc", "buying power")]
+    assert "delivery margin" in b.rejections[0].why
+
+
+def test_a_cached_kite_dump_gives_the_lot_of_the_runs_own_time(tmp_path: Path) -> None:
+    """Lot sizes change: a dump listing the January 2024 future (lot 25) gives 25 for a January run."""
+    import polars as pl
+
+    settings = load(cache_dir=tmp_path / "cache", source="sample", environ={})
+    e = MarketDataEngine(settings)
+    e.download("NIFTY", "5m", "2024-01-01", "2024-01-31")
+    meta = tmp_path / "cache" / "_meta"
+    meta.mkdir(parents=True)
+    rows = {"tradingsymbol": ["NIFTY24JANFUT", "NIFTY24FEBFUT", "NIFTY24DECFUT"], "exchange": ["NFO"] * 3,
+            "name": ["NIFTY"] * 3, "expiry": [date(2024, 1, 25), date(2024, 2, 29), date(2024, 12, 26)],
+            "lot_size": [50, 25, 75], "instrument_type": ["FUT"] * 3, "strike": [0.0] * 3, "tick_size": [0.05] * 3}
+    rows |= {"instrument_token": [1, 2, 3], "exchange_token": ["1", "2", "3"], "last_price": [0.0] * 3,
+             "segment": ["NFO-FUT"] * 3}
+    from mde.instruments import SCHEMA
+
+    pl.DataFrame(rows, schema=SCHEMA).write_parquet(meta / "instruments.parquet")  # as the Kite catalog writes it
+    (meta / "instruments.json").write_text('{"fetched_at": "2024-01-01T08:00:00+05:30", "rows": 3}')
+    jan = run_replay(e, "sma_cross", ["NIFTY"], "5m", "2024-01-02", "2024-01-20", segment="futures")
+    assert jan.lots["NIFTY"]["lot_size"] == 50 and "NIFTY24JANFUT" in jan.lots["NIFTY"]["source"]
+    assert "cached Kite instruments dump of 2024-01-01" in jan.lots["NIFTY"]["source"]
+    assert set(jan.trades["qty"].to_list()) == {50}
+    late = run_replay(e, "sma_cross", ["NIFTY"], "5m", "2024-01-26", "2024-01-31", segment="futures")
+    assert late.lots["NIFTY"]["lot_size"] == 25  # the February contract: the first expiring on or after --from
+
+
+def test_an_nfo_contract_takes_its_own_lot_from_the_dump(tmp_path: Path) -> None:
+    from conftest import NSE_DATA
+
+    settings = load(cache_dir=tmp_path / "cache", source="sample", environ={}, now="2026-01-10T16:00+05:30")
+    e = MarketDataEngine(settings)
+    # NIFTY 50 candles stand in for the future's (a real NFO contract, lot 75 in data/instruments.csv)
+    e.import_file(NSE_DATA / "NIFTY50_5m_2024.csv", "NFO:NIFTY25DECFUT", "5m")
+    result = run_replay(e, "sma_cross", ["NFO:NIFTY25DECFUT"], "5m", "2024-01-01", "2024-02-28")
+    assert result.lots["NFO:NIFTY25DECFUT"]["lot_size"] == 75 and result.segment == "futures"
+    assert result.trades.height > 5 and set(result.trades["qty"].to_list()) == {75}
+    one = run_replay(e, BuyOne, ["NFO:NIFTY25DECFUT"], "5m", "2024-01-02", "2024-01-02")
+    assert one.trades.height == 0 and set(one.rejections_by_reason()) == {"lot size"}
