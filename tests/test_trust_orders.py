@@ -395,3 +395,71 @@ def test_an_nfo_contract_takes_its_own_lot_from_the_dump(tmp_path: Path) -> None
     assert result.trades.height > 5 and set(result.trades["qty"].to_list()) == {75}
     one = run_replay(e, BuyOne, ["NFO:NIFTY25DECFUT"], "5m", "2024-01-02", "2024-01-02")
     assert one.trades.height == 0 and set(one.rejections_by_reason()) == {"lot size"}
+
+
+# -- live paper: a fill refused at the last traded price -------------------------------------
+GREEDY_ONCE = """
+from mde.strategy import Strategy
+
+class GreedyOnce(Strategy):
+    def on_start(self, ctx):
+        self.done = False
+
+    def on_candle(self, ctx, candle):
+        if not self.done:
+            self.done = True
+            ctx.buy(lots=10**4)   # 750,000 NIFTY futures on Rs 10 lakh: refused at its fill
+"""
+
+
+def test_live_paper_journals_a_refused_fill_once_and_a_resume_keeps_it_refused(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    from conftest import NSE_DATA, REPO
+    from kite_server import KiteServer
+    from mde.calendar import IST
+    from mde.paper.live import run_live_session
+    from mde.sources.kite import KiteSource, RateLimiter, RetryPolicy
+
+    strat = tmp_path / "greedy_once.py"
+    strat.write_text(GREEDY_ONCE)
+    with KiteServer(instruments_csv=REPO / "data" / "instruments.csv") as srv:
+        srv.load_csv(256265, "5minute", NSE_DATA / "NIFTY50_5m_2024.csv")
+        srv.enforce_rate_limits = False
+        env = {"KITE_API_KEY": srv.api_key, "KITE_ACCESS_TOKEN": srv.access_token, "MDE_KITE_ROOT": srv.url,
+               "MDE_NOW": "2024-06-14T09:00:00+05:30"}
+        st = load(environ=env, cache_dir=tmp_path / "cache", source="kite")
+
+        def engine() -> MarketDataEngine:
+            limiters = {k: RateLimiter(1000, window=0.001) for k in ("historical", "quote", "other")}
+            retry = RetryPolicy(base_delay=0.01, delay_429=0.05, timeout=3.0, attempts=2)
+            return MarketDataEngine(st, KiteSource(st, retry=retry, limiters=limiters))
+
+        engine().download("NIFTY", "5m", "2024-06-01", "2024-06-13")
+        now = [datetime(2024, 6, 14, 9, 14, 50, tzinfo=IST)]
+        srv.now = now[0]
+
+        def sleep(seconds: float) -> None:
+            now[0] += timedelta(seconds=seconds)
+            srv.now = now[0]
+
+        class Crash(Exception):
+            pass
+
+        def die(line: str) -> None:
+            if "reject" in line:
+                raise Crash  # right after the refusal is journaled
+
+        def run(log):  # type: ignore[no-untyped-def]
+            return run_live_session(st, f"{strat}:GreedyOnce", ["NIFTY"], "5m", name="greedy", segment="futures",
+                                    tick=10.0, until="09:40", engine=engine(), clock=lambda: now[0], sleep=sleep, log=log)
+
+        with pytest.raises(Crash):
+            run(die)
+        result = run(None)  # resumes: the refused order must not come back to fill
+    with TradeState(session_path(tmp_path / "cache" / "_paper", "greedy")) as state:
+        rejects = [e.payload for e in state.events("reject")]
+        fills = state.events("fill")
+    assert [(p["code"], p.get("via"), p["qty"]) for p in rejects] == [("buying power", "ltp", 750_000)]
+    assert fills == [] and result.trades.height == 0
+    assert result.summary.rejections_by_reason() == {"buying power": 1}
