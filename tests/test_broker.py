@@ -14,9 +14,9 @@ MIN = 60_000_000
 T0 = 1_717_386_300_000_000  # 2024-06-03 09:15 IST in epoch microseconds
 
 
-def broker(slippage: int = 0, costs: CostModel | None = None) -> SimBroker:
+def broker(slippage: int = 0, costs: CostModel | None = None, cash: float = 100_000.0) -> SimBroker:
     model = costs or CostModel(None, None)
-    return SimBroker(100_000.0, lambda s: model, lambda s: 0.05, slippage)
+    return SimBroker(cash, lambda s: model, lambda s: 0.05, slippage)
 
 
 def candle(b: SimBroker, k: int, o: float, h: float, low: float) -> None:
@@ -130,7 +130,7 @@ def test_fifo_lots_make_one_trade_per_matched_quantity_and_reversals_open_the_re
 
 
 def test_charges_are_booked_when_a_trade_closes() -> None:
-    b = broker(costs=CostModel(load_table(), "futures"))
+    b = broker(costs=CostModel(load_table(), "futures"), cash=1_000_000.0)  # a lot's margin (~2.7 lakh) fits
     b.place("s", "X", 1, 75, decide_at_close_of(0))
     candle(b, 1, 24000.0, 24000.0, 24000.0)
     assert b.charges_paid == 0
@@ -138,7 +138,7 @@ def test_charges_are_booked_when_a_trade_closes() -> None:
     candle(b, 2, 24100.0, 24100.0, 24100.0)
     expected = CostModel(load_table(), "futures").round_trip("long", 75, 24000.0, date(2024, 6, 3), 24100.0, date(2024, 6, 3))
     assert b.trades[0].charges == expected.total > 0
-    assert b.cash == pytest.approx(100_000.0 + 7500.0 - expected.total)
+    assert b.cash == pytest.approx(1_000_000.0 + 7500.0 - expected.total)
 
 
 def test_bad_orders_are_refused_with_a_clear_message() -> None:

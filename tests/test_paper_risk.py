@@ -53,7 +53,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_session_rejections_are_journaled_with_their_reason(cache: Path) -> None:
     st = load(cache_dir=cache, source="sample", environ={})
-    res = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name="capped", params={"fast": 3, "slow": 8, "qty": 2},
+    res = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name="capped", params={"fast": 3, "slow": 8, "lots": 2},
                              segment="futures", risk=RiskLimits(max_position_qty=1))
     assert res.trades.height == 0
     with TradeState(session_path(cache / "_paper", "capped")) as state:
@@ -90,7 +90,7 @@ def test_risk_limits_come_from_mde_toml_and_flags_override(tmp_path: Path, cache
     with pytest.raises(ConfigError, match="max_position_qty"):
         load(toml, environ={})
     res = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures",
-                  "--session", "flagged", "-p", "qty=2", "--max-qty", "1", env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"})
+                  "--session", "flagged", "-p", "lots=2", "--max-qty", "1", env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"})
     assert res.returncode == 0 and "0 trades" in res.stdout and "exceed the limit of 1" in res.stderr
     status = json.loads(run_mde("paper", "--status", "--session", "flagged", "--json",
                                 env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"}).stdout)

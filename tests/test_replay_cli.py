@@ -40,7 +40,7 @@ def test_replay_json_trades_and_report_agree(cache: Path, tmp_path: Path) -> Non
     res = mde(cache, *BASE, "--costs", "none", "--param", "fast=5", "--trades", str(trades), "--report", str(report), "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)  # stdout is the JSON object and nothing else
-    assert summary["params"] == {"fast": 5, "slow": 30, "qty": 1}
+    assert summary["params"] == {"fast": 5, "slow": 30, "qty": 0, "lots": 1}
     assert summary["costs"]["model"] == "none"
     assert "OPEN of candle t+1" in summary["fill_model"]
     fp = summary["data"][0]
@@ -101,7 +101,7 @@ def test_sweep_runs_every_combination_sorted_by_the_chosen_metric(cache: Path) -
     sharpes = [r["metrics"]["sharpe"] for r in rows]
     assert sharpes == sorted(sharpes, reverse=True)
     single = json.loads(mde(cache, *BASE, "--costs", "none", "-p", "fast=10", "-p", "slow=20", "--json").stdout)
-    assert next(r for r in rows if r["params"] == {"fast": 10, "slow": 20, "qty": 1})["metrics"] == single["metrics"]
+    assert next(r for r in rows if r["params"] == {"fast": 10, "slow": 20, "qty": 0, "lots": 1})["metrics"] == single["metrics"]
 
 
 def test_unwritable_trades_path_is_a_one_line_error(cache: Path, tmp_path: Path) -> None:

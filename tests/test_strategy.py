@@ -69,7 +69,7 @@ def test_sma_cross_refuses_nonsense_parameters() -> None:
         SmaCross(speed=3)
     with pytest.raises(InputError, match="is not int"):
         SmaCross(fast="ten")
-    assert SmaCross(fast="5", slow="20").params == {"fast": 5, "slow": 20, "qty": 1}
+    assert SmaCross(fast="5", slow="20").params == {"fast": 5, "slow": 20, "qty": 0, "lots": 1}
 
 
 class Probe(Strategy):

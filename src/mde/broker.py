@@ -14,6 +14,14 @@ The fill model (printed in every report, written in the README):
 * Intraday strategies are squared off at the open of the first candle that has not closed
   by the square-off time (15:20 by default: the 15:20 candle at 1m or 5m, the 15:15 one at 15m).
 * A position still open at the end of a replay is closed at the last candle's close.
+* Every fill that opens or grows a position is checked against buying power (margins.py):
+  equity (cash + open positions at their latest close) less the margin blocked by open
+  positions must cover the new margin plus the opening leg's charges, else the order is
+  rejected with its reason. Closing or reducing fills are always allowed.
+* Placing is checked too: an order of a contract traded in lots must be a whole number of
+  lots, and a bracket's stop-loss and target must lie on the right side of its entry (the
+  limit or stop price, or for a market entry the last close at placing time). Limit, stop,
+  stop-loss and target prices are rounded to the instrument's tick (margins.round_order_prices).
 
 Times are integer microseconds since the epoch (what Parquet stores) so that the hot loop
 builds no datetime objects; they become tz-aware datetimes only in the trades frame.
@@ -31,6 +39,7 @@ import polars as pl
 from .calendar import IST
 from .costs import NO_CHARGES, CostModel
 from .errors import InputError
+from .margins import DEFAULT_CONTRACT, Contract, MarginTable, load_margins, round_order_prices
 
 FILL_MODEL = """\
 Fills: a decision taken at the close of candle t fills at the OPEN of candle t+1 (same symbol), never inside candle t.
@@ -39,7 +48,16 @@ Brackets: when stop-loss and target are both touched in one candle, the stop-los
   in the entry's own candle a target counts only if the entry filled at the open.
 Slippage: {slippage} tick(s) against market and stop fills (tick {tick}).
 Intraday strategies are squared off at the open of the first candle not closed by {square_off} IST.
-A position still open at the end is closed at the last candle's close (marked "end of replay")."""
+A position still open at the end is closed at the last candle's close (marked "end of replay").
+Buying power, checked at each fill that opens or grows a position: cash + open positions at their latest close,
+  less the margin open positions block, must cover this fill's margin and its charges, else the order is rejected
+  ("buying power"); closing or reducing fills always go. Realised profits are usable at once (no T+1 wait);
+  --cash is the starting capital. Margins are approximations: {margins}.
+Lots: an order of a contract traded in lots must be a whole number of lots, else it is rejected ("lot size"). {lots}
+Ticks: limit, stop, stop-loss and target prices are rounded to the tick so they never fill where the price asked
+  could not (buy limit down, sell limit up, buy stop up, sell stop down: a long's stop-loss down, its target up).
+Brackets: a stop-loss or target on the wrong side of the entry (its limit/stop price, or for a market entry the last
+  close when placed) is rejected when placed ("bracket side"), not filled at once."""
 
 _US_PER_DAY = 86_400_000_000
 _IST_US = 330 * 60_000_000
@@ -78,6 +96,16 @@ class Order:
     bracket_of: int | None = None  # the entry a leg protects
     status: str = "pending"  # pending | filled | cancelled | rejected
     tag: str = ""
+
+
+@dataclass(slots=True)
+class Rejection:
+    """An order the broker refused: when, which, why (`code` is the category the summary counts)."""
+
+    ts_us: int
+    order: Order
+    code: str  # buying power | lot size | bracket side | after square-off | risk limit | ...
+    why: str
 
 
 @dataclass(slots=True)
@@ -132,6 +160,8 @@ class SimBroker:
         tick: Callable[[str], float],
         slippage_ticks: int = 0,
         on_fill: Callable[[Fill], None] | None = None,
+        contracts: dict[str, Contract] | None = None,
+        margins: MarginTable | None = None,
     ) -> None:
         if slippage_ticks < 0:
             raise InputError("slippage must be 0 or more ticks")
@@ -147,6 +177,12 @@ class SimBroker:
         self.fills: list[Fill] = []
         self.trades: list[ClosedTrade] = []
         self.rejected: list[tuple[Order, str]] = []
+        self.rejections: list[Rejection] = []  # the same refusals, with time and category
+        self.contracts = contracts or {}  # symbol -> margin segment, lot size (others: delivery, lots of 1)
+        self.margins = margins if margins is not None else load_margins()
+        self.intraday: set[str] = set()  # strategies squared off daily: their equity is margined as intraday (MIS)
+        # the latest close of a symbol, for equity at a fill (the runner sets it); else the position's average price
+        self.mark: Callable[[str], float | None] | None = None
         self.charges_paid = 0.0
         self._next_id = 1
         self._on_fill = on_fill
@@ -166,20 +202,54 @@ class SimBroker:
         if limit is not None and stop is not None:
             raise InputError("an order is a limit or a stop order, not both")
         kind = LIMIT if limit is not None else STOP if stop is not None else MARKET
+        for name, level in (("limit", limit), ("stop", stop), ("stop_loss", stop_loss), ("target", target)):
+            if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float)) or not level > 0
+                                      or level == float("inf")):
+                raise InputError(f"{name} must be a positive price, not {level!r}")
+        limit, stop, stop_loss, target = round_order_prices(side, self._tick(symbol), limit, stop, stop_loss, target)
         price = limit if limit is not None else stop
-        for name, level in (("stop_loss", stop_loss), ("target", target)):
-            if level is not None and level <= 0:
-                raise InputError(f"{name} must be a positive price")
         order = Order(self._next_id, strategy, symbol, side, qty, kind, price, placed_us, reason,
                       stop_loss, target, tag=tag)
         self._next_id += 1
         self.pending.setdefault(symbol, []).append(order)
         return order
 
-    def reject(self, order: Order, why: str) -> None:
+    def reject(self, order: Order, why: str, code: str = "", ts_us: int | None = None) -> None:
         order.status = "rejected"
         self._drop(order)
         self.rejected.append((order, why))
+        self.rejections.append(Rejection(order.placed_us if ts_us is None else ts_us, order, code or why, why))
+
+    def contract(self, symbol: str) -> Contract:
+        """The symbol's contract; without one, margined as its cost model's segment (else delivery), in ones."""
+        c = self.contracts.get(symbol)
+        if c is None:
+            seg = self._costs(symbol).segment
+            c = self.contracts[symbol] = Contract(seg) if seg else DEFAULT_CONTRACT
+        return c
+
+    def vet(self, order: Order, reference: float | None) -> tuple[str, str] | None:
+        """Checks at placing: whole lots, and a bracket on the right side of its entry.
+
+        `reference` is the entry price the bracket is judged against: the order's limit or stop
+        price, else (a market order) the last close when it is placed. Returns (code, why) or None.
+        """
+        lot = self.contract(order.symbol).lot_size
+        if lot > 1 and order.qty % lot:
+            return "lot size", (f"{order.symbol} trades in lots of {lot}: quantity {order.qty:,} is not a multiple "
+                                f"(use lots=N, or a quantity like {max(lot, order.qty // lot * lot):,})")
+        entry = order.price if order.price is not None else reference
+        if entry is None:
+            return None
+        side, what = order.side, "long" if order.side > 0 else "short"
+        ref = f"the entry {entry:,.2f}" + ("" if order.price is not None else " (last close when placed)")
+        if order.stop_loss is not None and (order.stop_loss >= entry if side > 0 else order.stop_loss <= entry):
+            return "bracket side", (f"stop_loss {order.stop_loss:,.2f} of a {what} entry is not "
+                                    f"{'below' if side > 0 else 'above'} {ref}")
+        if order.target is not None and (order.target <= entry if side > 0 else order.target >= entry):
+            return "bracket side", (f"target {order.target:,.2f} of a {what} entry is not "
+                                    f"{'above' if side > 0 else 'below'} {ref}")
+        return None
 
     def cancel(self, order: Order) -> None:
         if order.status == "pending":
@@ -238,11 +308,12 @@ class SimBroker:
         self.on_candle(symbol, ts_us, price, price, price)
 
     def fill_order(self, order_id: int, symbol: str, price: float, ts_us: int) -> Fill:
-        """Book a journaled fill of a pending order again (a live session's resume)."""
+        """Book a journaled fill of a pending order again (a live session's resume): the journal
+        is the record, so it is not checked against buying power again."""
         order = next((o for o in self.pending.get(symbol, ()) if o.id == order_id), None)
         if order is None:
             raise KeyError(order_id)
-        self._fill(order, price, ts_us)
+        self._fill(order, price, ts_us, check=False)
         return self.fills[-1]
 
     @staticmethod
@@ -284,7 +355,61 @@ class SimBroker:
                 if hit is not None:
                     self._fill(leg, hit[0], ts_us)
 
-    def _fill(self, order: Order, price: float, ts_us: int) -> None:
+    def _segment(self, contract: Contract, strategy: str) -> str:
+        if contract.segment == "equity":
+            return "intraday" if strategy in self.intraday else "delivery"
+        return contract.segment
+
+    def _margin(self, symbol: str, strategy: str, qty: int, price: float, day: date) -> float:
+        c = self.contract(symbol)
+        return self.margins.margin(self._segment(c, strategy), qty, price, day, c.strike)
+
+    def _price_of(self, symbol: str) -> float:
+        mark = self.mark(symbol) if self.mark is not None else None
+        if mark:
+            return mark
+        held = [p for (_, s), p in self.positions.items() if s == symbol and p.qty]
+        return held[0].avg_price if held else 0.0
+
+    def buying_power_check(self, order: Order, price: float, ts_us: int) -> str | None:
+        """None if the fill of `order` at `price` may go, else why not (margins.py, FILL_MODEL)."""
+        sym, sid = order.symbol, order.strategy
+        pos = self.positions.get((sid, sym))
+        held = pos.qty if pos is not None else 0
+        after = held + order.side * order.qty
+        if abs(after) <= abs(held) and (after == 0 or (after > 0) == (held > 0)):
+            return None  # closes or reduces: always allowed
+        day = ist_date(ts_us)
+        opening = abs(after) if held == 0 or (after > 0) != (held > 0) else abs(after) - abs(held)
+        contract = self.contract(sym)
+        seg = self._segment(contract, sid)
+        model = self._costs(sym)
+        charges = 0.0
+        if model.table is not None and model.segment is not None:
+            cost_seg = seg if model.segment == "equity" else model.segment
+            charges = model.table.leg(cost_seg, "buy" if order.side > 0 else "sell", price, opening, day).total
+        equity, blocked = self.cash, 0.0
+        marks: dict[str, float] = {sym: price}
+        for s, q in self.net.items():
+            if s not in marks:
+                marks[s] = self._price_of(s)
+            equity += q * marks[s]
+        for (other_sid, s), p in self.positions.items():
+            if p.qty and (other_sid, s) != (sid, sym):
+                blocked += self._margin(s, other_sid, p.qty, marks.get(s) or self._price_of(s), day)
+        free = equity - blocked - self._margin(sym, sid, held, price, day)
+        need = self._margin(sym, sid, after, price, day) - self._margin(sym, sid, held, price, day) + charges
+        if need <= free + 1e-6:
+            return None
+        verb = "BUY" if order.side > 0 else "SELL"
+        return (f"{verb} {order.qty:,} {sym} @ {price:,.2f} needs Rs {need:,.2f} ({seg} margin + charges), "
+                f"Rs {max(free, 0.0):,.2f} is free")
+
+    def _fill(self, order: Order, price: float, ts_us: int, check: bool = True) -> None:
+        why = self.buying_power_check(order, price, ts_us) if check else None
+        if why is not None:
+            self.reject(order, why, "buying power", ts_us)
+            return
         order.status = "filled"
         self._drop(order)
         fill = Fill(order.id, order.strategy, order.symbol, order.side, order.qty, price, ts_us, order.reason)

@@ -119,6 +119,7 @@ class Settings(_Picklable):
     config_path: Path | None = None
     token_file: Path = field(default_factory=lambda: default_config_dir() / "kite_token.json")  # MDE_TOKEN_FILE
     costs_file: Path | None = None  # [costs] file: the user's own charges table (else the bundled one)
+    margins_file: Path | None = None  # [margins] file: the user's own margin rates (else the bundled one)
     risk: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # [risk] limits of paper sessions
     serve: ServeSettings = ServeSettings()  # [serve], MDE_API_TOKEN, MDE_CORS_ORIGINS
 
@@ -179,6 +180,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "kite": {"api_key": _str, "root": _str},
     "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _pos_int, "multi_tf": _tf_map},
     "costs": {"file": _str},
+    "margins": {"file": _str},
     "risk": {"max_loss_per_day": _pos_num, "max_position_qty": _pos_int, "max_position_notional": _pos_num,
              "max_orders_per_minute": _pos_int},
     # no token here on purpose: a secret does not belong in a file that may be committed
@@ -294,6 +296,7 @@ def load(
     refresh = RefreshSettings(**raw.get("refresh", {}))
     aliases = MappingProxyType({k.upper(): v for k, v in raw.get("aliases", {}).items()})
     costs_file = raw.get("costs", {}).get("file")
+    margins_file = raw.get("margins", {}).get("file")
     serve_raw = raw.get("serve", {})
     cors_env = env.get("MDE_CORS_ORIGINS")
     hosts_env = env.get("MDE_ALLOWED_HOSTS")
@@ -309,6 +312,7 @@ def load(
     return Settings(
         serve=serve,
         costs_file=(base / Path(costs_file).expanduser()) if costs_file else None,
+        margins_file=(base / Path(margins_file).expanduser()) if margins_file else None,
         risk=MappingProxyType(dict(raw.get("risk", {}))),
         cache_dir=cache_path,
         source=kind,

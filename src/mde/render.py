@@ -271,6 +271,10 @@ def replay_table(result: Any, console: Console) -> None:
 
     for key, value in result.metrics.items():
         table.add_row(_METRIC_LABELS.get(key, key), fmt_metric(key, value) if key in DURATIONS else _metric(value))
+    rejected = getattr(result, "rejections", None) or []
+    table.add_row("rejected orders (--json lists them)" if rejected else "rejected orders", _metric(len(rejected)))
+    for reason, n in (result.rejections_by_reason().items() if rejected else ()):
+        table.add_row(f"  {reason}", _metric(n))
     console.print(table)
     console.print(f"costs: {result.cost_basis}\n{result.basis}\n{result.fill_model}", style="dim", markup=False)
     for note in replay_notes(result):
@@ -291,11 +295,14 @@ def sweep_table(rows: list[dict[str, Any]], sort_by: str, console: Console) -> N
         table.add_column(k, justify="right")
     for c in cols:
         table.add_column(_METRIC_LABELS.get(c, c), justify="right", style="bold" if c == sort_by else None)
+    table.add_column("rejected", justify="right")
     for row in rows:
         if "error" in row:
-            table.add_row(*[str(row["params"].get(k, "")) for k in keys], f"[red]{row['error']}[/]", *[""] * (len(cols) - 1))
+            table.add_row(*[str(row["params"].get(k, "")) for k in keys], f"[red]{row['error']}[/]", *[""] * len(cols))
         else:
-            table.add_row(*[str(row["params"].get(k, "")) for k in keys], *[_metric(row["metrics"].get(c)) for c in cols])
+            rejected = _metric(sum((row.get("rejections") or {}).values()))
+            table.add_row(*[str(row["params"].get(k, "")) for k in keys], *[_metric(row["metrics"].get(c)) for c in cols],
+                          rejected)
     console.print(table)
 
 

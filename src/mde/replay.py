@@ -28,9 +28,10 @@ from typing import Any
 import polars as pl
 
 from .atomic import atomic_write
-from .broker import FILL_MODEL, SimBroker
+from .broker import FILL_MODEL, SimBroker, us_to_datetime
 from .calendar import IST, parse_date
 from .costs import CostModel, cost_model, segment_for
+from .margins import Contract, contract_for, load_margins
 from .errors import InputError, MdeError, NotCached
 from .jsonout import dumps
 from .metrics import basis_for, compute, equity_frame
@@ -71,6 +72,16 @@ class ReplayResult:
     fingerprint: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
     events: int = 0
+    rejections: list[dict[str, Any]] = field(default_factory=list)  # orders the broker refused, oldest first
+    lots: dict[str, dict[str, Any]] = field(default_factory=dict)  # symbol -> margin segment, lot size, its source
+    margin_basis: str = ""
+
+    def rejections_by_reason(self) -> dict[str, int]:
+        """How many orders were rejected, per reason (buying power, lot size, bracket side, ...)."""
+        out: dict[str, int] = {}
+        for r in self.rejections:
+            out[r["reason"]] = out.get(r["reason"], 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def summary(self) -> dict[str, Any]:
         """Everything `--json` prints: enough to reproduce the run and notice a changed cache."""
@@ -83,6 +94,10 @@ class ReplayResult:
             "to": self.end.isoformat(),
             "cash": self.cash,
             "costs": {"model": self.costs, "segment": self.segment, "basis": self.cost_basis},
+            "margins": self.margin_basis,
+            "lots": self.lots,
+            "rejections": {"total": len(self.rejections), "by_reason": self.rejections_by_reason(),
+                           "orders": self.rejections},
             "metrics": self.metrics,
             "annualisation": self.basis,
             "fill_model": self.fill_model,
@@ -265,18 +280,28 @@ def _tick_for(engine: Any, inst: Instrument) -> float:
 
 def build_broker(
     engine: Any, symbols: Sequence[str], *, costs: str, segment: str | None, cash: float, slippage_ticks: int,
-    on_fill: Any = None,
+    on_fill: Any = None, start: date | None = None,
 ) -> tuple[SimBroker, dict[str, CostModel], dict[str, float]]:
-    """The simulated broker of a run: a cost model and a tick size per symbol. Replay and paper
-    both build theirs here, so the same symbols are charged and filled the same way."""
+    """The simulated broker of a run: a cost model, a tick size and a contract (margin segment,
+    lot size) per symbol. Replay and paper both build theirs here, so the same symbols are
+    charged, margined and filled the same way. `start` (default: today by the engine's clock)
+    picks the index future whose lot an index run "as futures" takes."""
     models: dict[str, CostModel] = {}
     ticks: dict[str, float] = {}
+    contracts: dict[str, Contract] = {}
+    day = start or engine.now().date()
     for name in symbols:
         inst = engine.resolve(name)
-        models[name] = cost_model(costs, segment, segment_for(inst.exchange, None, inst.tradingsymbol), name,
-                                  engine.settings.costs_file)
+        own = segment_for(inst.exchange, None, inst.tradingsymbol)
+        models[name] = cost_model(costs, segment, own, name, engine.settings.costs_file)
         ticks[name] = _tick_for(engine, inst)
-    return SimBroker(cash, models.__getitem__, ticks.__getitem__, slippage_ticks, on_fill=on_fill), models, ticks
+        # margined as the --segment given, else the instrument's own; an index without one as cash (delivery)
+        contracts[name] = contract_for(engine.settings.cache_dir, inst.exchange, inst.tradingsymbol,
+                                       segment or own or "delivery", day, label=name)
+    margins = load_margins(getattr(engine.settings, "margins_file", None))
+    broker = SimBroker(cash, models.__getitem__, ticks.__getitem__, slippage_ticks, on_fill=on_fill,
+                       contracts=contracts, margins=margins)
+    return broker, models, ticks
 
 
 def build_strategy(spec: str | type[Strategy] | Strategy, params: Mapping[str, Any] | None = None) -> Strategy:
@@ -368,7 +393,8 @@ def run_replay(
         ends.append(i1)
         read_from[name] = src_tf
 
-    broker, models, ticks = build_broker(engine, names, costs=costs, segment=segment, cash=cash, slippage_ticks=slippage_ticks)
+    broker, models, ticks = build_broker(engine, names, costs=costs, segment=segment, cash=cash, slippage_ticks=slippage_ticks,
+                                         start=lo)
     runner = StrategyRunner([strat], engine, symbols=names, timeframe=tf, broker=broker, as_of=until, square_off=square_off)
     for data in series:
         runner.add_series(data)
@@ -403,6 +429,17 @@ def summarize(
     cost_desc = "; ".join(f"{n}: {models[n].describe()}" for n in names) if len(names) > 1 else model.describe()
     tick_desc = ", ".join(sorted({f"{t:g}" for t in ticks.values()}))
     sq = square_off or strat.square_off
+    broker = runner.broker
+    lots = {n: {"segment": broker.contract(n).segment, "lot_size": broker.contract(n).lot_size,
+                "source": broker.contract(n).lot_note or None} for n in names}
+    lot_desc = "; ".join(broker.contract(n).lot_note for n in names if broker.contract(n).lot_note) \
+        or "every symbol here trades in ones."
+    rejections = [
+        {"ts": us_to_datetime(r.ts_us).isoformat(), "symbol": r.order.symbol, "side": "buy" if r.order.side > 0 else "sell",
+         "qty": r.order.qty, "kind": r.order.kind, "price": r.order.price, "stop_loss": r.order.stop_loss,
+         "target": r.order.target, "strategy": r.order.strategy, "reason": r.code, "detail": r.why}
+        for r in broker.rejections
+    ]
     return ReplayResult(
         strategy=strat.label(),
         params=strat.params,
@@ -415,7 +452,8 @@ def summarize(
         segment=segment if segment else (model.segment if model.table is not None else None),
         cost_basis=cost_desc,
         version=mde_version(),
-        fill_model=FILL_MODEL.format(slippage=slippage_ticks, tick=tick_desc, square_off=sq),
+        fill_model=FILL_MODEL.format(slippage=slippage_ticks, tick=tick_desc, square_off=sq,
+                                     margins=broker.margins.describe(), lots=lot_desc),
         basis=basis.describe(tf),
         generated_at=datetime.now(IST).replace(microsecond=0),
         metrics=metrics,
@@ -425,6 +463,9 @@ def summarize(
         fingerprint=[fingerprint(d, d.built_from or d.timeframe) for d in runner._series.values()],  # each series' own base
         warnings=warnings,
         events=events,
+        rejections=rejections,
+        lots=lots,
+        margin_basis=broker.margins.describe(),
     )
 
 
@@ -443,7 +484,7 @@ def _sweep_one(settings: Any, strategy: str, params: dict[str, str], kwargs: dic
         result = run_replay(MarketDataEngine(settings), strategy, params=params, **kwargs)
     except MdeError as exc:
         return {"params": params, "error": str(exc)}
-    return {"params": result.params, "metrics": result.metrics}
+    return {"params": result.params, "metrics": result.metrics, "rejections": result.rejections_by_reason()}
 
 
 def sweep(

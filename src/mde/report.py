@@ -339,8 +339,18 @@ def _method_section(result: Any) -> str:
         '<section id="method">\n<h2>Fill model and costs</h2>\n'
         f'<pre id="fill-model">{_e(fill)}</pre>\n'
         f'<p id="costs">{_e(costs_line(getattr(result, "costs", None), getattr(result, "segment", None)))}</p>\n'
-        f'<p id="basis">Annualisation basis: {_e(basis) or "–"}</p>\n</section>\n'
+        f'<p id="basis">Annualisation basis: {_e(basis) or "–"}</p>\n{_rejections_line(result)}</section>\n'
     )
+
+
+def _rejections_line(result: Any) -> str:
+    """Orders the broker refused, counted by reason (buying power, lot size, bracket side, ...)."""
+    rejected = getattr(result, "rejections", None) or []
+    if not rejected:
+        return '<p id="rejections">Rejected orders: 0</p>\n'
+    counts = ", ".join(f"{reason}: {n:,}" for reason, n in result.rejections_by_reason().items())
+    return f'<p id="rejections">Rejected orders: {len(rejected):,} ({_e(counts)}); the JSON summary lists them.</p>\n'
+
 
 
 def _fingerprint_section(fingerprint: Sequence[dict[str, Any]]) -> str:

@@ -15,6 +15,16 @@ from .errors import InputError
 from .strategy import Candle, Context, Strategy
 
 
+def check_size(name: str, qty: int, lots: int) -> None:
+    """qty (units, 0 = use lots) and lots: one of them sizes an entry."""
+    if qty < 0:
+        raise InputError(f"{name}: qty must be 0 (use lots) or more")
+    if lots < 1:
+        raise InputError(f"{name}: lots must be at least 1")
+    if qty and lots != 1:
+        raise InputError(f"{name}: give qty or lots, not both")
+
+
 class SmaCross(Strategy):
     """Long when the fast SMA crosses above the slow one; flat when it crosses back below.
 
@@ -27,15 +37,15 @@ class SmaCross(Strategy):
     name = "sma_cross"
     fast: int = 10
     slow: int = 30
-    qty: int = 1
+    qty: int = 0  # units per entry; 0: `lots` lots (one lot of a futures contract, one share of a stock)
+    lots: int = 1
 
     def validate(self) -> None:
         if self.fast < 1 or self.slow < 1:
             raise InputError("sma_cross: fast and slow must be at least 1")
         if self.fast >= self.slow:
             raise InputError(f"sma_cross: fast ({self.fast}) must be smaller than slow ({self.slow})")
-        if self.qty < 1:
-            raise InputError("sma_cross: qty must be at least 1")
+        check_size("sma_cross", self.qty, self.lots)
 
     def on_start(self, ctx: Context) -> None:
         # per symbol: [the sign indicator, its value at the previous candle (warm-up history at start)]
@@ -68,7 +78,7 @@ class SmaCross(Strategy):
             return
         if now > 0 >= before:
             if ctx.position() == 0:
-                ctx.buy(self.qty)
+                ctx.buy(self.qty) if self.qty else ctx.buy(lots=self.lots)
         elif now < 0 <= before and ctx.position() > 0:
             ctx.close()
 
@@ -77,7 +87,7 @@ class OpeningRangeBreakout(Strategy):
     """Intraday: trade the first break of the opening range, with a bracket.
 
     The range is the high and low of the first `range_minutes` of the session. The first
-    candle that closes above the range high buys `qty` (below the low: sells short), with
+    candle that closes above the range high buys `qty` units or `lots` lots (below the low: sells short), with
     the stop-loss at the other side of the range and the target `target_r` range-heights
     beyond the broken side. One entry per symbol per day; squared off at `square_off`.
     """
@@ -86,7 +96,8 @@ class OpeningRangeBreakout(Strategy):
     intraday = True
     range_minutes: int = 15
     target_r: float = 2.0
-    qty: int = 1
+    qty: int = 0  # units per entry; 0: `lots` lots (one lot of a futures contract, one share of a stock)
+    lots: int = 1
     square_off: str = "15:20"
     shorts: bool = True
 
@@ -95,8 +106,7 @@ class OpeningRangeBreakout(Strategy):
             raise InputError("orb: range_minutes must be between 1 and 300")
         if self.target_r <= 0:
             raise InputError("orb: target_r must be positive")
-        if self.qty < 1:
-            raise InputError("orb: qty must be at least 1")
+        check_size("orb", self.qty, self.lots)
 
     def on_start(self, ctx: Context) -> None:
         self._day: dict[str, Any] = {}
@@ -122,7 +132,9 @@ class OpeningRangeBreakout(Strategy):
             return
         if candle.close > high:
             r[3] = True
-            ctx.buy(self.qty, stop_loss=low, target=high + self.target_r * height)
+            size = {"qty": self.qty} if self.qty else {"lots": self.lots}
+            ctx.buy(**size, stop_loss=low, target=high + self.target_r * height)
         elif candle.close < low and self.shorts:
             r[3] = True
-            ctx.sell(self.qty, stop_loss=high, target=low - self.target_r * height)
+            size = {"qty": self.qty} if self.qty else {"lots": self.lots}
+            ctx.sell(**size, stop_loss=high, target=low - self.target_r * height)

@@ -499,13 +499,26 @@ class Context:
         return [o for s in symbols for o in live.get(s, ()) if o.strategy == self._sid]
 
     # -- orders: they fill from the next candle of their symbol (broker.FILL_MODEL)
-    def buy(self, qty: int, symbol: str | None = None, *, limit: float | None = None, stop: float | None = None,
-            stop_loss: float | None = None, target: float | None = None, tag: str = "") -> Order | None:
-        return self._runner.place(self._sid, symbol or self.symbol, 1, qty, limit, stop, stop_loss, target, tag)
+    def buy(self, qty: int | None = None, symbol: str | None = None, *, lots: int | None = None,
+            limit: float | None = None, stop: float | None = None, stop_loss: float | None = None,
+            target: float | None = None, tag: str = "") -> Order | None:
+        """Buy `qty` units, or `lots` lots (qty = lots x the contract's lot size; 1 for a stock).
+        Returns the order, or None when it was rejected (see `rejections`)."""
+        sym = symbol or self.symbol
+        return self._runner.place(self._sid, sym, 1, self._runner.quantity(sym, qty, lots), limit, stop, stop_loss,
+                                  target, tag)
 
-    def sell(self, qty: int, symbol: str | None = None, *, limit: float | None = None, stop: float | None = None,
-             stop_loss: float | None = None, target: float | None = None, tag: str = "") -> Order | None:
-        return self._runner.place(self._sid, symbol or self.symbol, -1, qty, limit, stop, stop_loss, target, tag)
+    def sell(self, qty: int | None = None, symbol: str | None = None, *, lots: int | None = None,
+             limit: float | None = None, stop: float | None = None, stop_loss: float | None = None,
+             target: float | None = None, tag: str = "") -> Order | None:
+        """Sell `qty` units, or `lots` lots (see `buy`)."""
+        sym = symbol or self.symbol
+        return self._runner.place(self._sid, sym, -1, self._runner.quantity(sym, qty, lots), limit, stop, stop_loss,
+                                  target, tag)
+
+    def lot_size(self, symbol: str | None = None) -> int:
+        """The lot size of a symbol's contract (1 for a stock or an index traded as cash)."""
+        return self._runner.broker.contract(symbol or self.symbol).lot_size
 
     def close(self, symbol: str | None = None, tag: str = "") -> Order | None:
         """Exit the whole position with a market order (and cancel its stop-loss/target)."""
@@ -604,6 +617,9 @@ class StrategyRunner:
             _minute(square_off)  # a bad time is an error even when no strategy is intraday
         self._sq = [(_minute(square_off or s.square_off) if s.intraday else None) for s in items]
         self._intraday = any(x is not None for x in self._sq)
+        if broker is not None:  # the broker margins an intraday strategy's stocks as MIS, and marks at closes
+            broker.intraday = {sid for sid, sq in zip(ids, self._sq) if sq is not None}
+            broker.mark = self._last_price
         self._handlers = [(s.on_candle, ctx) for s, ctx in zip(items, self.contexts)]
         self._blocked: dict[tuple[str, str], int] = {}  # (sid, symbol) -> IST day after square-off
         # paper's RiskEngine: (sid, symbol, side, qty, now_us) -> None, or why the order is refused
@@ -670,16 +686,45 @@ class StrategyRunner:
                                   target=target, tag=tag)
         day = self._blocked.get((sid, symbol))
         if day is not None and day == ist_day(self.now_us) and not exit_:
-            self.broker.reject(order, "after the intraday square-off time")
+            self.broker.reject(order, "after the intraday square-off time", "after square-off")
             self.note(sid, f"order {order.id} rejected: after the intraday square-off time")
+            return None
+        bad = self.broker.vet(order, self._last_price(symbol))
+        if bad is not None:
+            self.broker.reject(order, bad[1], bad[0])
+            self.note(sid, f"order {order.id} rejected: {bad[1]}")
             return None
         if self.risk_check is not None:
             why = self.risk_check(sid, symbol, side, qty, self.now_us)
             if why is not None:
-                self.broker.reject(order, why)
+                self.broker.reject(order, why, "risk limit")
                 self.note(sid, f"order {order.id} rejected: {why}")
                 return None
         return order
+
+    def quantity(self, symbol: str, qty: int | None, lots: int | None) -> int:
+        """An order's quantity from `qty` or `lots` (one of them)."""
+        if lots is None:
+            if qty is None:
+                raise InputError("give an order's quantity: buy(qty) or buy(lots=N)")
+            return qty
+        if qty is not None:
+            raise InputError(f"give qty or lots, not both (qty={qty!r}, lots={lots!r})")
+        if isinstance(lots, bool) or not isinstance(lots, int) or lots <= 0:
+            raise InputError(f"lots must be a positive whole number, not {lots!r}")
+        assert self.broker is not None
+        return lots * self.broker.contract(symbol).lot_size
+
+    def _last_price(self, symbol: str) -> float | None:
+        """The latest close of `symbol` visible now: a market entry's reference for its bracket."""
+        candle = self.candle
+        if candle is not None and candle[0] == symbol:
+            return candle[6]
+        data = self._series.get((symbol, self.timeframe.name))
+        if data is None:
+            return self._last_close.get(symbol)
+        k = data.visible(self.now_us)
+        return data.close[k - 1] if k else self._last_close.get(symbol)
 
     def flatten_all(self, reason: str) -> None:
         """Exit every open position with a market order (it fills at the next open), past any risk check."""

@@ -32,7 +32,7 @@ from ..timeframes import parse
 from .risk import HALTED, RiskLimits
 from .session import (
     KILL_SWITCH, PROGRESS_EVERY_S, UPDATE_WORKERS, Book, Log, Progress, SessionResult, _end_at, _names, default_name, fill_line, fill_payload,
-    limits_from, open_journal, session_path, sessions_dir, snapshot, update_caches,
+    limits_from, reject_event, open_journal, session_path, sessions_dir, snapshot, update_caches,
 )
 from .state import TradeState
 
@@ -205,6 +205,10 @@ def _walk(book: Book, journal: Sequence[Any], name: str) -> bool:
             except KeyError:
                 raise CacheError(f"session {name}: journaled order {e.payload['order']} did not come back on resume; "
                                  "start a new --session") from None
+        elif e.kind == "reject" and e.payload.get("via") == "ltp":  # refused at an LTP fill: refuse it again
+            order = next((o for o in broker.pending.get(e.symbol, ()) if o.id == e.payload["order"]), None)
+            if order is not None:
+                broker.reject(order, e.payload["reason"], e.payload.get("code", ""), e.ts_us)
         elif e.kind == "squareoff":
             runner.square_off_due(e.ts_us)
         elif e.kind == "risk" and e.payload.get("state") == HALTED:
@@ -272,6 +276,7 @@ def _prices(book: Book, state: TradeState, source: Any, keys: Mapping[str, str],
         return
     last_error.pop("_ltp", None)
     book.buffer.clear()
+    rejected_before = len(broker.rejections)
     book.runner.now_us = max(book.runner.now_us, now_us)
     for sym, key in keys.items():
         price = prices.get(key)
@@ -281,12 +286,15 @@ def _prices(book: Book, state: TradeState, source: Any, keys: Mapping[str, str],
         if broker.pending.get(sym):
             broker.on_price(sym, now_us, price)
     events = [("fill", f.ts_us, fill_payload(f, "ltp"), f.symbol) for f in book.buffer]
+    events += [reject_event(r, "ltp") for r in broker.rejections[rejected_before:]]  # refused at fill (buying power)
     equity = broker.cash + sum(q * (marks.get(s) or book.runner.mark(s)) for s, q in broker.net.items())
     events += book.risk_after(equity, now_us)
     state.journal(events)  # committed before anything is shown or acted on
     for kind, _, payload, sym in events:
         if kind == "fill":
             say(fill_line(sym, payload))
+        elif kind == "reject":
+            say(f"{datetime.fromtimestamp(now_us / 1e6, IST):%H:%M:%S} reject {sym} order {payload['order']}: {payload['reason']}")
         else:
             say(f"risk {payload['state']}: {payload['reason']}")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from ..broker import Fill
+from ..broker import Fill, Rejection
 from ..calendar import IST, parse_date
 from ..config import Settings
 from ..errors import CacheError, InputError, MdeError
@@ -257,7 +257,7 @@ class Book:
         """Candle i through the strategies (decisions, risk checks, candle fills); its journal events."""
         broker = self.broker
         self.buffer.clear()
-        rejected_before, first_id = len(broker.rejected), broker.next_order_id
+        rejected_before, first_id = len(broker.rejections), broker.next_order_id
         self.runner.process_span(data, i, i + 1)
         self.processed += 1
         self.cursor[data.symbol] = data.close_us[i]
@@ -268,8 +268,7 @@ class Book:
             for orders in broker.pending.values() for o in orders if o.id >= first_id
         ]
         events += [("fill", f.ts_us, fill_payload(f), f.symbol) for f in self.buffer]
-        events += [("reject", at, {"order": o.id, "side": o.side, "qty": o.qty, "reason": why}, o.symbol)
-                   for o, why in broker.rejected[rejected_before:]]
+        events += [reject_event(r) for r in broker.rejections[rejected_before:]]
         return events
 
     def risk_after(self, equity: float, ts_us: int) -> list[tuple[str, int, dict[str, Any], str | None]]:
@@ -461,6 +460,13 @@ def _day_closes(engine: Any, symbol: str, tf: Timeframe, midnight: datetime, end
     day = engine.source.historical(engine.resolve(symbol), tf, midnight, end)
     day = with_close(day, tf, engine.calendar).filter(pl.col("closes_at") <= end)
     return day["closes_at"].dt.epoch("us").to_list()
+
+
+def reject_event(r: Rejection, via: str | None = None) -> tuple[str, int, dict[str, Any], str | None]:
+    """A refused order as a journal event: its reason (buying power, lot size, ...) and the detail."""
+    o = r.order
+    payload = {"order": o.id, "side": o.side, "qty": o.qty, "reason": r.why, "code": r.code}
+    return ("reject", r.ts_us, payload | {"via": via} if via else payload, o.symbol)
 
 
 def fill_payload(f: Fill, via: str | None = None) -> dict[str, Any]:
