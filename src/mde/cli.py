@@ -403,7 +403,7 @@ def replay(
 
     Example:  mde replay --strategy sma_cross --symbol NIFTY --from 2024-01-01 --to 2024-12-31 --segment futures
     """
-    from .replay import param_grid, run_replay, sweep
+    from .replay import param_grid, run_replay, sweep, sweep_failure
 
     eng = engine()
     grid = param_grid(params or [])
@@ -424,8 +424,13 @@ def replay(
             typer.echo(sweep_json(rows))
         else:
             sweep_table(rows, sort, _stdout())
+        failure = sweep_failure(rows)
+        if failure is not None:
+            raise failure
         return
-    result = run_replay(eng, strategy, params=grid[0] if grid else None, **kwargs)
+    # the strategy's ctx.log lines on stderr as they come (stdout stays the table or the JSON)
+    on_log = None if STATE.quiet else (lambda line: typer.echo(line, err=True))
+    result = run_replay(eng, strategy, params=grid[0] if grid else None, on_log=on_log, **kwargs)
     if trades:
         result.write_trades(trades)
     if report:
