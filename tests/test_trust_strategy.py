@@ -298,6 +298,8 @@ def test_paper_cli_strategy_error_is_one_line_exit_7(tmp_path: Path, raiser: Pat
         "candle 2024-06-14 11:00+05:30 (run with -v for the traceback)"]
     status = json.loads(mde(cache, "paper", "--status", "--json").stdout)
     assert [(s["session"], s["status"]) for s in status] == [("RsiReversion-2024-06-14", "stopped")]
+    table = mde(cache, "paper", "--status").stdout
+    assert "RsiReversion-2024-06-14 stopped: strategy RsiReversion raised RuntimeError: flag is set" in table
     flag.unlink()
     again = mde(cache, *args, cwd=raiser.parent, env={"RAISER_FLAG": str(flag)})
     assert again.returncode == 0, again.stderr

@@ -293,6 +293,9 @@ def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
         table.add_row(it["session"], it["status"], str(it["strategy"]), ",".join(it["symbols"]), str(it["day"]),
                       str(it["fills"]), positions, last)
     console.print(table)
+    for it in items:  # why a stopped session stopped (its strategy raised); the same --session resumes it
+        if it.get("error"):
+            console.print(f"{it['session']} stopped: {it['error']}", markup=False)
 
 
 def paper_status_json(items: list[dict[str, Any]]) -> str:
