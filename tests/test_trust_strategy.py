@@ -350,3 +350,26 @@ def test_default_session_names() -> None:
     assert default_name("mypkg.strats:Breakout", day) == "Breakout-2024-06-14"
     assert default_name("sma_cross", day) == "sma_cross-2024-06-14"
     assert default_name("orb", day) == "orb-2024-06-14"
+
+
+class Hold(Strategy):
+    """Buys 1 of each symbol at its first candle and holds to the end."""
+
+    def on_candle(self, ctx, candle):  # noqa: ANN001, ANN201
+        if ctx.position() == 0 and not ctx.open_orders(candle.symbol):  # open_orders() lists every symbol's
+            ctx.buy(1)
+
+
+def test_a_position_open_at_the_end_closes_at_its_own_symbols_last_candle(tmp_path: Path) -> None:
+    """A series that ends before the others (a gap at the end, --allow-gaps) closes at its own last
+    close and time, as in its one-symbol run, not at another symbol's later close time."""
+    eng = MarketDataEngine(load(cache_dir=tmp_path / "cache", source="sample", environ={}))
+    eng.download("NIFTY", "5m", "2024-01-01", "2024-01-31")
+    eng.download("BANKNIFTY", "5m", "2024-01-01", "2024-01-30")
+    kw = dict(costs="none", allow_gaps=True)
+    both = run_replay(eng, Hold(), list(SYMBOLS), "5m", "2024-01-01", "2024-01-31", **kw)
+    for sym in SYMBOLS:
+        one = run_replay(eng, Hold(), [sym], "5m", "2024-01-01", "2024-01-31", **kw)
+        assert _rows(both.trades, sym) == _rows(one.trades, sym)
+    (bank,) = both.trades.filter(pl.col("symbol") == "BANKNIFTY").iter_rows(named=True)
+    assert bank["exit_reason"] == "end of replay" and bank["exit_ts"].isoformat() == "2024-01-30T15:30:00+05:30"

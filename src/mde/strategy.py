@@ -692,6 +692,7 @@ class StrategyRunner:
         self.equity_values = array("d")  # ... and cash + open positions at that close
         self.exposed_count = 0  # candles that closed with a position open
         self._last_close: dict[str, float] = {}
+        self._last_close_us: dict[str, int] = {}  # when that close was (a candle's); live marks are now's
         # Replay and sample paper fill at the next candle's prices; live paper fills at the next
         # last traded price instead (`SimBroker.on_price`), so its candles fill nothing.
         self.fill_on_candles = True
@@ -732,6 +733,8 @@ class StrategyRunner:
     def set_marks(self, prices: dict[str, float]) -> None:
         """Mark symbols at these prices (live: the last traded price) for equity and final exits."""
         self._last_close.update(prices)
+        for sym in prices:
+            self._last_close_us.pop(sym, None)
 
     def mark(self, symbol: str) -> float:
         return self._last_close.get(symbol, 0.0)
@@ -839,6 +842,7 @@ class StrategyRunner:
                            "placed by a strategy fill from the next candle (broker.FILL_MODEL)")
         self._equity(data, start, end, steps)
         self._last_close[sym] = data.close[end - 1]
+        self._last_close_us[sym] = data.close_us[end - 1]
 
     def _dense(self, data: SeriesData, start: int, end: int, live: list[Order], steps: list[tuple[int, float, tuple]],
                seen: int, handlers: list[tuple[Callable[[Context, Candle], None], Context]], only_fn: Any, only_ctx: Any) -> int:
@@ -1020,8 +1024,8 @@ class StrategyRunner:
                 raise
             raise err from exc
         for (sid, sym), pos in list(broker.positions.items()):
-            if pos.qty != 0 and sym in self._last_close:
-                broker.flatten(sid, sym, self._last_close[sym], self.now_us, reason)
+            if pos.qty != 0 and sym in self._last_close:  # at the symbol's own last close, not another's
+                broker.flatten(sid, sym, self._last_close[sym], self._last_close_us.get(sym, self.now_us), reason)
         for orders in list(broker.pending.values()):
             for order in list(orders):
                 broker.cancel(order)
