@@ -373,3 +373,22 @@ def test_a_position_open_at_the_end_closes_at_its_own_symbols_last_candle(tmp_pa
         assert _rows(both.trades, sym) == _rows(one.trades, sym)
     (bank,) = both.trades.filter(pl.col("symbol") == "BANKNIFTY").iter_rows(named=True)
     assert bank["exit_reason"] == "end of replay" and bank["exit_ts"].isoformat() == "2024-01-30T15:30:00+05:30"
+
+
+def test_the_paper_panel_shows_the_strategys_latest_log_lines(tmp_path: Path, raiser: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from mde.render import paper_dashboard
+
+    monkeypatch.setenv("RAISER_FLAG", str(tmp_path / "no-flag"))
+    settings = load(cache_dir=tmp_path / "cache", source="sample", environ={})
+    snaps: list[dict] = []
+    run_sample_session(settings, "mystrats.py:RsiReversion", ["NIFTY"], "5m", "2024-06-14", params={"where": "flag"},
+                       segment="futures", until="10:30", on_tick=snaps.append)
+    assert snaps[0]["log"] == ["2024-06-14 00:00 RsiReversion: warming up"] and re.fullmatch(r"2024-06-14 10:00 RsiReversion NIFTY: bought at the close of [\d.]+",
+                                                  snaps[-1]["log"][-1])
+    console = Console(width=200, record=True, file=open(tmp_path / "panel.txt", "w"))  # noqa: SIM115
+    console.print(paper_dashboard(snaps[-1]))
+    text = console.export_text()
+    assert "strategy log:" in text and snaps[-1]["log"][-1] in text

@@ -328,4 +328,6 @@ def paper_dashboard(snap: dict[str, Any]) -> Any:
         parts.append(Text("last fills:\n  " + "\n  ".join(snap["fills"]), style="dim"))
     if snap["rejections"]:
         parts.append(Text("rejected:\n  " + "\n  ".join(snap["rejections"]), style="yellow"))
+    if snap.get("log"):
+        parts.append(Text("strategy log:\n  " + "\n  ".join(snap["log"]), style="dim"))
     return Group(*parts)

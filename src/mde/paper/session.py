@@ -570,4 +570,5 @@ def snapshot(name: str, now: datetime, runner: StrategyRunner, guard: RiskEngine
         "equity": runner.equity(),
         "fills": [fill_line(f.symbol, fill_payload(f)) for f in broker.fills[-5:]],
         "rejections": [f"order {o.id} {o.symbol}: {why}" for o, why in list(state_rejects)[-5:]],
+        "log": [n.line() for n in runner.notes[-5:] if n.kind == "log"],  # the strategy's latest ctx.log lines
     }
