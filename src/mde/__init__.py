@@ -22,6 +22,7 @@ __all__ = [
     "SourceError",
     "SourceUnavailable",
     "Strategy",
+    "StrategyError",
     "StrategyRunner",
     "load_settings",
     "run_replay",
@@ -37,7 +38,7 @@ _WHERE = {
     "run_replay": ("mde.replay", "run_replay"),
     **{name: ("mde.errors", name) for name in (
         "AuthError", "CacheError", "ConfigError", "InputError", "MdeError", "NotCached",
-        "RateLimited", "SourceError", "SourceUnavailable",
+        "RateLimited", "SourceError", "SourceUnavailable", "StrategyError",
     )},
 }
 
@@ -57,4 +58,5 @@ if TYPE_CHECKING:
     from .strategy import Strategy, StrategyRunner
     from .errors import (
         AuthError, CacheError, ConfigError, InputError, MdeError, NotCached, RateLimited, SourceError, SourceUnavailable,
+        StrategyError,
     )

@@ -441,7 +441,7 @@ def replay(
 
     Example:  mde replay --strategy sma_cross --symbol NIFTY --from 2024-01-01 --to 2024-12-31 --segment futures
     """
-    from .replay import param_grid, run_replay, sweep
+    from .replay import param_grid, run_replay, sweep, sweep_failure
 
     eng = engine()
     grid = param_grid(params or [])
@@ -462,8 +462,13 @@ def replay(
             typer.echo(sweep_json(rows))
         else:
             sweep_table(rows, sort, _stdout())
+        failure = sweep_failure(rows)
+        if failure is not None:
+            raise failure
         return
-    result = run_replay(eng, strategy, params=grid[0] if grid else None, **kwargs)
+    # the strategy's ctx.log lines on stderr as they come (stdout stays the table or the JSON)
+    on_log = None if STATE.quiet else (lambda line: typer.echo(line, err=True))
+    result = run_replay(eng, strategy, params=grid[0] if grid else None, on_log=on_log, **kwargs)
     if trades:
         result.write_trades(trades)
     if report:
@@ -488,7 +493,7 @@ def paper(
     symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to trade: --symbols NIFTY BANKNIFTY.")] = None,
     timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Default: [refresh] multi_tf of the symbols, else [refresh] timeframes[0].")] = None,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
-    session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")] = None,
+    session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: the built-in strategy's name or the class name, then the date, e.g. RsiReversion-2024-06-14); the same name resumes it.")] = None,
     source: SourceOpt = None,
     day: Annotated[Optional[str], typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")] = None,
     speed: Annotated[float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")] = 0.0,

@@ -8,7 +8,8 @@ MdeError                          exit 1   anything mde understood but could not
 │   ├── AuthError                 exit 3   token missing or expired: run `mde login`
 │   ├── RateLimited               exit 4   HTTP 429 from Kite, retried, then gave up
 │   └── SourceUnavailable         exit 5   network down, 5xx, timeouts, HTML error pages
-└── CacheError                    exit 6   an unreadable cache file; nothing was changed
+├── CacheError                    exit 6   an unreadable cache file; nothing was changed
+└── StrategyError                 exit 7   a strategy raised (its file:line, symbol and candle)
 
 The CLI maps `exit_code` to the process exit status in one place; the HTTP API maps
 the same classes to status codes. Messages never contain secrets.
@@ -76,10 +77,19 @@ class CacheError(MdeError):
     exit_code = 6
 
 
+class StrategyError(MdeError):
+    """A strategy's own code raised: the message names the strategy, its file:line, the symbol
+    and the candle it was processing, and the exception. The original exception is the cause
+    (`__cause__`) and its formatted traceback is `traceback` (printed with -v)."""
+
+    exit_code = 7
+    traceback = ""
+
+
 # Worst first: what a cron job's exit status reports when several series failed differently.
 # A corrupt cache and a dead token need a human; an outage or a rate limit passes by itself.
 SEVERITY: tuple[type[MdeError], ...] = (
-    CacheError, AuthError, SourceUnavailable, RateLimited, SourceError, ConfigError, InputError, MdeError,
+    CacheError, StrategyError, AuthError, SourceUnavailable, RateLimited, SourceError, ConfigError, InputError, MdeError,
 )
 
 

@@ -342,6 +342,9 @@ def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
         table.add_row(it["session"], it["status"], str(it["strategy"]), ",".join(it["symbols"]), str(it["day"]),
                       str(it["fills"]), positions, last, *money)
     console.print(table)
+    for it in items:  # why a stopped session stopped (its strategy raised); the same --session resumes it
+        if it.get("error"):
+            console.print(f"{it['session']} stopped: {it['error']}", markup=False)
 
 
 def paper_status_json(items: list[dict[str, Any]]) -> str:
@@ -374,4 +377,6 @@ def paper_dashboard(snap: dict[str, Any]) -> Any:
         parts.append(Text("last fills:\n  " + "\n  ".join(snap["fills"]), style="dim"))
     if snap["rejections"]:
         parts.append(Text("rejected:\n  " + "\n  ".join(snap["rejections"]), style="yellow"))
+    if snap.get("log"):
+        parts.append(Text("strategy log:\n  " + "\n  ".join(snap["log"]), style="dim"))
     return Group(*parts)

@@ -18,7 +18,7 @@ from array import array
 import itertools
 import os
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -32,10 +32,10 @@ from .broker import FILL_MODEL, SimBroker, us_to_datetime
 from .calendar import IST, parse_date
 from .costs import CostModel, cost_model, segment_for
 from .margins import Contract, contract_for, load_margins
-from .errors import InputError, MdeError, NotCached
+from .errors import InputError, MdeError, NotCached, StrategyError
 from .jsonout import dumps
 from .metrics import basis_for, compute, equity_frame
-from .strategy import SeriesData, Strategy, StrategyRunner, as_us, load_strategy, merge_events, parse_params
+from .strategy import Note, SeriesData, Strategy, StrategyRunner, as_us, build, load_strategy, merge_events, parse_params
 from .symbols import Instrument
 from .timeframes import Timeframe, parse
 
@@ -82,6 +82,7 @@ class ReplayResult:
         for r in self.rejections:
             out[r["reason"]] = out.get(r["reason"], 0) + 1
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+    log: list[Note] = field(default_factory=list)  # the strategy's ctx.log lines and its rejected orders
 
     def summary(self) -> dict[str, Any]:
         """Everything `--json` prints: enough to reproduce the run and notice a changed cache."""
@@ -310,7 +311,7 @@ def build_strategy(spec: str | type[Strategy] | Strategy, params: Mapping[str, A
             raise InputError("give parameters to the strategy's constructor, not to run_replay, when passing an instance")
         return spec
     cls = load_strategy(spec) if isinstance(spec, str) else spec
-    return cls(**dict(params or {}))
+    return build(cls, dict(params or {}))
 
 
 def run_replay(
@@ -328,8 +329,13 @@ def run_replay(
     slippage_ticks: int = 0,
     allow_gaps: bool = False,
     square_off: str | None = None,
+    on_log: Callable[[str], None] | None = None,
 ) -> ReplayResult:
-    """Run one strategy over cached candles of `symbols` from `start` to `end` (dates inclusive)."""
+    """Run one strategy over cached candles of `symbols` from `start` to `end` (dates inclusive).
+
+    `on_log` gets each line the strategy logs (`ctx.log`, its rejected orders) as it is made,
+    `2024-06-14 10:15 NAME NIFTY: message`; all of them are in the result's `log` too.
+    A strategy that raises is a StrategyError naming its file:line and the candle."""
     tf = parse(timeframe)
     lo, hi = parse_date(start, "--from date"), parse_date(end, "--to date")
     if lo > hi:
@@ -396,6 +402,8 @@ def run_replay(
     broker, models, ticks = build_broker(engine, names, costs=costs, segment=segment, cash=cash, slippage_ticks=slippage_ticks,
                                          start=lo)
     runner = StrategyRunner([strat], engine, symbols=names, timeframe=tf, broker=broker, as_of=until, square_off=square_off)
+    if on_log is not None:
+        runner.on_note = lambda note: on_log(note.line())
     for data in series:
         runner.add_series(data)
     outcome = runner.run(merge_events(series, starts, ends), as_us(_day_start(lo)))
@@ -466,6 +474,7 @@ def summarize(
         rejections=rejections,
         lots=lots,
         margin_basis=broker.margins.describe(),
+        log=list(runner.notes),
     )
 
 
@@ -482,6 +491,8 @@ def _sweep_one(settings: Any, strategy: str, params: dict[str, str], kwargs: dic
 
     try:
         result = run_replay(MarketDataEngine(settings), strategy, params=params, **kwargs)
+    except StrategyError as exc:  # the traceback comes back to be logged (-v) in the main process
+        return {"params": params, "error": str(exc), "exit_code": exc.exit_code, "_traceback": exc.traceback}
     except MdeError as exc:
         return {"params": params, "error": str(exc)}
     return {"params": result.params, "metrics": result.metrics, "rejections": result.rejections_by_reason()}
@@ -498,7 +509,7 @@ def sweep(
     for combo in grid:  # a bad name or type fails now, before any process starts
         unknown = set(combo) - set(cls.parameters())
         if unknown:
-            cls(**combo)
+            build(cls, combo)
     settings = engine.settings
     if settings.now is None:  # every worker must see the same clock
         settings = settings.with_overrides(now=engine.now())
@@ -512,8 +523,30 @@ def sweep(
         ctx = multiprocessing.get_context("spawn")  # polars' thread pool does not survive fork
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             rows = list(pool.map(_sweep_one, [settings] * len(grid), [strategy] * len(grid), grid, [kwargs] * len(grid)))
+    for row in rows:
+        text = row.pop("_traceback", None)
+        if text:
+            import logging
+
+            logging.getLogger("mde.strategy").debug("the strategy's traceback (%s):\n%s", _combo(row["params"]), text.rstrip())
     ok = [r for r in rows if "metrics" in r]
     failed = [r for r in rows if "error" in r]
     # best first; drawdowns are negative, so the largest (closest to 0) is the best there too
     ok.sort(key=lambda r: (r["metrics"].get(sort_by) is None, -(r["metrics"].get(sort_by) or 0)))
     return ok + failed
+
+
+def _combo(params: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def sweep_failure(rows: Sequence[Mapping[str, Any]]) -> StrategyError | None:
+    """The error a sweep ends with when the strategy raised in some of its combinations (its
+    rows say so, the others' results are shown): the first one, naming its parameters."""
+    raised = [r for r in rows if r.get("exit_code") == StrategyError.exit_code]
+    if not raised:
+        return None
+    first = raised[0]
+    message = first["error"].replace("(run with -v for the traceback)", "").rstrip()
+    return StrategyError(f"{message} with {_combo(first['params'])} ({len(raised)} of {len(rows)} combinations "
+                         "failed; run with -v for the tracebacks)")

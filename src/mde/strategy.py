@@ -24,7 +24,9 @@ from array import array
 import importlib
 import importlib.util
 import logging
+import os
 import sys
+import traceback
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ import polars as pl
 from .broker import Order, SimBroker, ist_day, us_to_datetime
 from .calendar import IST
 from .columns import CODES, grow, view
-from .errors import InputError, MdeError
+from .errors import InputError, MdeError, StrategyError
 from .timeframes import Timeframe, parse
 
 log = logging.getLogger("mde.strategy")
@@ -144,6 +146,37 @@ def parse_params(pairs: Sequence[str]) -> dict[str, list[str]]:
             raise InputError(f"--param {pair!r} has an empty value")
         out[key] = values
     return out
+
+
+def strategy_error(exc: BaseException, cls: type[Strategy], when: str) -> StrategyError:
+    """`strategy NAME raised TYPE: message at file.py:LINE <when> (run with -v for the traceback)`:
+    the line is the innermost one of the strategy's source files (its class and its bases) in
+    the traceback. The full traceback is logged at debug level (-v) and kept as `.traceback`."""
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    files = {getattr(sys.modules.get(k.__module__), "__file__", None) for k in cls.__mro__ if k not in (Strategy, object)}
+    at = next(((f.f_code.co_filename, line) for f, line in reversed(frames) if f.f_code.co_filename in files), None)
+    if at is None:  # not in the strategy's files (a helper it called): the outermost frame outside this module
+        outside = [(f.f_code.co_filename, line) for f, line in frames if f.f_code.co_filename != __file__]
+        at = outside[0] if outside else ("?", 0)
+    rel = os.path.relpath(at[0]) if os.path.isabs(at[0]) else at[0]
+    path = rel if not rel.startswith("..") else at[0]
+    text = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    err = StrategyError(f"strategy {cls.label()} raised {what} at {path}:{at[1]} {when} (run with -v for the traceback)")
+    err.traceback = "".join(traceback.format_exception(exc))
+    log.debug("the strategy's traceback:\n%s", err.traceback.rstrip())
+    return err
+
+
+def build(cls: type[Strategy], params: dict[str, Any]) -> Strategy:
+    """`cls(**params)`, with an exception of the strategy's own code (its validate(), its
+    __init__) turned into a one-line StrategyError."""
+    try:
+        return cls(**params)
+    except MdeError:
+        raise
+    except Exception as exc:
+        raise strategy_error(exc, cls, "when created") from exc
 
 
 def load_strategy(spec: str) -> type[Strategy]:
@@ -384,6 +417,32 @@ class Indicator:
                           "candles are added; compute each value from its candle and earlier ones only")
 
 
+class PerSymbolIndicator:
+    """`ctx.indicator(fn)` without `symbol=` in a run of several symbols: one `Indicator` per
+    symbol of the run, read for the symbol of the candle being processed (`ctx.symbol`, the
+    symbol `ctx.closes()` reads). `ind["BANKNIFTY"]` is the one of a given symbol."""
+
+    __slots__ = ("name", "by_symbol", "_ctx", "_timeframe")
+
+    def __init__(self, ctx: Context, by_symbol: dict[str, Indicator], timeframe: str | None, name: str) -> None:
+        self.name = name or "indicator"
+        self.by_symbol = by_symbol
+        self._ctx = ctx
+        self._timeframe = timeframe
+
+    @property
+    def value(self) -> Any:
+        """The value of the current symbol's indicator at the latest candle closed by now."""
+        return self.by_symbol[self._ctx.symbol].value
+
+    def last(self, n: int) -> list[Any]:
+        """The current symbol's last `n` values (closed by now), oldest first."""
+        return self.by_symbol[self._ctx.symbol].last(n)
+
+    def __getitem__(self, symbol: str) -> Indicator:
+        return self.by_symbol[symbol]
+
+
 class Context:
     """A strategy's view of the market and its account at `now` (the close being processed)."""
 
@@ -455,7 +514,7 @@ class Context:
         return k == 0 or series.close_us[k - 1] < as_us(due)
 
     def indicator(self, compute: Callable[[pl.DataFrame], pl.Series], symbol: str | None = None,
-                  timeframe: str | None = None, *, name: str = "") -> Indicator:
+                  timeframe: str | None = None, *, name: str = "") -> Indicator | PerSymbolIndicator:
         """A causal indicator of a series, computed once with polars instead of once per candle.
 
         `compute(frame)` gets the series' candles (ts, open, high, low, close, volume, oldest
@@ -463,18 +522,32 @@ class Context:
         (rolling means, cumulative sums, `shift(k)` with k > 0, ewm ...). Read it with `.value`
         (the latest candle closed by now) or `.last(n)`. mde checks the promise: the values for
         a prefix of the series must equal the whole computation's, else InputError.
-        """
-        return Indicator(self._runner, symbol or self.symbol, timeframe, compute, name or getattr(compute, "__name__", ""))
 
-    def wake_on(self, indicator: Indicator, *, changes: bool = False) -> None:
+        Without `symbol`, in a run of several symbols, it is one indicator per symbol whose
+        `.value`/`.last(n)` follow the symbol of the candle being processed (as `ctx.closes()`);
+        `symbol=` binds it to that symbol's series.
+        """
+        name = name or getattr(compute, "__name__", "")
+        symbols = self._runner.symbols
+        if symbol is None and len(symbols) > 1:
+            return PerSymbolIndicator(self, {s: Indicator(self._runner, s, timeframe, compute, name) for s in symbols},
+                                      timeframe, name)
+        return Indicator(self._runner, symbol or self.symbol, timeframe, compute, name)
+
+    def wake_on(self, indicator: Indicator | PerSymbolIndicator, *, changes: bool = False) -> None:
         """Call this strategy's on_candle only at the candles where `indicator` is true (not null,
         not zero), or with `changes=True` where its value changes. A promise that on_candle does
         nothing on the other candles, so skipping them changes nothing but the time: fills,
         stops, the equity curve and square-offs go on at every candle. Ignored (every candle is
-        delivered) when several strategies share a run or for intraday strategies."""
+        delivered) when several strategies share a run or for intraday strategies. A per-symbol
+        indicator (made without `symbol=`) wakes each symbol on its own values."""
         if indicator._timeframe not in (None, self.timeframe) and parse(indicator._timeframe) != self._runner.timeframe:
             raise InputError(f"wake_on needs an indicator of the run's timeframe ({self.timeframe})")
-        self._runner.wake[indicator._symbol] = (indicator, changes)
+        if isinstance(indicator, PerSymbolIndicator):
+            for symbol, each in indicator.by_symbol.items():
+                self._runner.wake[symbol] = (each, changes)
+        else:
+            self._runner.wake[indicator._symbol] = (indicator, changes)
 
     # -- account
     def position(self, symbol: str | None = None) -> int:
@@ -547,6 +620,21 @@ def _count(n: int) -> int:
 
 
 # -- the runner ------------------------------------------------------------------------
+class Note(NamedTuple):
+    """One line a strategy logged (`ctx.log`), or a rejection of one of its orders."""
+
+    ts_us: int  # in on_candle the candle's start, else now
+    strategy: str
+    message: str
+    symbol: str | None = None  # the candle's symbol in on_candle
+    kind: str = "log"  # log (ctx.log) | reject (an order refused before the broker: paper journals it as such)
+
+    def line(self) -> str:
+        """`2024-06-14 10:15 sma_cross NIFTY: message` (no symbol outside on_candle)."""
+        where = f" {self.symbol}" if self.symbol else ""
+        return f"{us_to_datetime(self.ts_us):%Y-%m-%d %H:%M} {self.strategy}{where}: {self.message}"
+
+
 @dataclass
 class RunOutcome:
     """What a run produced, before metrics: the broker's books and one equity point per close."""
@@ -556,7 +644,7 @@ class RunOutcome:
     equity: Sequence[float]
     exposed: int  # candles that closed with a position open
     events: int
-    notes: list[tuple[int, str, str]]
+    notes: list[Note]
 
 
 def _minute(text: str) -> int:
@@ -604,7 +692,8 @@ class StrategyRunner:
         self.candle: Candle | None = None  # ... and that candle (its close is now)
         self.wake: dict[str, tuple[Indicator, bool]] = {}  # symbol -> a lone strategy's wake-up indicator (Context.wake_on)
         self._series: dict[tuple[str, str], SeriesData] = {}
-        self.notes: list[tuple[int, str, str]] = []
+        self.notes: list[Note] = []
+        self.on_note: Callable[[Note], None] | None = None  # each note as it is made (replay prints it), else logged
         ids = []
         for s in items:
             sid = s.label()
@@ -628,6 +717,7 @@ class StrategyRunner:
         self.equity_values = array("d")  # ... and cash + open positions at that close
         self.exposed_count = 0  # candles that closed with a position open
         self._last_close: dict[str, float] = {}
+        self._last_close_us: dict[str, int] = {}  # when that close was (a candle's); live marks are now's
         # Replay and sample paper fill at the next candle's prices; live paper fills at the next
         # last traded price instead (`SimBroker.on_price`), so its candles fill nothing.
         self.fill_on_candles = True
@@ -668,13 +758,21 @@ class StrategyRunner:
     def set_marks(self, prices: dict[str, float]) -> None:
         """Mark symbols at these prices (live: the last traded price) for equity and final exits."""
         self._last_close.update(prices)
+        for sym in prices:
+            self._last_close_us.pop(sym, None)
 
     def mark(self, symbol: str) -> float:
         return self._last_close.get(symbol, 0.0)
 
-    def note(self, sid: str, message: str) -> None:
-        self.notes.append((self.now_us, sid, message))
-        log.info("%s %s: %s", us_to_datetime(self.now_us).strftime("%Y-%m-%d %H:%M"), sid, message)
+    def note(self, sid: str, message: str, kind: str = "log") -> None:
+        candle = self.candle
+        note = (Note(candle[2], sid, str(message), candle[0], kind) if candle is not None
+                else Note(self.now_us, sid, str(message), None, kind))
+        self.notes.append(note)
+        if self.on_note is not None:
+            self.on_note(note)
+        else:
+            log.info("%s", note.line())
 
     # -- orders
     def place(self, sid: str, symbol: str, side: int, qty: int, limit: float | None, stop: float | None,
@@ -687,7 +785,7 @@ class StrategyRunner:
         day = self._blocked.get((sid, symbol))
         if day is not None and day == ist_day(self.now_us) and not exit_:
             self.broker.reject(order, "after the intraday square-off time", "after square-off")
-            self.note(sid, f"order {order.id} rejected: after the intraday square-off time")
+            self.note(sid, f"order {order.id} rejected: after the intraday square-off time", "reject")
             return None
         bad = self.broker.vet(order, self._last_price(symbol))
         if bad is not None:
@@ -698,7 +796,7 @@ class StrategyRunner:
             why = self.risk_check(sid, symbol, side, qty, self.now_us)
             if why is not None:
                 self.broker.reject(order, why, "risk limit")
-                self.note(sid, f"order {order.id} rejected: {why}")
+                self.note(sid, f"order {order.id} rejected: {why}", "reject")
                 return None
         return order
 
@@ -747,8 +845,14 @@ class StrategyRunner:
     # -- running
     def start(self, now_us: int) -> None:
         self.now_us = now_us
-        for strategy, ctx in zip(self.strategies, self.contexts):
-            strategy.on_start(ctx)
+        try:
+            for strategy, ctx in zip(self.strategies, self.contexts):
+                strategy.on_start(ctx)
+        except Exception as exc:
+            err = self.strategy_error(exc, "on_start")
+            if err is None:
+                raise
+            raise err from exc
 
     def process_span(self, data: SeriesData, start: int, end: int) -> None:
         """Candles start..end-1 of one series, in order; the loop behind both replay and paper.
@@ -775,10 +879,16 @@ class StrategyRunner:
             ctx.symbol = sym
         self.current = data
         wake = self.wake.get(sym) if only_fn is not None and not intraday else None
-        if wake is not None:
-            seen = self._sparse(data, start, end, wake[0].marks(wake[1]), live, steps, seen, only_fn, only_ctx)
-        else:
-            seen = self._dense(data, start, end, live, steps, seen, handlers, only_fn, only_ctx)
+        try:  # costs nothing per candle (zero-cost exceptions)
+            if wake is not None:
+                seen = self._sparse(data, start, end, wake[0].marks(wake[1]), live, steps, seen, only_fn, only_ctx)
+            else:
+                seen = self._dense(data, start, end, live, steps, seen, handlers, only_fn, only_ctx)
+        except Exception as exc:
+            err = self.strategy_error(exc, "on_candle")
+            if err is None:
+                raise
+            raise err from exc
         self.current = None
         self.now_us = data.close_us[end - 1]  # the last close stays now after the span
         if len(booked) != seen:
@@ -786,6 +896,7 @@ class StrategyRunner:
                            "placed by a strategy fill from the next candle (broker.FILL_MODEL)")
         self._equity(data, start, end, steps)
         self._last_close[sym] = data.close[end - 1]
+        self._last_close_us[sym] = data.close_us[end - 1]
 
     def _dense(self, data: SeriesData, start: int, end: int, live: list[Order], steps: list[tuple[int, float, tuple]],
                seen: int, handlers: list[tuple[Callable[[Context, Candle], None], Context]], only_fn: Any, only_ctx: Any) -> int:
@@ -847,6 +958,27 @@ class StrategyRunner:
                 fn(ctx, candle)
             i += 1
         return seen
+
+    def strategy_error(self, exc: BaseException, where: str) -> StrategyError | None:
+        """The one-line StrategyError for an exception a strategy's own code raised (None for
+        mde's errors and for exceptions raised outside any strategy: those stay what they are).
+
+        It names the strategy, the innermost line of the strategy's source files in the
+        traceback, the candle being processed (in on_candle) and the exception; the full
+        traceback is logged at debug level (shown with -v) and kept as `.traceback`.
+        """
+        if isinstance(exc, MdeError):
+            return None
+        frames = list(traceback.walk_tb(exc.__traceback__))
+        strategy = next((f.f_locals.get("self") for f, _ in frames if isinstance(f.f_locals.get("self"), Strategy)), None)
+        if strategy is None:
+            return None
+        candle = self.candle
+        if where == "on_candle" and candle is not None:
+            when = f"on {candle[0]} {candle[1]} candle {us_to_datetime(candle[2]).isoformat(' ', 'minutes')}"
+        else:
+            when = f"in {where} at {us_to_datetime(self.now_us).isoformat(' ', 'minutes')}"
+        return strategy_error(exc, type(strategy), when)
 
     def _step(self, i: int, steps: list[tuple[int, float, tuple]]) -> int:
         """A fill was booked at candle i: cash and positions from there on. Returns the fills booked."""
@@ -937,11 +1069,17 @@ class StrategyRunner:
         """Close what is still open at each symbol's last close, cancel pending orders, call on_stop."""
         broker = self.broker
         assert broker is not None
-        for strategy, ctx in zip(self.strategies, self.contexts):
-            strategy.on_stop(ctx)
+        try:
+            for strategy, ctx in zip(self.strategies, self.contexts):
+                strategy.on_stop(ctx)
+        except Exception as exc:
+            err = self.strategy_error(exc, "on_stop")
+            if err is None:
+                raise
+            raise err from exc
         for (sid, sym), pos in list(broker.positions.items()):
-            if pos.qty != 0 and sym in self._last_close:
-                broker.flatten(sid, sym, self._last_close[sym], self.now_us, reason)
+            if pos.qty != 0 and sym in self._last_close:  # at the symbol's own last close, not another's
+                broker.flatten(sid, sym, self._last_close[sym], self._last_close_us.get(sym, self.now_us), reason)
         for orders in list(broker.pending.values()):
             for order in list(orders):
                 broker.cancel(order)

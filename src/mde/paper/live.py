@@ -26,13 +26,13 @@ from typing import Any
 
 from ..calendar import IST, from_ist_minutes, to_ist_minutes
 from ..config import Settings
-from ..errors import AuthError, CacheError, ConfigError, InputError, MdeError
+from ..errors import AuthError, CacheError, ConfigError, InputError, MdeError, StrategyError
 from ..strategy import as_us, merge_events
 from ..timeframes import parse
 from .risk import HALTED, RiskLimits
 from .session import (
     KILL_SWITCH, PROGRESS_EVERY_S, UPDATE_WORKERS, Book, Log, Progress, SessionResult, _end_at, _names, default_name, fill_line, fill_payload,
-    limits_from, reject_event, open_journal, session_path, sessions_dir, snapshot, update_caches,
+    journal_error, limits_from, note_payload, reject_event, open_journal, session_path, sessions_dir, snapshot, update_caches,
 )
 from .state import TradeState
 
@@ -129,8 +129,14 @@ def run_live_session(
             book.load(sym, now, started_us)
             closed = cal.latest_close(now, tf)
             seen[sym] = as_us(closed) if closed is not None and sym not in retry_at else 0
-        runner.start(started_us)
-        halting = _walk(book, journal, name)
+        try:
+            runner.start(started_us)
+            for note in runner.notes:  # on_start's lines (it runs again on a resume: shown, not journaled)
+                say(note.line())
+            halting = _walk(book, journal, name)
+        except StrategyError as exc:
+            journal_error(state, runner, exc)
+            raise
         marks: dict[str, float] = {}
         last_error: dict[str, str] = {}
         interrupted = False
@@ -169,15 +175,26 @@ def run_live_session(
         except KeyboardInterrupt:
             interrupted = True
             say("interrupted: the session stops here and resumes from this point with the same --session")
+        except StrategyError as exc:  # the strategy raised: journaled, the session stops resumably
+            journal_error(state, runner, exc)
+            raise
         finally:
             if pool is not None:
                 pool.shutdown()
         if not interrupted:
             book.buffer.clear()
             runner.set_marks(marks)  # what is still open closes at its last traded price
-            runner.finish(KILL_SWITCH if halting else "end of session")
+            notes_before = len(runner.notes)
+            try:
+                runner.finish(KILL_SWITCH if halting else "end of session")
+            except StrategyError as exc:
+                journal_error(state, runner, exc)
+                raise
+            notes = [("note", runner.now_us, note_payload(n), n.symbol) for n in runner.notes[notes_before:] if n.kind == "log"]
+            for _, _, payload, _ in notes:
+                say(payload["line"])
             state.processed("_end", runner.now_us, [("fill", f.ts_us, fill_payload(f, "close"), f.symbol)
-                                                     for f in book.buffer])
+                                                     for f in book.buffer] + notes)
             state.set_meta({"status": "halted" if halting else "finished"})
         warnings = ["live fills: the next last traded price after each decision (plus slippage), not the next open"]
         if interrupted:
@@ -260,6 +277,8 @@ def _candles(book: Book, state: TradeState, now: datetime, seen: dict[str, int],
                     say(fill_line(sym, payload))
                 elif kind == "reject":
                     say(f"{now:%H:%M:%S} reject {sym} order {payload['order']}: {payload['reason']}")
+                elif kind == "note":
+                    say(payload["line"])
 
 
 def _prices(book: Book, state: TradeState, source: Any, keys: Mapping[str, str], now_us: int,

@@ -27,7 +27,7 @@ import polars as pl
 from ..broker import Fill, Rejection
 from ..calendar import IST, parse_date
 from ..config import Settings
-from ..errors import CacheError, InputError, MdeError
+from ..errors import CacheError, InputError, MdeError, StrategyError
 from ..resample import with_close
 from ..strategy import SeriesData, StrategyRunner, as_us, merge_events
 from ..symbols import per_instrument, unsafe_name
@@ -124,7 +124,22 @@ def default_timeframe(settings: Settings, symbols: Sequence[str]) -> str:
 
 
 def default_name(strategy: str, day: date) -> str:
-    return f"{strategy.replace(':', '_').replace('/', '_').replace('.', '_')[-40:]}-{day}"
+    """`sma_cross-2024-06-14` for a built-in, `ClassName-2024-06-14` for path/to/file.py:ClassName."""
+    from ..strategy import BUILTIN_STRATEGIES
+
+    base = strategy if strategy in BUILTIN_STRATEGIES else strategy.rpartition(":")[2] or strategy
+    return f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in base)[-40:]}-{day}"
+
+
+def journal_error(state: TradeState, runner: StrategyRunner, exc: StrategyError) -> None:
+    """A strategy raised: journal it (with the candle) and leave the session resumable. Its
+    status stays `running`, which `--status` shows as `stopped` once the process is gone; the
+    failed candle was not marked processed, so a rerun with the same --session tries it again."""
+    candle = runner.candle
+    payload: dict[str, Any] = {"error": exc.message}
+    if candle is not None:
+        payload["candle_ts_us"] = candle[2]
+    state.record("error", runner.now_us, payload, candle[0] if candle is not None else None)
 
 
 def _engine_at(settings: Settings, now: datetime) -> Any:
@@ -209,6 +224,7 @@ class Book:
         self.strat = build_strategy(strategy, params)
         self.runner = StrategyRunner([self.strat], engine, symbols=names, timeframe=tf, broker=self.broker, as_of=as_of)
         self.runner.fill_on_candles = fill_on_candles
+        self.runner.on_note = lambda note: None  # kept in runner.notes; journaled and shown by step()
         self.guard = RiskEngine(limits)
         self.runner.risk_check = self._check
         self.series: dict[str, SeriesData] = {}
@@ -258,6 +274,7 @@ class Book:
         broker = self.broker
         self.buffer.clear()
         rejected_before, first_id = len(broker.rejections), broker.next_order_id
+        notes_before = len(self.runner.notes)
         self.runner.process_span(data, i, i + 1)
         self.processed += 1
         self.cursor[data.symbol] = data.close_us[i]
@@ -269,6 +286,7 @@ class Book:
         ]
         events += [("fill", f.ts_us, fill_payload(f), f.symbol) for f in self.buffer]
         events += [reject_event(r) for r in broker.rejections[rejected_before:]]
+        events += [("note", at, note_payload(n), n.symbol) for n in self.runner.notes[notes_before:] if n.kind == "log"]
         return events
 
     def risk_after(self, equity: float, ts_us: int) -> list[tuple[str, int, dict[str, Any], str | None]]:
@@ -377,7 +395,13 @@ def run_sample_session(
                 say(f"{sym}: cache update failed ({exc}); going on with the cached data")
             book.load(sym, midnight, as_us(midnight))
             seen[sym] = as_us(midnight)
-        runner.start(as_us(midnight))
+        try:
+            runner.start(as_us(midnight))
+        except StrategyError as exc:
+            journal_error(state, runner, exc)
+            raise
+        for note in runner.notes:  # on_start's lines (it runs again on a resume: shown, not journaled)
+            say(note.line())
         first_open = schedule[0] - round(tf.length.total_seconds() * 1e6) if tick is None else schedule[0] - round(tick * 1e6)
         progress = Progress(say, book, first_open, progress_every)
         pace = f"at {speed:g}x real time" if speed > 0 else "as fast as possible"
@@ -428,6 +452,8 @@ def run_sample_session(
                         for kind, _, payload, sym in events:
                             if kind == "fill":
                                 say(fill_line(sym, payload))
+                            elif kind == "note":
+                                say(payload["line"])
                             elif kind in ("reject", "risk"):
                                 say(f"{kind} {sym or ''} {payload.get('reason', '')} {payload.get('state', '')}".replace("  ", " "))
                 progress.maybe(tick_us)
@@ -437,6 +463,9 @@ def run_sample_session(
         except KeyboardInterrupt:  # Ctrl-C: stop here; the journal has every finished candle, so it resumes
             interrupted = True
             say("interrupted: the session stops here and resumes from this point with the same --session")
+        except StrategyError as exc:  # the strategy raised: journaled, the session stops resumably
+            journal_error(state, runner, exc)
+            raise
         finally:
             if pool is not None:
                 pool.shutdown()
@@ -446,8 +475,16 @@ def run_sample_session(
             raise CacheError(f"session {name}: the cache no longer gives the journaled fills; start a new --session")
         if not interrupted:
             book.buffer.clear()
-            runner.finish(KILL_SWITCH if halting else "end of session")
-            state.processed("_end", runner.now_us, [("fill", f.ts_us, fill_payload(f), f.symbol) for f in book.buffer])
+            notes_before = len(runner.notes)
+            try:
+                runner.finish(KILL_SWITCH if halting else "end of session")
+            except StrategyError as exc:
+                journal_error(state, runner, exc)
+                raise
+            notes = [("note", runner.now_us, note_payload(n), n.symbol) for n in runner.notes[notes_before:] if n.kind == "log"]
+            for _, _, payload, _ in notes:
+                say(payload["line"])
+            state.processed("_end", runner.now_us, [("fill", f.ts_us, fill_payload(f), f.symbol) for f in book.buffer] + notes)
             state.set_meta({"status": "halted" if halting else "finished"})
         warnings = [f"stopped by Ctrl-C at {datetime.fromtimestamp(runner.now_us / 1e6, IST):%H:%M}; "
                     "positions are still open and the session resumes"] if interrupted else []
@@ -467,6 +504,11 @@ def reject_event(r: Rejection, via: str | None = None) -> tuple[str, int, dict[s
     o = r.order
     payload = {"order": o.id, "side": o.side, "qty": o.qty, "reason": r.why, "code": r.code}
     return ("reject", r.ts_us, payload | {"via": via} if via else payload, o.symbol)
+
+
+def note_payload(note: Any) -> dict[str, Any]:
+    """A ctx.log line as journaled: `line` is what is shown (`2024-06-14 10:15 NAME NIFTY: message`)."""
+    return {"strategy": note.strategy, "message": note.message, "line": note.line()}
 
 
 def fill_payload(f: Fill, via: str | None = None) -> dict[str, Any]:
@@ -501,6 +543,7 @@ def session_status(settings: Settings, name: str | None = None, *, all_fills: bo
             status = meta.get("status", "unknown")
             fills = [e.payload | {"symbol": e.symbol} for e in state.events("fill")]
             progress = state.progress()
+            errors = state.events("error")
         net: dict[str, int] = {}
         for f in fills:
             net[f["symbol"]] = net.get(f["symbol"], 0) + f["side"] * f["qty"]
@@ -508,9 +551,12 @@ def session_status(settings: Settings, name: str | None = None, *, all_fills: bo
             from ..engine import MarketDataEngine
 
             engine = MarketDataEngine(settings)
+        shown = status if status != "running" or owner_alive(path) else "stopped"
         out.append({
             "session": unsafe_name(path.stem),  # the file name is escaped (safe_name)
-            "status": status if status != "running" or owner_alive(path) else "stopped",
+            "status": shown,
+            # why a stopped session stopped, if its strategy raised (it resumes with the same --session)
+            **({"error": errors[-1].payload.get("error")} if shown == "stopped" and errors else {}),
             "strategy": meta.get("strategy"),
             "symbols": meta.get("symbols", "").split(","),
             "timeframe": meta.get("timeframe"),
@@ -639,4 +685,5 @@ def snapshot(name: str, now: datetime, runner: StrategyRunner, guard: RiskEngine
         "equity": runner.equity(),
         "fills": [fill_line(f.symbol, fill_payload(f)) for f in broker.fills[-5:]],
         "rejections": [f"order {o.id} {o.symbol}: {why}" for o, why in list(state_rejects)[-5:]],
+        "log": [n.line() for n in runner.notes[-5:] if n.kind == "log"],  # the strategy's latest ctx.log lines
     }
