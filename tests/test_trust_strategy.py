@@ -174,7 +174,7 @@ class RsiReversion(Strategy):
             raise RuntimeError("flag is set")  # FLAG
         if self.where == "flag":
             if candle.minute == 10 * 60 and ctx.position() == 0:
-                ctx.buy(1)
+                ctx.buy(lots=1)
                 ctx.log("bought at the close of " + str(candle.close))
             elif candle.minute == 12 * 60 and ctx.position():
                 ctx.close()
@@ -270,7 +270,7 @@ def test_a_paper_session_whose_strategy_raises_stops_resumably(tmp_path: Path, r
     assert f"at mystrats.py:{_line('FLAG')} on NIFTY 5m candle 2024-06-14 11:00+05:30" in str(info.value)
     name = "RsiReversion-2024-06-14"  # the default name: the class, not the file path
     (status,) = session_status(settings, name)
-    assert status["status"] == "stopped" and status["error"] == str(info.value) and status["positions"] == {"NIFTY": 1}
+    assert status["status"] == "stopped" and status["error"] == str(info.value) and status["positions"] == {"NIFTY": 75}
     with sqlite3.connect(settings.cache_dir / "_paper" / f"{name}.sqlite") as db:
         (payload,) = [json.loads(p) for (p,) in db.execute("SELECT payload FROM events WHERE kind = 'error'")]
         notes = [json.loads(p)["line"] for (p,) in db.execute("SELECT payload FROM events WHERE kind = 'note'")]
