@@ -463,3 +463,14 @@ def test_live_paper_journals_a_refused_fill_once_and_a_resume_keeps_it_refused(t
     assert [(p["code"], p.get("via"), p["qty"]) for p in rejects] == [("buying power", "ltp", 750_000)]
     assert fills == [] and result.trades.height == 0
     assert result.summary.rejections_by_reason() == {"buying power": 1}
+
+
+def test_a_lot_from_a_contract_listed_after_the_run_is_a_warning(tmp_path: Path) -> None:
+    from datetime import date as _date
+
+    from mde.margins import contract_for
+
+    old = contract_for(tmp_path, "NSE", "NIFTY 50", "futures", _date(2024, 6, 3), label="NIFTY")
+    assert old.lot_size == 75 and "a contract listed after 2024-06-03" in old.lot_warning
+    near = contract_for(tmp_path, "NSE", "NIFTY 50", "futures", _date(2025, 11, 3), label="NIFTY")
+    assert near.lot_size == 75 and near.lot_warning == ""

@@ -22,7 +22,7 @@ import math
 import tomllib
 from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from importlib import resources
@@ -143,6 +143,7 @@ class Contract:
     lot_size: int = 1
     strike: float | None = None
     lot_note: str = ""  # where the lot size came from (shown in the summary)
+    lot_warning: str = ""  # the lot is a later contract's: the run's P&L may be scaled wrongly (a warning)
 
 
 DEFAULT_CONTRACT = Contract()
@@ -226,9 +227,18 @@ def contract_for(cache_dir: Path, exchange: str, tradingsymbol: str, segment: st
         later = futs.filter(pl.col("expiry") >= start)
         row = (later if later.height else futs.tail(1)).row(0, named=True)
         lot = int(row["lot_size"])
+        expiry = row["expiry"]
+        # Monthly futures are listed about three months ahead: a contract expiring later than that
+        # after the run's start did not trade then, and its lot may not be the lot of that time.
+        late = expiry is not None and (expiry.date() if isinstance(expiry, datetime) else expiry) > start + timedelta(days=100)
+        warning = (f"{label or tradingsymbol} as {segment}: the lot size {lot} is that of {row['tradingsymbol']} from {what}, "
+                   f"a contract listed after {start}; lot sizes change by exchange circular (index lots were raised in "
+                   "late 2024), so one lot here may not be one lot of that time: read quantities and P&L with that in mind"
+                   ) if late else ""
         return Contract(segment, lot, None,
-                        f"{label or tradingsymbol} as {segment}: lot size {lot} of {row['tradingsymbol']} (expiry {row['expiry']}) "
-                        f"from {what}; lot sizes change by exchange circular, so earlier contracts may have had another")
+                        f"{label or tradingsymbol} as {segment}: lot size {lot} of {row['tradingsymbol']} (expiry {expiry}) "
+                        f"from {what}; lot sizes change by exchange circular, so earlier contracts may have had another",
+                        warning)
     note = (f"{label or tradingsymbol}: no lot size found in an instruments dump; orders are not checked for lots"
             if derivative or segment in ("futures", "options") else "")
     return Contract(segment, 1, None, note)

@@ -442,6 +442,7 @@ def summarize(
                 "source": broker.contract(n).lot_note or None} for n in names}
     lot_desc = "; ".join(broker.contract(n).lot_note for n in names if broker.contract(n).lot_note) \
         or "every symbol here trades in ones."
+    warnings = [*warnings, *(broker.contract(n).lot_warning for n in names if broker.contract(n).lot_warning)]
     rejections = [
         {"ts": us_to_datetime(r.ts_us).isoformat(), "symbol": r.order.symbol, "side": "buy" if r.order.side > 0 else "sell",
          "qty": r.order.qty, "kind": r.order.kind, "price": r.order.price, "stop_loss": r.order.stop_loss,
