@@ -392,3 +392,28 @@ def test_the_paper_panel_shows_the_strategys_latest_log_lines(tmp_path: Path, ra
     console.print(paper_dashboard(snaps[-1]))
     text = console.export_text()
     assert "strategy log:" in text and snaps[-1]["log"][-1] in text
+
+
+def test_open_orders_and_cancel_all_default_to_the_current_candles_symbol(tmp_path: Path) -> None:
+    """Like position(): a multi-symbol strategy asking `if not ctx.open_orders()` must not see the
+    other symbol's orders (that coupled the symbols silently)."""
+    from mde.engine import MarketDataEngine
+
+    seen: list[tuple[str, int, int]] = []
+
+    class Limits(Strategy):
+        def on_candle(self, ctx, candle):
+            if not ctx.open_orders():
+                ctx.buy(1, limit=round(candle.close * 0.5, 1))  # far below: never fills, stays open
+            seen.append((ctx.symbol, len(ctx.open_orders()), len(ctx.open_orders(every=True))))
+            if candle.minute == 15 * 60:
+                ctx.cancel_all()
+
+    settings = load(cache_dir=tmp_path / "cache", source="sample", environ={})
+    eng = MarketDataEngine(settings)
+    for sym in ("NIFTY", "BANKNIFTY"):
+        eng.download(sym, "5m", "2024-06-14", "2024-06-14")
+    run_replay(eng, Limits, ["NIFTY", "BANKNIFTY"], "5m", "2024-06-14", "2024-06-14", costs="none")
+    assert {s for s, _, _ in seen} == {"NIFTY", "BANKNIFTY"}
+    assert all(own == 1 for _, own, _ in seen)  # each symbol keeps exactly its own order
+    assert max(every for _, _, every in seen) == 2

@@ -566,9 +566,11 @@ class Context:
     def equity(self) -> float:
         return self._runner.equity()
 
-    def open_orders(self, symbol: str | None = None) -> list[Order]:
+    def open_orders(self, symbol: str | None = None, *, every: bool = False) -> list[Order]:
+        """This strategy's live orders of `symbol` (default: the current candle's, as position()
+        does, so a multi-symbol run never couples its symbols by accident); `every=True`: all."""
         live = self._runner.broker.pending
-        symbols = [symbol] if symbol else list(live)
+        symbols = list(live) if every else [symbol or self.symbol]
         return [o for s in symbols for o in live.get(s, ()) if o.strategy == self._sid]
 
     # -- orders: they fill from the next candle of their symbol (broker.FILL_MODEL)
@@ -605,8 +607,9 @@ class Context:
     def cancel(self, order: Order) -> None:
         self._runner.broker.cancel(order)
 
-    def cancel_all(self, symbol: str | None = None) -> None:
-        for order in self.open_orders(symbol):
+    def cancel_all(self, symbol: str | None = None, *, every: bool = False) -> None:
+        """Cancel this strategy's live orders of `symbol` (default: the current candle's); `every=True`: all."""
+        for order in self.open_orders(symbol, every=every):
             self._runner.broker.cancel(order)
 
     def log(self, message: str) -> None:
