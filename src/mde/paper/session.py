@@ -167,8 +167,12 @@ def _names(symbols: Sequence[str]) -> list[str]:
     return names
 
 
-def open_journal(state: TradeState, name: str, meta: Mapping[str, str]) -> None:
-    """Take the session (one process at a time) and check that a resume runs what was started."""
+def open_journal(state: TradeState, name: str, meta: Mapping[str, str], *, replayable: bool = False) -> str | None:
+    """Take the session (one process at a time) and check that a resume runs what was started.
+
+    Returns the status of a session that has already ended ("finished", "halted"), else None.
+    A `replayable` session (a sample day: the same candles come back) may be run again to re-make
+    its summary, trades and report from the journal; any other ended session is an error."""
     state.own()
     known = state.meta()
     if "strategy" in known:
@@ -176,9 +180,13 @@ def open_journal(state: TradeState, name: str, meta: Mapping[str, str]) -> None:
         if changed:
             raise InputError(f"session {name} was started with other {', '.join(changed)}; use another --session name")
         if known.get("status") in ("finished", "halted"):
-            raise InputError(f"session {name} has {known['status']}; use another --session name")
+            if replayable:
+                return known["status"]
+            raise InputError(f"session {name} has {known['status']}; use another --session name "
+                             f"(its fills and P&L: mde paper --status --session {name} --json)")
     else:
         state.set_meta({**meta, "status": "running"})
+    return None
 
 
 UPDATE_WORKERS = 4
@@ -376,10 +384,10 @@ def run_sample_session(
     book = Book(engine, strategy, params, names, tf, costs=costs, segment=segment, cash=cash,
                 slippage_ticks=slippage_ticks, limits=limits, as_of=end_of_day, fill_on_candles=True)
     with TradeState(session_path(sessions_dir(settings), name)) as state:
-        open_journal(state, name, {
+        ended = open_journal(state, name, {
             "strategy": strategy, "params": repr(sorted((params or {}).items())), "symbols": ",".join(names),
             "risk": limits.describe(), "timeframe": tf.name, "day": the_day.isoformat(), "cash": repr(float(cash)),
-            "costs": costs, "segment": segment or "", "slippage": str(slippage_ticks)})
+            "costs": costs, "segment": segment or "", "slippage": str(slippage_ticks)}, replayable=True)
         done = state.progress()
         journaled = [e.payload for e in state.events("fill")]
         resumed_from = len(done)
@@ -473,6 +481,14 @@ def run_sample_session(
         n = min(len(journaled), len(broker.fills))
         if [fill_payload(f) for f in broker.fills[:n]] != journaled[:n]:
             raise CacheError(f"session {name}: the cache no longer gives the journaled fills; start a new --session")
+        if ended and not interrupted:  # a re-emit: the end's fills come back too; nothing is journaled
+            runner.finish(KILL_SWITCH if halting else "end of session")
+            if [fill_payload(f) for f in broker.fills] != journaled:
+                raise CacheError(f"session {name}: the cache no longer gives the journaled fills, so its summary "
+                                 "cannot be re-made; `mde paper --status --json` still shows what the journal holds")
+            warnings = [f"session {name} had already {ended}: this summary is re-made from its journal "
+                        "(the same candles, the same fills; nothing new was journaled)"]
+            return book.result(name, resumed_from, ended, the_day, the_day, as_us(midnight), warnings)
         if not interrupted:
             book.buffer.clear()
             notes_before = len(runner.notes)
@@ -551,7 +567,9 @@ def session_status(settings: Settings, name: str | None = None, *, all_fills: bo
             from ..engine import MarketDataEngine
 
             engine = MarketDataEngine(settings)
-        shown = status if status != "running" or owner_alive(path) else "stopped"
+        # a journal marked running (or killed before its first line: no status yet) that no
+        # process owns has stopped; the same --session resumes it
+        shown = status if status not in ("running", "unknown") or owner_alive(path) else "stopped"
         out.append({
             "session": unsafe_name(path.stem),  # the file name is escaped (safe_name)
             "status": shown,
