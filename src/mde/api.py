@@ -154,6 +154,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def _session_view(engine: MarketDataEngine, session: dict[str, Any]) -> dict[str, Any]:
     """A journal's status with its P&L: cash flow of the fills plus open positions at the last close."""
+    if session.get("error"):  # an unreadable journal: listed, named, and no figures at all
+        return {k: v for k, v in session.items() if k != "all_fills"} | {"marks": {}, "pnl": None}
     cash = 0.0
     for fill in session["all_fills"]:
         cash -= fill["side"] * fill["qty"] * fill["price"]

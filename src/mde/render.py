@@ -97,6 +97,10 @@ def inventory_table(items: list[SeriesInfo], console: Console) -> None:
     table.add_column("covered", min_width=22)
     table.add_column("size", justify="right", no_wrap=True)
     for it in items:
+        if it.error is not None:  # named on stderr too; the row says the series is there
+            table.add_row(f"{it.instrument.key} {it.timeframe.name}", "?", "?", "-", "-", "unreadable (see error)",
+                          fmt_bytes(it.bytes))
+            continue
         day = "%Y-%m-%d"
         covered = ", ".join(f"{a:{day}}..{b:{day}}" for a, b in it.coverage[-2:])
         if len(it.coverage) > 2:
@@ -126,6 +130,7 @@ def inventory_rows(items: list[SeriesInfo]) -> list[dict[str, Any]]:
             "coverage": [[iso(a), iso(b)] for a, b in it.coverage],
             "bytes": it.bytes,
             "partitions": it.partitions,
+            **({"error": it.error.message} if it.error is not None else {}),
         }
         for it in items
     ]
@@ -288,6 +293,9 @@ def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
     for col in ("session", "status", "strategy", "symbols", "day", "fills", "open positions", "last candle"):
         table.add_column(col)
     for it in items:
+        if it.get("error"):  # a journal that cannot be read: named on stderr too
+            table.add_row(it["session"], it["status"], "-", "-", "-", "-", "-", "-")
+            continue
         positions = ", ".join(f"{s} {q:+d}" for s, q in it["positions"].items()) or "flat"
         last = max(it["last_candle"].values(), default="-")
         table.add_row(it["session"], it["status"], str(it["strategy"]), ",".join(it["symbols"]), str(it["day"]),
