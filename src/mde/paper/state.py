@@ -9,7 +9,8 @@ read while the session writes. One process at a time owns a session (a lock file
 Every journal is checked at open (`PRAGMA quick_check`): a corrupt page or a 0-byte file is a
 CacheError naming it, never a fresh session over it. `TradeState(path, readonly=True)` opens
 for reading only (`mode=ro`, falling back to `immutable=1` where the folder cannot be written,
-e.g. a read-only file system), so `mde paper --status` works on a read-only cache.
+e.g. a read-only file system), so `mde paper --status` works on a read-only cache and
+leaves no file behind.
 """
 
 from __future__ import annotations
@@ -196,10 +197,14 @@ class TradeState:
 
         uri = "file:" + quote(str(self.path.resolve()))
         last: sqlite3.Error | None = None
-        # mode=ro reads beside a running session (WAL); where the folder cannot be written
-        # (a read-only file system) SQLite cannot make the WAL index, and nobody can be
-        # writing there: the journal is read as immutable.
-        for suffix in ("?mode=ro", "?mode=ro&immutable=1"):
+        # No -wal file: no process has the journal open (a session keeps it while it runs),
+        # so the file is read as it is (immutable: no -wal/-shm files are made beside it,
+        # and it works on a read-only file system). With one, mode=ro reads beside the
+        # running session through the WAL; where SQLite cannot make its WAL index there
+        # (a read-only file system) nobody can be writing, and it is read as immutable.
+        wal = self.path.with_name(self.path.name + "-wal")
+        tries = ("?mode=ro", "?mode=ro&immutable=1") if wal.exists() else ("?mode=ro&immutable=1",)
+        for suffix in tries:
             db = None
             try:
                 db = sqlite3.connect(uri + suffix, uri=True, isolation_level=None, timeout=30)
@@ -227,7 +232,10 @@ class TradeState:
         """SQLite's quick_check: a damaged page is found at open, not in the middle of a session."""
         rows = db.execute("PRAGMA quick_check").fetchall()
         if rows != [("ok",)]:
-            raise _corrupt(self.path, "; ".join(str(r[0]) for r in rows[:2]))
+            lines = [ln.strip() for r in rows for ln in str(r[0]).splitlines() if ln.strip() and not ln.startswith("***")]
+            first = lines[0] if lines else "quick_check failed"
+            more = f", and {len(lines) - 1} more problem(s)" if len(lines) > 1 else ""
+            raise _corrupt(self.path, f"{first[:120]}{more}")
 
     def __enter__(self) -> TradeState:
         return self
