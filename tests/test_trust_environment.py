@@ -30,7 +30,7 @@ import pytest
 
 from conftest import engine_at, run_mde
 from mde.calendar import IST
-from mde.config import MAX_COUNT, load
+from mde.config import load
 from mde.engine import MarketDataEngine
 from mde.errors import CacheError, ConfigError, InputError
 from mde.paper.session import run_sample_session, session_status
@@ -137,10 +137,10 @@ def test_the_largest_count_reaches_back_no_further_than_the_calendar(settings) -
     """MAX_COUNT daily candles is 4,000 years of sessions: the search stops at 1990 instead
     of an OverflowError, and the library's count check is the CLI's."""
     eng = MarketDataEngine(settings)
-    report = eng.refresh("NIFTY", "1d", count=MAX_COUNT)
+    report = eng.refresh("NIFTY", "1d", count=1_000_000)
     assert report.rows > 0
     with pytest.raises(InputError, match="between 1 and 1,000,000"):
-        eng.fetch_latest("NIFTY", "5m", count=MAX_COUNT + 1)
+        eng.fetch_latest("NIFTY", "5m", count=1_000_001)
 
 
 # -- 2. the config file -------------------------------------------------------------------------
