@@ -164,9 +164,8 @@ def missing_sessions(engine: Any, inst: Instrument, tf: Timeframe, start: date, 
     elif manifest is not None and manifest.first_ts is not None and manifest.last_ts is not None:
         # no ledger (a series saved with save_cache, or from before the ledger): the span of the data
         ranges = [(manifest.first_ts, engine.calendar.close_time(manifest.last_ts, tf))]
-    else:
-        df = engine.store.read(inst, tf)
-        ranges = [] if df.is_empty() else [(df["ts"][0], engine.calendar.close_time(df["ts"][-1], tf))]
+    else:  # no manifest (moved aside): the ledger rebuilt from the files, as the next write records it
+        ranges = engine.store.rebuilt_manifest(inst, tf, "unknown")[0].coverage
     cal = engine.calendar
     out = []
     d = start

@@ -15,6 +15,7 @@ leaves no file behind.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -123,16 +124,13 @@ def _db_error(path: Path, exc: sqlite3.Error) -> CacheError:
     from ..store import write_error
 
     code = getattr(exc, "sqlite_errorcode", None)
+    cache = path.parents[1]  # <cache>/_paper/<name>.sqlite
     if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) and not os.access(path.parent, os.W_OK):
-        import errno
-
-        mapped = write_error(path.parents[1], OSError(errno.EROFS if _read_only_fs(path.parent) else errno.EACCES, ""))
+        mapped = write_error(cache, OSError(errno.EROFS if _read_only_fs(path.parent) else errno.EACCES, ""))
         if mapped is not None:
             return mapped
     if code == sqlite3.SQLITE_FULL:
-        import errno
-
-        return write_error(path.parents[1], OSError(errno.ENOSPC, "")) or _corrupt(path, exc)
+        return write_error(cache, OSError(errno.ENOSPC, "")) or _corrupt(path, exc)
     return _corrupt(path, exc)
 
 
