@@ -27,6 +27,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from conftest import engine_at, run_mde
 from mde.calendar import IST
@@ -227,9 +230,11 @@ def test_a_journal_opened_for_status_is_opened_read_only(cache: Path) -> None:
 
 
 # -- 5. a full disk -------------------------------------------------------------------------------
-def test_enospc_in_the_atomic_writer_changes_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The disk fills up while the second of three new partitions is written: one CacheError,
-    every file as it was, no temp file left, and the same write succeeds once there is room."""
+@pytest.mark.parametrize("failing", [1, 2, 3, 4])
+def test_enospc_in_the_atomic_writer_changes_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch, failing: int) -> None:
+    """The disk fills up while the `failing`-th file of a write is put down (three new monthly
+    partitions, then the manifest): one CacheError, every file as it was, no temp file left,
+    and the same write succeeds once there is room."""
     import mde.atomic
 
     eng = MarketDataEngine(load(cache_dir=cache, source="sample", environ={}))
@@ -239,7 +244,7 @@ def test_enospc_in_the_atomic_writer_changes_nothing(cache: Path, monkeypatch: p
 
     def fsync(fd: int) -> None:
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == failing:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
@@ -358,6 +363,36 @@ def test_a_rebuilt_ledger_leaves_out_sessions_with_candles_missing(cache: Path, 
     inst = eng.resolve("NIFTY")
     missing = missing_sessions(eng, inst, parse("5m"), date(2024, 6, 3), date(2024, 6, 28), eng.now())
     assert missing == [date(2024, 6, 12)]
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(holes=st.dictionaries(st.integers(0, 9), st.integers(0, 74), max_size=6),
+       tf_name=st.sampled_from(["5m", "15m"]))
+def test_a_rebuilt_ledger_covers_exactly_the_complete_sessions(holes: dict[int, int], tf_name: str) -> None:
+    """Ten sessions of candles with one candle missing on some of them: the ledger rebuilt from
+    the files covers every other session (and the weekends between), and no holed one."""
+    from factories import make_candles, trading_days
+
+    from mde.calendar import nse
+    from mde.store import ledger_from_candles
+
+    tf = parse(tf_name)
+    days = trading_days(date(2024, 6, 3), 10)
+    df = make_candles(days, step=tf.minutes)
+    per_day = 375 // tf.minutes
+    drop = [df["ts"][i * per_day + k % per_day] for i, k in holes.items()]
+    holey = df.filter(~pl.col("ts").is_in(drop))
+    ledger, full, short = ledger_from_candles(holey["ts"], tf, nse())
+    bad = {days[i] for i in holes}
+    assert short == [d.isoformat() for d in days if d in bad]
+    assert full == len(days) - len(bad)
+
+    def covered(d: date) -> bool:
+        lo = datetime(d.year, d.month, d.day, 9, 15, tzinfo=IST)
+        hi = datetime(d.year, d.month, d.day, 15, 30, tzinfo=IST)
+        return any(a <= lo and b >= hi for a, b in ledger)
+
+    assert [covered(d) for d in days] == [d not in bad for d in days]
 
 
 # -- 7b. paper journals -------------------------------------------------------------------------------
