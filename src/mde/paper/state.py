@@ -191,9 +191,7 @@ class TradeState:
         return db
 
     def _open_readonly(self) -> sqlite3.Connection:
-        from urllib.parse import quote
-
-        uri = "file:" + quote(str(self.path.resolve()))
+        uri = self.path.resolve().as_uri()  # file:///... (percent-encoded; C:/ on Windows)
         last: sqlite3.Error | None = None
         # No -wal file: no process has the journal open (a session keeps it while it runs),
         # so the file is read as it is (immutable: no -wal/-shm files are made beside it,
