@@ -300,6 +300,24 @@ def test_prune_with_one_corrupt_file_changes_nothing(cache: Path) -> None:
     assert_error_lines(res, 6, str(bad))
 
 
+def test_prune_with_a_corrupt_file_it_would_only_summarise_changes_nothing(cache: Path) -> None:
+    """A 2025 file after the cutoff, damaged since the manifest was written: prune would read it
+    to bring the manifest up to date, so it is checked before any series changes."""
+    from factories import make_candles, trading_days
+    from mde.symbols import Instrument
+
+    store = CandleStore(cache)
+    later = make_candles(trading_days(date(2025, 1, 6), 2), step=5)
+    store.write(Instrument("NSE", "NIFTY BANK"), parse("5m"), later, source="sample",
+                now=datetime(2025, 1, 8, tzinfo=IST))
+    bad = cache / "NSE" / "NIFTY_BANK" / "5m" / "2025.parquet"
+    bad.write_bytes(bad.read_bytes()[:100])
+    before = snapshot(cache)
+    res = mde(cache, "prune", "--before", "2024-06-15")
+    assert_error_lines(res, 6, str(bad))
+    assert snapshot(cache) == before
+
+
 def test_prune_with_a_corrupt_manifest_changes_nothing(cache: Path) -> None:
     (cache / "NSE" / "NIFTY_BANK" / "5m" / MANIFEST).write_text("{garbage")
     before = snapshot(cache)

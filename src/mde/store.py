@@ -935,7 +935,7 @@ class CandleStore:
         dropped, the kept part of each affected partition). Reads every file it would touch
         and the manifest, so an unreadable one is a CacheError before anything changes."""
         folder = self.series_dir(instrument, tf)
-        self.manifest(instrument, tf)
+        manifest = self.manifest(instrument, tf)
         hi = partition_key(before.astimezone(IST), tf)
         affected: list[str] = []
         dropped = 0
@@ -950,6 +950,10 @@ class CandleStore:
             affected.append(path.stem)
             dropped += df.height - kept.height
             keep[path.stem] = kept
+        if affected and manifest is not None:  # the files the manifest's update would read
+            for path in _partitions_in(folder):
+                if path.stem not in keep and not _entry_matches(manifest.partitions.get(path.stem), path.stat()):
+                    self._read_file(path)
         return affected, dropped, keep
 
     def prune(
