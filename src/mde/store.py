@@ -671,7 +671,8 @@ class CandleStore:
         if short:
             more = f" (first {short[0]})" if len(short) > 1 else f" ({short[0]})"
             note += f"; {len(short)} session(s) with candles missing are not covered{more}: fetch them again to cover them"
-        note += f"; the source cannot be told from the files and is recorded as '{source}'"
+        note += (f"; ranges answered with no candles cannot be told from the files, and the source is recorded "
+                 f"as '{source}'")
         return manifest, note
 
     def restore_manifest(self, instrument: Instrument, tf: Timeframe, *, source: str, now: datetime) -> Manifest | None:
