@@ -368,8 +368,11 @@ def instruments(
 
     Example:  mde instruments --search "nifty bank"
     """
+    from .errors import InputError
     from .sources.kite import KiteSource
 
+    if limit < 1:  # polars' head(-5) would silently drop the last five instead
+        raise InputError(f"--limit must be at least 1, got {limit}")
     catalog = KiteSource(settings(SourceKind.kite)).catalog
     table = catalog.refresh() if refresh_dump else catalog.table()
     rows = catalog.search(search, limit=limit) if search else table.head(limit)
