@@ -127,6 +127,12 @@ def test_refresh_count_out_of_range_is_one_line_naming_the_range(cache: Path) ->
     assert snapshot(cache) == before
 
 
+def test_instruments_limit_below_one_is_one_line(tmp_path: Path) -> None:
+    for limit in ("0", "-5"):
+        res = run_mde("--cache-dir", str(tmp_path / "cache"), "instruments", "-n", limit)
+        assert_error_lines(res, 2, "--limit must be at least 1")
+
+
 def test_count_in_config_is_bounded(tmp_path: Path) -> None:
     toml = tmp_path / "big.toml"
     toml.write_text("[refresh]\ncount = 100000000\n")
