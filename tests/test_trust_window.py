@@ -192,7 +192,7 @@ def test_replay_on_a_built_timeframe_hands_the_strategy_its_base(nifty_5m_cache:
         "class Probe(Strategy):\n"
         "    def on_candle(self, ctx, candle):\n"
         "        if ctx.built_from() == '5m' and ctx.built_from(timeframe='5m') is None and ctx.position() == 0:\n"
-        "            ctx.buy(1)\n"
+        "            ctx.buy(lots=1)\n"
     )
     done = mde(nifty_5m_cache, "replay", "--strategy", f"{mine}:Probe", "-s", "NIFTY", "-t", "15m",
                "--from", "2024-12-30", "--to", "2024-12-31", "--segment", "futures", "--json")
@@ -214,7 +214,7 @@ def test_replay_names_each_series_base_and_notes_the_built_ones(tmp_path: Path) 
         "    def on_candle(self, ctx, candle):\n"
         "        assert ctx.built_from() == '5m' and ctx.built_from(timeframe='1d') is None\n"
         "        if ctx.position() == 0 and ctx.window(timeframe='1d', n=2).height == 2:\n"
-        "            ctx.buy(1)\n"
+        "            ctx.buy(lots=1)\n"
     )
     args = ("replay", "--strategy", f"{mine}:Daily", "-s", "NIFTY", "-t", "15m", "--from", "2024-12-30", "--to", "2024-12-31",
             "--segment", "futures")

@@ -24,6 +24,9 @@ IST = ZoneInfo("Asia/Kolkata")
 IST_OFFSET_MIN = 330
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 
+# No NSE candle is older (NSE opened in 1994): how far back a count of candles is looked for.
+EARLIEST_DAY = date(1990, 1, 1)
+
 Session = tuple[int, int]  # (start, end) minutes after local midnight, end exclusive
 
 
@@ -132,10 +135,10 @@ class Calendar:
         """
         day = now.astimezone(IST).date()
         total = 0
-        while total < count:
+        while total < count and day > EARLIEST_DAY:
             total += self.candles_per_day(day, timeframe)
             day -= timedelta(days=1)
-        day -= timedelta(days=margin_days)
+        day = max(EARLIEST_DAY, day - timedelta(days=margin_days))
         return datetime.combine(day, time(0, 0), IST)
 
 

@@ -219,9 +219,11 @@ def refresh(
     """
     import time
 
-    from .engine import MarketDataEngine
+    from .engine import MarketDataEngine, check_count
     from .errors import ConfigError, worst
 
+    if count is not None:
+        check_count(count)  # one line before any series, not one per series
     conf = settings(source)
     names = [s for group in (symbols_opt or []) + (symbols or []) for s in group.split(",") if s.strip()]
     names = names or list(conf.refresh.symbols)
@@ -267,6 +269,8 @@ def list_series(
 
     Example:  mde ls --format json
     """
+    from .errors import worst
+
     items = engine().inventory()
     if fmt is ListFormat.json:
         from .render import inventory_json
@@ -276,6 +280,17 @@ def list_series(
         from .render import inventory_table
 
         inventory_table(items, _stdout())
+    _report_bad([it.error for it in items if it.error is not None], worst)
+
+
+def _report_bad(errors: list[Any], worst: Callable[[list[Any]], Any]) -> None:
+    """After a listing: one `error:` line per item that could not be read, then the worst
+    one's exit code (the others were listed)."""
+    for err in errors:
+        _stderr().print("[bold red]error:[/] " + err.message.replace("[", r"\["))
+    bad = worst(errors)
+    if bad is not None:
+        raise typer.Exit(bad.exit_code)
 
 
 @app.command("import")
@@ -373,6 +388,10 @@ def instruments(
     Example:  mde instruments --search "nifty bank"
     """
     conf = settings(source)
+    if limit < 1:  # polars' head(-5) would silently drop the last five instead
+        from .errors import InputError
+
+        raise InputError(f"--limit must be at least 1, got {limit}")
     if conf.source == "sample":
         from .calendar import now_ist
         from .errors import InputError
@@ -531,8 +550,11 @@ def paper(
     if status:
         from .render import paper_status_json, paper_status_table
 
+        from .errors import CacheError, worst
+
         items = session_status(conf, session)
         typer.echo(paper_status_json(items)) if as_json else paper_status_table(items, _stdout())
+        _report_bad([CacheError(it["error"]) for it in items if it.get("error")], worst)
         return
     universe = [*(symbols or []), *(more_symbols or [])]
     if not strategy or not universe:

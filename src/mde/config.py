@@ -26,6 +26,9 @@ from .calendar import IST, now_ist, parse_instant
 from .errors import ConfigError, InputError
 
 SOURCES = ("sample", "kite")
+# `--count` and `[refresh] count`: about ten years of 1m candles. A larger count cannot be
+# served by any source and would walk the calendar back past the year 1.
+MAX_COUNT = 1_000_000
 DEFAULT_KITE_ROOT = "https://api.kite.trade"
 
 
@@ -150,6 +153,12 @@ def _pos_int(v: Any) -> int:
     return v
 
 
+def _count(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_COUNT:
+        raise TypeError(f"a whole number between 1 and {MAX_COUNT:,}")
+    return v
+
+
 def _pos_num(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
         raise TypeError("a positive number")
@@ -178,7 +187,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "cache": {"dir": _str},
     "source": {"kind": _source},
     "kite": {"api_key": _str, "root": _str},
-    "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _pos_int, "multi_tf": _tf_map},
+    "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _count, "multi_tf": _tf_map},
     "costs": {"file": _str},
     "margins": {"file": _str},
     "risk": {"max_loss_per_day": _pos_num, "max_position_qty": _pos_int, "max_position_notional": _pos_num,
@@ -220,17 +229,23 @@ def _check(raw: dict[str, Any], where: Path) -> dict[str, dict[str, Any]]:
 
 def find_config_file(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
     if explicit:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        return path
+        return _config_file(Path(explicit).expanduser(), "config file {path}")
     if environ.get("MDE_CONFIG"):
-        path = Path(environ["MDE_CONFIG"]).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"MDE_CONFIG points to {path}, which does not exist")
-        return path
+        return _config_file(Path(environ["MDE_CONFIG"]).expanduser(), "MDE_CONFIG points to {path}, which")
     local = Path("mde.toml")
     return local if local.is_file() else None
+
+
+def _config_file(path: Path, what: str) -> Path:
+    """`path` if it is a file, else a ConfigError saying what it is instead."""
+    named = what.format(path=path)
+    if path.is_dir():
+        raise ConfigError(f"{named} is a folder, not a file; give the path of a TOML file like mde.toml")
+    if not path.exists():
+        raise ConfigError(f"{named} does not exist")
+    return path
+
+
 
 
 def load(
@@ -254,6 +269,10 @@ def load(
             parsed = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+            ) from None
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
         raw = _check(parsed, path)

@@ -23,13 +23,13 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from . import calendar as cal_mod
-from .config import Settings, load
-from .errors import InputError, MdeError, NotCached
+from .config import MAX_COUNT, Settings, load
+from .errors import CacheError, InputError, MdeError, NotCached
 from .importer import read_candles
 from .jsonout import dumps, finite, frame_rows
 from .resample import resample, visible, with_close
 from .sources import Source, make_source
-from .store import CandleStore, Manifest, Range, WriteResult, empty_candles
+from .store import CandleStore, Range, WriteResult, empty_candles
 from .symbols import Instrument, per_instrument, resolve_offline, validate_symbol
 from .timeframes import Timeframe, parse, sources_for
 from .validate import require_plausible
@@ -141,6 +141,7 @@ class SeriesInfo:
     partitions: int
     implausible: dict[str, int] = field(default_factory=dict)  # cached candles failing validate.check, by rule
     empty: list[Range] = field(default_factory=list)  # answered with no candle (see Manifest.empty)
+    error: CacheError | None = None  # the series could not be summarised (a corrupt manifest): why
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,18 @@ def check_limit(limit: Any) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise InputError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
     return limit
+
+
+def check_count(count: Any) -> int:
+    """A number of candles to keep cached (`--count`, `[refresh] count`): 1..MAX_COUNT."""
+    if isinstance(count, bool) or not isinstance(count, int):
+        try:
+            count = int(str(count))
+        except ValueError:
+            raise InputError(f"count must be a whole number between 1 and {MAX_COUNT:,}, got {count!r}") from None
+    if not 1 <= count <= MAX_COUNT:
+        raise InputError(f"count must be between 1 and {MAX_COUNT:,} (about ten years of 1m candles), got {count:,}")
+    return count
 
 
 def _as_instant(value: datetime | date | str | None, what: str, end_of_day: bool = False) -> datetime | None:
@@ -256,6 +269,8 @@ class MarketDataEngine:
             self.store.check_memory()  # the catalog may download: not on a server's event loop
             try:
                 return self.source.resolve(symbol)
+            except CacheError:
+                raise  # e.g. a corrupt known_instruments.json: that, not "nothing cached", is the problem
             except MdeError:
                 return inst  # the read then says plainly that nothing is cached for it
         return inst
@@ -408,9 +423,8 @@ class MarketDataEngine:
         return self.download(symbol, timeframe, start, end).candles
 
     def _fetch_latest(self, symbol: str, timeframe: str | Timeframe, count: int) -> FetchReport:
+        count = check_count(count)
         inst, tf = self._fetchable(symbol, timeframe)
-        if count < 1:
-            raise InputError(f"count must be at least 1, got {count}")
         now = self.now()
         span = self._span(inst, tf)
         top = min(now, span[1]) if span is not None else now  # the sample's older series end before its clock
@@ -434,10 +448,11 @@ class MarketDataEngine:
         lo = self.calendar.start_for_count(hi, tf, need)
         candles = self._complete(self._ask(inst, tf, lo, hi)[0], tf, now)
         span = hi - lo
+        floor = datetime.combine(cal_mod.EARLIEST_DAY, time(0, 0), cal_mod.IST)
         for _ in range(LATEST_LOOKBACK_DOUBLINGS):
-            if candles.height >= need:
+            if candles.height >= need or lo <= floor:
                 break
-            top, lo = lo - timedelta(microseconds=1), lo - span
+            top, lo = lo - timedelta(microseconds=1), max(floor, lo - span)
             span *= 2
             older, asked = self._ask(inst, tf, lo, top)
             if asked is None:
@@ -464,6 +479,8 @@ class MarketDataEngine:
         (split, bonus), the whole series is downloaded again and swapped in at once.
         With `count`, older candles are back-filled until at least `count` are cached.
         """
+        if count is not None:
+            count = check_count(count)
         inst, tf = self._fetchable(symbol, timeframe)
         now = self.now()
         # "up to now" is relative to the clock: on a clock set in the past (MDE_NOW, a sample
@@ -471,7 +488,8 @@ class MarketDataEngine:
         last = self._last_ts(inst, tf, before=now)
         if last is None:
             return self._fetch_latest(symbol, tf, count or self.settings.refresh.count)
-        manifest = self.store.manifest(inst, tf)
+        # a manifest moved aside is rebuilt from the files (ledger included) before it is used
+        manifest = self.store.restore_manifest(inst, tf, source=self.source.name, now=now)
         last_close = self.calendar.close_time(last, tf)
         # only a fetched range that includes the last candle vouches for what follows it
         ledger = manifest.coverage if manifest else []
@@ -749,21 +767,22 @@ class MarketDataEngine:
 
     # -- inventory and maintenance ---------------------------------------------------------
     def inventory(self) -> list[SeriesInfo]:
-        """Every cached series with its manifest summary, like freqtrade's list-data."""
+        """Every cached series with its manifest summary, like freqtrade's list-data.
+
+        A series that cannot be summarised (a corrupt manifest or file) is listed with its
+        `error` and no figures; the others are listed as usual.
+        """
         out = []
         for inst, tf in self.store.list_series():
-            m = self.store.manifest(inst, tf) or self._manifest_from_files(inst, tf)
-            out.append(
-                SeriesInfo(
-                    inst, tf, m.source, m.rows, m.first_ts, m.last_ts, m.updated_at, m.coverage,
-                    self.store.size_on_disk(inst, tf), len(self.store.partitions(inst, tf)), m.implausible, m.empty,
-                )
-            )
+            size, parts = self.store.size_on_disk(inst, tf), len(self.store.partitions(inst, tf))
+            try:
+                m = self.store.manifest(inst, tf) or self.store.rebuilt_manifest(inst, tf, "unknown")[0]
+            except CacheError as exc:
+                out.append(SeriesInfo(inst, tf, "?", None, None, None, None, [], size, parts, error=exc))  # type: ignore[arg-type]
+                continue
+            out.append(SeriesInfo(inst, tf, m.source, m.rows, m.first_ts, m.last_ts, m.updated_at, m.coverage, size, parts,
+                                  m.implausible, m.empty))
         return out
-
-    def _manifest_from_files(self, inst: Instrument, tf: Timeframe) -> Manifest:
-        df = self.store.read(inst, tf)
-        return Manifest(inst.key, tf.name, "unknown", df.height, df["ts"].min(), df["ts"].max())  # type: ignore[arg-type]
 
     def import_file(
         self, path: str | Path, symbol: str, timeframe: str | Timeframe, origin: str = "import", *, drop_invalid: bool = False
@@ -800,18 +819,21 @@ class MarketDataEngine:
         want_inst = self.resolve(symbol) if symbol is not None else None
         want_tf = parse(timeframe) if timeframe is not None else None
         now = self.now()
+        series = [(inst, tf) for inst, tf in self.store.list_series()
+                  if not ((want_inst and inst.key != want_inst.key) or (want_tf and tf != want_tf))]
+        # All or nothing: plan every series first (reading every file and manifest it would
+        # touch, so a corrupt one stops the prune before anything changed), then apply.
         out = []
-        matched = False
-        for inst, tf in self.store.list_series():
-            if (want_inst and inst.key != want_inst.key) or (want_tf and tf != want_tf):
-                continue
-            matched = matched or want_inst is not None
-            parts, dropped = self.store.prune(inst, tf, cutoff, now=now, dry_run=dry_run)
+        for inst, tf in series:
+            parts, dropped = self.store.prune(inst, tf, cutoff, now=now, dry_run=True)
             if parts:
                 out.append((inst, tf, parts, dropped))
-        if symbol is not None and not matched:
+        if symbol is not None and not series:
             self.check_symbol(symbol)  # a typo is an error with close matches, not "nothing to prune"
-        return out
+        if dry_run:
+            return out
+        done = [(inst, tf, *self.store.prune(inst, tf, cutoff, now=now)) for inst, tf, _, _ in out]
+        return [(inst, tf, parts, dropped) for inst, tf, parts, dropped in done if parts]
 
 
 

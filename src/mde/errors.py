@@ -8,7 +8,8 @@ MdeError                          exit 1   anything mde understood but could not
 │   ├── AuthError                 exit 3   token missing or expired: run `mde login`
 │   ├── RateLimited               exit 4   HTTP 429 from Kite, retried, then gave up
 │   └── SourceUnavailable         exit 5   network down, 5xx, timeouts, HTML error pages
-├── CacheError                    exit 6   an unreadable cache file; nothing was changed
+├── CacheError                    exit 6   an unreadable cache file, or a cache that cannot be written
+│                                          (read-only, no permission, full); nothing was changed
 └── StrategyError                 exit 7   a strategy raised (its file:line, symbol and candle)
 
 The CLI maps `exit_code` to the process exit status in one place; the HTTP API maps
@@ -72,7 +73,8 @@ class SourceUnavailable(SourceError):
 
 
 class CacheError(MdeError):
-    """A cache file is unreadable or inconsistent. mde never deletes or rewrites it on its own."""
+    """A cache file is unreadable or inconsistent (mde never deletes or rewrites it on its own),
+    or the cache cannot be written: `cannot write the cache at <dir>: read-only file system`."""
 
     exit_code = 6
 

@@ -27,6 +27,7 @@ remembered instrument resolves without downloading; when it is fresh, the dump w
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import logging
 import re
@@ -248,10 +249,12 @@ class InstrumentCatalog:
         self.downloads += 1
         table = dump_frame(rows)
         fetched = _ist(self._now())
+        encoded = io.BytesIO()  # encoded first: a full disk is then an OSError, not a polars error
+        table.write_parquet(encoded, compression="zstd", statistics=False)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.dump_path) as fh:
-                table.write_parquet(fh, compression="zstd", statistics=False)
+                fh.write(encoded.getvalue())
             with atomic_write(self.meta_path, "w") as fh:
                 json.dump({"fetched_at": fetched.isoformat(), "rows": table.height}, fh)
                 fh.write("\n")

@@ -108,6 +108,10 @@ def inventory_table(items: list[SeriesInfo], console: Console) -> None:
     table.add_column("size", justify="right", no_wrap=True)
     flagged = [it for it in items if it.implausible]
     for it in items:
+        if it.error is not None:  # named on stderr too; the row says the series is there
+            table.add_row(f"{it.instrument.key} {it.timeframe.name}", "?", "?", "-", "-", "unreadable (see error)",
+                          fmt_bytes(it.bytes))
+            continue
         day = "%Y-%m-%d"
         covered = ", ".join(f"{a:{day}}..{b:{day}}" for a, b in it.coverage[-2:])
         if len(it.coverage) > 2:
@@ -144,6 +148,7 @@ def inventory_rows(items: list[SeriesInfo]) -> list[dict[str, Any]]:
             "partitions": it.partitions,
             "implausible": sum(it.implausible.values()),
             "empty": [[iso(a), iso(b)] for a, b in it.empty],
+            **({"error": it.error.message} if it.error is not None else {}),
         }
         for it in items
     ]
@@ -336,6 +341,9 @@ def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
                 "gross P&L", "charges", "net P&L"):
         table.add_column(col, justify="right" if col in ("fills", "gross P&L", "charges", "net P&L") else "left")
     for it in items:
+        if it.get("status") == "unreadable":  # a journal that cannot be read: named on stderr too
+            table.add_row(it["session"], it["status"], *["-"] * 9)
+            continue
         positions = ", ".join(f"{s} {q:+d}" for s, q in it["positions"].items()) or "flat"
         last = max(it["last_candle"].values(), default="-")
         money = ["-" if it.get(k) is None else f"{it[k]:,.2f}" for k in ("gross_pnl", "charges", "net_pnl")]
@@ -343,7 +351,7 @@ def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
                       str(it["fills"]), positions, last, *money)
     console.print(table)
     for it in items:  # why a stopped session stopped (its strategy raised); the same --session resumes it
-        if it.get("error"):
+        if it.get("error") and it.get("status") != "unreadable":
             console.print(f"{it['session']} stopped: {it['error']}", markup=False)
 
 

@@ -206,9 +206,8 @@ def find_gaps(engine: Any, inst: Instrument, tf: Timeframe, start: date, end: da
     elif manifest is not None and manifest.first_ts is not None and manifest.last_ts is not None:
         # no ledger (a series saved with save_cache, or from before the ledger): the span of the data
         ranges = [(manifest.first_ts, engine.calendar.close_time(manifest.last_ts, tf))]
-    elif engine.store.exists(inst, tf):
-        df = engine.store.read(inst, tf)
-        ranges = [] if df.is_empty() else [(df["ts"][0], engine.calendar.close_time(df["ts"][-1], tf))]
+    elif engine.store.exists(inst, tf):  # no manifest (moved aside): the ledger rebuilt from the files
+        ranges = engine.store.rebuilt_manifest(inst, tf, "unknown")[0].coverage
     else:
         ranges = []
     empties = manifest.empty if manifest is not None else []

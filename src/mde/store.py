@@ -11,7 +11,14 @@ Layout (documented in the README, readable with polars/duckdb/pandas directly):
 
 Every file is replaced atomically (temp file in the same folder, fsync, os.replace, fsync
 of the folder) under the series lock, so a crash leaves each file old or new, never mixed.
+A write stages every file it changes (temp files, fsynced) and renames them into place only
+when all are written, partitions first and the manifest last: a write that fails (a full
+disk) changes nothing, and one killed during the renames leaves candles on disk that the
+ledger does not vouch for yet, never the reverse. An OSError that says the cache cannot be
+written (read-only, permissions, full) becomes one CacheError in one place (`_writing`).
 Parquet files are the truth; the manifest is a summary that every write brings up to date.
+A manifest that is missing (moved aside) is rebuilt from the files, its coverage ledger
+too: every session whose candles are all there counts as covered.
 Each manifest entry carries its file's size and mtime: a write recomputes the entries of the
 files it wrote and of any file whose size or mtime no longer match (written by a writer that
 crashed before its manifest, or by hand), and keeps the others as they are.
@@ -19,10 +26,14 @@ crashed before its manifest, or by hand), and keeps the others as they are.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import logging
 import os
 import shlex
 import shutil
+import stat as stat_mod
 import threading
 import time
 from collections import OrderedDict
@@ -34,12 +45,13 @@ from pathlib import Path
 
 import polars as pl
 
-from .atomic import atomic_write, fsync_dir
-from .calendar import IST
+from .atomic import Staged, fsync_dir
+from .calendar import IST, Calendar, nse
 from .errors import CacheError, InputError
 from .symbols import Instrument, safe_name, unsafe_name
 from .timeframes import Timeframe, parse
 
+log = logging.getLogger("mde.store")
 TS_DTYPE = pl.Datetime("us", "Asia/Kolkata")
 COLUMNS: dict[str, pl.DataType] = {
     "ts": TS_DTYPE,
@@ -184,6 +196,42 @@ def union_ranges(ranges: Iterable[Range]) -> list[Range]:
     return out
 
 
+def ledger_from_candles(ts: pl.Series, tf: Timeframe, calendar: Calendar) -> tuple[list[Range], int, list[str]]:
+    """A coverage ledger rebuilt from the candles themselves: each NSE session whose candles
+    are all there (as many as the calendar says it has) counts as covered, and the days
+    between two such sessions (weekends, holidays) with it. Returns the ledger and the
+    number of sessions it covers, and the sessions from the first candle's to the last's
+    that are not complete (not covered)."""
+    if ts.is_empty():
+        return [], 0, []
+    local = ts.dt.convert_time_zone("Asia/Kolkata")
+    counts = dict(local.dt.date().value_counts().iter_rows())
+    first, last = min(counts), max(counts)
+    ranges: list[Range] = []
+    short: list[str] = []
+    full = 0
+    current: list[datetime] | None = None
+    day = first
+    while day <= last:
+        sessions = calendar.sessions(day)
+        if sessions:
+            if counts.get(day, 0) == calendar.candles_per_day(day, tf):
+                full += 1
+                midnight = datetime(day.year, day.month, day.day, tzinfo=IST)
+                open_, close = midnight + timedelta(minutes=sessions[0][0]), midnight + timedelta(minutes=sessions[-1][1])
+                if current is None:
+                    current = [open_, close]
+                    ranges.append((open_, close))
+                else:
+                    current[1] = close
+                    ranges[-1] = (current[0], close)
+            else:
+                short.append(day.isoformat())
+                current = None
+        day += timedelta(days=1)
+    return ranges, full, short
+
+
 def _iso(ts: datetime | None) -> str | None:
     return None if ts is None else ts.astimezone(IST).isoformat()
 
@@ -296,6 +344,8 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
         return cls(
             instrument=raw["instrument"],
             timeframe=raw["timeframe"],
@@ -346,6 +396,45 @@ def _partitions_in(folder: Path) -> list[Path]:
     return [folder / name for name in sorted(n for n in names if n.endswith(".parquet") and not n.startswith("."))]
 
 
+# OSError numbers that mean "this cache cannot be written", in a user's words.
+WRITE_ERRNOS: dict[int, str] = {
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on device",
+    getattr(errno, "EDQUOT", errno.ENOSPC): "no space left on device",
+}
+FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def write_error(root: Path, exc: OSError) -> CacheError | None:
+    """The one-line CacheError for an OSError that says the cache at `root` cannot be written
+    (read-only, permissions, full), or None for any other OSError."""
+    reason = WRITE_ERRNOS.get(exc.errno) if exc.errno is not None else None
+    if reason is None:
+        return None
+    if exc.errno in FULL_ERRNOS:
+        reason += " (nothing was changed; free some space and run it again)"
+    return CacheError(f"cannot write the cache at {root}: {reason}")
+
+
+def check_cache_root(root: Path) -> None:
+    """A cache dir that exists must be a folder: a file in its place is one clear line."""
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        return  # created by the first write
+    except NotADirectoryError:
+        st = None
+    except OSError as exc:
+        raise CacheError(f"cannot open the cache at {root}: {exc.strerror or exc}") from exc
+    if st is None or not stat_mod.S_ISDIR(st.st_mode):
+        raise CacheError(
+            f"the cache dir {root} is not a folder (a file is in the way); move the file, or point "
+            "--cache-dir, MDE_CACHE_DIR or [cache] dir at a folder"
+        )
+
+
 class NotInMemory(Exception):
     """A read inside `CandleStore.memory_only()` would have decoded a file (or asked a source)."""
 
@@ -355,6 +444,7 @@ class CandleStore:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        check_cache_root(self.root)
         self._read_cache: OrderedDict[Path, tuple[Stamp, pl.DataFrame]] = OrderedDict()
         self._memory_only = threading.local()
         self._dirs: dict[tuple[str, str, str], Path] = {}
@@ -598,13 +688,78 @@ class CandleStore:
         return df.tail(n)
 
     def manifest(self, instrument: Instrument, tf: Timeframe) -> Manifest | None:
+        """The series' manifest; None if there is none (a missing one is rebuilt by the next
+        writer, see `restore_manifest`); a CacheError naming it if it cannot be read."""
         path = self.series_dir(instrument, tf) / MANIFEST
         try:
             return Manifest.from_json(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CacheError(f"{path} is not a valid manifest ({exc}); move it aside and mde rebuilds it") from None
+        except IsADirectoryError:
+            why = "it is a folder"
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # UnicodeDecodeError is a ValueError
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CacheError(
+            f"{path} is not a valid manifest ({why}); move it aside and mde rebuilds it from the files"
+        ) from None
+
+    def rebuilt_manifest(self, instrument: Instrument, tf: Timeframe, source: str) -> tuple[Manifest, str]:
+        """A manifest made from the partition files alone (nothing is written), and a line
+        saying what could not be recovered: the ledger covers each session whose candles are
+        all there; a session with candles missing, and the source, cannot be told from files."""
+        folder = self.series_dir(instrument, tf)
+        manifest = Manifest(instrument.key, tf.name, source)
+        frames = []
+        for path in _partitions_in(folder):
+            df = self._read_file(path)  # a CacheError names an unreadable file
+            if not df.is_empty():
+                manifest.partitions[path.stem] = _entry(df, path.stat())
+                frames.append(df.select("ts"))
+        ts = _concat(frames).get_column("ts") if frames else empty_candles().get_column("ts")
+        manifest.coverage, full, short = ledger_from_candles(ts, tf, nse())
+        manifest.rows = sum(e["rows"] for e in manifest.partitions.values())
+        manifest.first_ts = ts.min() if not ts.is_empty() else None  # type: ignore[assignment]
+        manifest.last_ts = ts.max() if not ts.is_empty() else None  # type: ignore[assignment]
+        note = (
+            f"{instrument} {tf}: rebuilt {folder / MANIFEST} from {len(manifest.partitions)} file(s) "
+            f"({manifest.rows} candles); the coverage ledger covers the {full} session(s) whose candles are all there"
+        )
+        if short:
+            more = f" (first {short[0]})" if len(short) > 1 else f" ({short[0]})"
+            note += f"; {len(short)} session(s) with candles missing are not covered{more}: fetch them again to cover them"
+        note += (f"; ranges answered with no candles cannot be told from the files, and the source is recorded "
+                 f"as '{source}'")
+        return manifest, note
+
+    def restore_manifest(self, instrument: Instrument, tf: Timeframe, *, source: str, now: datetime) -> Manifest | None:
+        """The manifest, rebuilt from the files and written if it is missing (None if the
+        series has no files either). Says what could not be recovered (a warning)."""
+        found = self.manifest(instrument, tf)
+        if found is not None or not self.exists(instrument, tf):
+            return found
+        with self.lock(instrument, tf) as folder:
+            manifest = self._manifest_or_rebuilt(instrument, tf, folder, source)
+            if manifest is None:
+                return None
+            manifest.updated_at = now
+            staged = Staged(folder)
+            try:
+                staged.put(folder / MANIFEST, manifest.to_json().encode())
+                staged.commit()
+            except BaseException:
+                staged.abort()
+                raise
+            return manifest
+
+    def _manifest_or_rebuilt(self, instrument: Instrument, tf: Timeframe, folder: Path, source: str) -> Manifest | None:
+        """Under the lock: the manifest, or one rebuilt from the files if it is missing."""
+        manifest = self.manifest(instrument, tf)
+        if manifest is None and _partitions_in(folder):
+            manifest, note = self.rebuilt_manifest(instrument, tf, source)
+            log.warning("%s", note)
+        return manifest
 
     def list_series(self) -> list[tuple[Instrument, Timeframe]]:
         out = []
@@ -631,31 +786,47 @@ class CandleStore:
 
     # -- writing ----------------------------------------------------------------------
     @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The one place where an OSError of a cache write (read-only file system, no
+        permission, a full disk) becomes a one-line CacheError, its cause kept for `-v`."""
+        try:
+            yield
+        except OSError as exc:
+            mapped = write_error(self.root, exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    @contextmanager
     def lock(self, instrument: Instrument, tf: Timeframe) -> Iterator[Path]:
         """Serialise writers of one series across processes (cron refresh vs a paper session).
 
         The lock file sits beside the series folder (`.<tf>.lock`), so a whole-series
-        replacement can swap the folder while holding it.
+        replacement can swap the folder while holding it. Only writers take it: reads need
+        no lock (every file changes by a rename), so they work on a read-only cache.
         """
         from filelock import FileLock, Timeout
 
         folder = self.series_dir(instrument, tf)
-        try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CacheError(f"cannot create cache folder {folder.parent}: {exc.strerror}") from None
-        lock = FileLock(str(folder.parent / f".{tf.name}.lock"), timeout=LOCK_TIMEOUT_S)
-        try:
-            with lock:
-                self._recover_swap(folder)
-                folder.mkdir(exist_ok=True)
-                for stale in folder.glob(".*.tmp"):  # left by a writer that was killed
-                    stale.unlink(missing_ok=True)
-                yield folder
-        except Timeout:
-            raise CacheError(
-                f"another mde process has held the lock on {instrument} {tf} for {LOCK_TIMEOUT_S:.0f}s; try again"
-            ) from None
+        with self._writing():
+            try:
+                folder.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                if write_error(self.root, exc) is not None:
+                    raise
+                raise CacheError(f"cannot create cache folder {folder.parent}: {exc.strerror}") from exc
+            lock = FileLock(str(folder.parent / f".{tf.name}.lock"), timeout=LOCK_TIMEOUT_S)
+            try:
+                with lock:
+                    self._recover_swap(folder)
+                    folder.mkdir(exist_ok=True)
+                    for stale in folder.glob(".*.tmp"):  # left by a writer that was killed
+                        stale.unlink(missing_ok=True)
+                    yield folder
+            except Timeout:
+                raise CacheError(
+                    f"another mde process has held the lock on {instrument} {tf} for {LOCK_TIMEOUT_S:.0f}s; try again"
+                ) from None
 
     @staticmethod
     def _recover_swap(folder: Path) -> None:
@@ -670,15 +841,32 @@ class CandleStore:
         if new.exists():
             shutil.rmtree(new)
 
-    def _write_parquet(self, df: pl.DataFrame, path: Path) -> os.stat_result:
-        """Replace `path` with `df`; returns the new file's stat (its stamp and manifest entry)."""
-        with atomic_write(path) as fh:
-            df.write_parquet(fh, compression="zstd", statistics=True, row_group_size=ROW_GROUP_SIZE)
-        return path.stat()
+    @staticmethod
+    def _parquet_bytes(df: pl.DataFrame) -> bytes:
+        """The partition file's bytes, encoded in memory: the disk is then written by Python,
+        whose OSError (a full disk) says what happened, not a polars ComputeError."""
+        buf = io.BytesIO()
+        df.write_parquet(buf, compression="zstd", statistics=True, row_group_size=ROW_GROUP_SIZE)
+        return buf.getvalue()
 
-    def _write_manifest(self, folder: Path, manifest: Manifest) -> None:
-        with atomic_write(folder / MANIFEST, "w") as fh:
-            fh.write(manifest.to_json())
+    def _stage_parquet(self, staged: Staged, df: pl.DataFrame, path: Path) -> os.stat_result:
+        """Stage `df` as the new `path`; returns the stat it will have (its stamp and entry)."""
+        return staged.put(path, self._parquet_bytes(df))
+
+    @staticmethod
+    def _stage_manifest(staged: Staged, folder: Path, manifest: Manifest) -> None:
+        staged.put(folder / MANIFEST, manifest.to_json().encode())
+
+    @staticmethod
+    @contextmanager
+    def _staging(folder: Path) -> Iterator[Staged]:
+        """Files of `folder` that change together; nothing changes unless the block succeeds."""
+        staged = Staged(folder)
+        try:
+            yield staged
+        except BaseException:
+            staged.abort()
+            raise
 
     def write(
         self,
@@ -697,7 +885,7 @@ class CandleStore:
         if tf.is_daily:
             candles = normalize_daily(candles)
         with self.lock(instrument, tf) as folder:
-            manifest = self.manifest(instrument, tf) or Manifest(instrument.key, tf.name, source)
+            manifest = self._manifest_or_rebuilt(instrument, tf, folder, source) or Manifest(instrument.key, tf.name, source)
             if manifest.source != source:
                 last = (manifest.last_ts or now).astimezone(IST).date() + timedelta(days=1)
                 raise InputError(
@@ -707,56 +895,66 @@ class CandleStore:
                 )
             added = replaced = 0
             written: dict[str, tuple[pl.DataFrame, os.stat_result]] = {}
-            if not candles.is_empty():
-                keyed = candles.with_columns(_partition_expr(tf).alias("_part"))
-                for (key,), part in keyed.group_by("_part", maintain_order=True):
-                    path = folder / f"{key}.parquet"
-                    old = self._read_file(path)
-                    part = part.drop("_part")
-                    merged = merge_candles(old, part)
-                    new_rows = merged.height - old.height
-                    added += new_rows
-                    replaced += part.height - new_rows
-                    st = self._write_parquet(merged, path)
-                    self._remember(path, _stamp(st), merged)
-                    written[str(key)] = (merged, st)
-            manifest.coverage = union_ranges([*manifest.coverage, *([covered] if covered else [])])
-            if covered:
-                manifest.empty = subtract_ranges(manifest.empty, covered)
-            if empty:
-                manifest.empty = union_ranges([*manifest.empty, empty])
-            self._refresh_manifest(folder, manifest, now, written)
+            with self._staging(folder) as staged:
+                if not candles.is_empty():
+                    keyed = candles.with_columns(_partition_expr(tf).alias("_part"))
+                    for (key,), part in keyed.group_by("_part", maintain_order=True):
+                        path = folder / f"{key}.parquet"
+                        old = self._read_file(path)
+                        part = part.drop("_part")
+                        merged = merge_candles(old, part)
+                        new_rows = merged.height - old.height
+                        added += new_rows
+                        replaced += part.height - new_rows
+                        written[str(key)] = (merged, self._stage_parquet(staged, merged, path))
+                manifest.coverage = union_ranges([*manifest.coverage, *([covered] if covered else [])])
+                if covered:
+                    manifest.empty = subtract_ranges(manifest.empty, covered)
+                if empty:
+                    manifest.empty = union_ranges([*manifest.empty, empty])
+                self._refresh_manifest(folder, manifest, now, written)
+                self._stage_manifest(staged, folder, manifest)
+                staged.commit()
+            self._remember_written(folder, written)
             return WriteResult(added=added, replaced=replaced, rows=manifest.rows)
 
-    def _refresh_manifest(
-        self, folder: Path, manifest: Manifest, now: datetime, written: dict[str, tuple[pl.DataFrame, os.stat_result]]
-    ) -> None:
-        """Bring the manifest in line with the partition files and write it.
+    def _remember_written(self, folder: Path, written: dict[str, tuple[pl.DataFrame, os.stat_result]]) -> None:
+        for key, (df, st) in written.items():  # a rename keeps inode, mtime and size
+            self._remember(folder / f"{key}.parquet", _stamp(st), df)
 
-        `written` holds the frames this write just put in the folder (by partition key), so
-        their entries need no read. Every other file keeps its entry if the entry still matches
-        its size and mtime, and is read (normally from the read cache) only if it does not.
+    def _refresh_manifest(
+        self, folder: Path, manifest: Manifest, now: datetime, written: dict[str, tuple[pl.DataFrame, os.stat_result]],
+        removed: frozenset[str] = frozenset(),
+    ) -> None:
+        """Bring the manifest in line with the partition files as they will be (nothing is written).
+
+        `written` holds the frames this write is putting in the folder (by partition key), so
+        their entries need no read; `removed` the partitions it is deleting. Every other file
+        keeps its entry if the entry still matches its size and mtime, and is read (normally
+        from the read cache) only if it does not.
         """
         parts: dict[str, dict] = {}
         try:
             tf: Timeframe | None = parse(manifest.timeframe)
         except InputError:
             tf = None
-        for path in _partitions_in(folder):
-            if path.stem in written:
-                df, st = written[path.stem]
+        names = sorted({p.stem for p in _partitions_in(folder)} - removed | set(written))
+        for stem in names:
+            path = folder / f"{stem}.parquet"
+            if stem in written:
+                df, st = written[stem]
             else:
                 try:
                     st = path.stat()
                 except FileNotFoundError:
                     continue
-                entry = manifest.partitions.get(path.stem)
+                entry = manifest.partitions.get(stem)
                 if _entry_matches(entry, st):
-                    parts[path.stem] = entry  # type: ignore[assignment]
+                    parts[stem] = entry  # type: ignore[assignment]
                     continue
                 df = self._read_file(path)
             if not df.is_empty():
-                parts[path.stem] = _entry(df, st, tf)
+                parts[stem] = _entry(df, st, tf)
         firsts = [_from_iso(e["first"]) for e in parts.values()]
         lasts = [_from_iso(e["last"]) for e in parts.values()]
         manifest.partitions = parts
@@ -764,7 +962,6 @@ class CandleStore:
         manifest.first_ts = min(firsts) if firsts else None  # type: ignore[type-var]
         manifest.last_ts = max(lasts) if lasts else None  # type: ignore[type-var]
         manifest.updated_at = now
-        self._write_manifest(folder, manifest)
 
     def replace_series(
         self, instrument: Instrument, tf: Timeframe, candles: pl.DataFrame, *, source: str, coverage: list[Range], now: datetime
@@ -772,7 +969,8 @@ class CandleStore:
         """Swap in a whole new series in one step (Kite re-adjusted the past: never mix old and new).
 
         The new files are written to `.<tf>.new/`, then the folders are swapped by two renames
-        under the lock; a crash in between is repaired by the next writer (`_recover_swap`).
+        under the lock; a crash in between is repaired by the next writer (`_recover_swap`),
+        and a failed write (a full disk) removes the staging folder and changes nothing.
         """
         candles = normalize(candles)
         if tf.is_daily:
@@ -782,53 +980,86 @@ class CandleStore:
             staging = folder.parent / f".{tf.name}.new"
             staging.mkdir()
             written: dict[str, tuple[pl.DataFrame, os.stat_result]] = {}
-            keyed = candles.with_columns(_partition_expr(tf).alias("_part"))
-            for (key,), part in keyed.group_by("_part", maintain_order=True):
-                part = part.drop("_part")
-                written[str(key)] = (part, self._write_parquet(part, staging / f"{key}.parquet"))
-            manifest = Manifest(instrument.key, tf.name, source, coverage=union_ranges(coverage))
-            self._refresh_manifest(staging, manifest, now, written)
+            try:
+                with self._staging(staging) as staged:
+                    keyed = candles.with_columns(_partition_expr(tf).alias("_part"))
+                    for (key,), part in keyed.group_by("_part", maintain_order=True):
+                        part = part.drop("_part")
+                        written[str(key)] = (part, self._stage_parquet(staged, part, staging / f"{key}.parquet"))
+                    manifest = Manifest(instrument.key, tf.name, source, coverage=union_ranges(coverage))
+                    self._refresh_manifest(staging, manifest, now, written)
+                    self._stage_manifest(staged, staging, manifest)
+                    staged.commit()
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             old = folder.parent / f".{tf.name}.old"
             os.replace(folder, old)
             os.replace(staging, folder)
             fsync_dir(folder.parent)
             shutil.rmtree(old)
-            for key, (part, st) in written.items():  # a rename keeps inode, mtime and size
-                self._remember(folder / f"{key}.parquet", _stamp(st), part)
+            self._remember_written(folder, written)
             return WriteResult(added=max(0, candles.height - before), replaced=min(before, candles.height), rows=candles.height)
+
+    def prune_plan(self, instrument: Instrument, tf: Timeframe, before: datetime) -> tuple[list[str], int, dict[str, pl.DataFrame]]:
+        """What `prune` would do, with no lock and no write: (partitions affected, candles
+        dropped, the kept part of each affected partition). Reads every file it would touch
+        and the manifest, so an unreadable one is a CacheError before anything changes."""
+        folder = self.series_dir(instrument, tf)
+        manifest = self.manifest(instrument, tf)
+        hi = partition_key(before.astimezone(IST), tf)
+        affected: list[str] = []
+        dropped = 0
+        keep: dict[str, pl.DataFrame] = {}
+        for path in _partitions_in(folder):
+            if path.stem != "all" and path.stem > hi:
+                continue  # starts after `before`: nothing in it goes
+            df = self._read_file(path)
+            kept = df.filter(pl.col("ts") >= before)
+            if kept.height == df.height:
+                continue
+            affected.append(path.stem)
+            dropped += df.height - kept.height
+            keep[path.stem] = kept
+        if affected and manifest is not None:  # the files the manifest's update would read
+            for path in _partitions_in(folder):
+                if path.stem not in keep and not _entry_matches(manifest.partitions.get(path.stem), path.stat()):
+                    self._read_file(path)
+        return affected, dropped, keep
 
     def prune(
         self, instrument: Instrument, tf: Timeframe, before: datetime, *, now: datetime, dry_run: bool = False
     ) -> tuple[list[str], int]:
         """Drop candles with ts < before: whole partitions go, a straddling one is rewritten.
 
-        Returns (partition names affected, candles dropped).
+        Returns (partition names affected, candles dropped). A dry run takes no lock and
+        writes nothing (it works on a read-only cache). The series changes in one step: the
+        rewritten partition and the manifest are staged first, then renamed, then the old
+        partitions removed.
         """
+        if dry_run:
+            affected, dropped, _ = self.prune_plan(instrument, tf, before)
+            return affected, dropped
         with self.lock(instrument, tf) as folder:
-            affected: list[str] = []
-            dropped = 0
+            affected, dropped, keep = self.prune_plan(instrument, tf, before)
+            if not affected:
+                return affected, dropped
+            manifest = self.manifest(instrument, tf)
+            gone = frozenset(stem for stem in affected if keep[stem].is_empty())
+            remaining = {p.stem for p in _partitions_in(folder)} - gone
             written: dict[str, tuple[pl.DataFrame, os.stat_result]] = {}
-            for path in _partitions_in(folder):
-                df = self._read_file(path)
-                keep = df.filter(pl.col("ts") >= before)
-                if keep.height == df.height:
-                    continue
-                affected.append(path.stem)
-                dropped += df.height - keep.height
-                if dry_run:
-                    continue
-                if keep.is_empty():
-                    path.unlink()
-                else:
-                    st = self._write_parquet(keep, path)
-                    self._remember(path, _stamp(st), keep)
-                    written[path.stem] = (keep, st)
-            if not dry_run and affected and not _partitions_in(folder):
-                (folder / MANIFEST).unlink(missing_ok=True)  # nothing left: the series is gone
-            elif not dry_run and affected:
-                manifest = self.manifest(instrument, tf)
-                if manifest is not None:
+            with self._staging(folder) as staged:
+                for stem in affected:
+                    if stem not in gone:
+                        written[stem] = (keep[stem], self._stage_parquet(staged, keep[stem], folder / f"{stem}.parquet"))
+                remove = [folder / f"{stem}.parquet" for stem in sorted(gone)]
+                if not remaining:
+                    remove.append(folder / MANIFEST)  # nothing left: the series is gone
+                elif manifest is not None:
                     manifest.coverage = [(max(a, before), b) for a, b in manifest.coverage if b > before]
                     manifest.empty = [(max(a, before), b) for a, b in manifest.empty if b > before]
-                    self._refresh_manifest(folder, manifest, now, written)
+                    self._refresh_manifest(folder, manifest, now, written, removed=gone)
+                    self._stage_manifest(staged, folder, manifest)
+                staged.commit(remove)
+            self._remember_written(folder, written)
             return affected, dropped

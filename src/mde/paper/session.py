@@ -542,9 +542,14 @@ def session_status(settings: Settings, name: str | None = None, *, all_fills: bo
     """What the journal says of one session (or of all): parameters, state, progress, position,
     fills (`recent_fills` with `ts`), and its P&L (`session_pnl`: gross_pnl, charges, net_pnl).
 
-    Read-only: it opens the journal beside a running session (WAL lets both work at once).
-    With `all_fills`, each entry also carries every fill (`all_fills`).
+    Read-only: it opens the journal beside a running session (WAL lets both work at once),
+    and on a read-only cache. With `all_fills`, each entry also carries every fill
+    (`all_fills`), for a P&L. A journal that cannot be read is listed with `status`
+    "unreadable" and its one-line `error` (asked for by name, it is a CacheError).
     """
+    from ..store import check_cache_root
+
+    check_cache_root(settings.cache_dir)
     folder = sessions_dir(settings)
     if name is not None:
         paths = [session_path(folder, name)]
@@ -554,12 +559,23 @@ def session_status(settings: Settings, name: str | None = None, *, all_fills: bo
         paths = sorted(folder.glob("*.sqlite")) if folder.is_dir() else []
     out = []
     for path in paths:
-        with TradeState(path) as state:
-            meta = state.meta()
-            status = meta.get("status", "unknown")
-            fills = [e.payload | {"symbol": e.symbol} for e in state.events("fill")]
-            progress = state.progress()
-            errors = state.events("error")
+        try:
+            with TradeState(path, readonly=True) as state:
+                meta = state.meta()
+                status = meta.get("status", "unknown")
+                fills = [e.payload | {"symbol": e.symbol} for e in state.events("fill")]
+                progress = state.progress()
+                errors = state.events("error")
+        except CacheError as exc:
+            if name is not None:
+                raise  # the one session asked for: its one line
+            # one bad journal must not hide the others: listed with its error, named by the caller
+            out.append({"session": unsafe_name(path.stem), "status": "unreadable", "error": exc.message,
+                        "strategy": None, "symbols": [], "timeframe": None, "day": None, "fills": 0,
+                        "positions": {}, "last_candle": {}, "recent_fills": [],
+                        "gross_pnl": None, "charges": None, "net_pnl": None,
+                        **({"all_fills": []} if all_fills else {})})
+            continue
         net: dict[str, int] = {}
         for f in fills:
             net[f["symbol"]] = net.get(f["symbol"], 0) + f["side"] * f["qty"]

@@ -5,10 +5,17 @@ halt, ...) committed before it is shown or acted on, together with the last proc
 of each series in the same transaction, so a restart knows exactly where it stopped: no
 candle is processed twice or skipped. WAL mode lets `mde paper --status` and the HTTP API
 read while the session writes. One process at a time owns a session (a lock file beside it).
+
+Every journal is checked at open (`PRAGMA quick_check`): a corrupt page or a 0-byte file is a
+CacheError naming it, never a fresh session over it. `TradeState(path, readonly=True)` opens
+for reading only (`mode=ro`, falling back to `immutable=1` where the folder cannot be written,
+e.g. a read-only file system), so `mde paper --status` works on a read-only cache and
+leaves no file behind.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -63,6 +70,25 @@ def session_path(folder: Path, name: str) -> Path:
 OWN_WAIT_S = 1.0
 
 
+def _flock_held(lock_path: Path) -> bool:
+    """Whether a process holds the lock file, asked without write access (a read-only cache)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: a lock file we cannot open is not held by a running session
+        return False
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
 def owner_alive(path: Path) -> bool:
     """Whether a process runs the session of this journal now (it holds the session's lock).
 
@@ -80,29 +106,133 @@ def owner_alive(path: Path) -> bool:
         lock.acquire()
     except Timeout:
         return True
+    except OSError:  # the lock file cannot be opened for writing (a read-only cache)
+        return _flock_held(lock_path)
     lock.release()
     return False
 
 
-class TradeState:
-    """Open (or create) a session journal. Use as a context manager; `own()` takes the session."""
+def _corrupt(path: Path, why: object) -> CacheError:
+    return CacheError(
+        f"paper journal {path} is corrupt ({why}); move it aside (the other sessions are unaffected) "
+        "and start a new --session"
+    )
 
-    def __init__(self, path: Path | str) -> None:
+
+def _db_error(path: Path, exc: sqlite3.Error) -> CacheError:
+    """The one-line CacheError for an SQLite error on a journal: the cache cannot be written
+    (read-only, full), or the journal is corrupt."""
+    from ..store import write_error
+
+    code = getattr(exc, "sqlite_errorcode", None)
+    cache = path.parents[1]  # <cache>/_paper/<name>.sqlite
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) and not os.access(path.parent, os.W_OK):
+        mapped = write_error(cache, OSError(errno.EROFS if _read_only_fs(path.parent) else errno.EACCES, ""))
+        if mapped is not None:
+            return mapped
+    if code == sqlite3.SQLITE_FULL:
+        return write_error(cache, OSError(errno.ENOSPC, "")) or _corrupt(path, exc)
+    return _corrupt(path, exc)
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):
+        return False
+
+
+class TradeState:
+    """Open (or create) a session journal. Use as a context manager; `own()` takes the session.
+
+    `readonly=True` opens an existing journal for reading only (status, the HTTP API).
+    """
+
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock: Any = None
+        self.readonly = readonly
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            raise _corrupt(self.path, "an empty file, 0 bytes")
+        if readonly:
+            self.db = self._open_readonly()
+        else:
+            self.db = self._open_writable()
+
+    def _open_writable(self) -> sqlite3.Connection:
+        from ..store import write_error
+
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")  # a committed fill survives a power cut
-            self.db.executescript(SCHEMA)
-            found = self.db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            mapped = write_error(self.path.parents[1], exc)
+            if mapped is not None:
+                raise mapped from exc
+            raise CacheError(f"cannot create the paper journal folder {self.path.parent}: {exc.strerror or exc}") from exc
+        db = None
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._check(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed fill survives a power cut
+            db.executescript(SCHEMA)
+            found = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
             if found is None:
-                self.db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+                db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
             elif found[0] != FORMAT:
                 raise CacheError(f"{self.path} is a session journal of format {found[0]}; this mde reads {FORMAT}")
-        except sqlite3.DatabaseError as exc:
-            raise CacheError(f"{self.path} is not a readable session journal ({exc}); move it aside") from None
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            raise _db_error(self.path, exc) from exc
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
+        return db
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        uri = self.path.resolve().as_uri()  # file:///... (percent-encoded; C:/ on Windows)
+        last: sqlite3.Error | None = None
+        # No -wal file: no process has the journal open (a session keeps it while it runs),
+        # so the file is read as it is (immutable: no -wal/-shm files are made beside it,
+        # and it works on a read-only file system). With one, mode=ro reads beside the
+        # running session through the WAL; where SQLite cannot make its WAL index there
+        # (a read-only file system) nobody can be writing, and it is read as immutable.
+        wal = self.path.with_name(self.path.name + "-wal")
+        tries = ("?mode=ro", "?mode=ro&immutable=1") if wal.exists() else ("?mode=ro&immutable=1",)
+        for suffix in tries:
+            db = None
+            try:
+                db = sqlite3.connect(uri + suffix, uri=True, isolation_level=None, timeout=30)
+                self._check(db)
+                found = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+            except sqlite3.OperationalError as exc:
+                if db is not None:
+                    db.close()
+                last = exc
+                if "no such table" in str(exc):
+                    raise _corrupt(self.path, "not a session journal: it has no meta table") from exc
+                continue
+            except sqlite3.Error as exc:
+                if db is not None:
+                    db.close()
+                raise _db_error(self.path, exc) from exc
+            if found is not None and found[0] != FORMAT:
+                db.close()
+                raise CacheError(f"{self.path} is a session journal of format {found[0]}; this mde reads {FORMAT}")
+            return db
+        assert last is not None
+        raise _db_error(self.path, last) from last
+
+    def _check(self, db: sqlite3.Connection) -> None:
+        """SQLite's quick_check: a damaged page is found at open, not in the middle of a session."""
+        rows = db.execute("PRAGMA quick_check").fetchall()
+        if rows != [("ok",)]:
+            lines = [ln.strip() for r in rows for ln in str(r[0]).splitlines() if ln.strip() and not ln.startswith("***")]
+            first = lines[0] if lines else "quick_check failed"
+            more = f", and {len(lines) - 1} more problem(s)" if len(lines) > 1 else ""
+            raise _corrupt(self.path, f"{first[:120]}{more}")
 
     def __enter__(self) -> TradeState:
         return self
@@ -137,13 +267,24 @@ class TradeState:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Several records that must land together (a candle's fills and its progress mark)."""
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _db_error(self.path, exc) from exc
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+        except BaseException as exc:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolled back already (a full disk, an I/O error)
+            if isinstance(exc, sqlite3.Error):
+                raise _db_error(self.path, exc) from exc
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _db_error(self.path, exc) from exc
 
     def set_meta(self, values: Mapping[str, str]) -> None:
         with self.transaction() as db:
