@@ -313,8 +313,45 @@ def test_source_candles_that_fail_the_checks_are_kept_counted_and_shown(tmp_path
         assert "implausible: 1 (1 high/low inconsistent)" in ls.stdout
         js = json.loads(run_mde("ls", "--format", "json", env=env).stdout)
         assert js[0]["implausible"] == 1 and js[0]["rows"] == 6
+        # a refresh re-reads the last session: the summary says what it received
+        later = {**env, "MDE_NOW": "2024-06-18T10:00:00+05:30"}  # (the 17th is a holiday)
+        srv.now = datetime.fromisoformat(later["MDE_NOW"])
+        refreshed = run_mde("refresh", "--symbols", "NIFTY", "-t", "5m", env=later)
+        assert refreshed.returncode == 0, refreshed.stderr
+        assert "1 implausible candles kept as the source's (see mde ls)" in refreshed.stdout
+        summary = json.loads(run_mde("refresh", "--symbols", "NIFTY", "-t", "5m", "--json", env=later).stdout)
+        assert "implausible" in summary and summary["series"][0]["implausible"] in (0, 1)
         settings = load(environ={k: env[k] for k in ("KITE_API_KEY", "KITE_ACCESS_TOKEN", "MDE_KITE_ROOT", "MDE_NOW")},
                         cache_dir=tmp_path / "cache", source="kite")
         eng = MarketDataEngine(settings, KiteSource(settings, retry=RetryPolicy(base_delay=0.01, delay_429=0.05, timeout=3.0)))
         assert eng.load_cache("NIFTY", "5m").height == 6  # kept
         assert [i.implausible for i in eng.inventory()] == [{"ohlc": 1}]
+
+
+def test_the_per_partition_count_follows_every_write(tmp_path: Path) -> None:
+    """A partition's implausible count is exact after any sequence of writes: a bad candle
+    counted, clean candles added beside it (only the new ones checked), the bad one replaced."""
+    from mde.store import CandleStore
+    from mde.symbols import Instrument
+
+    store, inst, tf = CandleStore(tmp_path / "cache"), Instrument("NSE", "NIFTY 50"), parse("5m")
+    now = datetime(2024, 6, 20, 16, 0, tzinfo=IST)
+
+    def candle(minute: int, high: float) -> pl.DataFrame:
+        ts = datetime(2024, 6, 14, 9, 15, tzinfo=IST) + __import__("datetime").timedelta(minutes=minute)
+        return pl.DataFrame({"ts": [ts], "open": [100.0], "high": [high], "low": [99.0], "close": [100.0], "volume": [1]},
+                            schema_overrides={"ts": pl.Datetime("us", "Asia/Kolkata")})
+
+    def total() -> dict:
+        return store.manifest(inst, tf).implausible  # type: ignore[union-attr]
+
+    assert store.write(inst, tf, candle(0, 101.0), source="kite", now=now).implausible == {}
+    assert total() == {}
+    assert store.write(inst, tf, candle(5, 98.0), source="kite", now=now).implausible == {"ohlc": 1}
+    assert total() == {"ohlc": 1}
+    store.write(inst, tf, candle(10, 101.0), source="kite", now=now)
+    assert total() == {"ohlc": 1}
+    store.write(inst, tf, candle(5, 101.0), source="kite", now=now)  # the source corrected it
+    assert total() == {}
+    store.write(inst, tf, candle(3, 101.0), source="kite", now=now)  # 09:18: off the grid, kept, counted
+    assert total() == {"grid": 1}

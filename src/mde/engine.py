@@ -281,14 +281,6 @@ class MarketDataEngine:
             day += timedelta(days=1)
         return False
 
-    def _implausible(self, candles: pl.DataFrame, tf: Timeframe) -> dict[str, int]:
-        from .validate import implausible
-
-        counts = implausible(candles, tf, self.calendar)
-        if counts:
-            log.warning("%d %s candles from the source are not plausible (%s); kept as the source's", sum(counts.values()), tf, counts)
-        return counts
-
     def _complete(self, candles: pl.DataFrame, tf: Timeframe, now: datetime) -> pl.DataFrame:
         return visible(candles, tf, self.calendar, now)
 
@@ -349,7 +341,7 @@ class MarketDataEngine:
             return FetchReport(symbol, inst, tf, (lo, hi), 0, 0, 0, result.rows, complete, empty=True)
         result, complete, _ = self._save(inst, tf, raw, self.source.name, covered, now)
         return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete,
-                           implausible=self._implausible(complete, tf))
+                           implausible=result.implausible)
 
     def fetch_historical(self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str) -> pl.DataFrame:
         """Exactly [start, end] from the source, merged into the cache; returns the candles received."""
@@ -370,7 +362,7 @@ class MarketDataEngine:
         covered = (candles["ts"][0], top) if not candles.is_empty() else (lo, top)
         result, complete, _ = self._save(inst, tf, candles, self.source.name, covered, now)
         return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete,
-                           implausible=self._implausible(complete, tf))
+                           implausible=result.implausible)
 
     def _fetch_back(self, inst: Instrument, tf: Timeframe, hi: datetime, need: int, now: datetime) -> tuple[pl.DataFrame, datetime]:
         """The newest `need` complete candles up to `hi`, and how far back the search went.
@@ -442,7 +434,7 @@ class MarketDataEngine:
             return self._redownload(symbol, inst, tf, now)
         result, complete, _ = self._save(inst, tf, raw, self.source.name, asked, now)
         return FetchReport(symbol, inst, tf, asked or (lo, now), complete.height, result.added, result.replaced, result.rows,
-                           complete, implausible=self._implausible(complete, tf))
+                           complete, implausible=result.implausible)
 
     def _redownload(self, symbol: str, inst: Instrument, tf: Timeframe, now: datetime) -> FetchReport:
         manifest = self.store.manifest(inst, tf)
@@ -455,7 +447,7 @@ class MarketDataEngine:
         log.warning("%s %s: the source re-adjusted past candles; downloaded the whole series again", inst, tf)
         result = self.store.replace_series(inst, tf, raw, source=self.source.name, coverage=[asked or (lo, now)], now=now)
         return FetchReport(symbol, inst, tf, asked or (lo, now), raw.height, result.added, result.replaced, result.rows, raw,
-                           redownloaded=True, implausible=self._implausible(raw, tf))
+                           redownloaded=True, implausible=result.implausible)
 
     def _backfill(self, report: FetchReport, count: int, now: datetime) -> FetchReport:
         inst, tf = report.instrument, report.timeframe
@@ -466,7 +458,7 @@ class MarketDataEngine:
         covered = (older["ts"][0], first)
         result, complete, _ = self._save(inst, tf, older, self.source.name, covered, now)
         bad = dict(report.implausible)
-        for key, n in self._implausible(complete, tf).items():
+        for key, n in result.implausible.items():
             bad[key] = bad.get(key, 0) + n
         return replace(report, received=report.received + complete.height, added=report.added + result.added, rows=result.rows,
                        backfilled=result.added, implausible=bad)

@@ -203,18 +203,21 @@ def _stamp(st: os.stat_result) -> Stamp:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _entry(df: pl.DataFrame, st: os.stat_result, tf: Timeframe | None = None) -> dict:
+def _implausible(df: pl.DataFrame, tf: Timeframe) -> dict[str, int]:
+    from .calendar import nse
+    from .validate import implausible  # validate imports this module
+
+    return implausible(df, tf, nse())
+
+
+def _entry(df: pl.DataFrame, st: os.stat_result, tf: Timeframe | None = None, bad: dict[str, int] | None = None) -> dict:
     """The manifest's summary of one partition file; `implausible` counts its candles that fail
-    validate.check by rule (kept: they are the source's truth; absent when there are none)."""
+    validate.check by rule (kept: they are the source's truth; `{}` when there are none, absent
+    in entries written before mde checked)."""
     ts = df.get_column("ts")
     entry = {"rows": df.height, "first": _iso(ts[0]), "last": _iso(ts[-1]), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     if tf is not None:
-        from .calendar import nse
-        from .validate import implausible  # validate imports this module
-
-        bad = implausible(df, tf, nse())
-        if bad:
-            entry["implausible"] = bad
+        entry["implausible"] = bad if bad is not None else _implausible(df, tf)
     return entry
 
 
@@ -315,6 +318,7 @@ class WriteResult:
     added: int  # candles whose ts was not cached before
     replaced: int  # cached candles overwritten (same ts)
     rows: int  # rows in the series afterwards
+    implausible: dict[str, int] = field(default_factory=dict)  # written candles failing validate.check, by rule
 
 
 def _refetch_advice(path: Path) -> str:
@@ -707,6 +711,8 @@ class CandleStore:
                 )
             added = replaced = 0
             written: dict[str, tuple[pl.DataFrame, os.stat_result]] = {}
+            counted: dict[str, dict[str, int]] = {}
+            bad_written: dict[str, int] = {}
             if not candles.is_empty():
                 keyed = candles.with_columns(_partition_expr(tf).alias("_part"))
                 for (key,), part in keyed.group_by("_part", maintain_order=True):
@@ -717,6 +723,16 @@ class CandleStore:
                     new_rows = merged.height - old.height
                     added += new_rows
                     replaced += part.height - new_rows
+                    # every rule is about one row, so a partition checked clean stays clean when only
+                    # clean candles come in: then only the new ones are checked (a live tick's few)
+                    bad = _implausible(part, tf)
+                    for name, n in bad.items():
+                        bad_written[name] = bad_written.get(name, 0) + n
+                    prior = manifest.partitions.get(str(key))
+                    clean_before = old.is_empty() or (
+                        prior is not None and prior.get("implausible") == {} and _entry_matches(prior, path.stat())
+                    )
+                    counted[str(key)] = {} if clean_before and not bad else (bad if old.is_empty() else _implausible(merged, tf))
                     st = self._write_parquet(merged, path)
                     self._remember(path, _stamp(st), merged)
                     written[str(key)] = (merged, st)
@@ -725,11 +741,12 @@ class CandleStore:
                 manifest.empty = subtract_ranges(manifest.empty, covered)
             if empty:
                 manifest.empty = union_ranges([*manifest.empty, empty])
-            self._refresh_manifest(folder, manifest, now, written)
-            return WriteResult(added=added, replaced=replaced, rows=manifest.rows)
+            self._refresh_manifest(folder, manifest, now, written, counted)
+            return WriteResult(added=added, replaced=replaced, rows=manifest.rows, implausible=bad_written)
 
     def _refresh_manifest(
-        self, folder: Path, manifest: Manifest, now: datetime, written: dict[str, tuple[pl.DataFrame, os.stat_result]]
+        self, folder: Path, manifest: Manifest, now: datetime, written: dict[str, tuple[pl.DataFrame, os.stat_result]],
+        counted: dict[str, dict[str, int]] | None = None,
     ) -> None:
         """Bring the manifest in line with the partition files and write it.
 
@@ -756,7 +773,7 @@ class CandleStore:
                     continue
                 df = self._read_file(path)
             if not df.is_empty():
-                parts[path.stem] = _entry(df, st, tf)
+                parts[path.stem] = _entry(df, st, tf, (counted or {}).get(path.stem))
         firsts = [_from_iso(e["first"]) for e in parts.values()]
         lasts = [_from_iso(e["last"]) for e in parts.values()]
         manifest.partitions = parts
@@ -795,7 +812,8 @@ class CandleStore:
             shutil.rmtree(old)
             for key, (part, st) in written.items():  # a rename keeps inode, mtime and size
                 self._remember(folder / f"{key}.parquet", _stamp(st), part)
-            return WriteResult(added=max(0, candles.height - before), replaced=min(before, candles.height), rows=candles.height)
+            return WriteResult(added=max(0, candles.height - before), replaced=min(before, candles.height), rows=candles.height,
+                               implausible=manifest.implausible)
 
     def prune(
         self, instrument: Instrument, tf: Timeframe, before: datetime, *, now: datetime, dry_run: bool = False
