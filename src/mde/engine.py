@@ -359,6 +359,10 @@ class MarketDataEngine:
             from .sources.sample import outside_span
 
             raise InputError(outside_span(inst, tf, lo, now, span))
+        if candles.is_empty() and self.has_session(lo, top):
+            # nothing at all (Kite: an instrument not traded yet): recorded as empty, not as covered
+            result, complete, _ = self._save(inst, tf, candles, self.source.name, None, now, empty=(lo, top))
+            return FetchReport(symbol, inst, tf, (lo, top), 0, 0, 0, result.rows, complete, empty=True)
         covered = (candles["ts"][0], top) if not candles.is_empty() else (lo, top)
         result, complete, _ = self._save(inst, tf, candles, self.source.name, covered, now)
         return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete,
@@ -612,6 +616,16 @@ class MarketDataEngine:
             want *= 2
 
     def _not_cached(self, symbol: str, tf: Timeframe) -> NotCached:
+        try:
+            manifest = self.store.manifest(self._offline(symbol), tf)
+        except MdeError:
+            manifest = None
+        if manifest is not None and manifest.rows == 0 and manifest.empty:
+            a, b = manifest.empty[0][0], manifest.empty[-1][1]
+            return NotCached(
+                f"no cached {tf} candles for {symbol}: the source answered none for {a:%Y-%m-%d}..{b:%Y-%m-%d} "
+                f"(recorded as empty: not traded yet?)"
+            )
         if self.source_name == "sample":
             try:
                 span = self.source_span(self._offline(symbol), tf)
