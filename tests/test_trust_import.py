@@ -248,13 +248,17 @@ def _mutate(row: dict, how: str, tf: str) -> dict:
         row["open"] = low - 1.0
     elif how == "negative_volume":
         row["volume"] = -1
+    elif how == "fractional_volume":
+        row["volume"] = 1.5
+    elif how == "infinite_volume":
+        row["volume"] = float("inf")
     elif how == "off_grid":
         row["ts"] = row["ts"].replace(minute=(row["ts"].minute + 2) % 60) if tf != "1m" else row["ts"].replace(second=30)
     return row
 
 
 MUTATIONS = ["nan", "inf", "empty", "negative", "zero", "high_below_low", "close_above_high", "open_below_low",
-             "negative_volume", "off_grid", "duplicate"]
+             "negative_volume", "fractional_volume", "infinite_volume", "off_grid", "duplicate"]
 
 
 @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -278,7 +282,7 @@ def test_any_single_mutation_of_a_bundled_row_is_rejected(series: int, where: fl
         return
     rows = window.to_dicts()
     rows[i] = _mutate(rows[i], how, tf_name)
-    mutated = pl.DataFrame(rows, schema=window.schema)
+    mutated = pl.DataFrame(rows, schema={**window.schema, "volume": pl.Float64})  # room for 1.5 and inf
     problems = check(mutated, tf, nse()).get_column("problem")
     assert problems[i] is not None, (tf_name, i, how, rows[i])
     assert problems.drop_nulls().len() == 1
