@@ -145,7 +145,8 @@ def test_outside_session_rows_stay_a_counted_drop_but_all_outside_is_refused(cli
     after_close = "2024-06-14T15:30:00+05:30,100,101,99,100,5"
     path = write_csv(tmp_path / "in.csv", [*GOOD, after_close])
     result = cli("import", str(path), "--symbol", "NIFTY", "-t", "5m")
-    assert result.exit_code == 0 and "dropped 1 outside NSE sessions" in result.stdout
+    assert result.exit_code == 0
+    assert "dropped 1 outside NSE sessions (first: line 6: 2024-06-14 15:30 is outside every NSE session)" in result.stdout
     # naive UTC times (03:45 = 09:15 IST) would all fall before the open: refused, with the likely cause
     utc = write_csv(tmp_path / "utc.csv", [f"2024-06-14T03:{45 + 5 * i}:00,100,101,99,100,5" for i in range(3)])
     before = snapshot(cache_dir)

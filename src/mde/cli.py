@@ -295,9 +295,10 @@ def import_(
         from .validate import counts_text
 
         invalid = f", dropped {sum(rep.dropped_invalid.values())} invalid ({counts_text(rep.dropped_invalid)})" if rep.dropped_invalid else ""
+        example = f" (first: {rep.first_outside})" if rep.first_outside else ""
         typer.echo(
             f"{rep.instrument} {rep.timeframe}: read {rep.rows_read} rows{invalid}, dropped {rep.dropped_outside_session} outside "
-            f"NSE sessions and {rep.dropped_incomplete} incomplete, {rep.added} new, {rep.replaced} replaced, {rep.rows} cached"
+            f"NSE sessions{example} and {rep.dropped_incomplete} incomplete, {rep.added} new, {rep.replaced} replaced, {rep.rows} cached"
         )
 
 

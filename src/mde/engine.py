@@ -119,6 +119,7 @@ class ImportReport:
     replaced: int
     rows: int
     dropped_invalid: dict[str, int] = field(default_factory=dict)  # by validate.PROBLEMS key (--drop-invalid)
+    first_outside: str | None = None  # the first bar dropped outside the sessions, with its line
 
 
 PRICE_TOLERANCE = 0.011  # rupees: float noise like 2071.19 vs 2071.2 is rounding, not an adjustment
@@ -708,7 +709,7 @@ class MarketDataEngine:
         covered = (df["ts"][0], self.calendar.close_time(df["ts"][-1], tf)) if not df.is_empty() else None
         result, complete, incomplete = self._save(inst, tf, df, origin, covered, now)
         return ImportReport(inst, tf, imported.rows_read, imported.dropped_outside_session, incomplete, result.added,
-                            result.replaced, result.rows, imported.dropped_invalid)
+                            result.replaced, result.rows, imported.dropped_invalid, imported.first_outside)
 
     def prune(
         self, before: date | str, symbol: str | None = None, timeframe: str | Timeframe | None = None, dry_run: bool = False
