@@ -72,6 +72,7 @@ BAD_ROWS = {
     "close above high": ("2024-06-14T09:35:00+05:30,100,101,99,102,5", "outside low..high", "high/low inconsistent"),
     "negative volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,-5", "volume '-5' is not a whole number >= 0", "bad volume"),
     "inf volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,inf", "volume 'inf' is not a whole number >= 0", "bad volume"),
+    "huge volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,1e20", "volume '1e20' is not a whole number >= 0", "bad volume"),
     "fractional volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,1.5", "volume '1.5'", "bad volume"),
     "off grid": ("2024-06-14T09:17:00+05:30,100,101,99,100,5", "09:17 is not on the 5m grid (the candle would start at 09:15)", "off the timeframe grid"),
     "seconds": ("2024-06-14T09:35:30+05:30,100,101,99,100,5", "is not on the 5m grid", "off the timeframe grid"),
@@ -360,3 +361,43 @@ def test_the_per_partition_count_follows_every_write(tmp_path: Path) -> None:
     assert total() == {}
     store.write(inst, tf, candle(3, 101.0), source="kite", now=now)  # 09:18: off the grid, kept, counted
     assert total() == {"grid": 1}
+
+
+FIELD = st.one_of(
+    st.sampled_from(["", "abc", "inf", "-inf", "nan", "NaN", "1e309", "-0", "0", "1.5", "100", "99.95", "\"100\"", " 7 ", "Infinity",
+                     "2024-06-14T09:15:00+05:30", "2024-06-14 09:20", "2024-06-14T09:17:00Z", "2024-06-14", "2024-13-40T99:99"]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8),
+)
+JSON_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True),
+                       st.text(max_size=6), st.lists(st.integers(), max_size=2))
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(header=st.sampled_from([HEADER, "ts,open,high,low,close", "date,open,high,low,close,volume,oi", "TS, Open ,high,low,close,volume"]),
+       rows=st.lists(st.lists(FIELD, min_size=0, max_size=8), max_size=6), tf=st.sampled_from(["1m", "5m", "60m", "1d"]))
+def test_any_csv_is_read_or_refused_with_an_input_error_never_anything_else(tmp_path: Path, header: str, rows: list[list[str]], tf: str) -> None:
+    path = tmp_path / "fuzz.csv"
+    path.write_text("\n".join([header, *(",".join(r) for r in rows)]) + "\n", encoding="utf-8")
+    try:
+        got = read_candles(path, parse(tf))
+    except InputError as exc:
+        assert "\n" not in str(exc)
+        return
+    df = got.candles
+    assert df["ts"].is_sorted() and df["ts"].n_unique() == df.height
+    assert counts(check(df, parse(tf), nse())) == {}
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(items=st.lists(st.one_of(
+    st.dictionaries(st.sampled_from(["ts", "date", "open", "high", "low", "close", "volume", "oi", "x"]), JSON_VALUE, max_size=8),
+    st.lists(JSON_VALUE, max_size=8), JSON_VALUE), max_size=5), tf=st.sampled_from(["5m", "1d"]))
+def test_any_json_is_read_or_refused_with_an_input_error_never_anything_else(tmp_path: Path, items: list, tf: str) -> None:
+    path = tmp_path / "fuzz.json"
+    path.write_text(json.dumps(items), encoding="utf-8")
+    try:
+        got = read_candles(path, parse(tf))
+    except InputError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert counts(check(got.candles, parse(tf), nse())) == {}

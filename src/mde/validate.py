@@ -47,6 +47,7 @@ PROBLEMS: dict[str, str] = {
 _AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z")
 _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 _US_PER_MIN = 60_000_000
+MAX_COUNT = 2.0**62  # a volume or oi beyond this is garbage (and would not fit the cache's int64)
 
 
 class InvalidCandles(InputError):
@@ -157,7 +158,7 @@ def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
 
     def bad_count(name: str) -> pl.Expr:
         v = pl.col(name)
-        return pl.col(f"_nan_{name}") | (v.is_not_null() & (~v.is_finite() | (v < 0) | (v != v.round(0))))
+        return pl.col(f"_nan_{name}") | (v.is_not_null() & (~v.is_finite() | (v < 0) | (v > MAX_COUNT) | (v != v.round(0))))
 
     if tf.is_daily:
         off_grid, outside = pl.lit(False), pl.lit(False)
@@ -192,7 +193,7 @@ def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
             )
     out = [pl.col("ts"), *[pl.col(p) for p in PRICES]]
     for name in ("volume", *(["oi"] if "oi" in df.columns else [])):
-        ok = pl.col(name).is_finite() & (pl.col(name) >= 0) & (pl.col(name) == pl.col(name).round(0))
+        ok = pl.col(name).is_finite() & (pl.col(name) >= 0) & (pl.col(name) <= MAX_COUNT) & (pl.col(name) == pl.col(name).round(0))
         out.append(pl.when(ok).then(pl.col(name).round(0)).cast(pl.Int64).alias(name))
     return df.select([*out, "problem"])
 
