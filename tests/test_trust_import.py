@@ -72,7 +72,7 @@ BAD_ROWS = {
     "close above high": ("2024-06-14T09:35:00+05:30,100,101,99,102,5", "outside low..high", "high/low inconsistent"),
     "negative volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,-5", "volume '-5' is not a whole number >= 0", "bad volume"),
     "inf volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,inf", "volume 'inf' is not a whole number >= 0", "bad volume"),
-    "huge volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,1e20", "volume '1e20' is not a whole number >= 0", "bad volume"),
+    "huge volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,1e20", "volume '1e20' is too large for a count", "bad volume"),
     "fractional volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,1.5", "volume '1.5'", "bad volume"),
     "off grid": ("2024-06-14T09:17:00+05:30,100,101,99,100,5", "09:17 is not on the 5m grid (the candle would start at 09:15)", "off the timeframe grid"),
     "seconds": ("2024-06-14T09:35:30+05:30,100,101,99,100,5", "is not on the 5m grid", "off the timeframe grid"),

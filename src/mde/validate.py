@@ -249,6 +249,16 @@ def explain(raw_row: dict[str, Any], row: dict[str, Any], problem: str, tf: Time
             return f"high {h} < low {low}"
         return f"open {o} / close {c} outside low..high {low}..{h}"
     if problem in ("volume", "oi"):
+        v = row.get(problem)
+        if v is None and isinstance(raw_row.get(problem), (int, float)):
+            v = float(raw_row[problem])
+        if v is None:
+            try:
+                v = float(str(raw_row.get(problem)))
+            except ValueError:
+                v = None
+        if v is not None and v == v and v > MAX_COUNT and v != float("inf"):
+            return f"{problem} {_fmt(raw_row.get(problem))} is too large for a count"
         return f"{problem} {_fmt(raw_row.get(problem))} is not a whole number >= 0"
     ts = row.get("ts")
     if problem == "session":
