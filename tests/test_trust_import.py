@@ -401,3 +401,11 @@ def test_any_json_is_read_or_refused_with_an_input_error_never_anything_else(tmp
         assert "\n" not in str(exc)
         return
     assert counts(check(got.candles, parse(tf), nse())) == {}
+
+
+def test_an_exact_copy_of_a_row_is_flagged_once_and_drop_invalid_keeps_the_original(cli, tmp_path: Path, cache_dir: Path) -> None:
+    path = write_csv(tmp_path / "in.csv", [*GOOD[:2], GOOD[1], *GOOD[2:]])  # line 4 repeats line 3
+    refused = cli("import", str(path), "--symbol", "NIFTY", "-t", "5m")
+    assert refused.exit_code == 2 and re.findall(r"\bline (\d+):", refused.stderr) == ["4"]
+    kept = cli("import", str(path), "--symbol", "NIFTY", "-t", "5m", "--drop-invalid")
+    assert kept.exit_code == 0 and "dropped 1 invalid (1 duplicate ts)" in kept.stdout and "4 new" in kept.stdout

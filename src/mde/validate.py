@@ -269,7 +269,7 @@ def explain(raw_row: dict[str, Any], row: dict[str, Any], problem: str, tf: Time
         start = from_ist_minutes(minute - minute % 1440 + anchor + (minute % 1440 - anchor) // tf.minutes * tf.minutes)
         return f"{_ts_text(ts)} is not on the {tf} grid (the candle would start at {start:%H:%M})"
     if problem == "duplicate":
-        return f"{_ts_text(ts)} is given more than once" + (" with different values" if detail != "same" else "")
+        return f"{_ts_text(ts)} is given more than once"
     return PROBLEMS.get(problem, problem)
 
 
