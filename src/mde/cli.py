@@ -179,6 +179,9 @@ def fetch(
 ) -> None:
     """Download candles for a date range into the cache (never deletes cached candles).
 
+    A range without an NSE session, or outside what the sample has, is an error and records
+    nothing; a source's answer of no candles at all is recorded as empty, not as covered.
+
     Example:  mde fetch NIFTY --timeframe 5m --from 2024-06-01 --to 2024-06-30
     """
     report = engine(source).download(symbol, timeframe, start, end)
@@ -259,7 +262,8 @@ def refresh(
 def list_series(
     fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
 ) -> None:
-    """List the cached series: source, rows, first/last candle, covered ranges, size on disk.
+    """List the cached series: source, rows, first/last candle, covered ranges, size on disk,
+    and a note for each series holding implausible candles from its source.
 
     Example:  mde ls --format json
     """
