@@ -5,7 +5,7 @@ A row is plausible when:
 - `ts` is a timestamp (ISO 8601 text is parsed here: `+05:30`, `+0530`, `Z`, or naive IST);
 - open, high, low and close are finite numbers > 0;
 - low <= min(open, close) <= max(open, close) <= high;
-- volume (and oi) is null or a whole number >= 0;
+- volume (and oi) is null or a whole number from 0 to 2**62;
 - intraday: `ts` is the start of a bucket on the timeframe's session grid (09:15, 09:20 ...
   for 5m) and the bucket overlaps an NSE session; daily: any time of the day (it is folded
   to the day, and several rows of one day, as Kite's old BANKNIFTY days have, are folded into
