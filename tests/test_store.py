@@ -845,9 +845,8 @@ def partitions_from_files(folder: Path) -> dict[str, dict]:
             "rows": df.height, "first": df["ts"][0].isoformat(), "last": df["ts"][-1].isoformat(),
             "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
         }
-        bad = implausible(df, parse(folder.name), nse())  # candles written past the checks (a source's), counted
-        if bad:
-            out[path.stem]["implausible"] = bad
+        # candles a source gave that fail validate.check, counted ({} when none)
+        out[path.stem]["implausible"] = implausible(df, parse(folder.name), nse())
     return out
 
 

@@ -235,6 +235,9 @@ def test_replay_of_an_uncached_range_names_the_fetch_to_run(settings: Settings) 
         run_replay(eng, "sma_cross", ["NIFTY"], "5m", "2024-02-01", "2024-03-31", costs="none")
     result = run_replay(eng, "sma_cross", ["NIFTY"], "5m", "2024-02-01", "2024-03-31", costs="none", allow_gaps=True)
     assert "skipped" in result.warnings[0]
-    # the sample has INFY at 60m and 1d only: advising `mde fetch INFY --timeframe 5m` would loop
-    with pytest.raises(InputError, match=r"no cached 5m candles for INFY, and the sample has none to fetch.*it has 60m, 1d"):
+    with pytest.raises(NotCached, match="mde fetch BANKNIFTY --timeframe 5m --from 2024-03-01 --to 2024-03-28"):
+        run_replay(eng, "sma_cross", ["BANKNIFTY"], "5m", "2024-03-01", "2024-03-31", costs="none")
+    # issue 14: a fetch the sample cannot answer is not advised (it would fail, and replay again)
+    with pytest.raises(InputError, match="the sample has none to fetch") as info:
         run_replay(eng, "sma_cross", ["INFY"], "5m", "2024-03-01", "2024-03-31", costs="none")
+    assert "mde fetch" not in str(info.value)

@@ -235,3 +235,27 @@ def test_every_advice_in_the_code_is_followed_by_a_test_here() -> None:
         if n:
             found[path.name] = n
     assert found == followed
+
+
+def test_a_kite_refresh_of_an_instrument_with_no_candles_does_not_loop(tmp_path: Path) -> None:
+    """`mde window` of an uncached series advises `mde refresh`; when Kite has nothing for it, the
+    refresh records an empty range and the window then says so, advising nothing."""
+    try:
+        from kite_server import KiteServer
+    except ImportError:  # pragma: no cover
+        from tests.kite_server import KiteServer
+
+    with KiteServer(instruments_csv=REPO / "data" / "instruments.csv") as srv:
+        now = "2024-12-31T15:31:00+05:30"
+        srv.now = datetime.fromisoformat(now)
+        env = {"KITE_API_KEY": srv.api_key, "KITE_ACCESS_TOKEN": srv.access_token, "MDE_KITE_ROOT": srv.url,
+               "MDE_NOW": now, "MDE_SOURCE": "kite", "MDE_CACHE_DIR": str(tmp_path / "cache"), "MDE_TOKEN_FILE": str(tmp_path / "t.json")}
+        first = run_mde("window", "INFY", "-t", "5m", env=env)
+        assert first.returncode == 2
+        (command,) = advised(first.stderr)
+        assert command == ["refresh", "--symbols", "INFY", "--timeframe", "5m"]
+        done = run_mde(*command, env=env)
+        assert done.returncode == 0, done.stderr
+        again = run_mde("window", "INFY", "-t", "5m", env=env)
+        assert again.returncode == 2 and again.stderr != first.stderr and not advised(again.stderr)
+        assert "the source answered none" in again.stderr

@@ -72,6 +72,7 @@ BAD_ROWS = {
     "close above high": ("2024-06-14T09:35:00+05:30,100,101,99,102,5", "outside low..high", "high/low inconsistent"),
     "negative volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,-5", "volume '-5' is not a whole number >= 0", "bad volume"),
     "inf volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,inf", "volume 'inf' is not a whole number >= 0", "bad volume"),
+    "huge volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,1e20", "volume '1e20' is too large for a count", "bad volume"),
     "fractional volume": ("2024-06-14T09:35:00+05:30,100,101,99,100,1.5", "volume '1.5'", "bad volume"),
     "off grid": ("2024-06-14T09:17:00+05:30,100,101,99,100,5", "09:17 is not on the 5m grid (the candle would start at 09:15)", "off the timeframe grid"),
     "seconds": ("2024-06-14T09:35:30+05:30,100,101,99,100,5", "is not on the 5m grid", "off the timeframe grid"),
@@ -145,7 +146,8 @@ def test_outside_session_rows_stay_a_counted_drop_but_all_outside_is_refused(cli
     after_close = "2024-06-14T15:30:00+05:30,100,101,99,100,5"
     path = write_csv(tmp_path / "in.csv", [*GOOD, after_close])
     result = cli("import", str(path), "--symbol", "NIFTY", "-t", "5m")
-    assert result.exit_code == 0 and "dropped 1 outside NSE sessions" in result.stdout
+    assert result.exit_code == 0
+    assert "dropped 1 outside NSE sessions (first: line 6: 2024-06-14 15:30 is outside every NSE session)" in result.stdout
     # naive UTC times (03:45 = 09:15 IST) would all fall before the open: refused, with the likely cause
     utc = write_csv(tmp_path / "utc.csv", [f"2024-06-14T03:{45 + 5 * i}:00,100,101,99,100,5" for i in range(3)])
     before = snapshot(cache_dir)
@@ -248,13 +250,17 @@ def _mutate(row: dict, how: str, tf: str) -> dict:
         row["open"] = low - 1.0
     elif how == "negative_volume":
         row["volume"] = -1
+    elif how == "fractional_volume":
+        row["volume"] = 1.5
+    elif how == "infinite_volume":
+        row["volume"] = float("inf")
     elif how == "off_grid":
         row["ts"] = row["ts"].replace(minute=(row["ts"].minute + 2) % 60) if tf != "1m" else row["ts"].replace(second=30)
     return row
 
 
 MUTATIONS = ["nan", "inf", "empty", "negative", "zero", "high_below_low", "close_above_high", "open_below_low",
-             "negative_volume", "off_grid", "duplicate"]
+             "negative_volume", "fractional_volume", "infinite_volume", "off_grid", "duplicate"]
 
 
 @hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -278,7 +284,7 @@ def test_any_single_mutation_of_a_bundled_row_is_rejected(series: int, where: fl
         return
     rows = window.to_dicts()
     rows[i] = _mutate(rows[i], how, tf_name)
-    mutated = pl.DataFrame(rows, schema=window.schema)
+    mutated = pl.DataFrame(rows, schema={**window.schema, "volume": pl.Float64})  # room for 1.5 and inf
     problems = check(mutated, tf, nse()).get_column("problem")
     assert problems[i] is not None, (tf_name, i, how, rows[i])
     assert problems.drop_nulls().len() == 1
@@ -313,8 +319,93 @@ def test_source_candles_that_fail_the_checks_are_kept_counted_and_shown(tmp_path
         assert "implausible: 1 (1 high/low inconsistent)" in ls.stdout
         js = json.loads(run_mde("ls", "--format", "json", env=env).stdout)
         assert js[0]["implausible"] == 1 and js[0]["rows"] == 6
+        # a refresh re-reads the last session: the summary says what it received
+        later = {**env, "MDE_NOW": "2024-06-18T10:00:00+05:30"}  # (the 17th is a holiday)
+        srv.now = datetime.fromisoformat(later["MDE_NOW"])
+        refreshed = run_mde("refresh", "--symbols", "NIFTY", "-t", "5m", env=later)
+        assert refreshed.returncode == 0, refreshed.stderr
+        assert "1 implausible candles kept as the source's (see mde ls)" in refreshed.stdout
+        summary = json.loads(run_mde("refresh", "--symbols", "NIFTY", "-t", "5m", "--json", env=later).stdout)
+        assert "implausible" in summary and summary["series"][0]["implausible"] in (0, 1)
         settings = load(environ={k: env[k] for k in ("KITE_API_KEY", "KITE_ACCESS_TOKEN", "MDE_KITE_ROOT", "MDE_NOW")},
                         cache_dir=tmp_path / "cache", source="kite")
         eng = MarketDataEngine(settings, KiteSource(settings, retry=RetryPolicy(base_delay=0.01, delay_429=0.05, timeout=3.0)))
         assert eng.load_cache("NIFTY", "5m").height == 6  # kept
         assert [i.implausible for i in eng.inventory()] == [{"ohlc": 1}]
+
+
+def test_the_per_partition_count_follows_every_write(tmp_path: Path) -> None:
+    """A partition's implausible count is exact after any sequence of writes: a bad candle
+    counted, clean candles added beside it (only the new ones checked), the bad one replaced."""
+    from mde.store import CandleStore
+    from mde.symbols import Instrument
+
+    store, inst, tf = CandleStore(tmp_path / "cache"), Instrument("NSE", "NIFTY 50"), parse("5m")
+    now = datetime(2024, 6, 20, 16, 0, tzinfo=IST)
+
+    def candle(minute: int, high: float) -> pl.DataFrame:
+        ts = datetime(2024, 6, 14, 9, 15, tzinfo=IST) + __import__("datetime").timedelta(minutes=minute)
+        return pl.DataFrame({"ts": [ts], "open": [100.0], "high": [high], "low": [99.0], "close": [100.0], "volume": [1]},
+                            schema_overrides={"ts": pl.Datetime("us", "Asia/Kolkata")})
+
+    def total() -> dict:
+        return store.manifest(inst, tf).implausible  # type: ignore[union-attr]
+
+    assert store.write(inst, tf, candle(0, 101.0), source="kite", now=now).implausible == {}
+    assert total() == {}
+    assert store.write(inst, tf, candle(5, 98.0), source="kite", now=now).implausible == {"ohlc": 1}
+    assert total() == {"ohlc": 1}
+    store.write(inst, tf, candle(10, 101.0), source="kite", now=now)
+    assert total() == {"ohlc": 1}
+    store.write(inst, tf, candle(5, 101.0), source="kite", now=now)  # the source corrected it
+    assert total() == {}
+    store.write(inst, tf, candle(3, 101.0), source="kite", now=now)  # 09:18: off the grid, kept, counted
+    assert total() == {"grid": 1}
+
+
+FIELD = st.one_of(
+    st.sampled_from(["", "abc", "inf", "-inf", "nan", "NaN", "1e309", "-0", "0", "1.5", "100", "99.95", "\"100\"", " 7 ", "Infinity",
+                     "2024-06-14T09:15:00+05:30", "2024-06-14 09:20", "2024-06-14T09:17:00Z", "2024-06-14", "2024-13-40T99:99"]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8),
+)
+JSON_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True),
+                       st.text(max_size=6), st.lists(st.integers(), max_size=2))
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(header=st.sampled_from([HEADER, "ts,open,high,low,close", "date,open,high,low,close,volume,oi", "TS, Open ,high,low,close,volume"]),
+       rows=st.lists(st.lists(FIELD, min_size=0, max_size=8), max_size=6), tf=st.sampled_from(["1m", "5m", "60m", "1d"]))
+def test_any_csv_is_read_or_refused_with_an_input_error_never_anything_else(tmp_path: Path, header: str, rows: list[list[str]], tf: str) -> None:
+    path = tmp_path / "fuzz.csv"
+    path.write_text("\n".join([header, *(",".join(r) for r in rows)]) + "\n", encoding="utf-8")
+    try:
+        got = read_candles(path, parse(tf))
+    except InputError as exc:
+        assert "\n" not in str(exc)
+        return
+    df = got.candles
+    assert df["ts"].is_sorted() and df["ts"].n_unique() == df.height
+    assert counts(check(df, parse(tf), nse())) == {}
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(items=st.lists(st.one_of(
+    st.dictionaries(st.sampled_from(["ts", "date", "open", "high", "low", "close", "volume", "oi", "x"]), JSON_VALUE, max_size=8),
+    st.lists(JSON_VALUE, max_size=8), JSON_VALUE), max_size=5), tf=st.sampled_from(["5m", "1d"]))
+def test_any_json_is_read_or_refused_with_an_input_error_never_anything_else(tmp_path: Path, items: list, tf: str) -> None:
+    path = tmp_path / "fuzz.json"
+    path.write_text(json.dumps(items), encoding="utf-8")
+    try:
+        got = read_candles(path, parse(tf))
+    except InputError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert counts(check(got.candles, parse(tf), nse())) == {}
+
+
+def test_an_exact_copy_of_a_row_is_flagged_once_and_drop_invalid_keeps_the_original(cli, tmp_path: Path, cache_dir: Path) -> None:
+    path = write_csv(tmp_path / "in.csv", [*GOOD[:2], GOOD[1], *GOOD[2:]])  # line 4 repeats line 3
+    refused = cli("import", str(path), "--symbol", "NIFTY", "-t", "5m")
+    assert refused.exit_code == 2 and re.findall(r"\bline (\d+):", refused.stderr) == ["4"]
+    kept = cli("import", str(path), "--symbol", "NIFTY", "-t", "5m", "--drop-invalid")
+    assert kept.exit_code == 0 and "dropped 1 invalid (1 duplicate ts)" in kept.stdout and "4 new" in kept.stdout

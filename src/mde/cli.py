@@ -183,6 +183,9 @@ def fetch(
 ) -> None:
     """Download candles for a date range into the cache (never deletes cached candles).
 
+    A range without an NSE session, or outside what the sample has, is an error and records
+    nothing; a source's answer of no candles at all is recorded as empty, not as covered.
+
     Example:  mde fetch NIFTY --timeframe 5m --from 2024-06-01 --to 2024-06-30
     """
     report = engine(source).download(symbol, timeframe, start, end)
@@ -265,7 +268,8 @@ def refresh(
 def list_series(
     fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
 ) -> None:
-    """List the cached series: source, rows, first/last candle, covered ranges, size on disk.
+    """List the cached series: source, rows, first/last candle, covered ranges, size on disk,
+    and a note for each series holding implausible candles from its source.
 
     Example:  mde ls --format json
     """
@@ -314,9 +318,10 @@ def import_(
         from .validate import counts_text
 
         invalid = f", dropped {sum(rep.dropped_invalid.values())} invalid ({counts_text(rep.dropped_invalid)})" if rep.dropped_invalid else ""
+        example = f" (first: {rep.first_outside})" if rep.first_outside else ""
         typer.echo(
             f"{rep.instrument} {rep.timeframe}: read {rep.rows_read} rows{invalid}, dropped {rep.dropped_outside_session} outside "
-            f"NSE sessions and {rep.dropped_incomplete} incomplete, {rep.added} new, {rep.replaced} replaced, {rep.rows} cached"
+            f"NSE sessions{example} and {rep.dropped_incomplete} incomplete, {rep.added} new, {rep.replaced} replaced, {rep.rows} cached"
         )
 
 

@@ -155,6 +155,7 @@ class ImportReport:
     replaced: int
     rows: int
     dropped_invalid: dict[str, int] = field(default_factory=dict)  # by validate.PROBLEMS key (--drop-invalid)
+    first_outside: str | None = None  # the first bar dropped outside the sessions, with its line
 
 
 PRICE_TOLERANCE = 0.011  # rupees: float noise like 2071.19 vs 2071.2 is rounding, not an adjustment
@@ -348,14 +349,6 @@ class MarketDataEngine:
             day += timedelta(days=1)
         return False
 
-    def _implausible(self, candles: pl.DataFrame, tf: Timeframe) -> dict[str, int]:
-        from .validate import implausible
-
-        counts = implausible(candles, tf, self.calendar)
-        if counts:
-            log.warning("%d %s candles from the source are not plausible (%s); kept as the source's", sum(counts.values()), tf, counts)
-        return counts
-
     def _complete(self, candles: pl.DataFrame, tf: Timeframe, now: datetime) -> pl.DataFrame:
         return visible(candles, tf, self.calendar, now)
 
@@ -416,7 +409,7 @@ class MarketDataEngine:
             return FetchReport(symbol, inst, tf, (lo, hi), 0, 0, 0, result.rows, complete, empty=True)
         result, complete, _ = self._save(inst, tf, raw, self.source.name, covered, now)
         return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete,
-                           implausible=self._implausible(complete, tf))
+                           implausible=result.implausible)
 
     def fetch_historical(self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str) -> pl.DataFrame:
         """Exactly [start, end] from the source, merged into the cache; returns the candles received."""
@@ -433,10 +426,14 @@ class MarketDataEngine:
             from .sources.sample import outside_span
 
             raise InputError(outside_span(inst, tf, lo, now, span))
+        if candles.is_empty() and self.has_session(lo, top):
+            # nothing at all (Kite: an instrument not traded yet): recorded as empty, not as covered
+            result, complete, _ = self._save(inst, tf, candles, self.source.name, None, now, empty=(lo, top))
+            return FetchReport(symbol, inst, tf, (lo, top), 0, 0, 0, result.rows, complete, empty=True)
         covered = (candles["ts"][0], top) if not candles.is_empty() else (lo, top)
         result, complete, _ = self._save(inst, tf, candles, self.source.name, covered, now)
         return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete,
-                           implausible=self._implausible(complete, tf))
+                           implausible=result.implausible)
 
     def _fetch_back(self, inst: Instrument, tf: Timeframe, hi: datetime, need: int, now: datetime) -> tuple[pl.DataFrame, datetime]:
         """The newest `need` complete candles up to `hi`, and how far back the search went.
@@ -512,7 +509,7 @@ class MarketDataEngine:
             return self._redownload(symbol, inst, tf, now)
         result, complete, _ = self._save(inst, tf, raw, self.source.name, asked, now)
         return FetchReport(symbol, inst, tf, asked or (lo, now), complete.height, result.added, result.replaced, result.rows,
-                           complete, implausible=self._implausible(complete, tf))
+                           complete, implausible=result.implausible)
 
     def _redownload(self, symbol: str, inst: Instrument, tf: Timeframe, now: datetime) -> FetchReport:
         manifest = self.store.manifest(inst, tf)
@@ -525,7 +522,7 @@ class MarketDataEngine:
         log.warning("%s %s: the source re-adjusted past candles; downloaded the whole series again", inst, tf)
         result = self.store.replace_series(inst, tf, raw, source=self.source.name, coverage=[asked or (lo, now)], now=now)
         return FetchReport(symbol, inst, tf, asked or (lo, now), raw.height, result.added, result.replaced, result.rows, raw,
-                           redownloaded=True, implausible=self._implausible(raw, tf))
+                           redownloaded=True, implausible=result.implausible)
 
     def _backfill(self, report: FetchReport, count: int, now: datetime) -> FetchReport:
         inst, tf = report.instrument, report.timeframe
@@ -536,7 +533,7 @@ class MarketDataEngine:
         covered = (older["ts"][0], first)
         result, complete, _ = self._save(inst, tf, older, self.source.name, covered, now)
         bad = dict(report.implausible)
-        for key, n in self._implausible(complete, tf).items():
+        for key, n in result.implausible.items():
             bad[key] = bad.get(key, 0) + n
         return replace(report, received=report.received + complete.height, added=report.added + result.added, rows=result.rows,
                        backfilled=result.added, implausible=bad)
@@ -715,6 +712,16 @@ class MarketDataEngine:
         """What to say when a series is not cached: an unknown symbol is InputError with
         close matches (raised here), a known one NotCached with the command that fetches it."""
         self.check_symbol(symbol)
+        try:
+            manifest = self.store.manifest(self._offline(symbol), tf)
+        except MdeError:
+            manifest = None
+        if manifest is not None and manifest.rows == 0 and manifest.empty:
+            a, b = manifest.empty[0][0], manifest.empty[-1][1]
+            return NotCached(
+                f"no cached {tf} candles for {symbol}: the source answered none for {a:%Y-%m-%d}..{b:%Y-%m-%d} "
+                f"(recorded as empty: not traded yet?)"
+            )
         if self.source_name == "sample":
             try:
                 span = self.source_span(self._offline(symbol), tf)
@@ -807,7 +814,7 @@ class MarketDataEngine:
         covered = (df["ts"][0], self.calendar.close_time(df["ts"][-1], tf)) if not df.is_empty() else None
         result, complete, incomplete = self._save(inst, tf, df, origin, covered, now)
         return ImportReport(inst, tf, imported.rows_read, imported.dropped_outside_session, incomplete, result.added,
-                            result.replaced, result.rows, imported.dropped_invalid)
+                            result.replaced, result.rows, imported.dropped_invalid, imported.first_outside)
 
     def prune(
         self, before: date | str, symbol: str | None = None, timeframe: str | Timeframe | None = None, dry_run: bool = False

@@ -36,6 +36,7 @@ class ImportedCandles:
     dropped_outside_session: int
     rows_read: int
     dropped_invalid: dict[str, int] = field(default_factory=dict)  # by validate.PROBLEMS key (drop_invalid)
+    first_outside: str | None = None  # `line 77: 2024-01-01 15:30 is outside every NSE session`, for the summary
 
 
 def _value(v: Any) -> str | None:
@@ -152,8 +153,12 @@ def read_candles(path: str | Path, timeframe: Timeframe, *, drop_invalid: bool =
     candles = normalize(keep.drop("problem"))
     if timeframe.is_daily:
         candles = normalize_daily(candles)
+    first_outside = None
+    if outside:
+        only = checked.with_columns(pl.when(pl.col("problem") == "session").then(pl.col("problem")).alias("problem"))
+        first_outside = report(raw, only, timeframe, cal, label=label, numbers=lines, limit=1)[0]
     return ImportedCandles(candles=candles, dropped_outside_session=outside, rows_read=raw.height,
-                           dropped_invalid=by_reason if drop_invalid else {})
+                           dropped_invalid=by_reason if drop_invalid else {}, first_outside=first_outside)
 
 
 __all__ = ["ImportedCandles", "InvalidCandles", "PROBLEMS", "read_candles"]

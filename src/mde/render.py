@@ -162,6 +162,8 @@ def refresh_line(res: Any) -> str:
     r = res.report
     if r.requested is None:
         what = "up to date"
+    elif r.empty:
+        what = "the source has no candles (recorded as empty)"
     else:
         what = f"{r.added} new"
         if r.redownloaded:

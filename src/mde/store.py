@@ -251,18 +251,21 @@ def _stamp(st: os.stat_result) -> Stamp:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _entry(df: pl.DataFrame, st: os.stat_result, tf: Timeframe | None = None) -> dict:
+def _implausible(df: pl.DataFrame, tf: Timeframe) -> dict[str, int]:
+    from .calendar import nse
+    from .validate import implausible  # validate imports this module
+
+    return implausible(df, tf, nse())
+
+
+def _entry(df: pl.DataFrame, st: os.stat_result, tf: Timeframe | None = None, bad: dict[str, int] | None = None) -> dict:
     """The manifest's summary of one partition file; `implausible` counts its candles that fail
-    validate.check by rule (kept: they are the source's truth; absent when there are none)."""
+    validate.check by rule (kept: they are the source's truth; `{}` when there are none, absent
+    in entries written before mde checked)."""
     ts = df.get_column("ts")
     entry = {"rows": df.height, "first": _iso(ts[0]), "last": _iso(ts[-1]), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     if tf is not None:
-        from .calendar import nse
-        from .validate import implausible  # validate imports this module
-
-        bad = implausible(df, tf, nse())
-        if bad:
-            entry["implausible"] = bad
+        entry["implausible"] = bad if bad is not None else _implausible(df, tf)
     return entry
 
 
@@ -365,6 +368,7 @@ class WriteResult:
     added: int  # candles whose ts was not cached before
     replaced: int  # cached candles overwritten (same ts)
     rows: int  # rows in the series afterwards
+    implausible: dict[str, int] = field(default_factory=dict)  # written candles failing validate.check, by rule
 
 
 def _refetch_advice(path: Path) -> str:
@@ -895,6 +899,8 @@ class CandleStore:
                 )
             added = replaced = 0
             written: dict[str, tuple[pl.DataFrame, os.stat_result]] = {}
+            counted: dict[str, dict[str, int]] = {}
+            bad_written: dict[str, int] = {}
             with self._staging(folder) as staged:
                 if not candles.is_empty():
                     keyed = candles.with_columns(_partition_expr(tf).alias("_part"))
@@ -906,17 +912,27 @@ class CandleStore:
                         new_rows = merged.height - old.height
                         added += new_rows
                         replaced += part.height - new_rows
+                        # every rule is about one row, so a partition checked clean stays clean when only
+                        # clean candles come in: then only the new ones are checked (a live tick's few)
+                        bad = _implausible(part, tf)
+                        for name, n in bad.items():
+                            bad_written[name] = bad_written.get(name, 0) + n
+                        prior = manifest.partitions.get(str(key))
+                        clean_before = old.is_empty() or (
+                            prior is not None and prior.get("implausible") == {} and _entry_matches(prior, path.stat())
+                        )
+                        counted[str(key)] = {} if clean_before and not bad else (bad if old.is_empty() else _implausible(merged, tf))
                         written[str(key)] = (merged, self._stage_parquet(staged, merged, path))
                 manifest.coverage = union_ranges([*manifest.coverage, *([covered] if covered else [])])
                 if covered:
                     manifest.empty = subtract_ranges(manifest.empty, covered)
                 if empty:
                     manifest.empty = union_ranges([*manifest.empty, empty])
-                self._refresh_manifest(folder, manifest, now, written)
+                self._refresh_manifest(folder, manifest, now, written, counted)
                 self._stage_manifest(staged, folder, manifest)
                 staged.commit()
             self._remember_written(folder, written)
-            return WriteResult(added=added, replaced=replaced, rows=manifest.rows)
+            return WriteResult(added=added, replaced=replaced, rows=manifest.rows, implausible=bad_written)
 
     def _remember_written(self, folder: Path, written: dict[str, tuple[pl.DataFrame, os.stat_result]]) -> None:
         for key, (df, st) in written.items():  # a rename keeps inode, mtime and size
@@ -924,12 +940,13 @@ class CandleStore:
 
     def _refresh_manifest(
         self, folder: Path, manifest: Manifest, now: datetime, written: dict[str, tuple[pl.DataFrame, os.stat_result]],
-        removed: frozenset[str] = frozenset(),
+        counted: dict[str, dict[str, int]] | None = None, removed: frozenset[str] = frozenset(),
     ) -> None:
         """Bring the manifest in line with the partition files as they will be (nothing is written).
 
         `written` holds the frames this write is putting in the folder (by partition key), so
-        their entries need no read; `removed` the partitions it is deleting. Every other file
+        their entries need no read, with `counted` their implausible candles by rule when this
+        write counted them; `removed` the partitions it is deleting. Every other file
         keeps its entry if the entry still matches its size and mtime, and is read (normally
         from the read cache) only if it does not.
         """
@@ -954,7 +971,7 @@ class CandleStore:
                     continue
                 df = self._read_file(path)
             if not df.is_empty():
-                parts[stem] = _entry(df, st, tf)
+                parts[stem] = _entry(df, st, tf, (counted or {}).get(stem))
         firsts = [_from_iso(e["first"]) for e in parts.values()]
         lasts = [_from_iso(e["last"]) for e in parts.values()]
         manifest.partitions = parts
@@ -999,7 +1016,8 @@ class CandleStore:
             fsync_dir(folder.parent)
             shutil.rmtree(old)
             self._remember_written(folder, written)
-            return WriteResult(added=max(0, candles.height - before), replaced=min(before, candles.height), rows=candles.height)
+            return WriteResult(added=max(0, candles.height - before), replaced=min(before, candles.height), rows=candles.height,
+                               implausible=manifest.implausible)
 
     def prune_plan(self, instrument: Instrument, tf: Timeframe, before: datetime) -> tuple[list[str], int, dict[str, pl.DataFrame]]:
         """What `prune` would do, with no lock and no write: (partitions affected, candles

@@ -5,7 +5,7 @@ A row is plausible when:
 - `ts` is a timestamp (ISO 8601 text is parsed here: `+05:30`, `+0530`, `Z`, or naive IST);
 - open, high, low and close are finite numbers > 0;
 - low <= min(open, close) <= max(open, close) <= high;
-- volume (and oi) is null or a whole number >= 0;
+- volume (and oi) is null or a whole number from 0 to 2**62;
 - intraday: `ts` is the start of a bucket on the timeframe's session grid (09:15, 09:20 ...
   for 5m) and the bucket overlaps an NSE session; daily: any time of the day (it is folded
   to the day, and several rows of one day, as Kite's old BANKNIFTY days have, are folded into
@@ -47,6 +47,7 @@ PROBLEMS: dict[str, str] = {
 _AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z")
 _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 _US_PER_MIN = 60_000_000
+MAX_COUNT = 2.0**62  # a volume or oi beyond this is garbage (and would not fit the cache's int64)
 
 
 class InvalidCandles(InputError):
@@ -157,7 +158,7 @@ def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
 
     def bad_count(name: str) -> pl.Expr:
         v = pl.col(name)
-        return pl.col(f"_nan_{name}") | (v.is_not_null() & (~v.is_finite() | (v < 0) | (v != v.round(0))))
+        return pl.col(f"_nan_{name}") | (v.is_not_null() & (~v.is_finite() | (v < 0) | (v > MAX_COUNT) | (v != v.round(0))))
 
     if tf.is_daily:
         off_grid, outside = pl.lit(False), pl.lit(False)
@@ -192,7 +193,7 @@ def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
             )
     out = [pl.col("ts"), *[pl.col(p) for p in PRICES]]
     for name in ("volume", *(["oi"] if "oi" in df.columns else [])):
-        ok = pl.col(name).is_finite() & (pl.col(name) >= 0) & (pl.col(name) == pl.col(name).round(0))
+        ok = pl.col(name).is_finite() & (pl.col(name) >= 0) & (pl.col(name) <= MAX_COUNT) & (pl.col(name) == pl.col(name).round(0))
         out.append(pl.when(ok).then(pl.col(name).round(0)).cast(pl.Int64).alias(name))
     return df.select([*out, "problem"])
 
@@ -248,6 +249,16 @@ def explain(raw_row: dict[str, Any], row: dict[str, Any], problem: str, tf: Time
             return f"high {h} < low {low}"
         return f"open {o} / close {c} outside low..high {low}..{h}"
     if problem in ("volume", "oi"):
+        v = row.get(problem)
+        if v is None and isinstance(raw_row.get(problem), (int, float)):
+            v = float(raw_row[problem])
+        if v is None:
+            try:
+                v = float(str(raw_row.get(problem)))
+            except ValueError:
+                v = None
+        if v is not None and v == v and v > MAX_COUNT and v != float("inf"):
+            return f"{problem} {_fmt(raw_row.get(problem))} is too large for a count"
         return f"{problem} {_fmt(raw_row.get(problem))} is not a whole number >= 0"
     ts = row.get("ts")
     if problem == "session":
@@ -258,7 +269,7 @@ def explain(raw_row: dict[str, Any], row: dict[str, Any], problem: str, tf: Time
         start = from_ist_minutes(minute - minute % 1440 + anchor + (minute % 1440 - anchor) // tf.minutes * tf.minutes)
         return f"{_ts_text(ts)} is not on the {tf} grid (the candle would start at {start:%H:%M})"
     if problem == "duplicate":
-        return f"{_ts_text(ts)} is given more than once" + (" with different values" if detail != "same" else "")
+        return f"{_ts_text(ts)} is given more than once"
     return PROBLEMS.get(problem, problem)
 
 
