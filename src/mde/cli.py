@@ -35,6 +35,7 @@ class _Group(TyperGroup):
 
     def main(self, args: Any = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        prog_name = prog_name or "mde"  # also under `python -m mde`: the name the README and the errors use
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         sys.exit(run_guarded(lambda: super(_Group, self).main(args, prog_name, complete_var, standalone_mode=False, **extra)))
@@ -49,6 +50,14 @@ class _Command(TyperCommand):
                                   (["--quiet", "-q"], "quiet", "Print nothing but errors (as mde -q).")):
             self.params.append(TyperOption(param_decls=decls, is_flag=True, default=False, expose_value=False, help=text,
                                            callback=functools.partial(_flag, attr)))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.TyperException as exc:  # the parser's errors carry no context: name the command
+            if hasattr(exc, "ctx") and exc.ctx is None:
+                exc.ctx = ctx
+            raise
 
 
 def _flag(attr: str, ctx: Any, param: Any, value: bool) -> None:
