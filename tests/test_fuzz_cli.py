@@ -22,6 +22,7 @@ run that matches one is tolerated, nothing else is. The lead removes entries aft
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -44,14 +45,26 @@ COMMANDS = sorted(GROUP.commands)
 
 @dataclass(frozen=True)
 class Known:
-    """A finding outside this branch's area: tolerated when the command and every fragment match."""
+    """A finding outside this branch's area, tolerated only in exactly this form: the command, a
+    fragment of its command line or stderr (all must occur), the problem, and for a changed cache
+    the only files that may differ."""
 
-    command: str
-    fragments: tuple[str, ...]  # each must occur in the joined command line or in its stderr
+    command: str  # "*": any command
+    fragments: tuple[str, ...]
+    problem: str
     reason: str
+    files: tuple[str, ...] = ()
+
+    def covers(self, name: str, line: str, stderr: str, problem: str, changed: set[str]) -> bool:
+        return ((self.command in ("*", name)) and problem.startswith(self.problem)
+                and all(f in line or f in stderr for f in self.fragments)
+                and (not changed or changed <= set(self.files)))
 
 
 KNOWN: list[Known] = [
+    Known("*", ("no Kite API key",), "a failing run changed the cache",
+          "h6 (symbol resolver): resolving a symbol for Kite records it in _meta/known_instruments.json "
+          "before the missing key fails the command", files=("_meta/known_instruments.json", "_meta/.known_instruments.lock")),
 ]
 
 
@@ -117,8 +130,28 @@ def _import_files(base: Path) -> list[str]:
     return out
 
 
+# Values that parse and mean something (GOOD: most draws, so that runs get past the parser and into
+# the library), then the domain's edge cases and anything at all.
+GOOD: dict[str, list[str]] = {
+    "symbol": ["NIFTY", "BANKNIFTY", "nifty", "NSE:NIFTY 50"], "timeframe": ["5m", "15m", "1d", "60m", "1m"],
+    "start": ["2024-12-20", "2024-12-23", "2024-06-10", "2024-06-12", "2024-03-01"],
+    "end": ["2024-12-31", "2024-12-27", "2024-06-14", "2024-06-12"], "before": ["2024-12-20", "2024-06-12", "2024-01-01"],
+    "day": ["2024-06-14", "2024-06-10", "2024-01-20", "2024-12-31"], "as_of": ["2024-12-31T15:30:00+05:30", "2024-12-27", "2024-06-14T12:00:00+05:30"],
+    "until": ["12:00", "15:30", "10:15"], "square_off": ["15:20", "14:00"], "strategy": ["sma_cross", "orb"], "spec": ["sma_cross", "orb"],
+    "params": ["fast=3", "slow=8", "qty=1"], "session": ["done", "fresh"], "tick": ["1m", "5m"], "speed": ["0"],
+    "host": ["127.0.0.1"], "port": ["0"], "origin": ["import", "kite"], "sort": ["net_pnl"], "workers": ["1"],
+    "limit": ["1", "5", "50", "1000"], "count": ["10", "1000", "1200"], "slippage": ["0", "1", "3"], "cash": ["100000", "1e6"],
+    "max_loss": ["5000", "1"], "max_qty": ["1", "75", "150"], "max_notional": ["1e6", "100"], "max_orders": ["1", "10"],
+    "search": ["nifty", "INFY"], "token": ["secret-token"], "request_token": ["abc123"],
+}
+for _alias, _of in (("symbols", "symbol"), ("symbols_opt", "symbol"), ("more_symbols", "symbol"), ("timeframes", "timeframe")):
+    GOOD[_alias] = GOOD[_of]
+# options that nearly every real command line has
+USUAL = {"segment", "source", "strategy", "day"}
+
+
 def _domain(name: str, base: Path, imports: list[str]) -> st.SearchStrategy[str] | None:
-    """Values that mean something for this parameter (None: only generic ones)."""
+    """The domain's edge cases for this parameter (None: only generic ones)."""
     return {
         "symbol": SYMBOLS, "symbols": SYMBOLS, "symbols_opt": SYMBOLS, "more_symbols": SYMBOLS,
         "timeframe": TIMEFRAMES, "timeframes": TIMEFRAMES,
@@ -139,16 +172,29 @@ ONLY_DOMAIN = {"tick", "speed", "host", "workers", "path"}
 
 
 def _value(param: Any, base: Path, imports: list[str]) -> st.SearchStrategy[str]:
+    """7 in 10 draws a good value, the rest an edge case of the domain or anything at all."""
     choices = getattr(param.type, "choices", None)
     if choices:
         names = [getattr(c, "value", c) for c in choices]
-        return st.one_of(st.sampled_from(names), st.sampled_from(names).map(str.upper), GARBAGE)
+        if param.name == "source":
+            names = ["sample"] * 4 + names  # kite (no key here) fails at once: mostly the sample
+        good = st.one_of(st.sampled_from(names), st.sampled_from(names).map(str.upper))
+        return st.integers(0, 9).flatmap(lambda i: good if i < 8 else GARBAGE)
     domain = _domain(param.name, base, imports)
+    if param.name == "path":
+        good = st.sampled_from(imports[:1])
+    elif param.name in ("trades", "report"):
+        good = st.sampled_from([str(base / f"out.{'csv' if param.name == 'trades' else 'html'}")])
+    else:
+        good = st.sampled_from(GOOD[param.name]) if param.name in GOOD else None
     if param.name in ONLY_DOMAIN and domain is not None:
-        return domain
+        return st.one_of(good, domain) if good is not None else domain
     kind = type(param.type).__name__
     generic = st.one_of(GARBAGE, TEXT, INTS if kind != "FloatParamType" else FLOATS)
-    return st.one_of(domain, domain, generic) if domain is not None else generic
+    bad = st.one_of(domain, generic) if domain is not None else generic
+    if good is None:
+        return bad
+    return st.integers(0, 9).flatmap(lambda i: good if i < 7 else bad)
 
 
 @st.composite
@@ -158,7 +204,7 @@ def command_line(draw: Any, name: str, base: Path, imports: list[str]) -> list[s
     positional: list[str] = []
     for param in command.params:
         if param.param_type_name == "argument":
-            count = draw(st.integers(0, 3)) if param.nargs == -1 else (1 if param.required or draw(st.booleans()) else 0)
+            count = draw(st.integers(0, 2)) if param.nargs == -1 else (1 if param.required or draw(st.booleans()) else 0)
             positional += [draw(_value(param, base, imports)) for _ in range(count)]
             continue
         if param.name == "help":
@@ -168,7 +214,10 @@ def command_line(draw: Any, name: str, base: Path, imports: list[str]) -> list[s
             if draw(st.integers(0, 3)) == 0:
                 args.append(flag)
             continue
-        times = draw(st.integers(0, 3)) if param.multiple else int(param.required or draw(st.integers(0, 2)) == 0)
+        if param.multiple:
+            times = draw(st.integers(0, 2))
+        else:
+            times = int(param.required or param.name in USUAL and draw(st.integers(0, 3)) > 0 or draw(st.integers(0, 2)) == 0)
         if param.required and draw(st.integers(0, 15)) == 0:
             times = 0  # now and then leave a required option out
         for _ in range(times):
@@ -201,11 +250,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _known(name: str, line: str, stderr: str) -> Known | None:
-    for k in KNOWN:
-        if k.command == name and all(f in line or f in stderr for f in k.fragments):
-            return k
-    return None
+def _changed(before: dict[str, bytes], after: dict[str, bytes]) -> set[str]:
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
 
 
 class _NoServe:
@@ -234,6 +280,8 @@ def test_fuzz_every_command(name: str, template: Path, tmp_path: Path, no_serve:
            "MDE_API_TOKEN": None, "COLUMNS": "120"}
     (tmp_path / "none.toml").write_text('[source]\nkind = "sample"\n')
 
+    findings: list[str] = []
+
     @settings(max_examples=MAX_EXAMPLES.get(name, 30), deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(data=st.data())
@@ -249,27 +297,31 @@ def test_fuzz_every_command(name: str, template: Path, tmp_path: Path, no_serve:
             full = ["--cache-dir", str(cache), *glob, name, *argv]
             before = snapshot(cache)
             result = runner.invoke(app, full, env=env, input="")
-            line = " ".join(full)
-            stderr, stdout = result.stderr, result.stdout
-            code = result.exit_code
+            line = " ".join(full[2:])
+            stderr, stdout, code = result.stderr, result.stdout, result.exit_code
+            changed = _changed(before, snapshot(cache)) if code != 0 else set()
             problems = []
             if result.exception is not None and not isinstance(result.exception, SystemExit):
-                problems.append(f"exception escaped: {type(result.exception).__name__}: {result.exception}")
+                problems.append(f"an exception escaped: {type(result.exception).__name__}: {result.exception}")
             if "Traceback" in stderr or "Traceback" in stdout:
                 problems.append("a traceback was printed")
             if code not in DOCUMENTED:
                 problems.append(f"exit code {code}")
-            if code != 0 and snapshot(cache) != before:
-                problems.append("a failing run changed the cache")
-            if code != 0 and len([x for x in stderr.splitlines() if x.startswith("error:")]) == 0:
+            if changed:
+                problems.append(f"a failing run changed the cache: {sorted(changed)}")
+            if code != 0 and not any(x.startswith("error:") for x in stderr.splitlines()):
                 problems.append("a failing run printed no error line")
-            if problems and _known(name, line, stderr) is None:
-                pytest.fail(f"mde {line}\n -> {'; '.join(problems)}\nstderr: {stderr[-2000:]}")
+            if os.environ.get("FUZZ_LOG"):  # to see what the fuzz does: FUZZ_LOG=/tmp/fuzz.log
+                with open(os.environ["FUZZ_LOG"], "a") as log:
+                    log.write(f"{code} {line!r} {stderr.strip()[-300:]!r}\n")
+            for problem in problems:
+                if not any(k.covers(name, line, stderr, problem, changed) for k in KNOWN):
+                    findings.append(f"mde {line}\n  -> {problem}\n  stderr: {stderr.strip()[-600:]}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    run()
-
+    run()  # every example runs; the findings are reported together (no shrinking: they are already small)
+    assert not findings, f"{len(findings)} finding(s):\n" + "\n".join(findings)
 
 
 def test_fuzz_covers_every_command() -> None:

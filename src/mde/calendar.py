@@ -132,7 +132,7 @@ class Calendar:
         """
         day = now.astimezone(IST).date()
         total = 0
-        while total < count:
+        while total < count and day.year >= 1900:  # a huge count stops at 1900, not at date.min
             total += self.candles_per_day(day, timeframe)
             day -= timedelta(days=1)
         day -= timedelta(days=margin_days)

@@ -363,9 +363,11 @@ def refresh(
     """
     import time
 
-    from .engine import MarketDataEngine
-    from .errors import ConfigError, worst
+    from .engine import MAX_COUNT, MarketDataEngine
+    from .errors import ConfigError, InputError, worst
 
+    if count is not None and not 1 <= count <= MAX_COUNT:  # one line, not one per series
+        raise InputError(f"--count must be between 1 and {MAX_COUNT:,} candles, got {count}")
     conf = settings(source)
     names = symbol_list(symbols_opt, symbols) or list(conf.refresh.symbols)
     if not names:

@@ -35,6 +35,8 @@ from .timeframes import Timeframe, parse, sources_for
 log = logging.getLogger("mde.engine")
 MAX_LIMIT = 1000
 LATEST_LOOKBACK_DOUBLINGS = 6  # new series: look back up to ~64x the first span for `count` candles
+MAX_COUNT = 10_000_000  # refresh --count: a century of 1m candles
+EARLIEST = datetime(1900, 1, 1, tzinfo=cal_mod.IST)  # no search for candles reaches further back
 
 
 class Candle(NamedTuple):
@@ -294,13 +296,13 @@ class MarketDataEngine:
         an old contract, the sample's older series), looks further back, doubling the span a
         bounded number of times and stopping where the source has nothing older.
         """
-        lo = self.calendar.start_for_count(hi, tf, need)
+        lo = max(self.calendar.start_for_count(hi, tf, need), EARLIEST)
         candles = self._complete(self.source.historical(inst, tf, lo, hi), tf, now)
         span = hi - lo
         for _ in range(LATEST_LOOKBACK_DOUBLINGS):
-            if candles.height >= need:
+            if candles.height >= need or lo <= EARLIEST:
                 break
-            top, lo = lo - timedelta(microseconds=1), lo - span
+            top, lo = lo - timedelta(microseconds=1), max(lo - span, EARLIEST)
             span *= 2
             older = self._complete(self.source.historical(inst, tf, lo, top), tf, now)
             if older.is_empty() and not candles.is_empty():
@@ -324,6 +326,8 @@ class MarketDataEngine:
         (split, bonus), the whole series is downloaded again and swapped in at once.
         With `count`, older candles are back-filled until at least `count` are cached.
         """
+        if count is not None and (isinstance(count, bool) or not 1 <= count <= MAX_COUNT):
+            raise InputError(f"--count must be between 1 and {MAX_COUNT:,} candles, got {count}")
         inst, tf = self._fetchable(symbol, timeframe)
         now = self.now()
         # "up to now" is relative to the clock: on a clock set in the past (MDE_NOW, a sample
@@ -380,6 +384,8 @@ class MarketDataEngine:
         """(symbol, timeframe) pairs to refresh: explicit timeframes, else `[refresh.multi_tf]`
         for that symbol (the seed's multi_tf_config), else `[refresh] timeframes`."""
         multi_tf, aliases = self.settings.refresh.multi_tf, self.settings.aliases
+        for tf in timeframes or []:
+            parse(tf)  # a mistyped timeframe fails the whole run before any series is touched
         plan = []
         for symbol in symbols:
             try:
