@@ -23,6 +23,7 @@ run that matches one is tolerated, nothing else is. The lead removes entries aft
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -134,11 +135,11 @@ def _import_files(base: Path) -> list[str]:
 # the library), then the domain's edge cases and anything at all.
 GOOD: dict[str, list[str]] = {
     "symbol": ["NIFTY", "BANKNIFTY", "nifty", "NSE:NIFTY 50"], "timeframe": ["5m", "15m", "1d", "60m", "1m"],
-    "start": ["2024-12-20", "2024-12-23", "2024-06-10", "2024-06-12", "2024-03-01"],
-    "end": ["2024-12-31", "2024-12-27", "2024-06-14", "2024-06-12"], "before": ["2024-12-20", "2024-06-12", "2024-01-01"],
+    "start": ["2024-12-20", "2024-12-23", "2024-12-24", "2024-12-27", "2024-06-10"],
+    "end": ["2024-12-31", "2024-12-27"], "before": ["2024-12-20", "2024-06-12", "2024-01-01"],
     "day": ["2024-06-14", "2024-06-10", "2024-01-20", "2024-12-31"], "as_of": ["2024-12-31T15:30:00+05:30", "2024-12-27", "2024-06-14T12:00:00+05:30"],
     "until": ["12:00", "15:30", "10:15"], "square_off": ["15:20", "14:00"], "strategy": ["sma_cross", "orb"], "spec": ["sma_cross", "orb"],
-    "params": ["fast=3", "slow=8", "qty=1"], "session": ["done", "fresh"], "tick": ["1m", "5m"], "speed": ["0"],
+    "params": ["qty=1", "qty=2"], "session": ["fresh", "fresh", "done"], "tick": ["1m", "5m"], "speed": ["0"],
     "host": ["127.0.0.1"], "port": ["0"], "origin": ["import", "kite"], "sort": ["net_pnl"], "workers": ["1"],
     "limit": ["1", "5", "50", "1000"], "count": ["10", "1000", "1200"], "slippage": ["0", "1", "3"], "cash": ["100000", "1e6"],
     "max_loss": ["5000", "1"], "max_qty": ["1", "75", "150"], "max_notional": ["1e6", "100"], "max_orders": ["1", "10"],
@@ -172,14 +173,15 @@ ONLY_DOMAIN = {"tick", "speed", "host", "workers", "path"}
 
 
 def _value(param: Any, base: Path, imports: list[str]) -> st.SearchStrategy[str]:
-    """7 in 10 draws a good value, the rest an edge case of the domain or anything at all."""
+    """9 in 10 draws a good value, the rest an edge case of the domain or anything at all (a command
+    line has several options: most lines still hold one bad value, some none)."""
     choices = getattr(param.type, "choices", None)
     if choices:
         names = [getattr(c, "value", c) for c in choices]
         if param.name == "source":
             names = ["sample"] * 4 + names  # kite (no key here) fails at once: mostly the sample
         good = st.one_of(st.sampled_from(names), st.sampled_from(names).map(str.upper))
-        return st.integers(0, 9).flatmap(lambda i: good if i < 8 else GARBAGE)
+        return st.integers(0, 19).flatmap(lambda i: good if i < 19 else GARBAGE)
     domain = _domain(param.name, base, imports)
     if param.name == "path":
         good = st.sampled_from(imports[:1])
@@ -194,7 +196,7 @@ def _value(param: Any, base: Path, imports: list[str]) -> st.SearchStrategy[str]
     bad = st.one_of(domain, generic) if domain is not None else generic
     if good is None:
         return bad
-    return st.integers(0, 9).flatmap(lambda i: good if i < 7 else bad)
+    return st.integers(0, 9).flatmap(lambda i: good if i < 9 else bad)
 
 
 @st.composite
@@ -211,14 +213,14 @@ def command_line(draw: Any, name: str, base: Path, imports: list[str]) -> list[s
             continue
         flag = draw(st.sampled_from(param.opts))
         if getattr(param, "is_flag", False):
-            if draw(st.integers(0, 3)) == 0:
+            if draw(st.integers(0, 3)) == 3:  # (hypothesis favours 0: the rare case gets the large number)
                 args.append(flag)
             continue
         if param.multiple:
             times = draw(st.integers(0, 2))
         else:
             times = int(param.required or param.name in USUAL and draw(st.integers(0, 3)) > 0 or draw(st.integers(0, 2)) == 0)
-        if param.required and draw(st.integers(0, 15)) == 0:
+        if param.required and draw(st.integers(0, 15)) == 15:
             times = 0  # now and then leave a required option out
         for _ in range(times):
             args += [flag, draw(_value(param, base, imports))]
@@ -268,7 +270,13 @@ def no_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mde.api, "run", _NoServe())
 
 
-MAX_EXAMPLES = {"paper": 20, "replay": 25}
+# Commands whose failure may be partial by contract: `refresh` goes on with the other series when
+# one fails (README) and exits with the worst failure's code. Its input errors (timeframes, --count)
+# are checked before any series is touched, so they still leave the cache as it was.
+PARTIAL = {"refresh"}
+PER_SERIES = re.compile(r"^error: \S.* \S+: ", re.M)
+
+MAX_EXAMPLES = {"paper": 12, "replay": 25, "fetch": 20}  # bounded: the whole file runs in well under a minute
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -282,7 +290,7 @@ def test_fuzz_every_command(name: str, template: Path, tmp_path: Path, no_serve:
 
     findings: list[str] = []
 
-    @settings(max_examples=MAX_EXAMPLES.get(name, 30), deadline=None, derandomize=True, database=None,
+    @settings(max_examples=MAX_EXAMPLES.get(name, 25), deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
@@ -307,6 +315,8 @@ def test_fuzz_every_command(name: str, template: Path, tmp_path: Path, no_serve:
                 problems.append("a traceback was printed")
             if code not in DOCUMENTED:
                 problems.append(f"exit code {code}")
+            if changed and name in PARTIAL and PER_SERIES.search(stderr):
+                changed = set()  # refresh: the series that succeeded are kept (README), the failed ones untouched
             if changed:
                 problems.append(f"a failing run changed the cache: {sorted(changed)}")
             if code != 0 and not any(x.startswith("error:") for x in stderr.splitlines()):
