@@ -151,6 +151,17 @@ for _alias, _of in (("symbols", "symbol"), ("symbols_opt", "symbol"), ("more_sym
 USUAL = {"segment", "source", "strategy", "day"}
 
 
+def _configs(base: Path) -> list[str]:
+    """--config values: a folder, a missing file, bad TOML, a wrong key, non-UTF-8 bytes, an empty file."""
+    base.mkdir(parents=True, exist_ok=True)
+    files = {"bad.toml": b"[source\n", "key.toml": b"[source]\nkindd = 1\n", "type.toml": b"[refresh]\ncount = 'many'\n",
+             "latin1.toml": b"[source]\nkind = \"sample\" # caf\xe9\n", "empty.toml": b"",
+             "risk.toml": b"[risk]\nmax_position_qty = 0\n"}
+    for name, data in files.items():
+        (base / name).write_bytes(data)
+    return [str(base), str(base / "missing.toml"), *(str(base / n) for n in files)]
+
+
 def _domain(name: str, base: Path, imports: list[str]) -> st.SearchStrategy[str] | None:
     """The domain's edge cases for this parameter (None: only generic ones)."""
     return {
@@ -287,6 +298,7 @@ def test_fuzz_every_command(name: str, template: Path, tmp_path: Path, no_serve:
            "MDE_CONFIG": str(tmp_path / "none.toml"), "KITE_API_KEY": None, "KITE_API_SECRET": None, "KITE_ACCESS_TOKEN": None,
            "MDE_API_TOKEN": None, "COLUMNS": "120"}
     (tmp_path / "none.toml").write_text('[source]\nkind = "sample"\n')
+    configs = _configs(tmp_path / "conf")
 
     findings: list[str] = []
 
@@ -300,7 +312,8 @@ def test_fuzz_every_command(name: str, template: Path, tmp_path: Path, no_serve:
         out = work / "out"
         out.mkdir()
         try:
-            glob = data.draw(st.sampled_from([[], ["-v"], ["-q"]]), label="global")
+            glob = data.draw(st.one_of(st.sampled_from([[], [], [], ["-v"], ["-q"]]),
+                                       st.sampled_from(configs).map(lambda c: ["--config", c])), label="global")
             argv = data.draw(command_line(name, out, imports), label="argv")
             full = ["--cache-dir", str(cache), *glob, name, *argv]
             before = snapshot(cache)

@@ -289,3 +289,44 @@ def test_readme_documents_every_exit_code() -> None:
     table = table[: table.index("\n## ", 10)]
     codes = {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)}
     assert {0, 1, 2, 3, 4, 5, 6, 7, 70} <= codes
+
+
+# --- found by the fuzz test (tests/test_fuzz_cli.py) -------------------------------------------
+
+def test_a_non_utf8_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    conf = tmp_path / "mde.toml"
+    conf.write_bytes(b'[source]\nkind = "sample" # caf\xe9\n')
+    proc = run_mde("--config", str(conf), "ls")
+    assert proc.returncode == 2
+    assert one_error_line(proc) == f"error: {conf} is not UTF-8 text (byte 0xe9 at offset 30); save it as UTF-8"
+
+
+def test_a_config_that_is_a_folder_says_so(tmp_path: Path) -> None:
+    proc = run_mde("--config", str(tmp_path), "ls")
+    assert proc.returncode == 2
+    assert one_error_line(proc) == f"error: config file {tmp_path} is a folder; pass the mde.toml file in it"
+
+
+@pytest.mark.parametrize("count", ["100000000", "0", "-5"])
+def test_refresh_count_out_of_range_is_one_line_and_touches_nothing(cache: Path, count: str) -> None:
+    before = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
+    proc = mde(cache, "refresh", "--symbols", "NIFTY", "BANKNIFTY", "--count", count)
+    assert proc.returncode == 2
+    assert one_error_line(proc) == f"error: --count must be between 1 and 10,000,000 candles, got {count}"
+    assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before
+
+
+def test_refresh_with_a_bad_timeframe_among_good_ones_touches_nothing(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    proc = run_mde("refresh", "-s", "NIFTY", "-t", "5m", "-t", "7m", env={"MDE_CACHE_DIR": str(cache), **SAMPLE})
+    assert proc.returncode == 2
+    assert one_error_line(proc).startswith("error: unknown timeframe '7m'")
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*.parquet"))
+
+
+def test_a_huge_count_in_the_library_stops_at_1900_instead_of_overflowing(tmp_path: Path) -> None:
+    from mde.engine import MarketDataEngine
+
+    eng = MarketDataEngine(load(cache_dir=tmp_path / "c", source="sample", environ={}))
+    report = eng.refresh("NIFTY", "1d", count=10_000_000)  # more daily candles than exist since 1900
+    assert report.rows > 1000

@@ -215,16 +215,22 @@ def _check(raw: dict[str, Any], where: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _not_a_file(path: Path) -> str:
+    if path.is_dir():
+        return "is a folder; pass the mde.toml file in it"
+    return "does not exist" if not path.exists() else "is not a regular file"
+
+
 def find_config_file(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} {_not_a_file(path)}")
         return path
     if environ.get("MDE_CONFIG"):
         path = Path(environ["MDE_CONFIG"]).expanduser()
         if not path.is_file():
-            raise ConfigError(f"MDE_CONFIG points to {path}, which does not exist")
+            raise ConfigError(f"MDE_CONFIG points to {path}, which {_not_a_file(path)}")
         return path
     local = Path("mde.toml")
     return local if local.is_file() else None
@@ -251,6 +257,9 @@ def load(
             parsed = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                              "save it as UTF-8") from None
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
         raw = _check(parsed, path)
