@@ -290,16 +290,50 @@ PER_SERIES = re.compile(r"^error: \S.* \S+: ", re.M)
 MAX_EXAMPLES = {"paper": 12, "replay": 25, "fetch": 20}  # bounded: the whole file runs in well under a minute
 
 
+def _env(tmp_path: Path) -> dict[str, Any]:
+    (tmp_path / "none.toml").write_text('[source]\nkind = "sample"\n')
+    return {"MDE_SOURCE": "sample", "MDE_KITE_ROOT": "http://127.0.0.1:9", "MDE_TOKEN_FILE": str(tmp_path / "token.json"),
+            "MDE_CONFIG": str(tmp_path / "none.toml"), "KITE_API_KEY": None, "KITE_API_SECRET": None,
+            "KITE_ACCESS_TOKEN": None, "MDE_API_TOKEN": None, "COLUMNS": "120"}
+
+
+def check(runner: CliRunner, env: dict[str, Any], template: Path, work: Path, name: str, glob: list[str], argv: list[str],
+          cache_arg: str | None = None) -> list[str]:
+    """Run `mde [glob] name argv` on a fresh copy of the cache; what went wrong (known findings aside)."""
+    cache = work / "cache"
+    shutil.copytree(template, cache)
+    full = ["--cache-dir", cache_arg or str(cache), *glob, name, *argv]
+    before = snapshot(cache)
+    result = runner.invoke(app, full, env=env, input="")
+    line = " ".join(full[2:])
+    stderr, stdout, code = result.stderr, result.stdout, result.exit_code
+    changed = _changed(before, snapshot(cache)) if code != 0 else set()
+    problems = []
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        problems.append(f"an exception escaped: {type(result.exception).__name__}: {result.exception}")
+    if "Traceback" in stderr or "Traceback" in stdout:
+        problems.append("a traceback was printed")
+    if code not in DOCUMENTED:
+        problems.append(f"exit code {code}")
+    if changed and name in PARTIAL and PER_SERIES.search(stderr):
+        changed = set()  # refresh: the series that succeeded are kept (README), the failed ones untouched
+    if changed:
+        problems.append(f"a failing run changed the cache: {sorted(changed)}")
+    if code != 0 and not any(x.startswith("error:") for x in stderr.splitlines()):
+        problems.append("a failing run printed no error line")
+    if os.environ.get("FUZZ_LOG"):  # to see what the fuzz does: FUZZ_LOG=/tmp/fuzz.log
+        with open(os.environ["FUZZ_LOG"], "a") as log:
+            log.write(f"{code} {line!r} {stderr.strip()[-300:]!r}\n")
+    return [f"mde {line}\n  -> {problem}\n  stderr: {stderr.strip()[-600:]}" for problem in problems
+            if not any(k.covers(name, line, stderr, problem, changed) for k in KNOWN)]
+
+
 @pytest.mark.parametrize("name", COMMANDS)
 def test_fuzz_every_command(name: str, template: Path, tmp_path: Path, no_serve: None) -> None:
     imports = _import_files(tmp_path / "in")
     runner = CliRunner()
-    env = {"MDE_SOURCE": "sample", "MDE_KITE_ROOT": "http://127.0.0.1:9", "MDE_TOKEN_FILE": str(tmp_path / "token.json"),
-           "MDE_CONFIG": str(tmp_path / "none.toml"), "KITE_API_KEY": None, "KITE_API_SECRET": None, "KITE_ACCESS_TOKEN": None,
-           "MDE_API_TOKEN": None, "COLUMNS": "120"}
-    (tmp_path / "none.toml").write_text('[source]\nkind = "sample"\n')
+    env = _env(tmp_path)
     configs = _configs(tmp_path / "conf")
-
     findings: list[str] = []
 
     @settings(max_examples=MAX_EXAMPLES.get(name, 25), deadline=None, derandomize=True, database=None,
@@ -307,44 +341,94 @@ def test_fuzz_every_command(name: str, template: Path, tmp_path: Path, no_serve:
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
         work = Path(tempfile.mkdtemp(dir=tmp_path))
-        cache = work / "cache"
-        shutil.copytree(template, cache)
         out = work / "out"
         out.mkdir()
         try:
             glob = data.draw(st.one_of(st.sampled_from([[], [], [], ["-v"], ["-q"]]),
                                        st.sampled_from(configs).map(lambda c: ["--config", c])), label="global")
             argv = data.draw(command_line(name, out, imports), label="argv")
-            full = ["--cache-dir", str(cache), *glob, name, *argv]
-            before = snapshot(cache)
-            result = runner.invoke(app, full, env=env, input="")
-            line = " ".join(full[2:])
-            stderr, stdout, code = result.stderr, result.stdout, result.exit_code
-            changed = _changed(before, snapshot(cache)) if code != 0 else set()
-            problems = []
-            if result.exception is not None and not isinstance(result.exception, SystemExit):
-                problems.append(f"an exception escaped: {type(result.exception).__name__}: {result.exception}")
-            if "Traceback" in stderr or "Traceback" in stdout:
-                problems.append("a traceback was printed")
-            if code not in DOCUMENTED:
-                problems.append(f"exit code {code}")
-            if changed and name in PARTIAL and PER_SERIES.search(stderr):
-                changed = set()  # refresh: the series that succeeded are kept (README), the failed ones untouched
-            if changed:
-                problems.append(f"a failing run changed the cache: {sorted(changed)}")
-            if code != 0 and not any(x.startswith("error:") for x in stderr.splitlines()):
-                problems.append("a failing run printed no error line")
-            if os.environ.get("FUZZ_LOG"):  # to see what the fuzz does: FUZZ_LOG=/tmp/fuzz.log
-                with open(os.environ["FUZZ_LOG"], "a") as log:
-                    log.write(f"{code} {line!r} {stderr.strip()[-300:]!r}\n")
-            for problem in problems:
-                if not any(k.covers(name, line, stderr, problem, changed) for k in KNOWN):
-                    findings.append(f"mde {line}\n  -> {problem}\n  stderr: {stderr.strip()[-600:]}")
+            findings.extend(check(runner, env, template, work, name, glob, argv))
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
     run()  # every example runs; the findings are reported together (no shrinking: they are already small)
     assert not findings, f"{len(findings)} finding(s):\n" + "\n".join(findings)
+
+
+# Command lines from issue 14 and their neighbours, checked the same way on every run.
+# {in}: the folder of import files, {out}: an empty folder, {file}: a regular file (as a cache dir).
+NASTY: list[tuple[str, ...]] = [
+    ("refresh", "--symbols", "NIFTY", "--count", "100000000"),
+    ("refresh", "--symbols", "NIFTY", "-t", "1d", "--count", "10000000"),
+    ("import", "{in}/nan.csv", "--symbol", "NIFTY", "-t", "5m"),
+    ("import", "{in}/abc.json", "--symbol", "NIFTY", "-t", "5m"),
+    ("import", "{in}/short.csv", "--symbol", "NIFTY", "-t", "5m"),
+    ("import", "{in}/latin1.csv", "--symbol", "NIFTY", "-t", "5m"),
+    ("import", "{in}/notjson.json", "--symbol", "NIFTY", "-t", "5m"),
+    ("import", "{in}/empty.csv", "--symbol", "NIFTY", "-t", "5m"),
+    ("import", "{in}", "--symbol", "NIFTY", "-t", "5m"),
+    ("import", "/dev/null", "--symbol", "NIFTY", "-t", "5m"),
+    ("import", "{in}/good.csv", "--symbol", "NIFTY", "-t", "1m"),
+    ("window", "\udcff"),
+    ("window", "NIFTY", "--as-of", "9999-12-31"),
+    ("window", "NIFTY", "--as-of", "0001-01-01"),
+    ("window", "NIFTY", "-t", "1d", "-f", "csv"),
+    ("window", "NIFTY", "-n", str(10**30)),
+    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
+     "--trades", "{out}/missing/t.csv"),
+    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
+     "--report", "{out}"),
+    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
+     "--cash", "nan"),
+    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
+     "--cash", "-1"),
+    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
+     "--slippage", str(10**30)),
+    ("replay", "--strategy", "orb", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
+     "--square-off", "12:99"),
+    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
+     "-p", "fast=3,5", "--workers", "1", "--sort", "bogus"),
+    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "0001-01-01", "--to", "9999-12-31", "--segment", "futures"),
+    ("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures", "--tick", "1e400m"),
+    ("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures", "--until", "25:00"),
+    ("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures", "--max-qty", "0"),
+    ("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-15", "--segment", "futures"),
+    ("paper", "--status", "--session", "../escape"),
+    ("paper", "--halt", "--session", "done"),
+    ("serve", "--port", "70000"),
+    ("serve", "--host", "0.0.0.0"),
+    ("serve", "--host", "192.0.2.1", "--token", "t"),
+    ("instruments", "-n", "-5"),
+    ("strategies", "os:system"),
+    ("strategies", "/nonexistent.py:A"),
+    ("login", "--status"),
+    ("login", "garbage"),
+    ("prune", "--before", "0001-01-01"),
+    ("prune", "--before", "9999-12-31", "--dry-run"),
+    ("fetch", "NIFTY", "--from", "2024-06-14", "--to", "2024-06-10"),
+    ("fetch", "NIFTY", "--from", "0001-01-01", "--to", "0001-01-02"),
+    ("fetch", "NIFTY", "-t", "1m", "--from", "2010-01-01", "--to", "2010-01-31"),
+    ("ls", "{file}"),
+    ("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures", "{file}"),
+]
+
+
+@pytest.mark.parametrize("line", NASTY, ids=lambda line: " ".join(line)[:60])
+def test_nasty_command_lines(line: tuple[str, ...], template: Path, tmp_path: Path, no_serve: None) -> None:
+    imports_dir = tmp_path / "in"
+    _import_files(imports_dir)
+    work = tmp_path / "work"
+    (work / "out").mkdir(parents=True)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    name, *argv = line
+    cache_arg = None
+    if "{file}" in argv:  # the cache dir is a regular file
+        argv.remove("{file}")
+        cache_arg = str(a_file)
+    argv = [a.replace("{in}", str(imports_dir)).replace("{out}", str(work / "out")) for a in argv]
+    findings = check(CliRunner(), _env(tmp_path), template, work, name, [], argv, cache_arg)
+    assert not findings, "\n".join(findings)
 
 
 def test_fuzz_covers_every_command() -> None:
