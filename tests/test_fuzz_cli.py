@@ -66,6 +66,10 @@ KNOWN: list[Known] = [
     Known("*", ("no Kite API key",), "a failing run changed the cache",
           "h6 (symbol resolver): resolving a symbol for Kite records it in _meta/known_instruments.json "
           "before the missing key fails the command", files=("_meta/known_instruments.json", "_meta/.known_instruments.lock")),
+    Known("import", ("abc.json", "InvalidOperationError"), "exit code 70",
+          "h7 (import validation): a JSON price \"abc\" is a polars conversion error, not a report of the bad rows"),
+    Known("paper", ("NotADirectoryError",), "exit code 70",
+          "h4 (unwritable cache): a cache dir that is a regular file is NotADirectoryError in paper (fetch says it in one line)"),
 ]
 
 

@@ -330,3 +330,16 @@ def test_a_huge_count_in_the_library_stops_at_1900_instead_of_overflowing(tmp_pa
     eng = MarketDataEngine(load(cache_dir=tmp_path / "c", source="sample", environ={}))
     report = eng.refresh("NIFTY", "1d", count=10_000_000)  # more daily candles than exist since 1900
     assert report.rows > 1000
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["window", "NIFTY", "--as-of", "0001-01-01"], "error: bad as_of '0001-01-01'; mde handles the years 1900 to 2199"),
+    (["replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "0001-01-01", "--to", "9999-12-31", "--segment", "futures"],
+     "error: bad --from date '0001-01-01'; mde handles the years 1900 to 2199"),
+    (["paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures", "--tick", "1e400m"],
+     "error: --tick '1e400m' is longer than a day"),
+])
+def test_dates_and_durations_out_of_range_are_input_errors(cache: Path, args: list[str], says: str) -> None:
+    proc = mde(cache, *args)
+    assert proc.returncode == 2
+    assert one_error_line(proc) == says
