@@ -14,6 +14,18 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand, TyperOption
+
+
+class _Command(TyperCommand):
+    """As in cli.py: every command takes -v/-q after its name too."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        for decls, text in ((["--verbose", "-v"], "Log what mde does to stderr (as mde -v)."),
+                            (["--quiet", "-q"], "Print nothing but errors (as mde -q).")):
+            self.params.append(TyperOption(param_decls=decls, is_flag=True, default=False, expose_value=False, help=text))
+
 
 app = typer.Typer(
     name="mde",
@@ -60,8 +72,13 @@ def main_options(
     """
 
 
+SymbolsOpt = Annotated[Optional[list[str]], typer.Option(
+    "--symbols", "--symbol", "-s", show_default=False,
+    help="Symbols: --symbols NIFTY BANKNIFTY, -s NIFTY -s BANKNIFTY or NIFTY,BANKNIFTY.")]
+MoreSymbols = Annotated[Optional[list[str]], typer.Argument(
+    help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)]
 TimeframeOpt = Annotated[str, typer.Option("--timeframe", "-t", help="1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day).")]
-SourceOpt = Annotated[Optional[SourceKind], typer.Option("--source", help="Where candles come from (default: [source] kind).")]
+SourceOpt = Annotated[Optional[SourceKind], typer.Option("--source", case_sensitive=False, help="Where candles come from (default: \\[source] kind).")]
 
 
 @app.command()
@@ -70,7 +87,8 @@ def window(
     timeframe: TimeframeOpt = "5m",
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many candles (1..1000).")] = 50,
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")] = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json (the HTTP API's shape) or csv.")] = Format.table,
+    fmt: Annotated[Format, typer.Option("--format", "-f", case_sensitive=False, help="table, json (the HTTP API's shape) or csv.")] = Format.table,
+    source: SourceOpt = None,
 ) -> None:
     """Show the latest complete candles from the cache.
 
@@ -94,9 +112,9 @@ def fetch(
 
 @app.command()
 def refresh(
-    symbols: Annotated[Optional[list[str]], typer.Argument(help="Symbols (also --symbols; default: [refresh] symbols).", show_default=False)] = None,
-    symbols_opt: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to refresh: --symbols NIFTY BANKNIFTY.")] = None,
-    timeframes: Annotated[Optional[list[str]], typer.Option("--timeframe", "-t", help="Timeframe(s) (default: [refresh] timeframes, 5m).")] = None,
+    symbols: Annotated[Optional[list[str]], typer.Argument(help="Symbols (also --symbols; default: \\[refresh] symbols).", show_default=False)] = None,
+    symbols_opt: SymbolsOpt = None,
+    timeframes: Annotated[Optional[list[str]], typer.Option("--timeframe", "-t", help="Timeframe(s) (default: \\[refresh] timeframes, 5m).")] = None,
     count: Annotated[Optional[int], typer.Option("--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     source: SourceOpt = None,
@@ -110,7 +128,7 @@ def refresh(
 
 @app.command("ls")
 def list_series(
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
 ) -> None:
     """List the cached series: source, rows, first/last candle, covered ranges, size on disk.
 
@@ -163,7 +181,7 @@ def instruments(
     search: Annotated[Optional[str], typer.Option("--search", help="Case-insensitive text in the symbol or name.")] = None,
     refresh_dump: Annotated[bool, typer.Option("--refresh", help="Download Kite's instruments list now (else at most once a day).")] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show.")] = 50,
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
 ) -> None:
     """Show Kite's instruments list (downloaded at most once a day and cached as Parquet).
 
@@ -185,14 +203,15 @@ class Segment(str, Enum):
 
 @app.command()
 def replay(
+    more_symbols: MoreSymbols = None,
     strategy: Annotated[str, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = ...,  # type: ignore[assignment]
-    symbols: Annotated[list[str], typer.Option("--symbol", "-s", help="Symbol to trade (repeat for more).")] = ...,  # type: ignore[assignment]
+    symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = "5m",
     start: Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
     end: Annotated[str, typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE; NAME=V1,V2 sweeps every combination.")] = None,
-    costs: Annotated[CostKind, typer.Option("--costs", help="zerodha (dated Indian charges) or none.")] = CostKind.zerodha,
-    segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
+    costs: Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha (dated Indian charges) or none.")] = CostKind.zerodha,
+    segment: Annotated[Optional[Segment], typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill.")] = 0,
     square_off: Annotated[Optional[str], typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")] = None,
@@ -202,6 +221,7 @@ def replay(
     allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="Replay even if the cache lacks sessions of the range.")] = False,
     sort: Annotated[str, typer.Option("--sort", help="Sweep: the metric to sort rows by.")] = "net_pnl",
     workers: Annotated[Optional[int], typer.Option("--workers", help="Sweep: processes (default: all cores).")] = None,
+    source: SourceOpt = None,
 ) -> None:
     """Backtest a strategy on cached candles: next-open fills, Indian costs, honest metrics.
 
@@ -211,8 +231,8 @@ def replay(
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default: [serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port (default: [serve] port, 8000).")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port (default: \\[serve] port, 8000).")] = None,
     token: Annotated[Optional[str], typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
 ) -> None:
     """Serve the HTTP API and the dashboard (read-only) until Ctrl-C.
@@ -224,7 +244,7 @@ def serve(
 @app.command()
 def strategies(
     spec: Annotated[Optional[str], typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
 ) -> None:
     """List strategies and their parameters (set them with `mde replay --param NAME=VALUE`).
 
@@ -242,10 +262,10 @@ def strategies(
 
 @app.command()
 def paper(
-    more_symbols: Annotated[Optional[list[str]], typer.Argument(help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)] = None,
+    more_symbols: MoreSymbols = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
-    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to trade: --symbols NIFTY BANKNIFTY.")] = None,
-    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Default: [refresh] multi_tf of the symbols, else [refresh] timeframes[0].")] = None,
+    symbols: SymbolsOpt = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Default: \\[refresh] multi_tf of the symbols, else \\[refresh] timeframes\\[0].")] = None,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
     session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")] = None,
     source: SourceOpt = None,
@@ -253,8 +273,8 @@ def paper(
     speed: Annotated[float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")] = 0.0,
     tick: Annotated[Optional[str], typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close.")] = None,
     until: Annotated[Optional[str], typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
-    costs: Annotated[CostKind, typer.Option("--costs", help="zerodha or none.")] = CostKind.zerodha,
-    segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
+    costs: Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha or none.")] = CostKind.zerodha,
+    segment: Annotated[Optional[Segment], typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill (live: against the LTP).")] = 0,
     trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
@@ -271,6 +291,10 @@ def paper(
 
     Example:  mde paper --strategy sma_cross -s NIFTY --source sample --date 2024-06-14 --segment futures
     """
+
+for _info in app.registered_commands:
+    if _info.cls in (None, TyperCommand):
+        _info.cls = _Command
 
 
 if __name__ == "__main__":

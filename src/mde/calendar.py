@@ -179,6 +179,9 @@ def nse() -> Calendar:
     return load_calendar(text)
 
 
+FIRST_YEAR, LAST_YEAR = 1900, 2199  # dates and instants a user may give (date.min/max overflow in arithmetic)
+
+
 def parse_instant(text: str, what: str = "time") -> datetime:
     """ISO 8601 instant; a naive one is IST. `2024-06-14T10:30` and `...+05:30` both work."""
     raw = str(text).strip()
@@ -186,6 +189,8 @@ def parse_instant(text: str, what: str = "time") -> datetime:
         value = datetime.fromisoformat(raw.replace(" ", "T", 1) if len(raw) > 10 else raw)
     except ValueError:
         raise InputError(f"bad {what} {text!r}; use ISO 8601 like 2024-06-14T10:30:00+05:30") from None
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise InputError(f"bad {what} {text!r}; mde handles the years {FIRST_YEAR} to {LAST_YEAR}")
     if value.tzinfo is None:
         value = value.replace(tzinfo=IST)
     return value.astimezone(IST)
@@ -197,9 +202,12 @@ def parse_date(text: str | date, what: str = "date") -> date:
     if isinstance(text, date):
         return text
     try:
-        return date.fromisoformat(str(text).strip())
+        value = date.fromisoformat(str(text).strip())
     except ValueError:
         raise InputError(f"bad {what} {text!r}; use YYYY-MM-DD") from None
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:  # arithmetic on days must not leave the calendar
+        raise InputError(f"bad {what} {text!r}; mde handles the years {FIRST_YEAR} to {LAST_YEAR}")
+    return value
 
 
 def now_ist() -> datetime:

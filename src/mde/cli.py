@@ -8,19 +8,67 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 if TYPE_CHECKING:
     from .config import Settings
     from .engine import MarketDataEngine
 
+# Exit status of an unexpected exception (a bug in mde): EX_SOFTWARE of sysexits.h.
+INTERNAL_ERROR = 70
+
+
+class _Group(TyperGroup):
+    """mde's command group: every way out of it is one `error: ...` line and a documented exit code.
+
+    Typer's documented route to own the error handling is `standalone_mode=False` (exceptions are
+    raised instead of printed); the group does that in its `main`, so `mde`, `python -m mde` and
+    typer's CliRunner all take the same path.
+    """
+
+    def main(self, args: Any = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        prog_name = prog_name or "mde"  # also under `python -m mde`: the name the README and the errors use
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        sys.exit(run_guarded(lambda: super(_Group, self).main(args, prog_name, complete_var, standalone_mode=False, **extra)))
+
+
+class _Command(TyperCommand):
+    """A command that also takes -v/-q after its name (`mde window NIFTY -q`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for decls, attr, text in ((["--verbose", "-v"], "verbose", "Log what mde does to stderr (as mde -v)."),
+                                  (["--quiet", "-q"], "quiet", "Print nothing but errors (as mde -q).")):
+            self.params.append(TyperOption(param_decls=decls, is_flag=True, default=False, expose_value=False, help=text,
+                                           callback=functools.partial(_flag, attr)))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.TyperException as exc:  # the parser's errors carry no context: name the command
+            if hasattr(exc, "ctx") and exc.ctx is None:
+                exc.ctx = ctx
+            raise
+
+
+def _flag(attr: str, ctx: Any, param: Any, value: bool) -> None:
+    if value:
+        setattr(STATE, attr, True)
+        _set_logging()
+
+
 app = typer.Typer(
     name="mde",
+    cls=_Group,
     help="Market Data Engine: a Parquet candle cache for NSE/NFO via Zerodha Kite Connect.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # a traceback must never print a token
@@ -69,6 +117,13 @@ def _stdout() -> Any:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+def _error_line(message: str) -> None:
+    """`error: <message>` on stderr; the message is plain text (brackets and all)."""
+    from rich.markup import escape
+
+    _stderr().print(f"[bold red]error:[/] {escape(message)}", markup=True)
+
+
 def _fail(message: str, code: int) -> typer.Exit:
     _stderr().print(f"[bold red]error:[/] {message}", markup=True)
     return typer.Exit(code)
@@ -89,6 +144,75 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise _fail("interrupted; the cache is unchanged", 130) from None
 
     return wrapper
+
+
+_VALID = re.compile(r"is not a valid (int|integer|float)\b")
+
+
+def usage_message(exc: Any) -> str:
+    """One line for a typer/click usage error: `--limit: 'abc' is not an integer; see mde window --help`."""
+    ctx = getattr(exc, "ctx", None)
+    param = getattr(exc, "param", None)
+    if type(exc).__name__ != "MissingParameter" and param is not None and getattr(exc, "message", None):
+        longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+        name = longs[0] if longs and getattr(param, "param_type_name", "") == "option" else (param.name or "").upper()
+        text = f"{name}: {exc.message}"
+    else:
+        text = exc.format_message()
+    text = " ".join(str(text).split()).rstrip(".")
+    text = _VALID.sub(lambda m: "is not an integer" if m.group(1).startswith("int") else "is not a number", text)
+    text = text.replace("Missing option", "missing option").replace("Missing argument", "missing argument")
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    path = getattr(ctx, "command_path", None) or "mde"
+    return f"{text}; see {path} --help"
+
+
+def _redact(text: str) -> str:
+    """Blank the secrets mde may hold (tokens, the API secret) out of a message."""
+    import os
+
+    for name in ("KITE_ACCESS_TOKEN", "KITE_API_SECRET", "MDE_API_TOKEN"):
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def run_guarded(call: Callable[[], Any]) -> int:
+    """Run the CLI; turn whatever comes out into one `error:` line and an exit code.
+
+    Usage errors (a bad flag or value) are exit 2; mde's own errors were already printed by
+    `handle_errors`; anything else is a bug: `error: internal error: <Type>: <message>`, exit 70,
+    with the traceback only under -v.
+    """
+    STATE.config = STATE.cache_dir = None
+    STATE.verbose = STATE.quiet = False
+    try:
+        rv = call()
+    except typer.TyperException as exc:  # click's ClickException and its usage errors
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            return 2  # `mde` alone: typer printed the help
+        _error_line(usage_message(exc) if isinstance(getattr(exc, "exit_code", None), int) and exc.exit_code == 2
+                    else " ".join(exc.format_message().split()))
+        return int(getattr(exc, "exit_code", 1))
+    except typer.Abort:
+        _error_line("aborted")
+        return 1
+    except Exception as exc:
+        from .errors import MdeError
+
+        if isinstance(exc, MdeError):  # raised outside a command (a parameter callback)
+            _error_line(exc.message)
+            return exc.exit_code
+        if STATE.verbose:
+            import traceback
+
+            sys.stderr.write(_redact("".join(traceback.format_exception(exc))))
+        message = " ".join(str(exc).split())
+        _error_line(_redact(f"internal error: {type(exc).__name__}: {message} (run with -v for the traceback)"))
+        return INTERNAL_ERROR
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
 def settings(source: Optional[SourceKind] = None) -> Settings:
@@ -124,16 +248,45 @@ def main_options(
     Example:  mde refresh --symbols NIFTY BANKNIFTY && mde window NIFTY
     """
     STATE.config, STATE.cache_dir, STATE.verbose, STATE.quiet = config, cache_dir, verbose, quiet
-    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    _set_logging()
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (a test runner swaps it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _set_logging() -> None:
+    level = logging.DEBUG if STATE.verbose else logging.ERROR if STATE.quiet else logging.WARNING
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
     log.setLevel(level)
 
 
+def symbol_list(*groups: Optional[list[str]]) -> list[str]:
+    """The symbols of --symbol/--symbols/-s (repeated, several values, or comma-separated) and positionals."""
+    return [s.strip() for group in groups for item in (group or []) for s in item.split(",") if s.strip()]
+
+
+SymbolsOpt = Annotated[Optional[list[str]], typer.Option(
+    "--symbols", "--symbol", "-s", show_default=False,
+    help="Symbols: --symbols NIFTY BANKNIFTY, -s NIFTY -s BANKNIFTY or NIFTY,BANKNIFTY.")]
+MoreSymbols = Annotated[Optional[list[str]], typer.Argument(
+    help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)]
 TimeframeOpt = Annotated[str, typer.Option("--timeframe", "-t", help="1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day).")]
-SourceOpt = Annotated[Optional[SourceKind], typer.Option("--source", help="Where candles come from (default: [source] kind).")]
+SourceOpt = Annotated[Optional[SourceKind], typer.Option("--source", case_sensitive=False, help="Where candles come from (default: \\[source] kind).")]
 
 
 @app.command()
@@ -143,7 +296,8 @@ def window(
     timeframe: TimeframeOpt = "5m",
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many candles (1..1000).")] = 50,
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")] = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="table, json (the HTTP API's shape) or csv.")] = Format.table,
+    fmt: Annotated[Format, typer.Option("--format", "-f", case_sensitive=False, help="table, json (the HTTP API's shape) or csv.")] = Format.table,
+    source: SourceOpt = None,
 ) -> None:
     """Show the latest complete candles from the cache.
 
@@ -151,7 +305,7 @@ def window(
     """
     from .symbols import validate_symbol
 
-    eng = engine()
+    eng = engine(source)
     win = eng.read_window(symbol, timeframe, limit=limit, as_of=as_of)
     candles, note = win.candles, win.note(symbol)
     if fmt is Format.table:
@@ -208,9 +362,9 @@ def fetch(
 @app.command()
 @handle_errors
 def refresh(
-    symbols: Annotated[Optional[list[str]], typer.Argument(help="Symbols (also --symbols; default: [refresh] symbols).", show_default=False)] = None,
-    symbols_opt: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to refresh: --symbols NIFTY BANKNIFTY.")] = None,
-    timeframes: Annotated[Optional[list[str]], typer.Option("--timeframe", "-t", help="Timeframe(s) (default: [refresh] timeframes, 5m).")] = None,
+    symbols: Annotated[Optional[list[str]], typer.Argument(help="Symbols (also --symbols; default: \\[refresh] symbols).", show_default=False)] = None,
+    symbols_opt: SymbolsOpt = None,
+    timeframes: Annotated[Optional[list[str]], typer.Option("--timeframe", "-t", help="Timeframe(s) (default: \\[refresh] timeframes, 5m).")] = None,
     count: Annotated[Optional[int], typer.Option("--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     source: SourceOpt = None,
@@ -228,8 +382,7 @@ def refresh(
     if count is not None:
         check_count(count)  # one line before any series, not one per series
     conf = settings(source)
-    names = [s for group in (symbols_opt or []) + (symbols or []) for s in group.split(",") if s.strip()]
-    names = names or list(conf.refresh.symbols)
+    names = symbol_list(symbols_opt, symbols) or list(conf.refresh.symbols)
     if not names:
         raise ConfigError("no symbols to refresh: give --symbols NIFTY BANKNIFTY or set [refresh] symbols in mde.toml")
     eng = MarketDataEngine(conf)
@@ -266,7 +419,7 @@ def refresh(
 @app.command("ls")
 @handle_errors
 def list_series(
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
 ) -> None:
     """List the cached series: source, rows, first/last candle, covered ranges, size on disk,
     and a note for each series holding implausible candles from its source.
@@ -384,7 +537,7 @@ def instruments(
     search: Annotated[Optional[str], typer.Option("--search", help="Case-insensitive text in the symbol or name.")] = None,
     refresh_dump: Annotated[bool, typer.Option("--refresh", help="Download Kite's instruments list now (else at most once a day).")] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show.")] = 50,
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
     source: SourceOpt = None,
 ) -> None:
     """Show Kite's instruments list (downloaded at most once a day and cached as Parquet; on the
@@ -443,14 +596,15 @@ class Segment(str, Enum):
 @app.command()
 @handle_errors
 def replay(
+    more_symbols: MoreSymbols = None,
     strategy: Annotated[str, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = ...,  # type: ignore[assignment]
-    symbols: Annotated[list[str], typer.Option("--symbol", "-s", help="Symbol to trade (repeat for more).")] = ...,  # type: ignore[assignment]
+    symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = "5m",
     start: Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
     end: Annotated[str, typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE; NAME=V1,V2 sweeps every combination.")] = None,
-    costs: Annotated[CostKind, typer.Option("--costs", help="zerodha (dated Indian charges) or none.")] = CostKind.zerodha,
-    segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
+    costs: Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha (dated Indian charges) or none.")] = CostKind.zerodha,
+    segment: Annotated[Optional[Segment], typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill.")] = 0,
     square_off: Annotated[Optional[str], typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")] = None,
@@ -460,24 +614,27 @@ def replay(
     allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="Replay even if the cache lacks sessions of the range.")] = False,
     sort: Annotated[str, typer.Option("--sort", help="Sweep: the metric to sort rows by.")] = "net_pnl",
     workers: Annotated[Optional[int], typer.Option("--workers", help="Sweep: processes (default: all cores).")] = None,
+    source: SourceOpt = None,
 ) -> None:
     """Backtest a strategy on cached candles: next-open fills, Indian costs, honest metrics.
 
     Example:  mde replay --strategy sma_cross --symbol NIFTY --from 2024-01-01 --to 2024-12-31 --segment futures
     """
+    from .errors import InputError
     from .replay import param_grid, run_replay, sweep, sweep_failure
 
-    eng = engine()
+    names = symbol_list(symbols, more_symbols)
+    if not names:
+        raise InputError("replay needs a symbol: --symbol NIFTY (several: --symbol NIFTY BANKNIFTY)")
+    eng = engine(source)
     grid = param_grid(params or [])
     kwargs: dict[str, Any] = dict(
-        symbols=symbols, timeframe=timeframe, start=start, end=end, costs=costs.value,
+        symbols=names, timeframe=timeframe, start=start, end=end, costs=costs.value,
         segment=segment.value if segment else None, cash=cash, slippage_ticks=slippage, allow_gaps=allow_gaps,
         square_off=square_off,
     )
     if len(grid) > 1:
         if trades or report:
-            from .errors import InputError
-
             raise InputError("--trades and --report need one parameter set; run the best row of the sweep again without lists")
         rows = sweep(eng, strategy, grid, sort_by=sort, workers=workers, **kwargs)
         from .render import sweep_json, sweep_table
@@ -512,10 +669,10 @@ def replay(
 @app.command()
 @handle_errors
 def paper(
-    more_symbols: Annotated[Optional[list[str]], typer.Argument(help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)] = None,
+    more_symbols: MoreSymbols = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
-    symbols: Annotated[Optional[list[str]], typer.Option("--symbols", "-s", help="Symbols to trade: --symbols NIFTY BANKNIFTY.")] = None,
-    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Default: [refresh] multi_tf of the symbols, else [refresh] timeframes[0].")] = None,
+    symbols: SymbolsOpt = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Default: \\[refresh] multi_tf of the symbols, else \\[refresh] timeframes\\[0].")] = None,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
     session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: the built-in strategy's name or the class name, then the date, e.g. RsiReversion-2024-06-14); the same name resumes it.")] = None,
     source: SourceOpt = None,
@@ -523,8 +680,8 @@ def paper(
     speed: Annotated[float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")] = 0.0,
     tick: Annotated[Optional[str], typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close.")] = None,
     until: Annotated[Optional[str], typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
-    costs: Annotated[CostKind, typer.Option("--costs", help="zerodha or none.")] = CostKind.zerodha,
-    segment: Annotated[Optional[Segment], typer.Option("--segment", help="Charge as this segment (needed for index candles).")] = None,
+    costs: Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha or none.")] = CostKind.zerodha,
+    segment: Annotated[Optional[Segment], typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill (live: against the LTP).")] = 0,
     trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
@@ -561,7 +718,7 @@ def paper(
         typer.echo(paper_status_json(items)) if as_json else paper_status_table(items, _stdout())
         _report_bad([CacheError(it["error"]) for it in items if it.get("error")], worst)
         return
-    universe = [*(symbols or []), *(more_symbols or [])]
+    universe = symbol_list(symbols, more_symbols)
     if not strategy or not universe:
         raise InputError("a paper session needs --strategy and --symbols (or --status to look at one)")
     live_mode = conf.source == "kite"
@@ -621,8 +778,8 @@ def paper(
 @app.command()
 @handle_errors
 def serve(
-    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default: [serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port (default: [serve] port, 8000).")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port (default: \\[serve] port, 8000).")] = None,
     token: Annotated[Optional[str], typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
 ) -> None:
     """Serve the HTTP API and the dashboard (read-only) until Ctrl-C.
@@ -647,7 +804,7 @@ def serve(
 @handle_errors
 def strategies(
     spec: Annotated[Optional[str], typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
 ) -> None:
     """List strategies and their parameters (set them with `mde replay --param NAME=VALUE`).
 
@@ -664,7 +821,14 @@ def strategies(
         strategies_table(items, _stdout())
 
 
+# Every command takes -v/-q after its name too.
+for _info in app.registered_commands:
+    if _info.cls in (None, TyperCommand):
+        _info.cls = _Command
+
+
 def main() -> None:
+    """The `mde` entry point; the group's `main` turns every outcome into an exit code."""
     app()
 
 

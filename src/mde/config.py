@@ -227,6 +227,12 @@ def _check(raw: dict[str, Any], where: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _not_a_file(path: Path) -> str:
+    if path.is_dir():
+        return "is a folder; pass the mde.toml file in it"
+    return "does not exist" if not path.exists() else "is not a regular file"
+
+
 def find_config_file(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
     if explicit:
         return _config_file(Path(explicit).expanduser(), "config file {path}")

@@ -542,6 +542,8 @@ class MarketDataEngine:
         """(symbol, timeframe) pairs to refresh: explicit timeframes, else `[refresh.multi_tf]`
         for that symbol (the seed's multi_tf_config), else `[refresh] timeframes`."""
         multi_tf, aliases = self.settings.refresh.multi_tf, self.settings.aliases
+        for tf in timeframes or []:
+            parse(tf)  # a mistyped timeframe fails the whole run before any series is touched
         plan = []
         for symbol in symbols:
             try:

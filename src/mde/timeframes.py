@@ -85,4 +85,6 @@ def parse_duration(text: str, what: str = "duration") -> float:
         raise InputError(f"{what} {text!r} is not a duration like 1s, 500ms or 1m") from None
     if not value > 0:
         raise InputError(f"{what} must be more than 0 seconds")
+    if not value <= 86400:  # inf and nan too
+        raise InputError(f"{what} {text!r} is longer than a day")
     return value

@@ -7,8 +7,11 @@ mde.toml and `mde paper` flags; each rejection carries its reason for the journa
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
+
+from ..errors import InputError
 
 ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
 _US_PER_MIN = 60_000_000
@@ -21,9 +24,33 @@ class RiskLimits:
     max_position_notional: float | None = None  # per symbol, absolute quantity x price, rupees
     max_orders_per_minute: int | None = None  # per session
 
+    def __post_init__(self) -> None:
+        # None means no limit; 0 or a negative number is not "no limit" but a mistake, so it is refused
+        for name, (whole, flag) in _LIMITS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+                  and (not whole or float(value).is_integer()))
+            if not ok:
+                what = "a whole number >= 1" if whole else "a positive number of rupees"
+                raise InputError(f"risk limit {name} must be {what} (mde paper {flag}, [risk] {name} in mde.toml); "
+                                 f"got {value!r}; leave it out for no limit")
+            if whole:
+                object.__setattr__(self, name, int(value))
+
     def describe(self) -> str:
         parts = [f"{k}={v:g}" for k, v in vars(self).items() if v is not None]
         return ", ".join(parts) or "no limits"
+
+
+# field: (a whole number?, the `mde paper` flag)
+_LIMITS = {
+    "max_loss_per_day": (False, "--max-loss"),
+    "max_position_qty": (True, "--max-qty"),
+    "max_position_notional": (False, "--max-notional"),
+    "max_orders_per_minute": (True, "--max-orders-per-minute"),
+}
 
 
 class RiskEngine:

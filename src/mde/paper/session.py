@@ -92,11 +92,12 @@ class SessionResult:
 def limits_from(settings: Settings, **flags: float | int | None) -> RiskLimits:
     """`[risk]` in mde.toml, overridden by the flags that were given."""
     merged = {**settings.risk, **{k: v for k, v in flags.items() if v is not None}}
+    # RiskLimits refuses 0, negative and non-finite values (0 is not "unlimited": leave the flag out)
     return RiskLimits(
         max_loss_per_day=merged.get("max_loss_per_day"),
-        max_position_qty=int(merged["max_position_qty"]) if merged.get("max_position_qty") else None,
+        max_position_qty=merged.get("max_position_qty"),
         max_position_notional=merged.get("max_position_notional"),
-        max_orders_per_minute=int(merged["max_orders_per_minute"]) if merged.get("max_orders_per_minute") else None,
+        max_orders_per_minute=merged.get("max_orders_per_minute"),
     )
 
 
@@ -152,12 +153,15 @@ def _end_at(midnight: datetime, until: str | None, default: datetime) -> datetim
     if until is None:
         return default
     try:
-        parts = [int(x) for x in until.split(":")]
-        if len(parts) not in (2, 3):
+        fields = until.split(":")
+        if len(fields) not in (2, 3) or not all(f.isascii() and f.isdigit() and len(f) <= 2 for f in fields):
+            raise ValueError
+        parts = [int(x) for x in fields]
+        if parts[0] > 23 or any(p > 59 for p in parts[1:]):
             raise ValueError
         return midnight + timedelta(hours=parts[0], minutes=parts[1], seconds=parts[2] if len(parts) == 3 else 0)
     except ValueError:
-        raise InputError(f"--until {until!r} is not HH:MM (or HH:MM:SS)") from None
+        raise InputError(f"--until {until!r} is not a time of day HH:MM (or HH:MM:SS), 00:00 to 23:59") from None
 
 
 def _names(symbols: Sequence[str]) -> list[str]:
