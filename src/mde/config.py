@@ -4,7 +4,7 @@ Lookup of the file: `--config PATH`, else `$MDE_CONFIG`, else `./mde.toml`, else
 defaults. Relative paths inside a file are relative to that file's folder. Unknown keys
 and wrong types are errors naming the key and the file, so a typo never goes unnoticed.
 
-Environment: MDE_CACHE_DIR, MDE_SOURCE, MDE_NOW, MDE_KITE_ROOT, KITE_API_KEY,
+Environment: MDE_CACHE_DIR, MDE_SOURCE, MDE_NOW, MDE_KITE_ROOT, MDE_KITE_DEADLINE, MDE_LOCK_TIMEOUT, KITE_API_KEY,
 KITE_ACCESS_TOKEN, KITE_API_SECRET, MDE_TOKEN_FILE, MDE_API_TOKEN, MDE_CORS_ORIGINS. Secrets never
 appear in a repr or a message.
 """
@@ -47,6 +47,7 @@ class KiteSettings:
     root: str = DEFAULT_KITE_ROOT
     access_token: str | None = field(default=None, repr=False)
     api_secret: str | None = field(default=None, repr=False)
+    deadline: float = 30.0  # seconds for one request, all of it ([kite] deadline, MDE_KITE_DEADLINE)
 
 
 def _rebuild(cls: type, state: dict[str, Any]) -> Any:
@@ -175,7 +176,7 @@ def _source(v: Any) -> str:
 SCHEMA: dict[str, dict[str, Any]] = {
     "cache": {"dir": _str},
     "source": {"kind": _source},
-    "kite": {"api_key": _str, "root": _str},
+    "kite": {"api_key": _str, "root": _str, "deadline": _pos_num},
     "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _pos_int, "multi_tf": _tf_map},
     "costs": {"file": _str},
     "risk": {"max_loss_per_day": _pos_num, "max_position_qty": _pos_int, "max_position_notional": _pos_num,
@@ -284,7 +285,16 @@ def load(
         pinned = pinned.astimezone(IST) if pinned.tzinfo else pinned.replace(tzinfo=IST)
 
     kite_raw = raw.get("kite", {})
+    deadline = kite_raw.get("deadline", 30.0)
+    if env.get("MDE_KITE_DEADLINE"):
+        try:
+            deadline = float(env["MDE_KITE_DEADLINE"])
+        except ValueError:
+            deadline = float("nan")
+        if not 0 < deadline < float("inf"):
+            raise ConfigError(f"MDE_KITE_DEADLINE must be a positive number of seconds, got {env['MDE_KITE_DEADLINE']!r}")
     kite = KiteSettings(
+        deadline=deadline,
         api_key=env.get("KITE_API_KEY") or kite_raw.get("api_key"),
         root=(env.get("MDE_KITE_ROOT") or kite_raw.get("root") or DEFAULT_KITE_ROOT).rstrip("/"),
         access_token=env.get("KITE_ACCESS_TOKEN") or None,

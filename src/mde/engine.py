@@ -520,8 +520,11 @@ class MarketDataEngine:
         later series fails the same way without another request."""
         from .errors import AuthError
 
-        if self._auth_error is not None:
-            return RefreshResult(symbol, timeframe, None, self._auth_error)
+        if self._auth_error is not None:  # its own message: the request that failed was another series'
+            skipped = AuthError(
+                "not fetched: Kite rejected the access token earlier in this run (tokens expire daily at ~06:00 IST): run `mde login`"
+            )
+            return RefreshResult(symbol, timeframe, None, skipped)
         try:
             return RefreshResult(symbol, timeframe, self.refresh(symbol, timeframe, count), None)
         except AuthError as exc:

@@ -102,26 +102,34 @@ class RateLimiter:
         self._hold_until = float("-inf")
         self._cond = threading.Condition()
 
+    def try_acquire(self) -> tuple[_Slot | None, float | None]:
+        """Take a slot if one is free now: (slot, 0.0). Else (None, seconds until one may be),
+        or (None, None) while every slot is in flight (one frees when its answer is in)."""
+        with self._cond:
+            now = self.clock()
+            self._slots = [s for s in self._slots if s.end is None or now - s.end < self.span]
+            if self._hold_until > now:
+                return None, self._hold_until - now
+            if len(self._slots) < self.rate:
+                slot = _Slot(now)
+                self._slots.append(slot)
+                return slot, 0.0
+            ends = [s.end for s in self._slots if s.end is not None]
+            return None, (min(ends) + self.span - now if ends else None)
+
     def acquire(self) -> _Slot:
         """Wait for a free slot and take it; hand it back with `release` once answered."""
         with self._cond:
             while True:
-                now = self.clock()
-                self._slots = [s for s in self._slots if s.end is None or now - s.end < self.span]
-                wait: float | None = self._hold_until - now
-                if wait is not None and wait <= 0:
-                    if len(self._slots) < self.rate:
-                        slot = _Slot(now)
-                        self._slots.append(slot)
-                        return slot
-                    ends = [s.end for s in self._slots if s.end is not None]
-                    wait = min(ends) + self.span - now if ends else None
+                slot, wait = self.try_acquire()
+                if slot is not None:
+                    return slot
                 if wait is None:
                     self._cond.wait(0.5)  # every slot is in flight: woken when one is answered
                 else:
                     self._cond.release()
                     try:
-                        self.sleep(max(wait, 0.0))
+                        self.sleep(max(wait, 0.001))  # at least 1 ms: float rounding must not spin
                     finally:
                         self._cond.acquire()
 
