@@ -330,3 +330,90 @@ def test_the_limiter_is_strictly_safe_whatever_the_delays():
         assert all(b - a >= 1.0 for a, b in zip(arrivals, arrivals[3:])), arrivals
 
     run()
+
+
+# -- waits that say what they wait for, clocks that stay in range ------------------------------
+
+
+def test_a_writer_waiting_for_the_cache_lock_says_so_then_exits_6(tmp_path):
+    """Another process holds the series' lock: `mde fetch` says on stderr what it waits for
+    (and whose lock it is), gives up after MDE_LOCK_TIMEOUT with one error line and exit 6;
+    with -q only the error line."""
+    import os
+
+    from filelock import FileLock
+
+    from conftest import run_mde
+
+    cache = tmp_path / "cache"
+    env = {"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample", "MDE_LOCK_TIMEOUT": "0.5"}
+    lock_path = cache / "NSE" / "NIFTY_50" / ".5m.lock"
+    lock_path.parent.mkdir(parents=True)
+    args = ("fetch", "NIFTY", "-t", "5m", "--from", "2024-06-03", "--to", "2024-06-03")
+    with FileLock(str(lock_path)):
+        res = run_mde(*args, env=env)
+        quiet = run_mde("-q", *args, env=env)
+    assert res.returncode == 6, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in res.stderr
+    assert "waiting for the cache lock on NSE:NIFTY 50 5m, held by another mde process" in lines[0]
+    assert f"(pid {os.getpid()})" in lines[0] or not os.path.exists("/proc/locks")
+    assert lines[1].startswith("error: another mde process has held the lock on NSE:NIFTY 50 5m")
+    assert quiet.returncode == 6 and quiet.stderr.strip().splitlines() == [lines[1]]
+    ok = run_mde(*args, env=env)  # the lock is free again: no message, the fetch goes through
+    assert ok.returncode == 0 and "waiting" not in ok.stderr
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00", "9999-12-31T23:59", "1989-12-31", "2100-01-01T00:00"])
+def test_a_pinned_clock_out_of_range_is_one_config_error(value):
+    with pytest.raises(ConfigError, match=r"MDE_NOW must be between 1990-01-01 and 2099-12-31"):
+        load(environ={"MDE_NOW": value})
+
+
+def test_cli_with_a_clock_out_of_range_exits_2_in_one_line(tmp_path):
+    from conftest import run_mde
+
+    for value in ("0001-01-01T00:00", "9999-12-31T23:59"):
+        res = run_mde("refresh", "--symbols", "NIFTY", env={"MDE_NOW": value, "MDE_SOURCE": "sample", "MDE_CACHE_DIR": str(tmp_path)})
+        assert res.returncode == 2 and res.stderr.strip().startswith("error: MDE_NOW must be between"), res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert load(environ={"MDE_NOW": "2099-12-31T10:00"}).now.year == 2099
+
+
+# -- replay notices a short last session -----------------------------------------------------------
+
+
+def test_replay_warns_when_the_last_session_in_range_is_short(settings, nifty_5m, tmp_path):
+    """A cache filled while the source lagged (by an mde that vouched for the whole session
+    anyway): the last session holds 70 of 75 candles. Replay runs, but says so: in the
+    result's warnings, on stderr and in --json's warnings. A whole session: no warning."""
+    import json
+
+    from conftest import engine_at, run_mde
+    from mde.replay import run_replay
+
+    week = nifty_5m.filter(pl_between("2024-06-10", "2024-06-14"))
+    short = week.head(week.height - 5)
+    eng = engine_at(settings, "2024-06-14T18:00:00+05:30")
+    eng.save_cache("NIFTY", "5m", short, covered=(ist("2024-06-10T00:00"), ist("2024-06-14T23:59:59")))
+    result = run_replay(eng, "sma_cross", ["NIFTY"], "5m", "2024-06-10", "2024-06-14", costs="none")
+    assert any("2024-06-14" in w and "70 of its 75 5m candles" in w for w in result.warnings), result.warnings
+
+    env = {"MDE_CACHE_DIR": str(settings.cache_dir), "MDE_SOURCE": "sample", "MDE_NOW": "2024-06-14T18:00:00+05:30"}
+    res = run_mde("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-06-10", "--to", "2024-06-14",
+                  "--costs", "none", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert any("70 of its 75" in w for w in json.loads(res.stdout)["warnings"])
+    assert [line for line in res.stderr.splitlines() if line.startswith("warning:")] == [
+        line for line in res.stderr.splitlines() if "70 of its 75" in line
+    ] != []
+
+    eng.save_cache("NIFTY", "5m", week)  # the missing candles arrive
+    result = run_replay(eng, "sma_cross", ["NIFTY"], "5m", "2024-06-10", "2024-06-14", costs="none")
+    assert not any("candles; the source" in w for w in result.warnings)
+
+
+def pl_between(first: str, last: str):
+    import polars as pl
+
+    return (pl.col("ts").dt.date() >= datetime.fromisoformat(first).date()) & (pl.col("ts").dt.date() <= datetime.fromisoformat(last).date())

@@ -17,7 +17,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -26,6 +26,9 @@ from .calendar import IST, now_ist, parse_instant
 from .errors import ConfigError, InputError
 
 SOURCES = ("sample", "kite")
+# The range a pinned clock (MDE_NOW) may take: NSE data starts in 1990; beyond 2099 a refresh
+# would ask for decades of candles that cannot exist.
+CLOCK_RANGE = (datetime(1990, 1, 1, tzinfo=IST), datetime(2100, 1, 1, tzinfo=IST))
 DEFAULT_KITE_ROOT = "https://api.kite.trade"
 
 
@@ -121,6 +124,7 @@ class Settings(_Picklable):
     costs_file: Path | None = None  # [costs] file: the user's own charges table (else the bundled one)
     risk: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # [risk] limits of paper sessions
     serve: ServeSettings = ServeSettings()  # [serve], MDE_API_TOKEN, MDE_CORS_ORIGINS
+    lock_timeout: float = 120.0  # seconds a writer waits for another mde's cache lock ([cache] lock_timeout, MDE_LOCK_TIMEOUT)
 
     def clock(self) -> datetime:
         """The pinned instant if MDE_NOW is set, else the wall clock, in IST."""
@@ -174,7 +178,7 @@ def _source(v: Any) -> str:
 
 
 SCHEMA: dict[str, dict[str, Any]] = {
-    "cache": {"dir": _str},
+    "cache": {"dir": _str, "lock_timeout": _pos_num},
     "source": {"kind": _source},
     "kite": {"api_key": _str, "root": _str, "deadline": _pos_num},
     "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _pos_int, "multi_tf": _tf_map},
@@ -276,13 +280,20 @@ def load(
         raise ConfigError(f"unknown source {kind!r}; use one of {', '.join(SOURCES)}")
 
     pinned = now if now is not None else env.get("MDE_NOW") or None
-    if isinstance(pinned, str):
-        try:
+    given = pinned
+    try:
+        if isinstance(pinned, str):
             pinned = parse_instant(pinned, "MDE_NOW")
-        except InputError as exc:
-            raise ConfigError(str(exc)) from None
-    elif isinstance(pinned, datetime):
-        pinned = pinned.astimezone(IST) if pinned.tzinfo else pinned.replace(tzinfo=IST)
+        elif isinstance(pinned, datetime):
+            pinned = pinned.astimezone(IST) if pinned.tzinfo else pinned.replace(tzinfo=IST)
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
+    except (OverflowError, ValueError):  # 0001-01-01 and 9999-12-31 cannot even be moved to IST
+        pinned = None if given is None else CLOCK_RANGE[0] - (CLOCK_RANGE[1] - CLOCK_RANGE[0])
+    if isinstance(pinned, datetime) and not CLOCK_RANGE[0] <= pinned < CLOCK_RANGE[1]:
+        raise ConfigError(
+            f"MDE_NOW must be between {CLOCK_RANGE[0]:%Y-%m-%d} and {CLOCK_RANGE[1] - timedelta(days=1):%Y-%m-%d} (IST), got {given!s:.40}"
+        )
 
     kite_raw = raw.get("kite", {})
     deadline = kite_raw.get("deadline", 30.0)
@@ -312,7 +323,16 @@ def load(
         else serve_raw.get("cors_origins", ()),
         token=api_token or env.get("MDE_API_TOKEN") or None,
     )
+    lock_timeout = raw.get("cache", {}).get("lock_timeout", 120.0)
+    if env.get("MDE_LOCK_TIMEOUT"):
+        try:
+            lock_timeout = float(env["MDE_LOCK_TIMEOUT"])
+        except ValueError:
+            lock_timeout = float("nan")
+        if not 0 <= lock_timeout < float("inf"):
+            raise ConfigError(f"MDE_LOCK_TIMEOUT must be a number of seconds, got {env['MDE_LOCK_TIMEOUT']!r}")
     return Settings(
+        lock_timeout=lock_timeout,
         serve=serve,
         costs_file=(base / Path(costs_file).expanduser()) if costs_file else None,
         risk=MappingProxyType(dict(raw.get("risk", {}))),

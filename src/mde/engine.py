@@ -191,6 +191,7 @@ class MarketDataEngine:
         self._clock_source: Source | None = None
         self._auth_error: MdeError | None = None
         self.store = CandleStore(self.settings.cache_dir)
+        self.store.lock_timeout = self.settings.lock_timeout
         self.calendar = cal_mod.nse()
         # symbol -> instrument without a catalog is pure given the aliases; memoized for servers
         self._offline = functools.lru_cache(maxsize=4096)(functools.partial(resolve_offline, aliases=self.settings.aliases))

@@ -20,6 +20,7 @@ crashed before its manifest, or by hand), and keeps the others as they are.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -39,6 +40,7 @@ from .errors import CacheError, InputError
 from .symbols import Instrument, safe_name, unsafe_name
 from .timeframes import Timeframe, parse
 
+log = logging.getLogger("mde.store")
 TS_DTYPE = pl.Datetime("us", "Asia/Kolkata")
 COLUMNS: dict[str, pl.DataType] = {
     "ts": TS_DTYPE,
@@ -279,6 +281,20 @@ class WriteResult:
     rows: int  # rows in the series afterwards
 
 
+def _lock_holder(path: Path) -> int | None:
+    """The pid holding a lock on `path`, where the system says (Linux: /proc/locks), else None."""
+    try:
+        inode = path.stat().st_ino
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] in ("FLOCK", "POSIX") and fields[5].rsplit(":", 1)[-1] == str(inode):
+                    return int(fields[4])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def _partitions_in(folder: Path) -> list[Path]:
     """The partition files in `folder`, oldest first (names sort by period)."""
     try:
@@ -302,6 +318,7 @@ class CandleStore:
         self._dirs: dict[tuple[str, str, str], Path] = {}
         self._memo_lock = threading.Lock()  # a paper session updates several series from threads
         self._listings: dict[Path, tuple[tuple[int, int], list[Path]]] = {}
+        self.lock_timeout = LOCK_TIMEOUT_S  # seconds a writer waits for another's lock (MDE_LOCK_TIMEOUT)
 
     # -- paths ------------------------------------------------------------------------
     def instrument_dir(self, instrument: Instrument) -> Path:
@@ -586,18 +603,30 @@ class CandleStore:
             folder.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CacheError(f"cannot create cache folder {folder.parent}: {exc.strerror}") from None
-        lock = FileLock(str(folder.parent / f".{tf.name}.lock"), timeout=LOCK_TIMEOUT_S)
+        path = folder.parent / f".{tf.name}.lock"
+        lock = FileLock(str(path), timeout=self.lock_timeout)
         try:
-            with lock:
-                self._recover_swap(folder)
-                folder.mkdir(exist_ok=True)
-                for stale in folder.glob(".*.tmp"):  # left by a writer that was killed
-                    stale.unlink(missing_ok=True)
-                yield folder
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:  # say what we wait for, then wait (quiet with -q: a warning)
+                holder = _lock_holder(path)
+                log.warning(
+                    "waiting for the cache lock on %s %s, held by another mde process%s; giving up after %.0fs",
+                    instrument, tf, f" (pid {holder})" if holder else "", self.lock_timeout,
+                )
+                lock.acquire()
         except Timeout:
             raise CacheError(
-                f"another mde process has held the lock on {instrument} {tf} for {LOCK_TIMEOUT_S:.0f}s; try again"
+                f"another mde process has held the lock on {instrument} {tf} for {self.lock_timeout:.0f}s; try again"
             ) from None
+        try:
+            self._recover_swap(folder)
+            folder.mkdir(exist_ok=True)
+            for stale in folder.glob(".*.tmp"):  # left by a writer that was killed
+                stale.unlink(missing_ok=True)
+            yield folder
+        finally:
+            lock.release()
 
     @staticmethod
     def _recover_swap(folder: Path) -> None:
