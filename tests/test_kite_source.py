@@ -268,11 +268,13 @@ def test_requests_are_chunked_at_each_interval_limit(kite, tf, interval):
 def test_a_steady_run_at_kites_real_rate_never_sees_a_429(kite):
     """Kite's own limits (3 historical requests per 1 s window, enforced by the server) and
     our limiter at 3 per second over 8 chunked requests, fetched by 3 worker threads while
-    others decode and parse responses (holding the GIL, which delays sends): zero 429s."""
+    others decode and parse responses (holding the GIL, which delays sends): zero 429s.
+    The limiter holds a slot until the answer is in, so this holds however loaded the machine
+    is; no wall-clock bound here (tests/test_faults_source.py runs the same on a simulated clock
+    and bounds the time there)."""
     kite.srv.rate_window = 1.0
     kite.new_limiters()
     eng = kite.engine("2025-01-31T16:00:00+05:30")
-    started = time.monotonic()
     rep = eng.download("NIFTY", "5m", "2023-01-01", "2024-12-31")
     assert rep.received == len(csv_rows("NIFTY50_5m_2024.csv"))
     reqs = hist(kite.srv)
@@ -280,8 +282,7 @@ def test_a_steady_run_at_kites_real_rate_never_sees_a_429(kite):
     assert [r.status for r in reqs] == [200] * len(reqs)
     assert eng.source.stats.rate_limited == 0 and eng.source.stats.retries == 0
     times = sorted(r.time for r in reqs)
-    assert all(b - a >= 0.99 for a, b in zip(times, times[3:]))  # never 4 starts in one second
-    assert time.monotonic() - started < 10
+    assert all(b - a >= 1.0 for a, b in zip(times, times[3:]))  # never 4 arrivals in one second
 
 
 # -- holidays, the tail, the running candle -------------------------------------------------

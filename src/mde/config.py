@@ -280,20 +280,21 @@ def load(
         raise ConfigError(f"unknown source {kind!r}; use one of {', '.join(SOURCES)}")
 
     pinned = now if now is not None else env.get("MDE_NOW") or None
-    given = pinned
+    given, in_range = pinned, True
     try:
         if isinstance(pinned, str):
             pinned = parse_instant(pinned, "MDE_NOW")
         elif isinstance(pinned, datetime):
             pinned = pinned.astimezone(IST) if pinned.tzinfo else pinned.replace(tzinfo=IST)
+        if isinstance(pinned, datetime):
+            in_range = CLOCK_RANGE[0] <= pinned < CLOCK_RANGE[1]
     except InputError as exc:
         raise ConfigError(str(exc)) from None
     except (OverflowError, ValueError):  # 0001-01-01 and 9999-12-31 cannot even be moved to IST
-        pinned = None if given is None else CLOCK_RANGE[0] - (CLOCK_RANGE[1] - CLOCK_RANGE[0])
-    if isinstance(pinned, datetime) and not CLOCK_RANGE[0] <= pinned < CLOCK_RANGE[1]:
-        raise ConfigError(
-            f"MDE_NOW must be between {CLOCK_RANGE[0]:%Y-%m-%d} and {CLOCK_RANGE[1] - timedelta(days=1):%Y-%m-%d} (IST), got {given!s:.40}"
-        )
+        in_range = False
+    if not in_range:
+        last = CLOCK_RANGE[1] - timedelta(days=1)
+        raise ConfigError(f"MDE_NOW must be between {CLOCK_RANGE[0]:%Y-%m-%d} and {last:%Y-%m-%d} (IST), got {given!s:.40}")
 
     kite_raw = raw.get("kite", {})
     deadline = kite_raw.get("deadline", 30.0)
