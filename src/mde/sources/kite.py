@@ -378,6 +378,7 @@ class KiteSource:
                 call.done = True
             watchdog.cancel()
             _ACTIVE.call = None
+            call.limiter.release(call.slot)  # answered or failed: not after a retry's back-off
 
     # -- symbols ------------------------------------------------------------------------
     @property
