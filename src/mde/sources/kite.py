@@ -279,7 +279,7 @@ class KiteSource:
             if call is not None and call.expired:
                 raise _RetryOther(f"Kite did not finish answering within {self.retry.deadline:g}s") from exc
             if isinstance(exc, _Malformed):
-                raise SourceError(f"Kite sent a malformed answer while {what}: {exc}; the series is left as it was") from exc
+                raise SourceError(f"Kite sent a malformed answer while {what}: {exc}") from exc
             self._translate(exc, what, call)
 
     def _translate(self, error: Exception, what: str, call: _Call | None) -> None:
@@ -325,10 +325,10 @@ class KiteSource:
         except KeyError as exc:
             if call is not None and call.content_type is None and call.status is not None:
                 raise _RetryOther("Kite answered without a Content-Type") from exc  # kiteconnect crashes on it
-            raise SourceError(f"Kite sent a malformed answer while {what} (no {exc} in it); the series is left as it was") from exc
+            raise SourceError(f"Kite sent a malformed answer while {what} (no {exc} in it)") from exc
         except (AttributeError, TypeError, ValueError, IndexError) as exc:
             if call is not None and call.status is not None:  # the client choked on the answer's shape
-                raise SourceError(f"Kite sent a malformed answer while {what}; the series is left as it was") from exc
+                raise SourceError(f"Kite sent a malformed answer while {what}") from exc
             raise
 
     def call(self, kind: str, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
