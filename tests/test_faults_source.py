@@ -357,7 +357,7 @@ def test_a_writer_waiting_for_the_cache_lock_says_so_then_exits_6(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 2 and "Traceback" not in res.stderr
     assert "waiting for the cache lock on NSE:NIFTY 50 5m, held by another mde process" in lines[0]
-    assert f"(pid {os.getpid()})" in lines[0] or not os.path.exists("/proc/locks")
+    assert f"(pid {os.getpid()}, running since " in lines[0] or not os.path.exists("/proc/locks")
     assert lines[1].startswith("error: another mde process has held the lock on NSE:NIFTY 50 5m")
     assert quiet.returncode == 6 and quiet.stderr.strip().splitlines() == [lines[1]]
     ok = run_mde(*args, env=env)  # the lock is free again: no message, the fetch goes through

@@ -281,18 +281,26 @@ class WriteResult:
     rows: int  # rows in the series afterwards
 
 
-def _lock_holder(path: Path) -> int | None:
-    """The pid holding a lock on `path`, where the system says (Linux: /proc/locks), else None."""
+def _lock_holder(path: Path) -> str:
+    """Who holds a lock on `path`, where the system says (Linux: /proc/locks): " (pid N,
+    running since HH:MM:SS)", else ""."""
     try:
         inode = path.stat().st_ino
         with open("/proc/locks", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                fields = line.split()
-                if len(fields) > 5 and fields[1] in ("FLOCK", "POSIX") and fields[5].rsplit(":", 1)[-1] == str(inode):
-                    return int(fields[4])
+            pids = [int(f[4]) for f in map(str.split, fh) if len(f) > 5 and f[5].rsplit(":", 1)[-1] == str(inode)]
     except (OSError, ValueError):
-        pass
-    return None
+        return ""
+    if not pids:
+        return ""
+    try:  # the holder's start: /proc/<pid>/stat field 22 (clock ticks after boot) + boot time
+        with open(f"/proc/{pids[0]}/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+        since = datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), IST)
+        return f" (pid {pids[0]}, running since {since:%H:%M:%S})"
+    except (OSError, ValueError, IndexError, StopIteration):
+        return f" (pid {pids[0]})"
 
 
 def _partitions_in(folder: Path) -> list[Path]:
@@ -612,7 +620,7 @@ class CandleStore:
                 holder = _lock_holder(path)
                 log.warning(
                     "waiting for the cache lock on %s %s, held by another mde process%s; giving up after %.0fs",
-                    instrument, tf, f" (pid {holder})" if holder else "", self.lock_timeout,
+                    instrument, tf, holder, self.lock_timeout,
                 )
                 lock.acquire()
         except Timeout:
