@@ -134,13 +134,15 @@ class RequestRecord:
 class _Fault:
     """A pending injected fault; consumed by the next ``remaining`` matching requests."""
 
-    kind: str  # "fail" | "html" | "drop" | "delay"
+    kind: str  # "fail" | "html" | "drop" | "delay" | "raw" | "trickle"
     remaining: int
     path_prefix: str | None
     status: int = 500
     error_type: str = "GeneralException"
     message: str = ""
     seconds: float = 0.0
+    body: bytes = b""
+    content_type: str = "application/json"
 
     def matches(self, path: str) -> bool:
         return self.remaining > 0 and (self.path_prefix is None or path.startswith(self.path_prefix))
@@ -152,6 +154,7 @@ class _Response:
     body: bytes
     content_type: str
     gzip_ok: bool = False
+    trickle: float = 0.0  # > 0: send the body one byte per this many seconds
 
 
 class _Drop:
@@ -354,7 +357,17 @@ class _Handler(BaseHTTPRequestHandler):
             if encoding:
                 self.send_header("Content-Encoding", encoding)
             self.end_headers()
-            self.wfile.write(payload)
+            if resp.trickle > 0:
+                self.wfile.flush()
+                stopping = self.server.kite._stopping
+                for i in range(len(payload)):
+                    if stopping.wait(resp.trickle):
+                        break
+                    self.wfile.write(payload[i : i + 1])
+                    self.wfile.flush()
+                self.close_connection = True
+            else:
+                self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (e.g. after a delay fault)
 
@@ -404,6 +417,12 @@ class KiteServer:
         self.rate_limits: dict[str, int] = dict(DEFAULT_RATE_LIMITS)
         self.rate_window: float = 1.0  # seconds; tests may shrink it to avoid sleeping
         self.requests: list[RequestRecord] = []
+        # the clock of the rate windows and of RequestRecord.time; a test may share a simulated one
+        self.clock: Callable[[], float] = time.monotonic
+        # called with each request as it arrives, before it is counted (e.g. to advance a simulated clock)
+        self.on_arrival: Callable[[RequestRecord], None] | None = None
+        # a lagging source: historical candles starting after this instant are not there yet
+        self.data_until: datetime | None = None
 
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -477,6 +496,9 @@ class KiteServer:
             self.rate_limits = dict(DEFAULT_RATE_LIMITS)
             self.rate_window = 1.0
             self._valid_tokens = {self.access_token}
+            self.clock = time.monotonic
+            self.on_arrival = None
+            self.data_until = None
 
     def make_client(self, **kwargs: Any) -> Any:
         """A real ``KiteConnect`` pointed at this server (imported lazily)."""
@@ -599,6 +621,22 @@ class KiteServer:
         """Sleep before handling the request normally, to trigger client timeouts."""
         self._add_fault(_Fault("delay", times, path_prefix, seconds=seconds))
 
+    def raw_next(
+        self, body: bytes | str | Any, status: int = 200, content_type: str = "application/json",
+        times: int = 1, path_prefix: str | None = None,
+    ) -> None:
+        """Answer with exactly this body (bytes/str as is, anything else as JSON), e.g. a
+        malformed "success" envelope."""
+        if not isinstance(body, (bytes, str)):
+            body = json.dumps(body, separators=(",", ":"))
+        data = body.encode() if isinstance(body, str) else body
+        self._add_fault(_Fault("raw", times, path_prefix, status=status, body=data, content_type=content_type))
+
+    def trickle_next(self, seconds_per_byte: float, times: int = 1, path_prefix: str | None = None) -> None:
+        """Answer normally (200 and headers at once) but send the body one byte every
+        ``seconds_per_byte``: a read timeout never fires, only a total deadline helps."""
+        self._add_fault(_Fault("trickle", times, path_prefix, seconds=seconds_per_byte))
+
     def _add_fault(self, fault: _Fault) -> None:
         with self._lock:
             self._faults.append(fault)
@@ -636,10 +674,13 @@ class KiteServer:
             path=path,
             query={k: v[0] for k, v in query_all.items()},
             query_all=query_all,
-            time=time.monotonic(),
+            time=self.clock(),
             headers=headers,
             form=form,
         )
+        if self.on_arrival is not None:
+            self.on_arrival(rec)
+            rec.time = self.clock()
         with self._lock:
             self.requests.append(rec)
 
@@ -652,11 +693,16 @@ class KiteServer:
         if delay is not None:
             self._stopping.wait(delay.seconds)
         fault = self._take_fault(rec.path, delay=False)
-        if fault is not None:
+        trickle = 0.0
+        if fault is not None and fault.kind == "trickle":
+            trickle = fault.seconds
+        elif fault is not None:
             if fault.kind == "drop":
                 return _Drop()
             if fault.kind == "html":
                 return self._html(fault.status)
+            if fault.kind == "raw":
+                return _Response(fault.status, fault.body, fault.content_type)
             return self._error(fault.status, fault.error_type, fault.message)
 
         for method, pattern, handler, rate_class in _ROUTES:
@@ -677,7 +723,9 @@ class KiteServer:
             return self._error(500, "GeneralException", f"internal error: {e!r}")
         if isinstance(data, _Response):
             return data
-        return self._json(200, {"status": "success", "data": data})
+        resp = self._json(200, {"status": "success", "data": data})
+        resp.trickle = trickle
+        return resp
 
     def _check_auth(self, rec: RequestRecord) -> None:
         auth = _header(rec.headers, "Authorization")
@@ -698,7 +746,7 @@ class KiteServer:
             return
         with self._lock:
             hits = self._hits.setdefault(rate_class, deque())
-            t = time.monotonic()
+            t = self.clock()
             while hits and t - hits[0] >= self.rate_window:
                 hits.popleft()
             if len(hits) >= limit:
@@ -809,6 +857,9 @@ class KiteServer:
         minute candles.  Public so tests can compute expectations the same way.
         """
         now = self._now_ist()
+        if self.data_until is not None:  # a lagging source serves what it has, as if its clock were there
+            until = self.data_until.astimezone(IST).replace(tzinfo=None)
+            now = until if now is None else min(now, until)
         hi = to if now is None else min(to, now)
         with self._lock:
             series = self._series.get((instrument_token, interval))

@@ -268,11 +268,13 @@ def test_requests_are_chunked_at_each_interval_limit(kite, tf, interval):
 def test_a_steady_run_at_kites_real_rate_never_sees_a_429(kite):
     """Kite's own limits (3 historical requests per 1 s window, enforced by the server) and
     our limiter at 3 per second over 8 chunked requests, fetched by 3 worker threads while
-    others decode and parse responses (holding the GIL, which delays sends): zero 429s."""
+    others decode and parse responses (holding the GIL, which delays sends): zero 429s.
+    The limiter holds a slot until the answer is in, so this holds however loaded the machine
+    is; no wall-clock bound here (tests/test_faults_source.py runs the same on a simulated clock
+    and bounds the time there)."""
     kite.srv.rate_window = 1.0
     kite.new_limiters()
     eng = kite.engine("2025-01-31T16:00:00+05:30")
-    started = time.monotonic()
     rep = eng.download("NIFTY", "5m", "2023-01-01", "2024-12-31")
     assert rep.received == len(csv_rows("NIFTY50_5m_2024.csv"))
     reqs = hist(kite.srv)
@@ -280,8 +282,7 @@ def test_a_steady_run_at_kites_real_rate_never_sees_a_429(kite):
     assert [r.status for r in reqs] == [200] * len(reqs)
     assert eng.source.stats.rate_limited == 0 and eng.source.stats.retries == 0
     times = sorted(r.time for r in reqs)
-    assert all(b - a >= 0.99 for a, b in zip(times, times[3:]))  # never 4 starts in one second
-    assert time.monotonic() - started < 10
+    assert all(b - a >= 1.0 for a, b in zip(times, times[3:]))  # never 4 arrivals in one second
 
 
 # -- holidays, the tail, the running candle -------------------------------------------------
@@ -306,16 +307,18 @@ def test_a_holiday_answered_empty_is_covered_in_the_ledger(kite):
 
 def test_a_session_with_no_candles_is_not_refetched(kite):
     """2025-01-01 is a trading day by the calendar, but the server has no 5m candles for it
-    (an unannounced closure / data gap): the empty answer is recorded, not asked again;
-    the next new candle is asked for from the open of the last cached session."""
+    (an unannounced closure / data gap). While it is the latest session the source may just
+    be late (issue #15), so each refresh asks again, from the open of the last cached
+    session; once the next session has opened, the empty answer is recorded and not asked again."""
     eng = kite.engine("2024-12-31T16:00:00+05:30")
     eng.refresh("NIFTY", "5m", count=200)
-    kite.srv.requests.clear()
-    rep = kite.engine("2025-01-01T15:45:00+05:30").refresh("NIFTY", "5m")
-    assert rep.added == 0 and len(hist(kite.srv)) == 1
-    assert ranges(kite.srv) == [(datetime(2024, 12, 31, 9, 15), datetime(2025, 1, 1, 15, 45))]
-    kite.srv.requests.clear()
     for now in ("2025-01-01T15:45:00+05:30", "2025-01-01T19:00:00+05:30", "2025-01-02T09:16:00+05:30"):
+        kite.srv.requests.clear()
+        rep = kite.engine(now).refresh("NIFTY", "5m")
+        assert rep.added == 0 and len(hist(kite.srv)) == 1
+        assert ranges(kite.srv) == [(datetime(2024, 12, 31, 9, 15), ist(now).replace(tzinfo=None))]
+    kite.srv.requests.clear()
+    for now in ("2025-01-02T09:16:00+05:30", "2025-01-02T09:19:00+05:30"):
         assert kite.engine(now).refresh("NIFTY", "5m").requested is None
     assert hist(kite.srv) == []
     kite.engine("2025-01-02T09:21:00+05:30").refresh("NIFTY", "5m")

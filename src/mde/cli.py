@@ -656,6 +656,9 @@ def replay(
         result.write_report(report)
     if as_json:
         typer.echo(result.to_json())
+        if not STATE.quiet:
+            for warning in result.warnings:  # stdout holds the JSON alone
+                _stderr().print(f"warning: {warning}", markup=False)
         return
     from .render import replay_table
 

@@ -4,7 +4,7 @@ Lookup of the file: `--config PATH`, else `$MDE_CONFIG`, else `./mde.toml`, else
 defaults. Relative paths inside a file are relative to that file's folder. Unknown keys
 and wrong types are errors naming the key and the file, so a typo never goes unnoticed.
 
-Environment: MDE_CACHE_DIR, MDE_SOURCE, MDE_NOW, MDE_KITE_ROOT, KITE_API_KEY,
+Environment: MDE_CACHE_DIR, MDE_SOURCE, MDE_NOW, MDE_KITE_ROOT, MDE_KITE_DEADLINE, MDE_LOCK_TIMEOUT, KITE_API_KEY,
 KITE_ACCESS_TOKEN, KITE_API_SECRET, MDE_TOKEN_FILE, MDE_API_TOKEN, MDE_CORS_ORIGINS. Secrets never
 appear in a repr or a message.
 """
@@ -17,7 +17,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -29,6 +29,9 @@ SOURCES = ("sample", "kite")
 # `--count` and `[refresh] count`: about ten years of 1m candles. A larger count cannot be
 # served by any source and would walk the calendar back past the year 1.
 MAX_COUNT = 1_000_000
+# The range a pinned clock (MDE_NOW) may take: NSE data starts in 1990; beyond 2099 a refresh
+# would ask for decades of candles that cannot exist.
+CLOCK_RANGE = (datetime(1990, 1, 1, tzinfo=IST), datetime(2100, 1, 1, tzinfo=IST))
 DEFAULT_KITE_ROOT = "https://api.kite.trade"
 
 
@@ -50,6 +53,7 @@ class KiteSettings:
     root: str = DEFAULT_KITE_ROOT
     access_token: str | None = field(default=None, repr=False)
     api_secret: str | None = field(default=None, repr=False)
+    deadline: float = 30.0  # seconds for one request, all of it ([kite] deadline, MDE_KITE_DEADLINE)
 
 
 def _rebuild(cls: type, state: dict[str, Any]) -> Any:
@@ -125,6 +129,7 @@ class Settings(_Picklable):
     margins_file: Path | None = None  # [margins] file: the user's own margin rates (else the bundled one)
     risk: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # [risk] limits of paper sessions
     serve: ServeSettings = ServeSettings()  # [serve], MDE_API_TOKEN, MDE_CORS_ORIGINS
+    lock_timeout: float = 120.0  # seconds a writer waits for another mde's cache lock ([cache] lock_timeout, MDE_LOCK_TIMEOUT)
 
     def clock(self) -> datetime:
         """The pinned instant if MDE_NOW is set, else the wall clock, in IST."""
@@ -184,9 +189,9 @@ def _source(v: Any) -> str:
 
 
 SCHEMA: dict[str, dict[str, Any]] = {
-    "cache": {"dir": _str},
+    "cache": {"dir": _str, "lock_timeout": _pos_num},
     "source": {"kind": _source},
-    "kite": {"api_key": _str, "root": _str},
+    "kite": {"api_key": _str, "root": _str, "deadline": _pos_num},
     "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _count, "multi_tf": _tf_map},
     "costs": {"file": _str},
     "margins": {"file": _str},
@@ -303,16 +308,33 @@ def load(
         raise ConfigError(f"unknown source {kind!r}; use one of {', '.join(SOURCES)}")
 
     pinned = now if now is not None else env.get("MDE_NOW") or None
-    if isinstance(pinned, str):
-        try:
+    given, in_range = pinned, True
+    try:
+        if isinstance(pinned, str):
             pinned = parse_instant(pinned, "MDE_NOW")
-        except InputError as exc:
-            raise ConfigError(str(exc)) from None
-    elif isinstance(pinned, datetime):
-        pinned = pinned.astimezone(IST) if pinned.tzinfo else pinned.replace(tzinfo=IST)
+        elif isinstance(pinned, datetime):
+            pinned = pinned.astimezone(IST) if pinned.tzinfo else pinned.replace(tzinfo=IST)
+        if isinstance(pinned, datetime):
+            in_range = CLOCK_RANGE[0] <= pinned < CLOCK_RANGE[1]
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
+    except (OverflowError, ValueError):  # 0001-01-01 and 9999-12-31 cannot even be moved to IST
+        in_range = False
+    if not in_range:
+        last = CLOCK_RANGE[1] - timedelta(days=1)
+        raise ConfigError(f"MDE_NOW must be between {CLOCK_RANGE[0]:%Y-%m-%d} and {last:%Y-%m-%d} (IST), got {given!s:.40}")
 
     kite_raw = raw.get("kite", {})
+    deadline = kite_raw.get("deadline", 30.0)
+    if env.get("MDE_KITE_DEADLINE"):
+        try:
+            deadline = float(env["MDE_KITE_DEADLINE"])
+        except ValueError:
+            deadline = float("nan")
+        if not 0 < deadline < float("inf"):
+            raise ConfigError(f"MDE_KITE_DEADLINE must be a positive number of seconds, got {env['MDE_KITE_DEADLINE']!r}")
     kite = KiteSettings(
+        deadline=deadline,
         api_key=env.get("KITE_API_KEY") or kite_raw.get("api_key"),
         root=(env.get("MDE_KITE_ROOT") or kite_raw.get("root") or DEFAULT_KITE_ROOT).rstrip("/"),
         access_token=env.get("KITE_ACCESS_TOKEN") or None,
@@ -334,7 +356,16 @@ def load(
         else tuple(serve_raw.get("allowed_hosts", ())),
         token=api_token or env.get("MDE_API_TOKEN") or None,
     )
+    lock_timeout = raw.get("cache", {}).get("lock_timeout", 120.0)
+    if env.get("MDE_LOCK_TIMEOUT"):
+        try:
+            lock_timeout = float(env["MDE_LOCK_TIMEOUT"])
+        except ValueError:
+            lock_timeout = float("nan")
+        if not 0 <= lock_timeout < float("inf"):
+            raise ConfigError(f"MDE_LOCK_TIMEOUT must be a number of seconds, got {env['MDE_LOCK_TIMEOUT']!r}")
     return Settings(
+        lock_timeout=lock_timeout,
         serve=serve,
         costs_file=(base / Path(costs_file).expanduser()) if costs_file else None,
         margins_file=(base / Path(margins_file).expanduser()) if margins_file else None,

@@ -29,7 +29,8 @@ from .importer import read_candles
 from .jsonout import dumps, finite, frame_rows
 from .resample import resample, visible, with_close
 from .sources import Source, make_source
-from .store import CandleStore, Range, WriteResult, empty_candles
+from .store import CandleStore, Range, WriteResult, empty_candles, union_ranges
+from .store import normalize as normalize_frame
 from .symbols import Instrument, per_instrument, resolve_offline, validate_symbol
 from .timeframes import Timeframe, parse, sources_for
 from .validate import require_plausible
@@ -158,6 +159,34 @@ class ImportReport:
     first_outside: str | None = None  # the first bar dropped outside the sessions, with its line
 
 
+_US = timedelta(microseconds=1)
+
+
+class _Fill:
+    """What a back-fill wrote, piece by piece."""
+
+    def __init__(self, edge: datetime) -> None:
+        self.lo = edge
+        self.frames: list[pl.DataFrame] = []
+        self.writes = self.received = self.added = self.replaced = self.rows = 0
+        self.implausible: dict[str, int] = {}  # written candles failing validate.check, by rule
+
+    def add(self, complete: pl.DataFrame, result: WriteResult) -> None:
+        self.frames.append(complete)
+        for key, n in result.implausible.items():
+            self.implausible[key] = self.implausible.get(key, 0) + n
+        self.writes += 1
+        self.received += complete.height
+        self.added += result.added
+        self.replaced += result.replaced
+        self.rows = result.rows
+
+    def candles(self) -> pl.DataFrame:
+        if not self.frames:
+            return empty_candles()
+        return pl.concat(self.frames[::-1], how="diagonal_relaxed")
+
+
 PRICE_TOLERANCE = 0.011  # rupees: float noise like 2071.19 vs 2071.2 is rounding, not an adjustment
 
 
@@ -220,6 +249,7 @@ class MarketDataEngine:
         self._clock_source: Source | None = None
         self._auth_error: MdeError | None = None
         self.store = CandleStore(self.settings.cache_dir)
+        self.store.lock_timeout = self.settings.lock_timeout
         self.calendar = cal_mod.nse()
         # symbol -> instrument without a catalog is pure given the aliases; memoized for servers
         self._offline = functools.lru_cache(maxsize=4096)(functools.partial(resolve_offline, aliases=self.settings.aliases))
@@ -401,14 +431,16 @@ class MarketDataEngine:
             raise InputError(f"no NSE session between {lo:%Y-%m-%d} and {until}; nothing was fetched")
         raw = self.source.historical(inst, tf, lo, hi)  # the sample says what it has (InputError)
         span = self._span(inst, tf)
-        covered = (max(lo, span[0]), min(hi, span[1])) if span is not None else (lo, hi)
+        asked = (max(lo, span[0]), min(hi, span[1])) if span is not None else (lo, hi)
         fresh = self._complete(raw, tf, now)
+        # the ledger vouches only for what the answer shows (a lagging source's current session: up to its last candle)
+        covered = self._vouched(tf, asked[0], asked[1], fresh, now)
         if fresh.is_empty() and span is None:
             # e.g. Kite before the instrument was listed: the answer is "nothing", not a gap to fetch again
-            result, complete, _ = self._save(inst, tf, raw, self.source.name, None, now, empty=(lo, hi))
-            return FetchReport(symbol, inst, tf, (lo, hi), 0, 0, 0, result.rows, complete, empty=True)
+            result, complete, _ = self._save(inst, tf, raw, self.source.name, None, now, empty=covered)
+            return FetchReport(symbol, inst, tf, (lo, hi), 0, 0, 0, result.rows, complete, empty=covered is not None)
         result, complete, _ = self._save(inst, tf, raw, self.source.name, covered, now)
-        return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete,
+        return FetchReport(symbol, inst, tf, asked, complete.height, result.added, result.replaced, result.rows, complete,
                            implausible=result.implausible)
 
     def fetch_historical(self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str) -> pl.DataFrame:
@@ -421,45 +453,120 @@ class MarketDataEngine:
         now = self.now()
         span = self._span(inst, tf)
         top = min(now, span[1]) if span is not None else now  # the sample's older series end before its clock
-        candles, lo = self._fetch_back(inst, tf, top, count, now)
+        fill = self._fill_back(inst, tf, top + _US, count, now, newest=True)
+        candles = fill.candles()
         if candles.is_empty() and span is not None:
             from .sources.sample import outside_span
 
-            raise InputError(outside_span(inst, tf, lo, now, span))
-        if candles.is_empty() and self.has_session(lo, top):
-            # nothing at all (Kite: an instrument not traded yet): recorded as empty, not as covered
-            result, complete, _ = self._save(inst, tf, candles, self.source.name, None, now, empty=(lo, top))
-            return FetchReport(symbol, inst, tf, (lo, top), 0, 0, 0, result.rows, complete, empty=True)
-        covered = (candles["ts"][0], top) if not candles.is_empty() else (lo, top)
-        result, complete, _ = self._save(inst, tf, candles, self.source.name, covered, now)
-        return FetchReport(symbol, inst, tf, covered, complete.height, result.added, result.replaced, result.rows, complete,
-                           implausible=result.implausible)
+            raise InputError(outside_span(inst, tf, fill.lo, now, span))
+        if fill.writes == 0:
+            vouched = self._vouched(tf, fill.lo, top, candles, now)
+            if self.has_session(fill.lo, top):
+                # nothing at all (Kite: an instrument not traded yet): recorded as empty, not as covered
+                result, complete, _ = self._save(inst, tf, candles, self.source.name, None, now, empty=vouched)
+                return FetchReport(symbol, inst, tf, (fill.lo, top), 0, 0, 0, result.rows, complete, empty=vouched is not None)
+            result, _, _ = self._save(inst, tf, candles, self.source.name, vouched, now)
+            rows = result.rows
+        else:
+            rows = fill.rows
+        covered = (candles["ts"][0], top) if not candles.is_empty() else (fill.lo, top)
+        return FetchReport(symbol, inst, tf, covered, candles.height, fill.added, fill.replaced, rows, candles,
+                           implausible=fill.implausible)
 
-    def _fetch_back(self, inst: Instrument, tf: Timeframe, hi: datetime, need: int, now: datetime) -> tuple[pl.DataFrame, datetime]:
-        """The newest `need` complete candles up to `hi`, and how far back the search went.
+    def _vouched(self, tf: Timeframe, lo: datetime, hi: datetime, candles: pl.DataFrame, now: datetime) -> Range | None:
+        """The part of an answered request [lo, hi] that the ledger may record as covered.
 
-        Asks for a span the calendar says holds `need` candles; if that is short (a data gap,
-        an old contract, the sample's older series), looks further back, doubling the span a
-        bounded number of times and stopping where the source has nothing older.
+        Kite's candles can lag the clock by minutes, so an answer vouches for the current
+        session (the latest one that has opened by `now`) only up to the close of the last
+        complete candle it returned, unless that candle is the newest one that could have
+        closed by `hi`. Sessions before the current one are vouched for as asked (one with
+        no candles is genuinely empty: the source has moved past it). `candles` are the
+        complete candles returned. None when nothing can be vouched for.
         """
-        lo = self.calendar.start_for_count(hi, tf, need)
-        candles = self._complete(self._ask(inst, tf, lo, hi)[0], tf, now)
-        span = hi - lo
+        current = self._current_open(now)
+        expected = self.calendar.latest_close(hi, tf)  # the newest candle [lo, hi] could hold
+        if current is None or hi <= current or expected is None or expected <= lo:
+            return (lo, hi)
+        end = current
+        if not candles.is_empty():
+            last_close = self.calendar.close_time(candles["ts"][-1], tf)
+            if last_close >= expected:
+                return (lo, hi)
+            end = max(end, min(last_close, hi))
+        return (lo, end) if end > lo else None
+
+    def _current_open(self, now: datetime) -> datetime | None:
+        """The open of the latest session that has begun by `now` (None if none in 15 days)."""
+        day = now.astimezone(cal_mod.IST).date()
+        for back in range(16):
+            d = day - timedelta(days=back)
+            sessions = self.calendar.sessions(d)
+            if sessions:
+                opened = datetime.combine(d, time(0, 0), cal_mod.IST) + timedelta(minutes=sessions[0][0])
+                if opened <= now:
+                    return opened
+        return None
+
+    def _chunks(self, inst: Instrument, tf: Timeframe, lo: datetime, hi: datetime) -> Iterator[tuple[datetime, datetime, pl.DataFrame]]:
+        """The source's answer for [lo, hi] in pieces, newest first (one piece if it cannot split)."""
+        pieces = getattr(self.source, "historical_chunks", None)
+        if pieces is None:
+            yield lo, hi, self.source.historical(inst, tf, lo, hi)
+        else:
+            yield from pieces(inst, tf, lo, hi)
+
+    def _fill_back(self, inst: Instrument, tf: Timeframe, edge: datetime, need: int, now: datetime, *, newest: bool = False) -> _Fill:
+        """Fetch the newest `need` complete candles before `edge`, writing each piece as it arrives.
+
+        Pieces come newest first; each is written and recorded in the ledger (from its oldest
+        candle up to the previous piece's, so the covered stretch stays contiguous) before the
+        next, so a kill loses at most the piece in flight and the next run goes on from the
+        ledger. Asks for a span the calendar says holds `need` candles; if that is short (a data
+        gap, an old contract, the sample's older series), looks further back, doubling the span
+        a bounded number of times and stopping where the source has nothing older (the sample
+        says where its data starts; nothing is asked before the calendar's earliest day).
+        With `newest` (a new series), the first piece's top is what the answer vouches for.
+        """
+        fill = _Fill(edge)
         floor = datetime.combine(cal_mod.EARLIEST_DAY, time(0, 0), cal_mod.IST)
-        for _ in range(LATEST_LOOKBACK_DOUBLINGS):
-            if candles.height >= need or lo <= floor:
-                break
-            top, lo = lo - timedelta(microseconds=1), max(floor, lo - span)
-            span *= 2
-            older, asked = self._ask(inst, tf, lo, top)
-            if asked is None:
+        hi = edge - _US
+        lo = max(floor, self.calendar.start_for_count(hi, tf, need))
+        span = hi - lo
+        top = edge
+        have = self._span(inst, tf)
+        for _ in range(LATEST_LOOKBACK_DOUBLINGS + 1):
+            fill.lo = lo
+            ask_lo, ask_hi = (max(lo, have[0]), min(hi, have[1])) if have is not None else (lo, hi)
+            if ask_lo >= ask_hi:
                 break  # before what the source has
-            older = self._complete(older, tf, now)
-            if older.is_empty() and not candles.is_empty():
+            found = False
+            pieces = self._chunks(inst, tf, ask_lo, ask_hi)
+            try:
+                for _lo, _hi, raw in pieces:
+                    fresh = self._complete(raw, tf, now).filter(pl.col("ts") < edge) if not raw.is_empty() else raw
+                    if fresh.is_empty():
+                        continue
+                    found = True
+                    fresh = normalize_frame(fresh).tail(need)
+                    if newest and fill.writes == 0:
+                        covered = self._vouched(tf, fresh["ts"][0], min(now, hi), fresh, now)
+                    else:
+                        covered = (fresh["ts"][0], top)
+                    result, complete, _ = self._save(inst, tf, fresh, self.source.name, covered, now)
+                    fill.add(complete, result)
+                    top = fresh["ts"][0]
+                    need -= fresh.height
+                    if need <= 0:
+                        return fill
+            finally:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()
+            if (not found and fill.writes) or lo <= floor:
                 break  # the series starts here
-            if not older.is_empty():
-                candles = pl.concat([older, candles], how="diagonal_relaxed")
-        return candles.tail(need), lo
+            hi, lo = lo - _US, max(floor, lo - span)
+            span *= 2
+        return fill
 
     def fetch_latest(self, symbol: str, timeframe: str | Timeframe = "5m", count: int = 1000) -> pl.DataFrame:
         """The newest `count` completed candles from the source, merged into the cache."""
@@ -474,7 +581,7 @@ class MarketDataEngine:
         already reach the newest candle that could have closed, so a second run on a closed
         market makes no request at all. If the overlap shows Kite has re-adjusted the past
         (split, bonus), the whole series is downloaded again and swapped in at once.
-        With `count`, older candles are back-filled until at least `count` are cached.
+        With `count`, the covered stretch is back-filled until at least `count` are cached.
         """
         if count is not None:
             count = check_count(count)
@@ -495,7 +602,7 @@ class MarketDataEngine:
         report = FetchReport(symbol, inst, tf, None, 0, 0, 0, manifest.rows if manifest else 0, empty_candles())
         if expected is None or covered_until < expected:
             report = self._fetch_tail(symbol, inst, tf, last, now)
-        if count and report.rows < count:
+        if count:
             report = self._backfill(report, count, now)
         return report
 
@@ -507,7 +614,8 @@ class MarketDataEngine:
         cached = self.store.read(inst, tf, lo, now)
         if _adjusted(cached, fresh):
             return self._redownload(symbol, inst, tf, now)
-        result, complete, _ = self._save(inst, tf, raw, self.source.name, asked, now)
+        covered = self._vouched(tf, asked[0], asked[1], fresh, now) if asked is not None else None
+        result, complete, _ = self._save(inst, tf, raw, self.source.name, covered, now)
         return FetchReport(symbol, inst, tf, asked or (lo, now), complete.height, result.added, result.replaced, result.rows,
                            complete, implausible=result.implausible)
 
@@ -520,23 +628,49 @@ class MarketDataEngine:
         raw, asked = self._ask(inst, tf, lo, now)
         raw = self._complete(raw, tf, now)
         log.warning("%s %s: the source re-adjusted past candles; downloaded the whole series again", inst, tf)
-        result = self.store.replace_series(inst, tf, raw, source=self.source.name, coverage=[asked or (lo, now)], now=now)
-        return FetchReport(symbol, inst, tf, asked or (lo, now), raw.height, result.added, result.replaced, result.rows, raw,
+        a, b = asked or (lo, now)
+        vouched = self._vouched(tf, a, b, raw, now)
+        result = self.store.replace_series(inst, tf, raw, source=self.source.name, coverage=[vouched] if vouched else [], now=now)
+        return FetchReport(symbol, inst, tf, (a, b), raw.height, result.added, result.replaced, result.rows, raw,
                            redownloaded=True, implausible=result.implausible)
 
     def _backfill(self, report: FetchReport, count: int, now: datetime) -> FetchReport:
+        """Extend the covered stretch that reaches the newest candle back until it holds `count`
+        candles. The ledger, not the files, says where that stretch starts: candles a killed
+        run wrote beyond it do not hide the hole between them and the stretch."""
         inst, tf = report.instrument, report.timeframe
-        first = self.store.read(inst, tf).head(1)["ts"][0]
-        older, _ = self._fetch_back(inst, tf, first - timedelta(microseconds=1), count - report.rows, now)
-        if older.is_empty():
+        edge, have = self._stretch(inst, tf, now)
+        if edge is None or have >= count:
             return report
-        covered = (older["ts"][0], first)
-        result, complete, _ = self._save(inst, tf, older, self.source.name, covered, now)
+        fill = self._fill_back(inst, tf, edge, count - have, now)
+        if fill.writes == 0:
+            return report
         bad = dict(report.implausible)
-        for key, n in result.implausible.items():
+        for key, n in fill.implausible.items():
             bad[key] = bad.get(key, 0) + n
-        return replace(report, received=report.received + complete.height, added=report.added + result.added, rows=result.rows,
-                       backfilled=result.added, implausible=bad)
+        return replace(report, received=report.received + fill.received, added=report.added + fill.added, rows=fill.rows,
+                       backfilled=fill.added, implausible=bad)
+
+    def _stretch(self, inst: Instrument, tf: Timeframe, now: datetime) -> tuple[datetime | None, int]:
+        """The oldest end of the contiguous covered stretch that reaches the newest candle before
+        `now`, and how many cached candles lie from there on. Ledger ranges separated only by
+        time in which no candle can fall (nights, weekends, holidays) count as contiguous. A
+        series whose newest candle the ledger does not cover starts its stretch at that candle."""
+        last = self._last_ts(inst, tf, before=now)
+        if last is None:
+            return None, 0
+        manifest = self.store.manifest(inst, tf)
+        ranges = union_ranges(manifest.coverage) if manifest else []
+        edge = last
+        i = next((k for k in range(len(ranges) - 1, -1, -1) if ranges[k][0] <= last <= ranges[k][1]), None)
+        if i is not None:
+            edge = ranges[i][0]
+            for a, b in reversed(ranges[:i]):
+                newest_between = self.calendar.latest_close(edge, tf)
+                if newest_between is not None and newest_between > b:
+                    break  # a candle could close between the two ranges: a hole
+                edge = a
+        return edge, self.store.read(inst, tf, edge).height
 
     def refresh_plan(self, symbols: list[str], timeframes: list[str] | None = None) -> list[tuple[str, str]]:
         """(symbol, timeframe) pairs to refresh: explicit timeframes, else `[refresh.multi_tf]`
@@ -559,8 +693,11 @@ class MarketDataEngine:
         later series fails the same way without another request."""
         from .errors import AuthError
 
-        if self._auth_error is not None:
-            return RefreshResult(symbol, timeframe, None, self._auth_error)
+        if self._auth_error is not None:  # its own message: the request that failed was another series'
+            skipped = AuthError(
+                "not fetched: Kite rejected the access token earlier in this run (tokens expire daily at ~06:00 IST): run `mde login`"
+            )
+            return RefreshResult(symbol, timeframe, None, skipped)
         try:
             return RefreshResult(symbol, timeframe, self.refresh(symbol, timeframe, count), None)
         except AuthError as exc:

@@ -247,6 +247,39 @@ def _nothing_to_fetch(name: str, tf: Timeframe, lo: date, hi: date, gaps: Gaps, 
     return f"the source has no {tf} candles of {name} between {lo} and {hi}; replay other dates"
 
 
+def short_last_session(engine: Any, name: str, tf: Timeframe, ts_us: Sequence[int], start: date, end: date, until: datetime) -> str | None:
+    """A warning if the last session of [start, end] that has begun by `until` holds fewer
+    candles than the calendar says closed by then: a source that lagged the clock when the
+    cache was filled (Kite can be minutes behind), or a cache filled by an older mde."""
+    if tf.is_daily:
+        return None
+    cal = engine.calendar
+    day = min(end, until.astimezone(IST).date())
+    while day >= start:
+        sessions = cal.sessions(day)
+        if sessions and _day_start(day) + timedelta(minutes=sessions[0][0]) < until:
+            break
+        day -= timedelta(days=1)
+    else:
+        return None
+    midnight = _day_start(day)
+    anchor, step = sessions[0][0], tf.minutes
+    expected = 0
+    for open_, close in sessions:  # grid buckets each session touches, as the calendar counts them
+        k = anchor + (open_ - anchor) // step * step
+        while k < close:
+            if midnight + timedelta(minutes=min(k + step, close)) <= until:
+                expected += 1
+            k += step
+    have = bisect_left(ts_us, as_us(midnight + timedelta(days=1))) - bisect_left(ts_us, as_us(midnight))
+    if have >= expected:
+        return None
+    return (
+        f"{name}: the last session in range ({day}) has {have} of its {expected} {tf} candles; the source may not "
+        f"have sent the rest yet: run `mde refresh --symbols {name} --timeframe {tf}`"
+    )
+
+
 def _gap_message(symbol: str, tf: Timeframe, gaps: list[date]) -> str:
     span = f"{gaps[0]}" if len(gaps) == 1 else f"{gaps[0]}..{gaps[-1]}"
     return (
@@ -383,6 +416,9 @@ def run_replay(
         if skipped:
             warnings.append(f"{name}: {skipped} session(s) missing from the cache were skipped (--allow-gaps)")
         data = SeriesData(name, tf, engine.history(name, tf, as_of=until), src_tf if src_tf != tf else None)
+        short = short_last_session(engine, name, tf, data.ts_us, lo, hi, until)
+        if short:
+            warnings.append(short)
         i0 = bisect_left(data.ts_us, as_us(_day_start(lo)))
         i1 = bisect_right(data.ts_us, as_us(_day_start(hi + timedelta(days=1))) - 1)
         if i1 <= i0:

@@ -391,6 +391,28 @@ def _refetch_advice(path: Path) -> str:
     return f"`mde fetch {shlex.quote(key)} --timeframe {tf} {span}`"
 
 
+def _lock_holder(path: Path) -> str:
+    """Who holds a lock on `path`, where the system says (Linux: /proc/locks): " (pid N,
+    running since HH:MM:SS)", else ""."""
+    try:
+        inode = path.stat().st_ino
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            pids = [int(f[4]) for f in map(str.split, fh) if len(f) > 5 and f[5].rsplit(":", 1)[-1] == str(inode)]
+    except (OSError, ValueError):
+        return ""
+    if not pids:
+        return ""
+    try:  # the holder's start: /proc/<pid>/stat field 22 (clock ticks after boot) + boot time
+        with open(f"/proc/{pids[0]}/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+        since = datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), IST)
+        return f" (pid {pids[0]}, running since {since:%H:%M:%S})"
+    except (OSError, ValueError, IndexError, StopIteration):
+        return f" (pid {pids[0]})"
+
+
 def _partitions_in(folder: Path) -> list[Path]:
     """The partition files in `folder`, oldest first (names sort by period)."""
     try:
@@ -454,6 +476,7 @@ class CandleStore:
         self._dirs: dict[tuple[str, str, str], Path] = {}
         self._memo_lock = threading.Lock()  # a paper session updates several series from threads
         self._listings: dict[Path, tuple[tuple[int, int], list[Path]]] = {}
+        self.lock_timeout = LOCK_TIMEOUT_S  # seconds a writer waits for another's lock (MDE_LOCK_TIMEOUT)
 
     # -- paths ------------------------------------------------------------------------
     def instrument_dir(self, instrument: Instrument) -> Path:
@@ -819,18 +842,30 @@ class CandleStore:
                 if write_error(self.root, exc) is not None:
                     raise
                 raise CacheError(f"cannot create cache folder {folder.parent}: {exc.strerror}") from exc
-            lock = FileLock(str(folder.parent / f".{tf.name}.lock"), timeout=LOCK_TIMEOUT_S)
+            path = folder.parent / f".{tf.name}.lock"
+            lock = FileLock(str(path), timeout=self.lock_timeout)
             try:
-                with lock:
-                    self._recover_swap(folder)
-                    folder.mkdir(exist_ok=True)
-                    for stale in folder.glob(".*.tmp"):  # left by a writer that was killed
-                        stale.unlink(missing_ok=True)
-                    yield folder
+                try:
+                    lock.acquire(timeout=0)
+                except Timeout:  # say what we wait for, then wait (quiet with -q: a warning)
+                    holder = _lock_holder(path)
+                    log.warning(
+                        "waiting for the cache lock on %s %s, held by another mde process%s; giving up after %.0fs",
+                        instrument, tf, holder, self.lock_timeout,
+                    )
+                    lock.acquire()
             except Timeout:
                 raise CacheError(
-                    f"another mde process has held the lock on {instrument} {tf} for {LOCK_TIMEOUT_S:.0f}s; try again"
+                    f"another mde process has held the lock on {instrument} {tf} for {self.lock_timeout:.0f}s; try again"
                 ) from None
+            try:
+                self._recover_swap(folder)
+                folder.mkdir(exist_ok=True)
+                for stale in folder.glob(".*.tmp"):  # left by a writer that was killed
+                    stale.unlink(missing_ok=True)
+                yield folder
+            finally:
+                lock.release()
 
     @staticmethod
     def _recover_swap(folder: Path) -> None:

@@ -25,6 +25,7 @@ by Kite's rate.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import random
 import threading
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import polars as pl
 
 from ..calendar import IST
-from ..errors import AuthError, ConfigError, InputError, RateLimited, SourceError, SourceUnavailable
+from ..errors import AuthError, ConfigError, InputError, MdeError, RateLimited, SourceError, SourceUnavailable
 from ..store import empty_candles, normalize
 from ..symbols import Instrument
 from ..timeframes import Timeframe
@@ -63,40 +64,94 @@ MAX_DAYS: dict[str, int] = {
     "60minute": 400,
     "day": 2000,
 }
+DEFAULT_DEADLINE = 30.0  # seconds for one request, connection to last byte ([kite] deadline)
 # Requests per second per endpoint class (per api_key).
 RATE_LIMITS = {"historical": 3, "quote": 1, "other": 10}
 
 
+class _Slot:
+    """One request's hold on a limiter: from just before it is sent (`start`) until its
+    answer's headers arrived or it failed (`end`, None while in flight)."""
+
+    __slots__ = ("start", "end")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.end: float | None = None
+
+
 class RateLimiter:
-    """At most `rate` request starts in any `window` seconds; thread-safe, blocking."""
+    """At most `rate` requests in any `window` seconds as the server counts them; thread-safe.
 
-    def __init__(self, rate: int, window: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.window, self.clock = rate, window, clock
-        # A start is stamped here, but the request reaches Kite later by a varying delay (GIL
-        # held by another worker decoding a response, connection set-up, network). Keep
-        # starts a bit more than a window apart so Kite's own window never sees rate + 1.
-        self.span = window * 1.1 + 0.002
-        self._starts: deque[float] = deque()
-        self._lock = threading.Lock()
+    Kite counts a request when it arrives, which is some time after we decide to send it
+    (the GIL, connection set-up, the network) and before its answer reaches us. So a request
+    holds its slot from just before it is sent until its answer's headers arrive (or it
+    fails), and the slot frees `window + margin` seconds after that. Then any `rate + 1`
+    requests arrive more than `window` apart, however their sends were delayed: strictly
+    safe for a sliding window (and a fixed one). `clock` and `sleep` are injectable so that
+    tests can drive it (and a server) on a simulated clock.
+    """
 
-    def acquire(self) -> None:
-        while True:
-            with self._lock:
-                now = self.clock()
-                while self._starts and now - self._starts[0] >= self.span:
-                    self._starts.popleft()
-                if len(self._starts) < self.rate:
-                    self._starts.append(now)
-                    return
-                wait = self.span - (now - self._starts[0])
-            time.sleep(wait)
+    def __init__(
+        self, rate: int, window: float = 1.0, clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep, margin: float = 0.02,
+    ) -> None:
+        self.rate, self.window, self.clock, self.sleep = rate, window, clock, sleep
+        self.span = window + margin
+        self._slots: list[_Slot] = []
+        self._hold_until = float("-inf")
+        self._cond = threading.Condition()
+
+    def try_acquire(self) -> tuple[_Slot | None, float | None]:
+        """Take a slot if one is free now: (slot, 0.0). Else (None, seconds until one may be),
+        or (None, None) while every slot is in flight (one frees when its answer is in)."""
+        with self._cond:
+            now = self.clock()
+            self._slots = [s for s in self._slots if s.end is None or now - s.end < self.span]
+            if self._hold_until > now:
+                return None, self._hold_until - now
+            if len(self._slots) < self.rate:
+                slot = _Slot(now)
+                self._slots.append(slot)
+                return slot, 0.0
+            ends = [s.end for s in self._slots if s.end is not None]
+            return None, (min(ends) + self.span - now if ends else None)
+
+    def acquire(self) -> _Slot:
+        """Wait for a free slot and take it; hand it back with `release` once answered."""
+        with self._cond:
+            while True:
+                slot, wait = self.try_acquire()
+                if slot is not None:
+                    return slot
+                if wait is None:
+                    self._cond.wait(0.5)  # every slot is in flight: woken when one is answered
+                else:
+                    self._cond.release()
+                    try:
+                        self.sleep(max(wait, 0.001))  # at least 1 ms: float rounding must not spin
+                    finally:
+                        self._cond.acquire()
+
+    def release(self, slot: _Slot) -> None:
+        """The request was answered (headers in) or failed; the first call counts."""
+        with self._cond:
+            if slot.end is None:
+                slot.end = self.clock()
+                self._cond.notify_all()
+
+    @contextmanager
+    def slot(self) -> Iterator[_Slot]:
+        taken = self.acquire()
+        try:
+            yield taken
+        finally:
+            self.release(taken)
 
     def penalise(self, seconds: float) -> None:
         """After a 429, hold every caller back for a while (the server's window is fuller than ours)."""
-        with self._lock:
-            until = self.clock() + seconds - self.span
-            self._starts.clear()
-            self._starts.extend([until] * self.rate)
+        with self._cond:
+            self._hold_until = max(self._hold_until, self.clock() + seconds)
 
 
 _LIMITERS: dict[tuple[str, str], RateLimiter] = {}
@@ -119,7 +174,8 @@ class RetryPolicy:
     base_delay: float = 0.5  # seconds; doubles each try, plus jitter
     delay_429: float = 1.0  # Kite's window is one second: wait 1 s, 2 s, 3 s ...
     max_delay: float = 8.0
-    timeout: float = 7.0  # per request (kiteconnect's default)
+    timeout: float = 7.0  # per socket read (kiteconnect's default)
+    deadline: float = DEFAULT_DEADLINE  # per request, all of it: a server that trickles its answer is cut off
 
     def delay(self, attempt: int) -> float:
         d = min(self.max_delay, self.base_delay * (2 ** attempt))
@@ -160,7 +216,7 @@ class KiteSource:
         max_workers: int = 3,
     ) -> None:
         self.settings = settings
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy(deadline=getattr(settings.kite, "deadline", DEFAULT_DEADLINE))
         self._limiters = limiters
         self.max_workers = max_workers
         self.stats = SourceStats()
@@ -190,7 +246,12 @@ class KiteSource:
     def client(self) -> Any:
         if self._client is None:
             client_class = _fast_client_class()
-            self._client = client_class(self.api_key, access_token=self.access_token(), root=self.settings.kite.root, timeout=self.retry.timeout)
+            client = client_class(self.api_key, access_token=self.access_token(), root=self.settings.kite.root, timeout=self.retry.timeout)
+            adapter = _tracking_adapter()()
+            client.reqsession.mount("https://", adapter)
+            client.reqsession.mount("http://", adapter)
+            client.reqsession.hooks["response"].append(_on_response)
+            self._client = client
         return self._client
 
     def limiter(self, kind: str) -> RateLimiter:
@@ -208,13 +269,26 @@ class KiteSource:
         return text
 
     @contextmanager
-    def _mapped(self, what: str) -> Iterator[None]:
+    def _mapped(self, what: str, call: _Call | None = None) -> Iterator[None]:
         """Translate kiteconnect and requests exceptions into ours, once, here."""
+        try:
+            yield
+        except (_RetryOther, MdeError):
+            raise
+        except Exception as exc:
+            if call is not None and call.expired:
+                raise _RetryOther(f"Kite did not finish answering within {self.retry.deadline:g}s") from exc
+            if isinstance(exc, _Malformed):
+                raise SourceError(f"Kite sent a malformed answer while {what}: {exc}") from exc
+            self._translate(exc, what, call)
+
+    def _translate(self, error: Exception, what: str, call: _Call | None) -> None:
         import requests
         from kiteconnect import exceptions as kex
 
+        status = call.status if call is not None else None
         try:
-            yield
+            raise error
         except kex.TokenException as exc:
             raise AuthError(
                 f"Kite rejected the access token while {what} (tokens expire daily at ~06:00 IST): run `mde login`"
@@ -228,7 +302,10 @@ class KiteSource:
                 raise _Retry429("Kite: too many requests") from exc
             raise _RetryOther(f"Kite network error ({getattr(exc, 'code', '?')})") from exc
         except kex.DataException as exc:
-            code = getattr(exc, "code", 502)
+            # the client says 502 for any answer it cannot read; the status we saw is the real one
+            code = status or getattr(exc, "code", 502)
+            if code == 200:
+                raise _RetryOther("Kite answered HTTP 200 with something that is not JSON") from exc
             raise _RetryOther(f"Kite answered with something that is not JSON (HTTP {code}, likely an error page)") from exc
         except kex.GeneralException as exc:
             code = getattr(exc, "code", 500) or 500
@@ -245,18 +322,26 @@ class KiteSource:
             raise _RetryOther("cannot connect to Kite (network down?)") from exc
         except requests.RequestException as exc:
             raise _RetryOther(f"HTTP error talking to Kite ({type(exc).__name__})") from exc
-        except KeyError as exc:  # kiteconnect crashes on a response without Content-Type
-            raise _RetryOther("Kite answered without a Content-Type") from exc
+        except KeyError as exc:
+            if call is not None and call.content_type is None and call.status is not None:
+                raise _RetryOther("Kite answered without a Content-Type") from exc  # kiteconnect crashes on it
+            raise SourceError(f"Kite sent a malformed answer while {what} (no {exc} in it)") from exc
+        except (AttributeError, TypeError, ValueError, IndexError) as exc:
+            if call is not None and call.status is not None:  # the client choked on the answer's shape
+                raise SourceError(f"Kite sent a malformed answer while {what}") from exc
+            raise
 
     def call(self, kind: str, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the client through the rate limiter, retrying what is worth retrying."""
         attempts = attempts_429 = 0
         while True:
-            self.limiter(kind).acquire()
+            limiter = self.limiter(kind)
+            slot = limiter.acquire()
             self.stats.add(requests=1, historical_requests=1 if kind == "historical" else 0)
+            call = _Call(limiter, slot)
             try:
-                with self._mapped(what):
-                    return fn(*args, **kwargs)
+                with self._mapped(what, call):
+                    return self._timed(call, fn, *args, **kwargs)
             except _Retry429 as exc:
                 self.stats.add(rate_limited=1)
                 attempts_429 += 1
@@ -266,7 +351,7 @@ class KiteSource:
                         "another program may be using this API key. Try again in a minute"
                     ) from exc.__cause__
                 delay = self.retry.delay_429 * attempts_429
-                self.limiter(kind).penalise(delay)  # every thread waits, not just this one
+                limiter.penalise(delay)  # every thread waits, not just this one
                 log.info("429 from Kite while %s; backing off %.1fs", what, delay)
             except _RetryOther as exc:
                 attempts += 1
@@ -276,6 +361,24 @@ class KiteSource:
                 log.info("%s while %s; retry %d in %.1fs", exc.message, what, attempts, delay)
                 self.stats.add(retries=1)
                 time.sleep(delay)
+            finally:
+                limiter.release(slot)
+
+    def _timed(self, call: _Call, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one client call under the request deadline: a watchdog shuts the connection's
+        socket down when the deadline passes, which ends any read in progress at once."""
+        _ACTIVE.call = call
+        watchdog = threading.Timer(self.retry.deadline, call.expire)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with call._lock:
+                call.done = True
+            watchdog.cancel()
+            _ACTIVE.call = None
+            call.limiter.release(call.slot)  # answered or failed: not after a retry's back-off
 
     # -- symbols ------------------------------------------------------------------------
     @property
@@ -294,12 +397,42 @@ class KiteSource:
         return self.catalog.resolve(symbol, self.settings.aliases)
 
     # -- candles ------------------------------------------------------------------------
-    def historical(self, instrument: Instrument, timeframe: Timeframe, start: datetime, end: datetime) -> pl.DataFrame:
+    def historical_chunks(
+        self, instrument: Instrument, timeframe: Timeframe, start: datetime, end: datetime
+    ) -> Iterator[tuple[datetime, datetime, pl.DataFrame]]:
+        """[start, end] as Kite's chunks, newest first, each (lo, hi, candles) as soon as it and
+        the newer ones have arrived; up to `max_workers` requests stay in flight meanwhile, so a
+        caller that writes each chunk before taking the next costs no speed. Closing the
+        iterator early abandons the chunks not yet asked for."""
         if instrument.token is None:
             instrument = self.resolve(instrument.key)
         interval = timeframe.kite_interval
+        chunks = chunk_ranges(start, end, interval)[::-1]
+        one = self._chunk_fetcher(instrument, timeframe)
+        if len(chunks) == 1:
+            yield chunks[0][0], chunks[0][1], normalize(one(chunks[0]))
+            return
+        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(chunks)))
+        pending: deque[tuple[tuple[datetime, datetime], Any]] = deque()
+        queue = iter(chunks)
+        try:
+            for chunk in itertools.islice(queue, self.max_workers):
+                pending.append((chunk, pool.submit(one, chunk)))
+            while pending:
+                chunk, future = pending.popleft()
+                frame = future.result()
+                following = next(queue, None)
+                if following is not None:
+                    pending.append((following, pool.submit(one, following)))
+                yield chunk[0], chunk[1], normalize(frame)
+        finally:
+            for _, future in pending:
+                future.cancel()
+            pool.shutdown(wait=True)
+
+    def _chunk_fetcher(self, instrument: Instrument, timeframe: Timeframe) -> Callable[[tuple[datetime, datetime]], pl.DataFrame]:
+        interval = timeframe.kite_interval
         with_oi = instrument.exchange in ("NFO", "BFO", "MCX", "CDS")
-        chunks = chunk_ranges(start, end, interval)
         what = f"fetching {instrument} {timeframe}"
 
         def one(chunk: tuple[datetime, datetime]) -> pl.DataFrame:
@@ -309,6 +442,14 @@ class KiteSource:
                 instrument.token, _wall(lo), _wall(hi), interval, False, with_oi,
             )
             return _to_frame(rows)
+
+        return one
+
+    def historical(self, instrument: Instrument, timeframe: Timeframe, start: datetime, end: datetime) -> pl.DataFrame:
+        if instrument.token is None:
+            instrument = self.resolve(instrument.key)
+        chunks = chunk_ranges(start, end, timeframe.kite_interval)
+        one = self._chunk_fetcher(instrument, timeframe)
 
         if len(chunks) == 1:
             frames = [one(chunks[0])]
@@ -343,6 +484,91 @@ class _Retry429(_RetryOther):
     pass
 
 
+class _Malformed(Exception):
+    """A well-formed HTTP answer whose candles are not Kite's shape (the message says how)."""
+
+
+class _Call:
+    """One request in flight: its limiter slot, what its answer looked like, its deadline."""
+
+    def __init__(self, limiter: RateLimiter, slot: _Slot) -> None:
+        self.limiter, self.slot = limiter, slot
+        self.status: int | None = None
+        self.content_type: str | None = None
+        self.conn: Any = None  # the urllib3 connection carrying it
+        self.expired = self.done = False
+        self._lock = threading.Lock()
+
+    def answered(self, status: int, content_type: str | None) -> None:
+        self.status, self.content_type = status, content_type
+        self.limiter.release(self.slot)  # Kite has counted it by now
+
+    def expire(self) -> None:
+        """The deadline passed: cut the connection (a read blocked on it returns at once)."""
+        with self._lock:
+            if self.done:
+                return
+            self.expired = True
+            sock = getattr(self.conn, "sock", None)
+        if sock is None:  # still connecting: the connect timeout bounds that; look again shortly
+            retry = threading.Timer(0.05, self.expire)
+            retry.daemon = True
+            retry.start()
+            return
+        import socket
+
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+_ACTIVE = threading.local()  # .call: the _Call this thread is making
+
+
+def _on_response(response: Any, *args: Any, **kwargs: Any) -> None:
+    """requests' response hook: runs once the headers are in, before the body is read."""
+    call = getattr(_ACTIVE, "call", None)
+    if call is not None:
+        call.answered(response.status_code, response.headers.get("content-type"))
+
+
+@functools.cache
+def _tracking_adapter() -> Any:
+    """A requests adapter whose connections tell the current _Call which socket they use, so
+    its watchdog can cut exactly that request off at the deadline."""
+    import requests.adapters
+    from urllib3 import connection, connectionpool
+
+    def track(conn: Any) -> None:
+        call = getattr(_ACTIVE, "call", None)
+        if call is not None:
+            call.conn = conn
+
+    class Conn(connection.HTTPConnection):
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            track(self)
+            return super().request(*args, **kwargs)
+
+    class SConn(connection.HTTPSConnection):
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            track(self)
+            return super().request(*args, **kwargs)
+
+    class Pool(connectionpool.HTTPConnectionPool):
+        ConnectionCls = Conn
+
+    class SPool(connectionpool.HTTPSConnectionPool):
+        ConnectionCls = SConn
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": SPool}
+
+    return Adapter
+
+
 def parse_candle_ts(text: str) -> datetime:
     """One candle timestamp of Kite's ("2024-11-14T09:15:00+0530") as kiteconnect reads it.
 
@@ -373,9 +599,23 @@ def _fast_client_class() -> type:
     class FastKiteConnect(KiteConnect):  # type: ignore[misc]
         def _format_historical(self, data: dict) -> list[dict]:
             records = []
-            for d in data["candles"]:
+            candles = data.get("candles") if isinstance(data, dict) else None
+            if not isinstance(candles, list):
+                raise _Malformed(f"its 'candles' is {_shape(candles)}, not a list")
+            for i, d in enumerate(candles, 1):
+                if not isinstance(d, list) or len(d) not in (6, 7):
+                    raise _Malformed(f"candle {i} is {_shape(d)}, not [time, open, high, low, close, volume(, oi)]")
+                try:
+                    when = parse_candle_ts(d[0]) if isinstance(d[0], str) else None
+                except (ValueError, TypeError, OverflowError):
+                    when = None
+                if when is None or when.utcoffset() is None:
+                    raise _Malformed(f"candle {i} has the time {str(d[0])[:40]!r}")
+                for value in d[1:]:
+                    if isinstance(value, bool) or not isinstance(value, (int, float)):
+                        raise _Malformed(f"candle {i} ({d[0]}) has {str(value)[:40]!r} where a number belongs")
                 record = {
-                    "date": parse_candle_ts(d[0]),
+                    "date": when,
                     "open": d[1],
                     "high": d[2],
                     "low": d[3],
@@ -390,19 +630,34 @@ def _fast_client_class() -> type:
     return FastKiteConnect
 
 
+def _shape(value: Any) -> str:
+    """A few words on what a malformed value is (never the whole of it)."""
+    if isinstance(value, str):
+        return repr(value[:20])
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return "missing" if value is None else f"a {type(value).__name__}"
+
+
 def _to_frame(rows: list[dict]) -> pl.DataFrame:
+    """Kite's records as the cache's frame. Prices may be JSON ints or floats, mixed in one
+    answer (both are valid): each column is built as Float64 from Python floats."""
     if not rows:
         return empty_candles()
+
+    def floats(name: str) -> pl.Series:
+        return pl.Series(name, [None if r.get(name) is None else float(r[name]) for r in rows], dtype=pl.Float64)
+
     data: dict[str, Any] = {
         "ts": pl.Series([r["date"] for r in rows]).cast(pl.Datetime("us", "Asia/Kolkata")),
-        "open": [r["open"] for r in rows],
-        "high": [r["high"] for r in rows],
-        "low": [r["low"] for r in rows],
-        "close": [r["close"] for r in rows],
-        "volume": [r.get("volume") for r in rows],
+        "open": floats("open"),
+        "high": floats("high"),
+        "low": floats("low"),
+        "close": floats("close"),
+        "volume": floats("volume"),
     }
     if "oi" in rows[0]:
-        data["oi"] = [r.get("oi") for r in rows]
+        data["oi"] = floats("oi")
     return pl.DataFrame(data)
 
 
