@@ -408,9 +408,15 @@ def test_replay_warns_when_the_last_session_in_range_is_short(settings, nifty_5m
         line for line in res.stderr.splitlines() if "70 of its 75" in line
     ] != []
 
-    eng.save_cache("NIFTY", "5m", week)  # the missing candles arrive
-    result = run_replay(eng, "sma_cross", ["NIFTY"], "5m", "2024-06-10", "2024-06-14", costs="none")
-    assert not any("candles; the source" in w for w in result.warnings)
+    # the advice, run as printed, brings the missing candles and the warning goes away
+    (warning,) = [w for w in json.loads(res.stdout)["warnings"] if "70 of its 75" in w]
+    advice = warning.split("run `", 1)[1].rstrip("`").split()
+    assert advice == ["mde", "fetch", "NIFTY", "--timeframe", "5m", "--from", "2024-06-14", "--to", "2024-06-14"]
+    fetched = run_mde(*advice[1:], env=env)
+    assert fetched.returncode == 0, fetched.stderr
+    again = run_mde("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-06-10", "--to", "2024-06-14",
+                    "--costs", "none", "--json", env=env)
+    assert again.returncode == 0 and not any("of its 75" in w for w in json.loads(again.stdout)["warnings"])
 
 
 def pl_between(first: str, last: str):

@@ -224,7 +224,8 @@ def test_a_kite_empty_answer_is_recorded_as_empty_and_replay_does_not_loop(tmp_p
 
 def test_every_advice_in_the_code_is_followed_by_a_test_here() -> None:
     followed = {
-        "replay.py": 3,  # uncached series, gap, no candle in range with --allow-gaps
+        "replay.py": 4,  # uncached series, gap, no candle in range with --allow-gaps; a short last session
+        # (followed in tests/test_faults_source.py::test_replay_warns_when_the_last_session_in_range_is_short)
         "engine.py": 2,  # window of an uncached series; the built-from note (followed in test_trust_window.py)
         "store.py": 2,  # unreadable file (fetch), refusing to mix (prune)
     }

@@ -304,7 +304,7 @@ def test_a_non_utf8_config_is_one_line_exit_2(tmp_path: Path) -> None:
 def test_a_config_that_is_a_folder_says_so(tmp_path: Path) -> None:
     proc = run_mde("--config", str(tmp_path), "ls")
     assert proc.returncode == 2
-    assert one_error_line(proc) == f"error: config file {tmp_path} is a folder; pass the mde.toml file in it"
+    assert one_error_line(proc) == f"error: config file {tmp_path} is a folder, not a file; give the path of a TOML file like mde.toml"
 
 
 @pytest.mark.parametrize("count", ["100000000", "0", "-5"])
@@ -312,7 +312,7 @@ def test_refresh_count_out_of_range_is_one_line_and_touches_nothing(cache: Path,
     before = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
     proc = mde(cache, "refresh", "--symbols", "NIFTY", "BANKNIFTY", "--count", count)
     assert proc.returncode == 2
-    assert one_error_line(proc) == f"error: --count must be between 1 and 10,000,000 candles, got {count}"
+    assert one_error_line(proc) == f"error: count must be between 1 and 1,000,000 (about ten years of 1m candles), got {int(count):,}"
     assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before
 
 
@@ -324,11 +324,11 @@ def test_refresh_with_a_bad_timeframe_among_good_ones_touches_nothing(tmp_path: 
     assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*.parquet"))
 
 
-def test_a_huge_count_in_the_library_stops_at_1900_instead_of_overflowing(tmp_path: Path) -> None:
+def test_a_huge_count_in_the_library_stops_at_the_calendars_start_instead_of_overflowing(tmp_path: Path) -> None:
     from mde.engine import MarketDataEngine
 
     eng = MarketDataEngine(load(cache_dir=tmp_path / "c", source="sample", environ={}))
-    report = eng.refresh("NIFTY", "1d", count=10_000_000)  # more daily candles than exist since 1900
+    report = eng.refresh("NIFTY", "1d", count=1_000_000)  # more daily candles than exist since 1990
     assert report.rows > 1000
 
 

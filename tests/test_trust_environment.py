@@ -465,12 +465,13 @@ def test_the_api_serves_the_readable_sessions_beside_a_corrupt_one(journals: Pat
 
     from mde.api import create_app
 
-    client = TestClient(create_app(load(cache_dir=journals, source="sample", environ={})))
+    client = TestClient(create_app(load(cache_dir=journals, source="sample", environ={})), base_url="http://127.0.0.1")
     res = client.get("/api/paper/sessions")
     assert res.status_code == 200
     items = {s["session"]: s for s in res.json()}
-    assert items["good"]["status"] == "finished" and isinstance(items["good"]["pnl"], float)
-    assert items["paged"]["pnl"] is None and "is corrupt" in items["paged"]["error"]
+    assert items["good"]["status"] == "finished" and isinstance(items["good"]["net_pnl"], float)
+    assert items["paged"]["status"] == "unreadable" and "is corrupt" in items["paged"]["error"]
+    assert items["paged"]["gross_pnl"] is None and items["paged"]["net_pnl"] is None
     res = client.get("/api/paper/sessions/paged")
     assert res.status_code == 500 and "paged.sqlite is corrupt" in res.json()["error"]
 

@@ -232,11 +232,6 @@ def _check(raw: dict[str, Any], where: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _not_a_file(path: Path) -> str:
-    if path.is_dir():
-        return "is a folder; pass the mde.toml file in it"
-    return "does not exist" if not path.exists() else "is not a regular file"
-
 
 def find_config_file(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
     if explicit:
@@ -311,7 +306,7 @@ def load(
     given, in_range = pinned, True
     try:
         if isinstance(pinned, str):
-            pinned = parse_instant(pinned, "MDE_NOW")
+            pinned = parse_instant(pinned, "MDE_NOW", check_years=False)  # CLOCK_RANGE, below
         elif isinstance(pinned, datetime):
             pinned = pinned.astimezone(IST) if pinned.tzinfo else pinned.replace(tzinfo=IST)
         if isinstance(pinned, datetime):

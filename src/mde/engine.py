@@ -416,11 +416,11 @@ class MarketDataEngine:
         self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str | None = None
     ) -> FetchReport:
         """Fetch [start, end] (dates are whole sessions) from the source and merge it into the cache."""
-        inst, tf = self._fetchable(symbol, timeframe)
         now = self.now()
-        lo = _as_instant(start, "start date")
+        lo = _as_instant(start, "start date")  # the dates first: a bad one must not resolve (and record) the symbol
         hi = _as_instant(end, "end date", end_of_day=True) if end is not None else now
         assert lo is not None and hi is not None
+        inst, tf = self._fetchable(symbol, timeframe)
         if lo > hi:
             raise InputError(f"start {lo:%Y-%m-%d %H:%M} is after end {hi:%Y-%m-%d %H:%M}")
         if lo > now:

@@ -17,6 +17,7 @@ import hashlib
 from array import array
 import itertools
 import os
+import shlex
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -276,7 +277,7 @@ def short_last_session(engine: Any, name: str, tf: Timeframe, ts_us: Sequence[in
         return None
     return (
         f"{name}: the last session in range ({day}) has {have} of its {expected} {tf} candles; the source may not "
-        f"have sent the rest yet: run `mde refresh --symbols {name} --timeframe {tf}`"
+        f"have sent the rest when it was cached: run `mde fetch {shlex.quote(name)} --timeframe {tf} --from {day} --to {day}`"
     )
 
 
