@@ -394,6 +394,9 @@ class KiteSource:
         return self.call("other", "downloading the instruments list", self.client.instruments)
 
     def resolve(self, symbol: str) -> Instrument:
+        """The instrument Kite will be asked for. Resolving records its token in the cache's
+        `_meta`, so a command that cannot ask Kite (no key) fails before that, leaving no trace."""
+        self.api_key  # noqa: B018 - raises ConfigError without a key
         return self.catalog.resolve(symbol, self.settings.aliases)
 
     # -- candles ------------------------------------------------------------------------
