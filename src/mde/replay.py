@@ -281,6 +281,26 @@ def short_last_session(engine: Any, name: str, tf: Timeframe, ts_us: Sequence[in
     )
 
 
+PRICES = ("open", "high", "low", "close")
+
+
+def _unpriced(frame: pl.DataFrame) -> str:
+    """"" if every candle has finite, positive prices, else how many do not and the first one.
+    (A source's implausible candles are kept in the cache, counted; a NaN close must not reach
+    a fill, an equity curve or a comparison in a strategy, where it would be silently wrong.)"""
+    prices = PRICES
+    if frame.is_empty():
+        return ""
+    broken = pl.any_horizontal([~pl.col(c).is_finite() | (pl.col(c) <= 0) | pl.col(c).is_null() for c in prices])
+    bad = frame.filter(broken)
+    if bad.is_empty():
+        return ""
+    row = bad.row(0, named=True)
+    what = ", ".join(f"{c} {row[c]}" for c in prices if row[c] is None or not (row[c] == row[c] and 0 < row[c] < float("inf")))
+    return (f"{bad.height} candle(s) without a valid price (first: {row['ts'].astimezone(IST):%Y-%m-%d %H:%M} "
+            f"{what})")
+
+
 def _gap_message(symbol: str, tf: Timeframe, gaps: list[date]) -> str:
     span = f"{gaps[0]}" if len(gaps) == 1 else f"{gaps[0]}..{gaps[-1]}"
     return (
@@ -416,7 +436,8 @@ def run_replay(
         skipped = len(gaps.missing) + len(gaps.outside)
         if skipped:
             warnings.append(f"{name}: {skipped} session(s) missing from the cache were skipped (--allow-gaps)")
-        data = SeriesData(name, tf, engine.history(name, tf, as_of=until), src_tf if src_tf != tf else None)
+        history = engine.history(name, tf, as_of=until)
+        data = SeriesData(name, tf, history, src_tf if src_tf != tf else None)
         short = short_last_session(engine, name, tf, data.ts_us, lo, hi, until)
         if short:
             warnings.append(short)
@@ -429,6 +450,17 @@ def run_replay(
                     f"--from {gaps.missing[0]} --to {gaps.missing[-1]}` first"
                 )
             raise InputError(_nothing_to_fetch(name, tf, lo, hi, gaps, span))
+        bad = _unpriced(data.frame.slice(i0, i1 - i0))
+        if bad:
+            raise InputError(f"{name} {tf}: {bad}; a fill or P&L on such a candle would be a wrong number, so mde "
+                             "does not replay it: pick dates without it, or prune it (the source sent it so)")
+        warm = _unpriced(data.frame.slice(0, i0))
+        if warm:  # left out of the warm-up, as a missing candle would be, and said
+            kept = history.filter(pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in PRICES]))
+            data = SeriesData(name, tf, kept, data.built_from)
+            i0 = bisect_left(data.ts_us, as_us(_day_start(lo)))
+            i1 = bisect_right(data.ts_us, as_us(_day_start(hi + timedelta(days=1))) - 1)
+            warnings.append(f"{name} {tf} warm-up history before {lo}: {warm}, left out (as a missing candle)")
         names.append(name)
         series.append(data)
         starts.append(i0)

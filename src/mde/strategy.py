@@ -651,14 +651,12 @@ class RunOutcome:
 
 
 def _minute(text: str) -> int:
-    try:
-        hh, mm = text.split(":")
-        value = int(hh) * 60 + int(mm)
-    except ValueError:
-        raise InputError(f"square-off time {text!r} is not HH:MM") from None
-    if not 0 <= value < 1440:
-        raise InputError(f"square-off time {text!r} is not HH:MM")
-    return value
+    """Minutes after midnight of an `HH:MM` time of day; `12:99` or `-0:30` are refused, never
+    carried into another hour (12:99 is not 13:39)."""
+    hh, sep, mm = str(text).strip().partition(":")
+    if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and int(hh) < 24 and int(mm) < 60):
+        raise InputError(f"square-off time {text!r} is not a time of day HH:MM (00:00 to 23:59)")
+    return int(hh) * 60 + int(mm)
 
 
 class StrategyRunner:

@@ -376,6 +376,12 @@ def run_sample_session(
         engine.check_symbol(sym)  # a typo: `unknown symbol 'NIFTI'; did you mean NIFTY?`, as every command says
     schedule = sorted({us for sym in names for us in _day_closes(engine, sym, tf, midnight, end_of_day)})
     if not schedule:
+        if until is not None and engine.calendar.sessions(the_day):
+            first_close = min((us for sym in names for us in _day_closes(engine, sym, tf, midnight, midnight + timedelta(days=1))),
+                              default=None)
+            if first_close is not None:  # a trading day, but --until ends it before its first candle closes
+                raise InputError(f"--until {until} ends the session before its first {tf} candle closes "
+                                 f"({datetime.fromtimestamp(first_close / 1e6, IST):%H:%M}); give a later --until")
         raise InputError(f"the sample has no {tf} candles of {', '.join(names)} on {the_day}; pick a trading day of 2024")
     if tick is not None:  # a clock that ticks like a live one: from the first open, every `tick` seconds
         step = round(tick * 1e6)
