@@ -75,7 +75,7 @@ def test_index_without_a_segment_is_a_clear_error(cache: Path) -> None:
         (("--param", "fast=x"), "is not int"),
         (("--param", "fast=40"), "must be smaller"),
         (("--timeframe", "7m"), "unknown timeframe"),
-        (("--square-off", "25:99"), "not HH:MM"),
+        (("--square-off", "25:99"), "not a time of day HH:MM"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(cache: Path, extra: tuple[str, ...], message: str) -> None:
