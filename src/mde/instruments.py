@@ -536,7 +536,14 @@ class InstrumentCatalog:
 
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(self.folder / LOCK_FILE), timeout=LOCK_TIMEOUT_S):
+            lock = FileLock(str(self.folder / LOCK_FILE), timeout=LOCK_TIMEOUT_S)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:  # say what we wait for, then wait (the store's cache lock does the same)
+                log.warning("waiting for %s, held by another mde process; giving up after %.0fs",
+                            self.folder / LOCK_FILE, LOCK_TIMEOUT_S)
+                lock.acquire()
+            try:
                 current = self._read_known()  # another process may have added some
                 prev = current.get(key) or {}
                 first_seen = prev.get("first_seen") or _ist(self._now()).isoformat()
@@ -545,6 +552,8 @@ class InstrumentCatalog:
                     json.dump(dict(sorted(current.items())), fh, indent=1, ensure_ascii=False)
                     fh.write("\n")
                 self._known = current
+            finally:
+                lock.release()
         except Timeout:
             raise CacheError(f"another mde process has held {self.folder / LOCK_FILE} for {LOCK_TIMEOUT_S:.0f}s; try again") from None
         except OSError as exc:
