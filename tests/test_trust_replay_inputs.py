@@ -68,3 +68,18 @@ def test_until_before_the_first_candle_says_so_not_that_the_day_is_no_trading_da
                            "give a later --until\n")
     holiday = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-15", "--segment", "futures", env=env)
     assert holiday.returncode == 2 and "pick a trading day" in holiday.stderr
+
+
+def test_a_paper_session_leaves_a_nan_candle_out_and_says_so(poisoned: MarketDataEngine,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from mde.paper.session import run_sample_session
+
+    with caplog.at_level(logging.WARNING, logger="mde"):
+        result = run_sample_session(poisoned.settings, "sma_cross", ["NIFTY"], "5m", "2024-06-14", segment="futures",
+                                    name="nan-warmup")
+    assert result.status == "finished" and result.candles == 75
+    assert any("1 candle(s) without a valid price (first: 2024-06-12 10:00 close nan), left out" in r.getMessage()
+               for r in caplog.records)
+    assert all(v == v for v in result.summary.metrics.values() if isinstance(v, float))

@@ -284,7 +284,7 @@ def short_last_session(engine: Any, name: str, tf: Timeframe, ts_us: Sequence[in
 PRICES = ("open", "high", "low", "close")
 
 
-def _unpriced(frame: pl.DataFrame) -> str:
+def unpriced(frame: pl.DataFrame) -> str:
     """"" if every candle has finite, positive prices, else how many do not and the first one.
     (A source's implausible candles are kept in the cache, counted; a NaN close must not reach
     a fill, an equity curve or a comparison in a strategy, where it would be silently wrong.)"""
@@ -450,11 +450,11 @@ def run_replay(
                     f"--from {gaps.missing[0]} --to {gaps.missing[-1]}` first"
                 )
             raise InputError(_nothing_to_fetch(name, tf, lo, hi, gaps, span))
-        bad = _unpriced(data.frame.slice(i0, i1 - i0))
+        bad = unpriced(data.frame.slice(i0, i1 - i0))
         if bad:
             raise InputError(f"{name} {tf}: {bad}; a fill or P&L on such a candle would be a wrong number, so mde "
                              "does not replay it: pick dates without it, or prune it (the source sent it so)")
-        warm = _unpriced(data.frame.slice(0, i0))
+        warm = unpriced(data.frame.slice(0, i0))
         if warm:  # left out of the warm-up, as a missing candle would be, and said
             kept = history.filter(pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in PRICES]))
             data = SeriesData(name, tf, kept, data.built_from)

@@ -13,6 +13,7 @@ The live session (`paper/live.py`) shares everything here but its clock and its 
 
 from __future__ import annotations
 
+import logging
 import time as time_mod
 from concurrent.futures import ThreadPoolExecutor
 from bisect import bisect_left
@@ -34,6 +35,8 @@ from ..symbols import per_instrument, unsafe_name
 from ..timeframes import Timeframe, parse
 from .risk import HALTED, RiskEngine, RiskLimits
 from .state import TradeState, owner_alive, session_path
+
+log = logging.getLogger("mde.paper")
 
 Log = Callable[[str], None]
 KILL_SWITCH = "kill switch"
@@ -254,11 +257,24 @@ class Book:
 
     def load(self, sym: str, now: datetime, cursor_us: int) -> SeriesData:
         """Read a series as of `now` (warm-up history included); candles after `cursor_us` are new."""
-        data = SeriesData(sym, self.tf, self.engine.history(sym, self.tf, as_of=now), self.engine.built_from(sym, self.tf))
+        history = self._priced(sym, self.engine.history(sym, self.tf, as_of=now))
+        data = SeriesData(sym, self.tf, history, self.engine.built_from(sym, self.tf))
         self.series[sym] = data
         self.runner.add_series(data)
         self.cursor[sym] = cursor_us
         return data
+
+    def _priced(self, sym: str, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` without candles that have no valid price (a source's NaN/inf/0 candle, kept
+        in the cache and counted): the strategy never sees one, fills never use one, as a
+        missing candle; each left out is said once (a warning on stderr, not with -q)."""
+        from ..replay import PRICES, unpriced
+
+        bad = unpriced(frame)
+        if not bad:
+            return frame
+        log.warning("%s %s: %s, left out (as a missing candle)", sym, self.tf, bad)
+        return frame.filter(pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in PRICES]))
 
     def catch_up(self, sym: str, now: datetime) -> tuple[SeriesData, int, int]:
         """Append the candles that closed by `now` since the series was read: only the newest
@@ -273,7 +289,7 @@ class Book:
                 tail = self.engine.get_window(sym, self.tf, limit=n, as_of=now)
                 fresh = tail.filter(pl.col("ts").dt.epoch("us") > last)
                 if fresh.height < tail.height:
-                    data.extend(with_close(fresh, self.tf, self.engine.calendar))
+                    data.extend(with_close(self._priced(sym, fresh), self.tf, self.engine.calendar))
                     break
                 if n >= 1000:  # more than 1000 candles behind: read the series again
                     data = self.load(sym, now, self.cursor[sym])
