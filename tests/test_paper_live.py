@@ -216,7 +216,9 @@ def test_mde_paper_source_kite_runs_live_and_never_prints_the_token(srv: KiteSer
     assert res.returncode == 0, res.stderr
     assert srv.access_token not in res.stdout + res.stderr
     assert "session sma_cross-2024-06-14 finished" in res.stdout
-    assert 3 <= len(srv.requests_to("/quote/ltp")) <= 7
+    # one batched LTP request per 1 s tick over the 5 s the clock runs: at most 7 with the first and
+    # last; a loaded machine spends some of those seconds starting up, so only one is certain
+    assert 1 <= len(srv.requests_to("/quote/ltp")) <= 7
     assert srv.requests_to("/orders") == []
     res = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", DAY, env=env)
     assert res.returncode == 2 and "--source sample" in res.stderr
