@@ -10,7 +10,7 @@ import pytest
 from conftest import run_mde
 from mde.config import load
 from mde.engine import MarketDataEngine
-from mde.errors import ConfigError
+from mde.errors import CacheError, ConfigError
 from mde.paper.risk import ACTIVE, HALTED, REDUCING, RiskEngine, RiskLimits
 from mde.paper.session import limits_from, run_sample_session
 from mde.paper.state import TradeState, session_path
@@ -113,8 +113,11 @@ def test_kill_switch_from_another_process_flattens_and_stops_the_session(cache: 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until the session holds a position
         if path.is_file():
-            with TradeState(path) as state:
-                fills = state.events("fill")
+            try:
+                with TradeState(path, readonly=True) as state:
+                    fills = state.events("fill")
+            except CacheError:  # created by the child a moment ago, not initialised yet
+                fills = []
             if len(fills) % 2 == 1:
                 break
         time.sleep(0.2)

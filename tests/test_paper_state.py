@@ -101,3 +101,29 @@ def test_bad_names_and_corrupt_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="move it aside"):
         TradeState(junk)
     assert junk.read_bytes() == b"not a database at all" * 100  # nothing rewritten
+
+
+def test_a_kill_while_a_journal_is_made_leaves_no_journal_and_the_session_starts_afresh(tmp_path: Path) -> None:
+    """The schema is made in a temporary file linked into place: a process killed in the middle
+    (here: the child SIGKILLs itself inside executescript) leaves nothing that reads as corrupt."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "_paper" / "fresh.sqlite"
+    child = (
+        "import os, signal, sqlite3, sys\n"
+        "from mde.paper import state\n"
+        "real = sqlite3.Connection.executescript\n"
+        "class Dying(sqlite3.Connection):\n"
+        "    def executescript(self, script):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "orig = sqlite3.connect\n"
+        "sqlite3.connect = lambda *a, **k: orig(*a, factory=Dying, **k)\n"
+        "state.TradeState(sys.argv[1])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    assert not path.exists()  # no 0-byte journal (it would be "corrupt"): nothing at all
+    with TradeState(path) as state:  # the same name starts afresh
+        assert state.meta() == {"format": "1"}

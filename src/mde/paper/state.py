@@ -171,6 +171,8 @@ class TradeState:
             raise CacheError(f"cannot create the paper journal folder {self.path.parent}: {exc.strerror or exc}") from exc
         db = None
         try:
+            if not self.path.exists():
+                self._create()
             db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             self._check(db)
             db.execute("PRAGMA journal_mode=WAL")
@@ -190,6 +192,33 @@ class TradeState:
                 db.close()
             raise
         return db
+
+    def _create(self) -> None:
+        """A new journal appears whole: its schema is made in a temporary file that is then
+        linked into place, so a kill while it is made leaves no 0-byte or half-made journal
+        (which would read as corrupt) but nothing at all, and the same --session starts afresh."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+        try:
+            db = sqlite3.connect(tmp, isolation_level=None, timeout=30)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+                db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+            finally:
+                db.close()
+            try:
+                os.link(tmp, self.path)  # fails if another process made it meanwhile: theirs is kept
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links on this file system
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError:
+                    pass  # a read-only folder: nothing was made there either
 
     def _open_readonly(self) -> sqlite3.Connection:
         uri = self.path.resolve().as_uri()  # file:///... (percent-encoded; C:/ on Windows)
