@@ -32,7 +32,7 @@ from ..timeframes import parse
 from .risk import HALTED, RiskLimits
 from .session import (
     KILL_SWITCH, PROGRESS_EVERY_S, UPDATE_WORKERS, Book, Log, Progress, SessionResult, _end_at, _names, default_name, fill_line, fill_payload,
-    journal_error, limits_from, note_payload, reject_event, open_journal, session_path, sessions_dir, snapshot, update_caches,
+    journal_error, limits_from, reject_event, open_journal, session_path, sessions_dir, snapshot, update_caches,
 )
 from .state import TradeState
 
@@ -182,20 +182,8 @@ def run_live_session(
             if pool is not None:
                 pool.shutdown()
         if not interrupted:
-            book.buffer.clear()
             runner.set_marks(marks)  # what is still open closes at its last traded price
-            notes_before = len(runner.notes)
-            try:
-                runner.finish(KILL_SWITCH if halting else "end of session")
-            except StrategyError as exc:
-                journal_error(state, runner, exc)
-                raise
-            notes = [("note", runner.now_us, note_payload(n), n.symbol) for n in runner.notes[notes_before:] if n.kind == "log"]
-            for _, _, payload, _ in notes:
-                say(payload["line"])
-            state.processed("_end", runner.now_us, [("fill", f.ts_us, fill_payload(f, "close"), f.symbol)
-                                                     for f in book.buffer] + notes)
-            state.set_meta({"status": "halted" if halting else "finished"})
+            book.finish(state, halting, say, via="close")
         warnings = ["live fills: the next last traded price after each decision (plus slippage), not the next open"]
         if interrupted:
             warnings.append(f"stopped by Ctrl-C at {datetime.fromtimestamp(runner.now_us / 1e6, IST):%H:%M:%S}; "

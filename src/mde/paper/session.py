@@ -325,6 +325,24 @@ class Book:
             return [("risk", ts_us, {"state": self.guard.state, "reason": self.guard.reason}, None)]
         return []
 
+    def finish(self, state: TradeState, halting: bool, say: Log, via: str | None = None) -> None:
+        """The end of a session, whatever drives it: what is still open closes (the runner's
+        marks), the strategy's on_stop runs, and the closing fills and log lines are journaled
+        with the session's final status in one commit each. A strategy that raises is journaled."""
+        runner = self.runner
+        self.buffer.clear()
+        notes_before = len(runner.notes)
+        try:
+            runner.finish(KILL_SWITCH if halting else "end of session")
+        except StrategyError as exc:
+            journal_error(state, runner, exc)
+            raise
+        notes = [("note", runner.now_us, note_payload(n), n.symbol) for n in runner.notes[notes_before:] if n.kind == "log"]
+        for _, _, payload, _ in notes:
+            say(payload["line"])
+        state.processed("_end", runner.now_us, [("fill", f.ts_us, fill_payload(f, via), f.symbol) for f in self.buffer] + notes)
+        state.set_meta({"status": "halted" if halting else "finished"})
+
     def halt(self, ts_us: int, reason: str = KILL_SWITCH) -> None:
         self.guard.set_state(HALTED, reason)
         self.runner.now_us = max(self.runner.now_us, ts_us)
@@ -516,18 +534,7 @@ def run_sample_session(
                         "(the same candles, the same fills; nothing new was journaled)"]
             return book.result(name, resumed_from, ended, the_day, the_day, as_us(midnight), warnings)
         if not interrupted:
-            book.buffer.clear()
-            notes_before = len(runner.notes)
-            try:
-                runner.finish(KILL_SWITCH if halting else "end of session")
-            except StrategyError as exc:
-                journal_error(state, runner, exc)
-                raise
-            notes = [("note", runner.now_us, note_payload(n), n.symbol) for n in runner.notes[notes_before:] if n.kind == "log"]
-            for _, _, payload, _ in notes:
-                say(payload["line"])
-            state.processed("_end", runner.now_us, [("fill", f.ts_us, fill_payload(f), f.symbol) for f in book.buffer] + notes)
-            state.set_meta({"status": "halted" if halting else "finished"})
+            book.finish(state, halting, say)
         warnings = [f"stopped by Ctrl-C at {datetime.fromtimestamp(runner.now_us / 1e6, IST):%H:%M}; "
                     "positions are still open and the session resumes"] if interrupted else []
         return book.result(name, resumed_from, "interrupted" if interrupted else "halted" if halting else "finished",
