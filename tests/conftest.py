@@ -34,6 +34,21 @@ def cache_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def cli(cache_dir: Path):
+    """`mde --cache-dir <tmp> ...` in process (typer's CliRunner) on the sample source."""
+    from typer.testing import CliRunner
+
+    from mde.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, ["--cache-dir", str(cache_dir), *args], env={"MDE_SOURCE": "sample"})
+
+    return invoke
+
+
+@pytest.fixture
 def settings(cache_dir: Path) -> Settings:
     """Sample source, a fresh cache, the sample's own clock (2024-12-31 15:30 IST)."""
     return load(cache_dir=cache_dir, source="sample", environ={})

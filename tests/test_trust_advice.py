@@ -27,16 +27,6 @@ ADVICE = re.compile(r"`(mde [^`]+)`")
 REPLAY = ["replay", "--strategy", "sma_cross", "--symbol", "NIFTY", "--segment", "futures"]
 
 
-@pytest.fixture
-def cli(cache_dir: Path):
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, ["--cache-dir", str(cache_dir), *args], env={"MDE_SOURCE": "sample"})
-
-    return invoke
-
-
 def snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}

@@ -45,16 +45,6 @@ def snapshot(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def cli(cache_dir: Path):
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, ["--cache-dir", str(cache_dir), *args], env={"MDE_SOURCE": "sample"})
-
-    return invoke
-
-
 def write_csv(path: Path, rows: list[str], header: str = HEADER) -> Path:
     path.write_text("\n".join([header, *rows]) + "\n")
     return path
