@@ -159,3 +159,16 @@ def test_the_docs_pages_link_to_each_other_and_exist():
     for page in pages:
         for target in re.findall(r"\]\((\.\./[^)#]+|[\w-]+\.md)(?:#[^)]*)?\)", _read(page)):
             assert (DOCS / target).resolve().exists(), f"docs/{page} links to {target}, which does not exist"
+
+
+def test_the_changelog_has_unreleased_first_and_the_current_version():
+    import tomllib
+
+    text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    versions = re.findall(r"^## \[([^\]]+)\]", text, flags=re.M)
+    assert versions and versions[0] == "Unreleased", "CHANGELOG.md must start with ## [Unreleased]"
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert version in versions, f"pyproject's version {version} has no ## [{version}] section in CHANGELOG.md"
+    for heading in re.findall(r"^### (.+)$", text, flags=re.M):
+        assert heading in {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}, heading
+    assert "(CHANGELOG.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
