@@ -47,7 +47,7 @@ def _text(help_text: str | None) -> str:
 
 def _help(help_text: str | None) -> str:
     """A command's help: `Example:  mde ...` paragraphs become code blocks."""
-    return re.sub(r"(?m)^Example:\s+(.*)$", lambda m: f"Example:\n\n```\n{m.group(1)}\n```", _text(help_text))
+    return re.sub(r"(?m)^(Example[^:\n]*):\s+(mde .*)$", lambda m: f"{m.group(1)}:\n\n```\n{m.group(2)}\n```", _text(help_text))
 
 
 def _is_argument(param: Any) -> bool:
