@@ -172,3 +172,24 @@ def test_the_changelog_has_unreleased_first_and_the_current_version():
     for heading in re.findall(r"^### (.+)$", text, flags=re.M):
         assert heading in {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}, heading
     assert "(CHANGELOG.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _section(text: str, heading: str) -> str | None:
+    if f"\n{heading}\n" not in text:
+        return None
+    body = text.split(f"\n{heading}\n", 1)[1]
+    return re.split(r"^## ", body, flags=re.M)[0]
+
+
+@pytest.mark.parametrize(("heading", "page"), [("## Errors and exit codes", "exit-codes.md"),
+                                               ("## Configuration", "configuration.md")])
+def test_the_readme_copies_say_what_the_docs_say(heading, page):
+    """While README.md keeps its own copy of a reference table, it and docs/ must not disagree."""
+    section = _section((ROOT / "README.md").read_text(encoding="utf-8"), heading)
+    if section is None:
+        pytest.skip(f"README.md no longer has {heading!r} (docs/{page} is the only copy)")
+    rows = lambda text: [line for line in text.splitlines() if line.startswith("| ")]  # noqa: E731
+    blocks = lambda text: re.findall(r"```toml\n.*?```", text, flags=re.S)  # noqa: E731
+    doc = _read(page)
+    assert rows(section) == rows(doc), f"README.md {heading!r} and docs/{page} list different rows: edit both"
+    assert blocks(section) == blocks(doc)
