@@ -193,3 +193,31 @@ def test_the_readme_copies_say_what_the_docs_say(heading, page):
     doc = _read(page)
     assert rows(section) == rows(doc), f"README.md {heading!r} and docs/{page} list different rows: edit both"
     assert blocks(section) == blocks(doc)
+
+
+def test_the_http_api_page_names_every_route(tmp_path):
+    from mde.api import create_app
+    from mde.config import load
+
+    settings = load(environ={"MDE_CACHE_DIR": str(tmp_path / "cache"), "MDE_SOURCE": "sample"})
+    app = create_app(settings)
+    text = _read("http-api.md")
+    routes = [r for r in app.routes if getattr(r, "include_in_schema", False) and "GET" in getattr(r, "methods", ())]
+    assert len(routes) >= 5, "create_app has no GET routes?"
+    for route in routes:
+        assert re.search(rf"`GET {re.escape(route.path)}[`?\[]", text), f"GET {route.path} is not in docs/http-api.md"
+
+
+def test_the_cache_page_names_every_timeframes_partition():
+    from datetime import datetime
+
+    from mde.calendar import IST
+    from mde.store import partition_key
+    from mde.timeframes import TIMEFRAMES
+
+    layout = _read("cache-format.md").split("```", 2)[1]
+    for name, tf in TIMEFRAMES.items():
+        file = partition_key(datetime(2024, 5, 14, 9, 15, tzinfo=IST), tf) + ".parquet"
+        line = next((line for line in layout.splitlines() if line.strip().startswith(file)), None)
+        assert line is not None, f"{file} ({name}) is not in the layout of docs/cache-format.md"
+        assert re.search(rf"(?<![\w]){re.escape(name)}\b", line), f"docs/cache-format.md does not say {name} is kept in {file}"
