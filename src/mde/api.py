@@ -3,6 +3,10 @@
     from mde.api import create_app
     app = create_app(settings)                     # then: uvicorn.run(app, host=..., port=...)
 
+The token rule is the app's own, whoever serves it: the token is `settings.serve.token`
+(MDE_API_TOKEN) unless `token=` is given, and an app for a non-loopback `[serve] host` without
+one is a ConfigError before anything listens.
+
 An outer module, like the CLI: only `mde serve` (and whoever builds the app) imports it,
 so FastAPI and uvicorn never slow down the other commands. Every read goes through one
 MarketDataEngine; validation is the engine's (the same messages as the CLI's `error: ...`).
@@ -20,6 +24,7 @@ import hmac
 import logging
 import re
 import socket
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -221,8 +226,13 @@ def create_app(
     engine: MarketDataEngine | None = None,
 ) -> FastAPI:
     """The app: one MarketDataEngine for every request (its clock is the settings' MDE_NOW or
-    real time; each request's default as_of is "now"). `token` set: /api/* needs it.
-    `cors_origins` (default `[serve] cors_origins`): without any, no CORS headers at all."""
+    real time; each request's default as_of is "now"). `token` (default `settings.serve.token`,
+    i.e. MDE_API_TOKEN) set: /api/* needs it as `Authorization: Bearer <token>`. The token rule
+    of `ServeSettings.check` applies: a non-loopback `settings.serve.host` without a token is a
+    ConfigError. `cors_origins` (default `[serve] cors_origins`): without any, no CORS headers at all."""
+    if token is None:
+        token = settings.serve.token
+    replace(settings.serve, token=token).check()  # the token rule, for any ASGI server too
     eng = engine if engine is not None else MarketDataEngine(settings)
     origins = list(settings.serve.cors_origins if cors_origins is None else cors_origins)
     app = FastAPI(

@@ -374,46 +374,31 @@ def refresh(
 
     Example (cron, every 5 minutes in the session):  mde refresh --symbols NIFTY BANKNIFTY
     """
-    import time
+    from contextlib import nullcontext
 
     from .engine import MarketDataEngine, check_count
-    from .errors import ConfigError, worst
+    from .render import RefreshProgress, refresh_line, summary_line
 
     if count is not None:
-        check_count(count)  # one line before any series, not one per series
-    conf = settings(source)
-    names = symbol_list(symbols_opt, symbols) or list(conf.refresh.symbols)
-    if not names:
-        raise ConfigError("no symbols to refresh: give --symbols NIFTY BANKNIFTY or set [refresh] symbols in mde.toml")
-    eng = MarketDataEngine(conf)
-    plan = eng.refresh_plan(names, timeframes)
-    started = time.monotonic()
+        check_count(count)  # a bad --count is named before the config is read
+    eng = MarketDataEngine(settings(source))
     on_tty = sys.stdout.isatty() and not STATE.quiet and not as_json
-    if on_tty:
-        from .render import refresh_progress
-
-        results = refresh_progress(eng, plan, count, _stdout())
-    else:
-        results = [eng.refresh_one(symbol, tf, count) for symbol, tf in plan]
-    summary = eng.refresh_summary(results, time.monotonic() - started)
-    for res in results:
+    with RefreshProgress(_stdout()) if on_tty else nullcontext() as progress:
+        report = eng.refresh_many([*(symbols_opt or []), *(symbols or [])], timeframes, count,
+                                  on_result=progress and progress.result, on_plan=progress and progress.plan)
+    for res in report.results:
         if res.error is not None:
             _stderr().print(f"[bold red]error:[/] {res.symbol} {res.timeframe}: " + res.error.message.replace("[", r"\["))
         elif STATE.verbose and res.report is not None:
-            from .render import refresh_line
-
             typer.echo(refresh_line(res))
     if as_json:
         from .jsonout import dumps
 
-        typer.echo(dumps(summary, indent=1))
+        typer.echo(dumps(report.summary, indent=1))
     elif not STATE.quiet:
-        from .render import summary_line
-
-        typer.echo(summary_line(summary))
-    bad = worst([r.error for r in results if r.error is not None])
-    if bad is not None:
-        raise typer.Exit(bad.exit_code)
+        typer.echo(summary_line(report.summary))
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 @app.command("ls")
@@ -792,11 +777,10 @@ def serve(
     from .config import load
 
     conf = load(STATE.config, cache_dir=STATE.cache_dir, host=host, port=port, api_token=token)
-    conf.serve.check()  # the token rule: a ConfigError (exit 2) before anything listens
     from .api import create_app, listen, run
 
+    app_ = create_app(conf)  # the token rule (a ConfigError, exit 2) before anything listens
     sock = listen(conf.serve.host, conf.serve.port)
-    app_ = create_app(conf, token=conf.serve.token)
     where = f"http://{'[' + conf.serve.host + ']' if ':' in conf.serve.host else conf.serve.host}:{conf.serve.port}/"
     if not STATE.quiet:
         _stderr().print(f"mde serve: {where} (cache {conf.cache_dir}{', token required' if conf.serve.token else ''}); Ctrl-C stops", markup=False)

@@ -11,10 +11,11 @@ from a smaller cached one under the same rule, so a backtest cannot peek ahead.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 import functools
 import logging
 import shlex
+import time as time_mod
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ import polars as pl
 
 from . import calendar as cal_mod
 from .config import MAX_COUNT, Settings, load
-from .errors import CacheError, InputError, MdeError, NotCached
+from .errors import CacheError, ConfigError, InputError, MdeError, NotCached, worst
 from .importer import read_candles
 from .jsonout import dumps, finite, frame_rows
 from .resample import resample, visible, with_close
@@ -110,6 +111,48 @@ class RefreshResult:
     timeframe: str
     report: FetchReport | None
     error: MdeError | None
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    """What `refresh_many` did: one RefreshResult per series (in plan order) and the run's
+    figures (`summary`: what `mde refresh --json` prints). Iterating it gives the results, as
+    the list `refresh_many` used to return did."""
+
+    results: list[RefreshResult]
+    summary: dict[str, Any]  # refresh_summary(): ok, failed, added, requests, seconds, series...
+
+    @property
+    def ok(self) -> int:
+        return sum(r.error is None for r in self.results)
+
+    @property
+    def failed(self) -> int:
+        return sum(r.error is not None for r in self.results)
+
+    @property
+    def errors(self) -> list[MdeError]:
+        return [r.error for r in self.results if r.error is not None]
+
+    @property
+    def worst_error(self) -> MdeError | None:
+        """The most severe failure (errors.worst), None if every series was refreshed."""
+        return worst(self.errors)
+
+    @property
+    def exit_code(self) -> int:
+        """0, or the worst failure's exit code: `mde refresh`'s exit status (cron-safe)."""
+        bad = self.worst_error
+        return 0 if bad is None else bad.exit_code
+
+    def __iter__(self) -> Iterator[RefreshResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> RefreshResult:
+        return self.results[index]
 
 
 @dataclass(frozen=True)
@@ -706,9 +749,44 @@ class MarketDataEngine:
         except MdeError as exc:
             return RefreshResult(symbol, timeframe, None, exc)
 
-    def refresh_many(self, symbols: list[str], timeframes: list[str] | None = None, count: int | None = None) -> list[RefreshResult]:
-        """Refresh every planned series; one failing series does not stop the others."""
-        return [self.refresh_one(symbol, tf, count) for symbol, tf in self.refresh_plan(symbols, timeframes)]
+    def refresh_symbols(self, symbols: str | Iterable[str] | None = None) -> list[str]:
+        """The symbols a refresh is about: the given ones (each may be comma-separated:
+        "NIFTY,BANKNIFTY"), else `[refresh] symbols`; none at all is a ConfigError."""
+        if isinstance(symbols, str):
+            symbols = [symbols]
+        names = [s.strip() for item in symbols or [] for s in item.split(",") if s.strip()]
+        names = names or list(self.settings.refresh.symbols)
+        if not names:
+            raise ConfigError("no symbols to refresh: give --symbols NIFTY BANKNIFTY or set [refresh] symbols in mde.toml")
+        return names
+
+    def refresh_many(
+        self,
+        symbols: str | Iterable[str] | None = None,
+        timeframes: str | Iterable[str] | None = None,
+        count: int | None = None,
+        on_result: Callable[[RefreshResult], None] | None = None,
+        *,
+        on_plan: Callable[[list[tuple[str, str]]], None] | None = None,
+    ) -> RefreshReport:
+        """Refresh every planned series (`refresh_symbols`, then `refresh_plan`: `[refresh]`
+        symbols and timeframes by default); one failing series does not stop the others.
+        A bad `count` or timeframe fails the whole run (InputError) before any series.
+        `on_plan(plan)` is called once before the first series, `on_result(result)` after each
+        (a progress display). The report's `exit_code` is the worst failure's, else 0."""
+        if count is not None:
+            count = check_count(count)  # one error before any series, not one per series
+        names = self.refresh_symbols(symbols)
+        started = time_mod.monotonic()
+        plan = self.refresh_plan(names, [timeframes] if isinstance(timeframes, str) else list(timeframes or []) or None)
+        if on_plan is not None:
+            on_plan(plan)
+        results = []
+        for symbol, tf in plan:
+            results.append(self.refresh_one(symbol, tf, count))
+            if on_result is not None:
+                on_result(results[-1])
+        return RefreshReport(results, self.refresh_summary(results, time_mod.monotonic() - started))
 
     def refresh_summary(self, results: list[RefreshResult], seconds: float) -> dict[str, Any]:
         """What a cron job logs: ok/failed, candles added, requests made, 429s, time taken."""

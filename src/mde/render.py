@@ -186,21 +186,36 @@ def summary_line(summary: dict[str, Any]) -> str:
     return line
 
 
-def refresh_progress(engine: Any, plan: list[tuple[str, str]], count: int | None, console: Console) -> list[Any]:
-    """On a terminal: one progress row per series, ticked off as each finishes."""
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+class RefreshProgress:
+    """On a terminal: one progress row per series, ticked off as each finishes. Its `plan` and
+    `result` are the `on_plan`/`on_result` callbacks of `MarketDataEngine.refresh_many`."""
 
-    results = []
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        tasks = [progress.add_task(f"{symbol} {tf}", total=1, note="", start=False) for symbol, tf in plan]
-        for task, (symbol, tf) in zip(tasks, plan):
-            progress.start_task(task)
-            res = engine.refresh_one(symbol, tf, count)
-            note = "[red]failed[/]" if res.error else refresh_line(res).split(": ", 1)[1]
-            progress.update(task, completed=1, note=note)
-            results.append(res)
-    return results
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn())
+        self.progress = Progress(*columns, console=console, transient=False)
+        self.tasks: list[Any] = []
+        self.done = 0
+
+    def __enter__(self) -> RefreshProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def plan(self, plan: list[tuple[str, str]]) -> None:
+        self.tasks = [self.progress.add_task(f"{symbol} {tf}", total=1, note="", start=False) for symbol, tf in plan]
+        if self.tasks:
+            self.progress.start_task(self.tasks[0])
+
+    def result(self, res: Any) -> None:
+        note = "[red]failed[/]" if res.error else refresh_line(res).split(": ", 1)[1]
+        self.progress.update(self.tasks[self.done], completed=1, note=note)
+        self.done += 1
+        if self.done < len(self.tasks):
+            self.progress.start_task(self.tasks[self.done])
 
 
 _INSTRUMENT_COLUMNS = ("instrument_token", "exchange", "tradingsymbol", "name", "instrument_type", "segment", "expiry", "strike", "lot_size", "tick_size")
