@@ -202,11 +202,12 @@ class SimBroker:
         if limit is not None and stop is not None:
             raise InputError("an order is a limit or a stop order, not both")
         kind = LIMIT if limit is not None else STOP if stop is not None else MARKET
-        for name, level in (("limit", limit), ("stop", stop), ("stop_loss", stop_loss), ("target", target)):
-            if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float)) or not level > 0
-                                      or level == float("inf")):
-                raise InputError(f"{name} must be a positive price, not {level!r}")
-        limit, stop, stop_loss, target = round_order_prices(side, self._tick(symbol), limit, stop, stop_loss, target)
+        if limit is not None or stop is not None or stop_loss is not None or target is not None:  # a plain market order has no price
+            for name, level in (("limit", limit), ("stop", stop), ("stop_loss", stop_loss), ("target", target)):
+                if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float)) or not level > 0
+                                          or level == float("inf")):
+                    raise InputError(f"{name} must be a positive price, not {level!r}")
+            limit, stop, stop_loss, target = round_order_prices(side, self._tick(symbol), limit, stop, stop_loss, target)
         price = limit if limit is not None else stop
         order = Order(self._next_id, strategy, symbol, side, qty, kind, price, placed_us, reason,
                       stop_loss, target, tag=tag)
@@ -397,8 +398,9 @@ class SimBroker:
         for (other_sid, s), p in self.positions.items():
             if p.qty and (other_sid, s) != (sid, sym):
                 blocked += self._margin(s, other_sid, p.qty, marks.get(s) or self._price_of(s), day)
-        free = equity - blocked - self._margin(sym, sid, held, price, day)
-        need = self._margin(sym, sid, after, price, day) - self._margin(sym, sid, held, price, day) + charges
+        held_margin = self._margin(sym, sid, held, price, day) if held else 0.0
+        free = equity - blocked - held_margin
+        need = self._margin(sym, sid, after, price, day) - held_margin + charges
         if need <= free + 1e-6:
             return None
         verb = "BUY" if order.side > 0 else "SELL"
