@@ -27,6 +27,7 @@ remembered instrument resolves without downloading; when it is fresh, the dump w
 from __future__ import annotations
 
 import difflib
+from functools import lru_cache
 import io
 import json
 import logging
@@ -38,7 +39,7 @@ from typing import Any
 
 import polars as pl
 
-from .calendar import IST
+from .calendar import IST, now_ist
 from .errors import CacheError, InputError, SourceError
 from .atomic import atomic_write
 from .symbols import BUILTIN_ALIASES, Instrument, parse_instrument, validate_symbol
@@ -592,8 +593,27 @@ class InstrumentCatalog:
         }
 
 
+def cached_dump(folder: Path | str) -> tuple[pl.DataFrame, datetime | None] | None:
+    """The Kite dump cached in `folder` (`<cache>/_meta`) of any age and when it was taken, or
+    None when there is none or it is unreadable; read once per version of the file."""
+    path = Path(folder) / DUMP_FILE
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _cached_dump(str(path), mtime)
+
+
+@lru_cache(maxsize=2)
+def _cached_dump(path: str, mtime_ns: int) -> tuple[pl.DataFrame, datetime | None] | None:
+    catalog = InstrumentCatalog(Path(path).parent, download=list, now=now_ist)
+    table = catalog._load_cached()
+    return (table, catalog._read_meta()) if table is not None else None
+
+
+@lru_cache(maxsize=1)
 def bundled_dump() -> tuple[pl.DataFrame, datetime]:
-    """The instruments dump shipped inside the package, and when it was taken."""
+    """The instruments dump shipped inside the package, and when it was taken (read once)."""
     try:
         table = pl.read_parquet(BUNDLED_DUMP)
         meta = json.loads(BUNDLED_DUMP.with_name(BUNDLED_META).read_text(encoding="utf-8"))

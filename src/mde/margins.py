@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from bisect import bisect_right
@@ -31,7 +30,7 @@ from typing import Any
 
 import polars as pl
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, MdeError
 
 MARGIN_SEGMENTS = ("delivery", "intraday", "futures", "options")
 _RATE_KEYS = ("delivery_pct", "intraday_pct", "futures_pct", "options_short_pct")
@@ -149,53 +148,21 @@ class Contract:
 DEFAULT_CONTRACT = Contract()
 
 
-def _dumps(cache_dir: Path) -> list[tuple[Path, str]]:
-    """Instruments dumps to read, best first: the cached Kite dump, then the one shipped with mde."""
-    here = Path(__file__).resolve().parent
-    out = []
-    cached = cache_dir / "_meta" / "instruments.parquet"
-    if cached.is_file():
-        when = ""
-        try:
-            when = json.loads((cached.parent / "instruments.json").read_text(encoding="utf-8"))["fetched_at"][:10]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        out.append((cached, f"the cached Kite instruments dump{' of ' + when if when else ''}"))
-    shipped = here / "data" / "instruments.parquet"
-    if shipped.is_file():
-        out.append((shipped, "the instruments dump shipped with mde (taken about 2025-12-19)"))
-    repo = here.parents[1] / "data" / "instruments.csv"  # a source checkout
-    if repo.is_file():
-        out.append((repo, "data/instruments.csv (a Kite dump taken about 2025-12-19)"))
-    return out
-
-
-@lru_cache(maxsize=4)
-def _read_dump(path: str, mtime_ns: int) -> pl.DataFrame | None:
-    try:
-        if path.endswith(".csv"):
-            frame = pl.read_csv(path, schema_overrides={"exchange_token": pl.String, "expiry": pl.String,
-                                                        "tradingsymbol": pl.String, "name": pl.String})
-            frame = frame.with_columns(pl.col("expiry").str.to_date("%Y-%m-%d", strict=False))
-        else:
-            frame = pl.read_parquet(path)
-        need = ("tradingsymbol", "exchange", "name", "expiry", "lot_size", "instrument_type", "strike", "tick_size")
-        if any(c not in frame.columns for c in need):
-            return None
-        return frame.select(need)
-    except Exception:  # noqa: BLE001 - an unreadable dump: try the next one
-        return None
-
-
 def _dump_tables(cache_dir: Path) -> list[tuple[pl.DataFrame, str]]:
+    """The instruments dumps to look a lot up in, best first: the cached Kite dump, then the one
+    shipped with mde (read by the instruments module, as the symbol resolver reads them)."""
+    from .instruments import bundled_dump, cached_dump
+
     out = []
-    for path, what in _dumps(cache_dir):
-        try:
-            frame = _read_dump(str(path), path.stat().st_mtime_ns)
-        except OSError:
-            continue
-        if frame is not None:
-            out.append((frame, what))
+    cached = cached_dump(cache_dir / "_meta")
+    if cached is not None:
+        table, fetched = cached
+        out.append((table, f"the cached Kite instruments dump{f' of {fetched:%Y-%m-%d}' if fetched else ''}"))
+    try:
+        table, fetched = bundled_dump()
+    except MdeError:
+        return out
+    out.append((table, f"the instruments dump shipped with mde (taken about {fetched:%Y-%m-%d})"))
     return out
 
 
