@@ -846,11 +846,15 @@ class StrategyRunner:
     # -- running
     def start(self, now_us: int) -> None:
         self.now_us = now_us
+        self._call_hooks("on_start")
+
+    def _call_hooks(self, hook: str) -> None:
+        """Every strategy's `hook` (on_start, on_stop); one that raises becomes a StrategyError."""
         try:
             for strategy, ctx in zip(self.strategies, self.contexts):
-                strategy.on_start(ctx)
+                getattr(strategy, hook)(ctx)
         except Exception as exc:
-            err = self.strategy_error(exc, "on_start")
+            err = self.strategy_error(exc, hook)
             if err is None:
                 raise
             raise err from exc
@@ -1070,14 +1074,7 @@ class StrategyRunner:
         """Close what is still open at each symbol's last close, cancel pending orders, call on_stop."""
         broker = self.broker
         assert broker is not None
-        try:
-            for strategy, ctx in zip(self.strategies, self.contexts):
-                strategy.on_stop(ctx)
-        except Exception as exc:
-            err = self.strategy_error(exc, "on_stop")
-            if err is None:
-                raise
-            raise err from exc
+        self._call_hooks("on_stop")
         for (sid, sym), pos in list(broker.positions.items()):
             if pos.qty != 0 and sym in self._last_close:  # at the symbol's own last close, not another's
                 broker.flatten(sid, sym, self._last_close[sym], self._last_close_us.get(sym, self.now_us), reason)
