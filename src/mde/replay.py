@@ -281,22 +281,19 @@ def short_last_session(engine: Any, name: str, tf: Timeframe, ts_us: Sequence[in
     )
 
 
-PRICES = ("open", "high", "low", "close")
-
-
 def unpriced(frame: pl.DataFrame) -> str:
-    """"" if every candle has finite, positive prices, else how many do not and the first one.
+    """"" if every candle has a valid price, else how many do not and the first one.
     (A source's implausible candles are kept in the cache, counted; a NaN close must not reach
     a fill, an equity curve or a comparison in a strategy, where it would be silently wrong.)"""
-    prices = PRICES
+    from .validate import PRICES, unpriced as rule
+
     if frame.is_empty():
         return ""
-    broken = pl.any_horizontal([~pl.col(c).is_finite() | (pl.col(c) <= 0) | pl.col(c).is_null() for c in prices])
-    bad = frame.filter(broken)
+    bad = frame.filter(rule())
     if bad.is_empty():
         return ""
     row = bad.row(0, named=True)
-    what = ", ".join(f"{c} {row[c]}" for c in prices if row[c] is None or not (row[c] == row[c] and 0 < row[c] < float("inf")))
+    what = ", ".join(f"{c} {row[c]}" for c in PRICES if row[c] is None or not (row[c] == row[c] and 0 < row[c] < float("inf")))
     return (f"{bad.height} candle(s) without a valid price (first: {row['ts'].astimezone(IST):%Y-%m-%d %H:%M} "
             f"{what})")
 
@@ -456,7 +453,9 @@ def run_replay(
                              "does not replay it: pick dates without it, or prune it (the source sent it so)")
         warm = unpriced(data.frame.slice(0, i0))
         if warm:  # left out of the warm-up, as a missing candle would be, and said
-            kept = history.filter(pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in PRICES]))
+            from .validate import unpriced as rule
+
+            kept = history.filter(~rule())
             data = SeriesData(name, tf, kept, data.built_from)
             i0 = bisect_left(data.ts_us, as_us(_day_start(lo)))
             i1 = bisect_right(data.ts_us, as_us(_day_start(hi + timedelta(days=1))) - 1)

@@ -138,6 +138,12 @@ def _session_checks(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFr
     )
 
 
+def unpriced() -> pl.Expr:
+    """True for a candle without a valid price: an open, high, low or close that is missing,
+    not finite, zero or negative (the `price` rule; replay and paper keep such candles out)."""
+    return pl.any_horizontal([pl.col(p).is_null() | ~pl.col(p).is_finite() | (pl.col(p) <= 0) for p in PRICES])
+
+
 def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
     """Every row of `raw` typed to the cache schema (ts, open, high, low, close, volume[, oi])
     plus `problem`: null if the row is plausible, else the key (PROBLEMS) of the first rule
@@ -153,7 +159,7 @@ def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
     df = raw.select([*typed, *not_numbers.values(), pre.alias("_pre")])
 
     o, h, low, c = (pl.col(p) for p in PRICES)
-    bad_price = pl.any_horizontal([pl.col(p).is_null() | ~pl.col(p).is_finite() | (pl.col(p) <= 0) for p in PRICES])
+    bad_price = unpriced()
     bad_ohlc = ~((low <= pl.min_horizontal(o, c)) & (pl.max_horizontal(o, c) <= h))
 
     def bad_count(name: str) -> pl.Expr:

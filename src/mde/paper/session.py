@@ -268,13 +268,14 @@ class Book:
         """`frame` without candles that have no valid price (a source's NaN/inf/0 candle, kept
         in the cache and counted): the strategy never sees one, fills never use one, as a
         missing candle; each left out is said once (a warning on stderr, not with -q)."""
-        from ..replay import PRICES, unpriced
+        from ..replay import unpriced
+        from ..validate import unpriced as rule
 
         bad = unpriced(frame)
         if not bad:
             return frame
         log.warning("%s %s: %s, left out (as a missing candle)", sym, self.tf, bad)
-        return frame.filter(pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in PRICES]))
+        return frame.filter(~rule())
 
     def catch_up(self, sym: str, now: datetime) -> tuple[SeriesData, int, int]:
         """Append the candles that closed by `now` since the series was read: only the newest
