@@ -57,7 +57,7 @@ from candles import SEED, SESSION_MINUTES, generate, session_days  # bench/candl
 
 import polars as pl
 
-from mde.calendar import IST
+from mde.clock import IST
 from mde.config import Settings, load
 from mde.engine import MarketDataEngine
 from mde.symbols import resolve_offline

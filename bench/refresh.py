@@ -227,7 +227,7 @@ def minimum_requests() -> tuple[int, dict[str, int]]:
 
 def chunks_for(interval: str) -> list[tuple[datetime, datetime]]:
     """The chunks mde requests for download(START, END) at NOW (same bounds as engine.download)."""
-    from mde.calendar import IST as MDE_IST
+    from mde.clock import IST as MDE_IST
     from mde.sources.kite import chunk_ranges
 
     lo = datetime.combine(date.fromisoformat(START), datetime.min.time(), MDE_IST)
@@ -273,7 +273,7 @@ def measure_floor(srv: Server, keep: bool = False) -> dict:
     frame per series (built after each call; that CPU is not counted)."""
     from kiteconnect import KiteConnect
     from mde.sources.kite import _to_frame, _wall
-    from mde.store import normalize
+    from mde.candles import normalize
 
     before = len(srv.log())
     kite = KiteConnect(srv.api_key, access_token=srv.access_token, root=srv.url)

@@ -305,7 +305,7 @@ def vm_hwm() -> int | None:
 def ist(text: str) -> datetime:
     """An ISO instant as a ZoneInfo IST datetime. mde needs that zone: a fixed +05:30 offset (what
     datetime.fromisoformat gives) makes engine.history fail in polars (see bench/README.md)."""
-    from mde.calendar import IST
+    from mde.clock import IST
 
     return datetime.fromisoformat(text).astimezone(IST)
 
@@ -370,7 +370,7 @@ def prepare(tmp: Path) -> None:
     their description to meta.json. Run in a child so that the parent stays small (see bench())."""
     import numpy as np
 
-    from mde.calendar import IST
+    from mde.clock import IST
 
     t0 = time.perf_counter()
     sessions = math.ceil(N_1M / SESSION_MINUTES)

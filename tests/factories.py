@@ -6,8 +6,9 @@ from datetime import date, datetime, time, timedelta
 
 import polars as pl
 
-from mde.calendar import IST, nse
-from mde.store import normalize
+from mde.calendar import nse
+from mde.clock import IST
+from mde.candles import normalize
 
 
 def session_minutes(day: date, step: int = 1) -> list[datetime]:

@@ -13,7 +13,7 @@ import pytest
 
 from kite_server import KiteServer
 from mde import auth
-from mde.calendar import IST
+from mde.clock import IST
 from mde.config import Settings, default_config_dir, load
 from mde.errors import AuthError, ConfigError, InputError, MdeError, SourceUnavailable
 

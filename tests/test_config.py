@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mde.calendar import IST
+from mde.clock import IST
 from mde.config import DEFAULT_KITE_ROOT, load
 from mde.errors import ConfigError
 

@@ -143,7 +143,7 @@ def test_a_running_paper_session_shows_its_positions_pnl_and_fills(server: Serve
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from mde.calendar import IST
+    from mde.clock import IST
     from mde.paper.state import TradeState, session_path
 
     # a journal as a running session leaves it (written by the journal's own writer); the
@@ -211,7 +211,7 @@ def test_the_update_time_is_ist_whatever_the_browser_zone(server: Server, new_yo
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from mde.calendar import IST
+    from mde.clock import IST
 
     driver = browser
     before = datetime.now(IST).replace(microsecond=0)

@@ -211,7 +211,7 @@ def test_the_http_api_page_names_every_route(tmp_path):
 def test_the_cache_page_names_every_timeframes_partition():
     from datetime import datetime
 
-    from mde.calendar import IST
+    from mde.clock import IST
     from mde.store import partition_key
     from mde.timeframes import TIMEFRAMES
 

@@ -14,7 +14,8 @@ from conftest import NSE_DATA, engine_at
 from hypothesis import HealthCheck, given, settings as hsettings
 from hypothesis import strategies as st
 
-from mde.calendar import IST, nse, parse_instant
+from mde.calendar import nse, parse_instant
+from mde.clock import IST
 from mde.config import RefreshSettings, Settings, load
 from mde.engine import MAX_LIMIT, MarketDataEngine
 from mde.errors import InputError, NotCached

@@ -17,7 +17,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from mde.calendar import IST, nse
+from mde.calendar import nse
+from mde.clock import IST
 from mde.timeframes import parse as tf_parse
 from test_kite_source import FAST, INSTRUMENTS_CSV, NIFTY, WINDOW, Kite, _child_env, ist
 

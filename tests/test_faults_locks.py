@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mde import instruments
-from mde.calendar import IST
+from mde.clock import IST
 from mde.errors import CacheError
 
 HOLD = "import sys, time\nfrom filelock import FileLock\nl = FileLock(sys.argv[1]); l.acquire(); print('held', flush=True); time.sleep(60)"

@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 
 from kite_server import KiteServer
-from mde.calendar import IST
+from mde.clock import IST
 from mde.errors import CacheError, InputError, SourceError, SourceUnavailable
 from mde.instruments import INDEX_TOKENS, InstrumentCatalog
 from mde.symbols import Instrument

@@ -30,7 +30,8 @@ import polars as pl
 import pytest
 
 from conftest import NSE_DATA, REPO, run_mde
-from mde.calendar import IST, parse_instant
+from mde.calendar import parse_instant
+from mde.clock import IST
 from mde.config import load
 from mde.engine import MarketDataEngine
 from mde.errors import AuthError, InputError, RateLimited, SourceUnavailable

@@ -1,4 +1,4 @@
-"""Properties of merging candles: `mde.store.merge_candles` and `CandleStore.write`.
+"""Properties of merging candles: `mde.candles.merge_candles` and `CandleStore.write`.
 
 Frames are drawn from a small set of timestamps so that batches often share candles, and the
 values of each candle are drawn too, so "which candle won" is always visible.
@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mde.calendar import IST
-from mde.store import CandleStore, merge_candles, normalize
+from mde.clock import IST
+from mde.candles import merge_candles, normalize
+from mde.store import CandleStore
 from mde.symbols import Instrument
 from mde.timeframes import parse
 

@@ -8,7 +8,8 @@ from datetime import date, datetime, timedelta
 import polars as pl
 import pytest
 
-from mde.calendar import IST, nse
+from mde.calendar import nse
+from mde.clock import IST
 from mde.metrics import Basis, basis_for, compute, equity_frame
 from mde.timeframes import parse
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import NSE_DATA, REPO, run_mde
-from mde.calendar import IST
+from mde.clock import IST
 from mde.config import Settings, load
 from mde.engine import MarketDataEngine
 from mde.paper.live import run_live_session
@@ -249,7 +249,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from kite_server import KiteServer
-from mde.calendar import IST
+from mde.clock import IST
 from mde.config import load
 from mde.engine import MarketDataEngine
 from mde.paper.live import run_live_session

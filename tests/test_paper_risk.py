@@ -135,7 +135,7 @@ def test_kill_switch_from_another_process_flattens_and_stops_the_session(cache: 
         assert all(f.payload["reason"] != "signal" for f in fills if f.ts_us > halt_event.ts_us)
         from datetime import datetime
 
-        from mde.calendar import IST
+        from mde.clock import IST
         from mde.strategy import as_us
 
         last = max(v for k, v in state.progress().items() if k != "_end")

@@ -12,10 +12,11 @@ from factories import make_candles
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mde.calendar import IST, nse
+from mde.calendar import nse
+from mde.clock import IST
 from mde.importer import read_candles
 from mde.resample import resample, visible, with_close
-from mde.store import empty_candles
+from mde.candles import empty_candles
 from mde.timeframes import parse
 
 CAL = nse()

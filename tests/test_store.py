@@ -19,10 +19,12 @@ import pytest
 from conftest import engine_at, run_mde
 from factories import make_candles, trading_days
 import mde.store as mde_store
-from mde.calendar import IST, nse
+from mde.calendar import nse
+from mde.clock import IST
 from mde.engine import MarketDataEngine
 from mde.errors import CacheError, InputError
-from mde.store import COLUMNS, MANIFEST, CandleStore, Manifest, merge_candles, union_ranges
+from mde.candles import COLUMNS, merge_candles
+from mde.store import MANIFEST, CandleStore, Manifest, union_ranges
 from mde.symbols import Instrument, safe_name, unsafe_name
 from mde.timeframes import parse
 from mde.validate import implausible
@@ -1080,7 +1082,7 @@ def test_a_full_read_that_cannot_trust_the_manifest_reads_file_by_file(five_mont
 
 
 def test_normalize_returns_a_normalized_frame_as_it_is_and_still_fixes_the_rest() -> None:
-    from mde.store import normalize
+    from mde.candles import normalize
 
     df = make_candles(date(2024, 6, 3), step=5)
     assert normalize(df) is df

@@ -25,8 +25,9 @@ import polars as pl
 import pytest
 
 import mde.store
-from mde.calendar import IST
-from mde.store import COLUMNS, MANIFEST, CandleStore, Manifest
+from mde.clock import IST
+from mde.candles import COLUMNS
+from mde.store import MANIFEST, CandleStore, Manifest
 from mde.symbols import Instrument
 from mde.timeframes import parse
 
@@ -83,7 +84,7 @@ WRITER = (
     r'''
 import sys
 from datetime import datetime
-from mde.calendar import IST
+from mde.clock import IST
 from mde.store import CandleStore
 from mde.symbols import Instrument
 from mde.timeframes import parse
@@ -111,7 +112,7 @@ import sys
 import time
 from datetime import datetime, timedelta
 import polars as pl
-from mde.calendar import IST
+from mde.clock import IST
 from mde.store import CandleStore
 from mde.symbols import Instrument
 from mde.timeframes import parse

@@ -6,7 +6,8 @@ from datetime import date, datetime
 
 import pytest
 
-from mde.calendar import IST, nse, parse_instant
+from mde.calendar import nse, parse_instant
+from mde.clock import IST
 from mde.errors import InputError
 from mde.timeframes import VALID_NAMES, parse
 

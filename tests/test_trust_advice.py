@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import NSE_DATA, REPO, run_mde
-from mde.calendar import IST
+from mde.clock import IST
 from mde.cli import app
 
 ADVICE = re.compile(r"`(mde [^`]+)`")

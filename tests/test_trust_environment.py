@@ -32,7 +32,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from conftest import engine_at, run_mde
-from mde.calendar import IST
+from mde.clock import IST
 from mde.config import load
 from mde.engine import MarketDataEngine
 from mde.errors import CacheError, ConfigError, InputError

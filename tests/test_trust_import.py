@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from typer.testing import CliRunner
 
 from conftest import NSE_DATA, run_mde
-from mde.calendar import IST, nse
+from mde.calendar import nse
+from mde.clock import IST
 from mde.cli import app
 from mde.engine import MarketDataEngine
 from mde.errors import InputError

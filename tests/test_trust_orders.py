@@ -417,7 +417,7 @@ def test_live_paper_journals_a_refused_fill_once_and_a_resume_keeps_it_refused(t
 
     from conftest import NSE_DATA, REPO
     from kite_server import KiteServer
-    from mde.calendar import IST
+    from mde.clock import IST
     from mde.paper.live import run_live_session
     from mde.sources.kite import KiteSource, RateLimiter, RetryPolicy
 

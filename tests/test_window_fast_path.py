@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from conftest import engine_at
 from mde import resample as resample_mod
-from mde.calendar import IST, nse
+from mde.calendar import nse
+from mde.clock import IST
 from mde.config import Settings
 from mde.engine import MarketDataEngine, window_body, window_payload
 from mde.resample import resample, visible

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .atomic import atomic_write
-from .calendar import IST
+from .clock import IST
 from .config import Settings
 from .errors import AuthError, ConfigError, InputError, MdeError, RateLimited, SourceUnavailable
 

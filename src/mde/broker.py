@@ -32,11 +32,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date
 
 import polars as pl
 
-from .calendar import IST
+from .clock import ist_date, ist_day
 from .costs import NO_CHARGES, CostModel
 from .errors import InputError
 from .margins import DEFAULT_CONTRACT, Contract, MarginTable, load_margins, round_order_prices
@@ -59,24 +59,7 @@ Ticks: limit, stop, stop-loss and target prices are rounded to the tick so they 
 Brackets: a stop-loss or target on the wrong side of the entry (its limit/stop price, or for a market entry the last
   close when placed) is rejected when placed ("bracket side"), not filled at once."""
 
-_US_PER_DAY = 86_400_000_000
-_IST_US = 330 * 60_000_000
-_EPOCH_ORD = date(1970, 1, 1).toordinal()
-
 MARKET, LIMIT, STOP = "market", "limit", "stop"
-
-
-def ist_day(us: int) -> int:
-    """Days since 1970-01-01 in IST for an epoch-microsecond instant."""
-    return (us + _IST_US) // _US_PER_DAY
-
-
-def ist_date(us: int) -> date:
-    return date.fromordinal(_EPOCH_ORD + ist_day(us))
-
-
-def us_to_datetime(us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=IST) + timedelta(microseconds=us + _IST_US)
 
 
 @dataclass(slots=True)

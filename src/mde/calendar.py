@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from importlib import resources
-from zoneinfo import ZoneInfo
 
+from .clock import IST, from_ist_minutes, to_ist_minutes
 from .errors import ConfigError, InputError
 from .timeframes import Timeframe
 
-IST = ZoneInfo("Asia/Kolkata")
-IST_OFFSET_MIN = 330
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 
 # No NSE candle is older (NSE opened in 1994): how far back a count of candles is looked for.
@@ -140,16 +138,6 @@ class Calendar:
             day -= timedelta(days=1)
         day = max(EARLIEST_DAY, day - timedelta(days=margin_days))
         return datetime.combine(day, time(0, 0), IST)
-
-
-def to_ist_minutes(ts: datetime) -> int:
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=IST)
-    return int(ts.timestamp() // 60) + IST_OFFSET_MIN
-
-
-def from_ist_minutes(minutes: int) -> datetime:
-    return datetime.fromtimestamp((minutes - IST_OFFSET_MIN) * 60, tz=timezone.utc).astimezone(IST)
 
 
 def load_calendar(text: str, where: str = "nse_calendar.toml") -> Calendar:

@@ -22,7 +22,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .calendar import IST, now_ist, parse_instant
+from .calendar import now_ist, parse_instant
+from .clock import IST
 from .errors import ConfigError, InputError
 
 SOURCES = ("sample", "kite")

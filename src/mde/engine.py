@@ -30,8 +30,9 @@ from .importer import read_candles
 from .jsonout import dumps, finite, frame_rows
 from .resample import resample, visible, with_close
 from .sources import Source, make_source
-from .store import CandleStore, Range, WriteResult, empty_candles, union_ranges
-from .store import normalize as normalize_frame
+from .candles import empty_candles
+from .candles import normalize as normalize_frame
+from .store import CandleStore, Range, WriteResult, union_ranges
 from .symbols import Instrument, per_instrument, resolve_offline, validate_symbol
 from .timeframes import Timeframe, parse, sources_for
 from .validate import require_plausible
@@ -445,7 +446,7 @@ class MarketDataEngine:
         self, inst: Instrument, tf: Timeframe, candles: pl.DataFrame, source: str, covered: Range | None, now: datetime,
         empty: Range | None = None,
     ) -> tuple[WriteResult, pl.DataFrame, int]:
-        from .store import normalize, normalize_daily
+        from .candles import normalize, normalize_daily
 
         candles = normalize(candles)
         if tf.is_daily:

@@ -21,7 +21,7 @@ import polars as pl
 
 from .calendar import nse
 from .errors import InputError
-from .store import normalize, normalize_daily
+from .candles import normalize, normalize_daily
 from .timeframes import Timeframe
 from .validate import PROBLEMS, InvalidCandles, check, counts, counts_text, report
 

@@ -39,7 +39,8 @@ from typing import Any
 
 import polars as pl
 
-from .calendar import IST, now_ist
+from .calendar import now_ist
+from .clock import IST
 from .errors import CacheError, InputError, SourceError
 from .atomic import atomic_write
 from .symbols import BUILTIN_ALIASES, Instrument, parse_instrument, validate_symbol

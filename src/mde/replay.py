@@ -29,14 +29,15 @@ from typing import Any
 import polars as pl
 
 from .atomic import atomic_write
-from .broker import FILL_MODEL, SimBroker, us_to_datetime
-from .calendar import IST, parse_date
+from .broker import FILL_MODEL, SimBroker
+from .calendar import parse_date
+from .clock import IST, as_us, us_to_datetime
 from .costs import CostModel, cost_model, segment_for
 from .margins import Contract, contract_for, load_margins
 from .errors import InputError, MdeError, NotCached, StrategyError
 from .jsonout import dumps
 from .metrics import basis_for, compute, equity_frame
-from .strategy import Note, SeriesData, Strategy, StrategyRunner, as_us, build, load_strategy, merge_events, parse_params
+from .strategy import Note, SeriesData, Strategy, StrategyRunner, build, load_strategy, merge_events, parse_params
 from .symbols import Instrument
 from .timeframes import Timeframe, parse
 

@@ -13,11 +13,11 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 
-from .calendar import IST_OFFSET_MIN, Calendar, from_ist_minutes, to_ist_minutes
-from .store import TS_DTYPE, ohlcv_aggs
+from .calendar import Calendar
+from .clock import IST_OFFSET_MIN, US_PER_MIN, from_ist_minutes, to_ist_minutes
+from .candles import TS_DTYPE, ohlcv_aggs
 from .timeframes import Timeframe
 
-_US_PER_MIN = 60_000_000
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 
 
@@ -27,11 +27,11 @@ def _day_index(d: date) -> int:
 
 def ist_minutes(col: str = "ts") -> pl.Expr:
     """Minutes since 1970-01-01 00:00 IST."""
-    return pl.col(col).dt.epoch("us") // _US_PER_MIN + IST_OFFSET_MIN
+    return pl.col(col).dt.epoch("us") // US_PER_MIN + IST_OFFSET_MIN
 
 
 def minutes_to_ts(expr: pl.Expr) -> pl.Expr:
-    return ((expr - IST_OFFSET_MIN) * _US_PER_MIN).cast(TS_DTYPE)
+    return ((expr - IST_OFFSET_MIN) * US_PER_MIN).cast(TS_DTYPE)
 
 
 def _anchor(day: pl.Expr, cal: Calendar) -> pl.Expr:
@@ -100,7 +100,7 @@ SEARCH_IN_PYTHON = 2048  # rows up to which `visible` finds its split in Python
 
 def _close_list(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> list[int]:
     offset = IST_OFFSET_MIN
-    return [close_minute(us // _US_PER_MIN + offset, tf, cal) for us in df.get_column("ts").dt.epoch("us").to_list()]
+    return [close_minute(us // US_PER_MIN + offset, tf, cal) for us in df.get_column("ts").dt.epoch("us").to_list()]
 
 
 def _regular_close_minutes(tf: Timeframe, cal: Calendar) -> pl.Expr:
@@ -120,7 +120,7 @@ def with_close(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
     cheaper. The two parts are merged back in ts order.
     """
     if df.height <= SMALL:
-        closes = pl.Series("closes_at", [(m - IST_OFFSET_MIN) * _US_PER_MIN for m in _close_list(df, tf, cal)],
+        closes = pl.Series("closes_at", [(m - IST_OFFSET_MIN) * US_PER_MIN for m in _close_list(df, tf, cal)],
                            dtype=pl.Int64).cast(TS_DTYPE)
         return df.with_columns(closes)
     full = minutes_to_ts(close_minutes(tf, cal)).alias("closes_at")
@@ -145,8 +145,8 @@ def with_close(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
 
 def _rows_of_day(stamps: pl.Series, day: date) -> tuple[int, int]:
     """[first, end) row numbers of sorted epoch-microsecond `stamps` that fall on `day` (IST)."""
-    start = (_day_index(day) * 1440 - IST_OFFSET_MIN) * _US_PER_MIN
-    found = stamps.search_sorted(pl.Series([start, start + 1440 * _US_PER_MIN]), side="left").to_list()
+    start = (_day_index(day) * 1440 - IST_OFFSET_MIN) * US_PER_MIN
+    found = stamps.search_sorted(pl.Series([start, start + 1440 * US_PER_MIN]), side="left").to_list()
     return found[0], found[1]
 
 
@@ -165,8 +165,8 @@ def visible(df: pl.DataFrame, tf: Timeframe, cal: Calendar, as_of: datetime) -> 
         # the physical value of a microsecond Datetime is epoch microseconds (a cast costs ~4 us,
         # .dt.epoch ~45 us: it goes through an expression)
         stamps = (ts.cast(pl.Int64) if getattr(ts.dtype, "time_unit", None) == "us" else ts.dt.epoch("us")).to_list()
-        head_end = bisect_right(stamps, (cutoff - tf.minutes - IST_OFFSET_MIN) * _US_PER_MIN)
-        keep = [close_minute(us // _US_PER_MIN + IST_OFFSET_MIN, tf, cal) <= cutoff for us in stamps[head_end:]]
+        head_end = bisect_right(stamps, (cutoff - tf.minutes - IST_OFFSET_MIN) * US_PER_MIN)
+        keep = [close_minute(us // US_PER_MIN + IST_OFFSET_MIN, tf, cal) <= cutoff for us in stamps[head_end:]]
         n = head_end + sum(keep)
         if all(keep[: n - head_end]):  # closes grow with ts: the complete candles are a prefix
             return df.slice(0, n) if n < df.height else df

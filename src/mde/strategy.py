@@ -38,8 +38,8 @@ from typing import Any, ClassVar, NamedTuple, get_type_hints
 
 import polars as pl
 
-from .broker import Order, SimBroker, ist_day, us_to_datetime
-from .calendar import IST
+from .broker import Order, SimBroker
+from .clock import IST_OFFSET_MIN, US_PER_MIN, as_us, ist_day, us_to_datetime
 from .columns import CODES, grow, view
 from .errors import InputError, MdeError, StrategyError
 from .timeframes import Timeframe, parse
@@ -52,8 +52,6 @@ BUILTIN_STRATEGIES = {
 }
 _PARAM_TYPES = (int, float, bool, str)
 PREFIX_CHECK = 4096  # candles of the prefixes an indicator is checked on (look-ahead)
-_US_PER_MIN = 60_000_000
-_IST_MIN = 330
 
 
 # -- strategies ------------------------------------------------------------------------
@@ -247,7 +245,7 @@ class Candle(NamedTuple):
     @property
     def minute(self) -> int:
         """Minutes after midnight IST of the candle's start (09:15 -> 555)."""
-        return (self.ts_us // _US_PER_MIN + _IST_MIN) % 1440
+        return (self.ts_us // US_PER_MIN + IST_OFFSET_MIN) % 1440
 
     @property
     def day(self) -> date:
@@ -1030,7 +1028,7 @@ class StrategyRunner:
         sym = data.symbol
         ts, close_us = data.ts_us[i], data.close_us[i]
         day = ist_day(ts)
-        close_min = (close_us // _US_PER_MIN + _IST_MIN) % 1440
+        close_min = (close_us // US_PER_MIN + IST_OFFSET_MIN) % 1440
         if ist_day(close_us) != day:
             close_min = 1440
         for sid, sq in zip(self.ids, self._sq):
@@ -1054,7 +1052,7 @@ class StrategyRunner:
         broker = self.broker
         assert broker is not None
         day = ist_day(now_us)
-        minute = (now_us // _US_PER_MIN + _IST_MIN) % 1440
+        minute = (now_us // US_PER_MIN + IST_OFFSET_MIN) % 1440
         sent = 0
         for sid, sq in zip(self.ids, self._sq):
             if sq is None or minute < sq:
@@ -1114,9 +1112,4 @@ def merge_events(series: Sequence[SeriesData], starts: Sequence[int], ends: Sequ
         else:
             spans.append((series[k], i, i + 1))
     return spans
-
-
-def as_us(ts: datetime) -> int:
-    ts = ts if ts.tzinfo else ts.replace(tzinfo=IST)
-    return int(ts.timestamp() * 1_000_000)
 

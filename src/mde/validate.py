@@ -25,10 +25,11 @@ from typing import Any
 
 import polars as pl
 
-from .calendar import IST, Calendar, from_ist_minutes
+from .calendar import Calendar
+from .clock import IST, US_PER_MIN, from_ist_minutes, to_ist_minutes
 from .errors import InputError
 from .resample import _day_index, ist_minutes
-from .store import TS_DTYPE
+from .candles import TS_DTYPE
 from .timeframes import Timeframe
 
 PRICES = ("open", "high", "low", "close")
@@ -46,7 +47,6 @@ PROBLEMS: dict[str, str] = {
 }
 _AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M%:z")
 _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
-_US_PER_MIN = 60_000_000
 MAX_COUNT = 2.0**62  # a volume or oi beyond this is garbage (and would not fit the cache's int64)
 
 
@@ -131,7 +131,7 @@ def _session_checks(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFr
     )
     x = x.join(anchors, on="_day", how="left", maintain_order="left")
     anchor = pl.col("_anchor").fill_null(cal.regular[0])
-    on_minute = pl.col("ts").dt.epoch("us") % _US_PER_MIN == 0
+    on_minute = pl.col("ts").dt.epoch("us") % US_PER_MIN == 0
     return x.select(
         (~(regular | pl.col("_i").is_in(special.implode()))).alias("_outside"),
         (~on_minute | ((pl.col("_lo") - anchor) % tf.minutes != 0)).alias("_off_grid"),
@@ -270,7 +270,7 @@ def explain(raw_row: dict[str, Any], row: dict[str, Any], problem: str, tf: Time
     if problem == "session":
         return f"{_ts_text(ts)} is outside every NSE session"
     if problem == "grid":
-        minute = int(ts.timestamp() // 60) + 330
+        minute = to_ist_minutes(ts)
         anchor = cal.anchor(ts.astimezone(IST).date())
         start = from_ist_minutes(minute - minute % 1440 + anchor + (minute % 1440 - anchor) // tf.minutes * tf.minutes)
         return f"{_ts_text(ts)} is not on the {tf} grid (the candle would start at {start:%H:%M})"

@@ -24,10 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..calendar import IST, from_ist_minutes, to_ist_minutes
+from ..clock import IST, as_us, from_ist_minutes, to_ist_minutes, us_to_datetime
 from ..config import Settings
 from ..errors import AuthError, CacheError, ConfigError, InputError, MdeError, StrategyError
-from ..strategy import as_us, merge_events
+from ..strategy import merge_events
 from ..timeframes import parse
 from .risk import HALTED, RiskLimits
 from .session import (
@@ -186,7 +186,7 @@ def run_live_session(
             book.finish(state, halting, say, via="close")
         warnings = ["live fills: the next last traded price after each decision (plus slippage), not the next open"]
         if interrupted:
-            warnings.append(f"stopped by Ctrl-C at {datetime.fromtimestamp(runner.now_us / 1e6, IST):%H:%M:%S}; "
+            warnings.append(f"stopped by Ctrl-C at {us_to_datetime(runner.now_us):%H:%M:%S}; "
                             "positions are still open and the session resumes")
         return book.result(name, resumed_from, "interrupted" if interrupted else "halted" if halting else "finished",
                            today, today, started_us, warnings)
@@ -279,7 +279,7 @@ def _prices(book: Book, state: TradeState, source: Any, keys: Mapping[str, str],
         if last_error.get("_ltp") != str(exc):
             last_error["_ltp"] = str(exc)
             state.record("stale", now_us, {"error": str(exc)}, None)
-            say(f"{datetime.fromtimestamp(now_us / 1e6, IST):%H:%M:%S} LTP request failed ({exc}); no fills this tick")
+            say(f"{us_to_datetime(now_us):%H:%M:%S} LTP request failed ({exc}); no fills this tick")
         return
     last_error.pop("_ltp", None)
     book.buffer.clear()
@@ -301,7 +301,7 @@ def _prices(book: Book, state: TradeState, source: Any, keys: Mapping[str, str],
         if kind == "fill":
             say(fill_line(sym, payload))
         elif kind == "reject":
-            say(f"{datetime.fromtimestamp(now_us / 1e6, IST):%H:%M:%S} reject {sym} order {payload['order']}: {payload['reason']}")
+            say(f"{us_to_datetime(now_us):%H:%M:%S} reject {sym} order {payload['order']}: {payload['reason']}")
         else:
             say(f"risk {payload['state']}: {payload['reason']}")
 

@@ -11,10 +11,10 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from ..clock import US_PER_MIN
 from ..errors import InputError
 
 ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
-_US_PER_MIN = 60_000_000
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class RiskEngine:
         if self.state == REDUCING and not reduces:
             return f"REDUCING ({self.reason}): only exits are allowed"
         if lim.max_orders_per_minute is not None:
-            while self._orders and self._orders[0] <= now_us - _US_PER_MIN:
+            while self._orders and self._orders[0] <= now_us - US_PER_MIN:
                 self._orders.popleft()
             if len(self._orders) >= lim.max_orders_per_minute:
                 return f"more than {lim.max_orders_per_minute} orders in a minute"

@@ -26,11 +26,12 @@ from typing import Any
 import polars as pl
 
 from ..broker import Fill, Rejection
-from ..calendar import IST, parse_date
+from ..calendar import parse_date
+from ..clock import IST, as_us, us_to_datetime
 from ..config import Settings
 from ..errors import CacheError, InputError, MdeError, StrategyError
 from ..resample import with_close
-from ..strategy import SeriesData, StrategyRunner, as_us, merge_events
+from ..strategy import SeriesData, StrategyRunner, merge_events
 from ..symbols import per_instrument, unsafe_name
 from ..timeframes import Timeframe, parse
 from .risk import HALTED, RiskEngine, RiskLimits
@@ -63,7 +64,7 @@ class Progress:
         broker = book.broker
         equity = book.runner.equity()
         played = max(0, now_us - self.started_us) / 60e6
-        return (f"{datetime.fromtimestamp(now_us / 1e6, IST):%Y-%m-%d %H:%M:%S} progress: {_played(played)} played, "
+        return (f"{us_to_datetime(now_us):%Y-%m-%d %H:%M:%S} progress: {_played(played)} played, "
                 f"{book.processed} candles, {len(broker.fills)} fills, equity {equity:,.2f}, "
                 f"P&L {equity - book.cash:+,.2f} (after {broker.charges_paid:,.2f} charges)")
 
@@ -416,7 +417,7 @@ def run_sample_session(
                               default=None)
             if first_close is not None:  # a trading day, but --until ends it before its first candle closes
                 raise InputError(f"--until {until} ends the session before its first {tf} candle closes "
-                                 f"({datetime.fromtimestamp(first_close / 1e6, IST):%H:%M}); give a later --until")
+                                 f"({us_to_datetime(first_close):%H:%M}); give a later --until")
         raise InputError(f"the sample has no {tf} candles of {', '.join(names)} on {the_day}; pick a trading day of 2024")
     if tick is not None:  # a clock that ticks like a live one: from the first open, every `tick` seconds
         step = round(tick * 1e6)
@@ -477,10 +478,10 @@ def run_sample_session(
                     book.halt(tick_us)
                     if halt_at is None:
                         state.record("risk", tick_us, {"state": HALTED, "reason": KILL_SWITCH})
-                    say(f"{datetime.fromtimestamp(tick_us / 1e6, IST):%H:%M} HALTED by the kill switch: flattening, then stopping")
+                    say(f"{us_to_datetime(tick_us):%H:%M} HALTED by the kill switch: flattening, then stopping")
                 elif halting and not broker.net:
                     break  # flat after the kill switch: the session ends here
-                now = datetime.fromtimestamp(tick_us / 1e6, IST)
+                now = us_to_datetime(tick_us)
                 closed = engine.calendar.latest_close(now, tf)
                 closed_us = as_us(closed) if closed is not None else 0
                 due = [sym for sym in names if closed_us > seen[sym]]  # a candle closed since the last tick
@@ -536,7 +537,7 @@ def run_sample_session(
             return book.result(name, resumed_from, ended, the_day, the_day, as_us(midnight), warnings)
         if not interrupted:
             book.finish(state, halting, say)
-        warnings = [f"stopped by Ctrl-C at {datetime.fromtimestamp(runner.now_us / 1e6, IST):%H:%M}; "
+        warnings = [f"stopped by Ctrl-C at {us_to_datetime(runner.now_us):%H:%M}; "
                     "positions are still open and the session resumes"] if interrupted else []
         return book.result(name, resumed_from, "interrupted" if interrupted else "halted" if halting else "finished",
                            the_day, the_day, as_us(midnight), warnings)
@@ -567,7 +568,7 @@ def fill_payload(f: Fill, via: str | None = None) -> dict[str, Any]:
 
 
 def fill_line(symbol: str | None, f: Mapping[str, Any]) -> str:
-    when = datetime.fromtimestamp(f["ts_us"] / 1e6, IST).strftime("%Y-%m-%d %H:%M:%S")
+    when = us_to_datetime(f["ts_us"]).strftime("%Y-%m-%d %H:%M:%S")
     return f"{when} fill {'BUY' if f['side'] > 0 else 'SELL'} {f['qty']} {symbol} @ {f['price']:.2f} ({f['reason']})"
 
 
@@ -631,9 +632,9 @@ def session_status(settings: Settings, name: str | None = None, *, all_fills: bo
             "day": meta.get("day"),
             "fills": len(fills),
             "positions": {s: q for s, q in net.items() if q},
-            "last_candle": {k: datetime.fromtimestamp(v / 1e6, IST).isoformat() for k, v in progress.items() if k != "_end"},
+            "last_candle": {k: us_to_datetime(v).isoformat() for k, v in progress.items() if k != "_end"},
             **session_pnl(engine, meta, fills, progress),
-            "recent_fills": [f | {"ts": datetime.fromtimestamp(f["ts_us"] / 1e6, IST).isoformat()} for f in fills[-5:]],
+            "recent_fills": [f | {"ts": us_to_datetime(f["ts_us"]).isoformat()} for f in fills[-5:]],
             **({"all_fills": fills} if all_fills else {}),
         })
     return out
@@ -662,7 +663,7 @@ def session_pnl(engine: Any, meta: Mapping[str, str], fills: Sequence[Mapping[st
         if not qty:
             continue
         last_us = progress.get(f"{symbol}:{tf}")
-        as_of = datetime.fromtimestamp(last_us / 1e6, IST) if last_us else None
+        as_of = us_to_datetime(last_us) if last_us else None
         try:
             last = engine.get_window(symbol, tf, 1, as_of=as_of)
             marks[symbol] = float(last["close"][-1]) if last.height else None
@@ -732,7 +733,7 @@ def snapshot(name: str, now: datetime, runner: StrategyRunner, guard: RiskEngine
                 avg = pos.avg_price
         rows.append({
             "symbol": data.symbol,
-            "last_ts": datetime.fromtimestamp(data.ts_us[k - 1] / 1e6, IST) if k else None,
+            "last_ts": us_to_datetime(data.ts_us[k - 1]) if k else None,
             "last_close": last_close,
             "age_s": (now_us - data.close_us[k - 1]) / 1e6 if k else None,
             "position": qty,

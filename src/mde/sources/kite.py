@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
-from ..calendar import IST
+from ..clock import IST
 from ..errors import AuthError, ConfigError, InputError, MdeError, RateLimited, SourceError, SourceUnavailable
-from ..store import empty_candles, normalize
+from ..candles import empty_candles, normalize
 from ..symbols import Instrument
 from ..timeframes import Timeframe
 from . import SourceStats

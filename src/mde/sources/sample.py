@@ -20,7 +20,7 @@ import polars as pl
 from .. import calendar as cal_mod
 from ..errors import InputError, MdeError
 from ..resample import resample
-from ..store import COLUMNS, empty_candles
+from ..candles import COLUMNS, empty_candles
 from ..symbols import BUILTIN_ALIASES, Instrument, resolve_offline, safe_name, validate_symbol
 from ..timeframes import Timeframe, sources_for
 from . import SourceStats
