@@ -9,7 +9,7 @@ microsecond and a zoneinfo lookup per call). NSE has had one offset (+05:30, no 
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -50,4 +50,4 @@ def to_ist_minutes(ts: datetime) -> int:
 
 
 def from_ist_minutes(minutes: int) -> datetime:
-    return datetime.fromtimestamp((minutes - IST_OFFSET_MIN) * 60, tz=timezone.utc).astimezone(IST)
+    return datetime.fromtimestamp((minutes - IST_OFFSET_MIN) * 60, tz=UTC).astimezone(IST)
