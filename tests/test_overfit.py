@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from mde.errors import InputError
 from mde.overfit import (
     DSR_HOW_TO_READ,
-    PBO_HOW_TO_READ,
     EULER_GAMMA,
+    PBO_HOW_TO_READ,
     deflated_sharpe_ratio,
     expected_max_sharpe,
     moments,
@@ -258,3 +258,22 @@ def test_dsr_bad_input_is_one_line(rets: list[float], kwargs: dict[str, object],
 
 def test_how_to_read_lines_are_one_line() -> None:
     assert "\n" not in PBO_HOW_TO_READ and "\n" not in DSR_HOW_TO_READ
+
+
+def test_pbo_side_without_a_position_has_a_sharpe_of_exactly_zero() -> None:
+    # combinations that do not trade for whole blocks (returns exactly 0 there) are common in a
+    # sweep; their Sharpe on such a side is 0, not rounding noise divided by rounding noise
+    rng = random.Random(5)
+    m = []
+    for t in range(64):
+        block = t // 8
+        m.append([
+            rng.gauss(0.001, 0.01),
+            rng.gauss(0.3, 0.01) if block < 2 else 0.0,  # trades in blocks 0-1 only, with a huge mean
+            0.0,  # never trades
+            rng.gauss(-0.2, 0.01) if block == 7 else 0.0,
+        ])
+    fast = probability_of_backtest_overfitting(m, n_blocks=8)
+    slow = probability_of_backtest_overfitting(m, n_blocks=8, metric=sharpe)
+    assert fast.logits == pytest.approx(slow.logits, rel=1e-12) and fast.pbo == slow.pbo
+    assert fast.slope == pytest.approx(slow.slope, rel=1e-9)

@@ -331,38 +331,34 @@ Evaluator = Callable[[tuple[int, ...]], tuple[list[float], list[float]]]
 
 
 def _moment_evaluator(blocks: list[list[list[float]]], n_cols: int, metric: str) -> Evaluator:
-    """Per-block sums of each column's returns and squares, centred on the column's overall mean
-    (so the variance from sums does not cancel catastrophically): a split's statistics are sums
-    of S/2 blocks, the out-of-sample ones the totals minus the in-sample ones."""
-    n_all = sum(len(b) for b in blocks)
-    centre = [math.fsum(row[n] for b in blocks for row in b) / n_all for n in range(n_cols)]
-    s1 = [[math.fsum(row[n] - centre[n] for row in b) for n in range(n_cols)] for b in blocks]
-    s2 = [[math.fsum((row[n] - centre[n]) ** 2 for row in b) for n in range(n_cols)] for b in blocks]
-    t1 = [math.fsum(b[n] for b in s1) for n in range(n_cols)]
-    t2 = [math.fsum(b[n] for b in s2) for n in range(n_cols)]
+    """Per-block sums of each column's returns and of their squares (correctly rounded): a
+    split side's mean and variance come from the sums of its S/2 blocks. Raw, not centred:
+    a block without a position sums to exactly 0, so a side that never trades has a Sharpe of
+    exactly 0 (a shift would leave rounding noise there, and noise / noise is any Sharpe).
+    Per-period returns have |mean| << std, so the sums do not cancel badly."""
+    s1 = [[math.fsum(row[n] for row in b) for n in range(n_cols)] for b in blocks]
+    s2 = [[math.fsum(row[n] * row[n] for row in b) for n in range(n_cols)] for b in blocks]
     per_block = len(blocks[0])
+    every = range(len(blocks))
 
-    cols = range(n_cols)
-
-    def stats(count: int, a1: list[float], a2: list[float]) -> list[float]:
-        # one comprehension per split side: this loop is the whole cost of PBO (2 N per split)
+    def stats(blocks_in: list[int]) -> list[float]:
+        # this loop is the whole cost of PBO (2 N per split)
+        count = per_block * len(blocks_in)
+        a1 = [sum(col) for col in zip(*(s1[b] for b in blocks_in))]
         if metric == "mean":
-            return [c + a / count for c, a in zip(centre, a1)]
+            return [a / count for a in a1]
+        a2 = [sum(col) for col in zip(*(s2[b] for b in blocks_in))]
         dof = count - 1
         out = []
-        for c, a, q in zip(centre, a1, a2):
-            mean_c = a / count
-            var = (q - a * mean_c) / dof
-            out.append((c + mean_c) / math.sqrt(var) if var > 0.0 else _sharpe_from(count, c + mean_c, 0.0))
+        for a, q in zip(a1, a2):
+            mean = a / count
+            var = (q - a * mean) / dof
+            out.append(mean / math.sqrt(var) if var > 0.0 else _sharpe_from(count, mean, 0.0))
         return out
 
     def evaluate(split: tuple[int, ...]) -> tuple[list[float], list[float]]:
-        count = per_block * len(split)
-        in1 = [sum(col) for col in zip(*(s1[b] for b in split))]
-        in2 = [sum(col) for col in zip(*(s2[b] for b in split))]
-        inside = stats(count, in1, in2)
-        outside = stats(n_all - count, [t1[n] - in1[n] for n in cols], [t2[n] - in2[n] for n in cols])
-        return inside, outside
+        inside = set(split)
+        return stats(list(split)), stats([b for b in every if b not in inside])
 
     return evaluate
 
