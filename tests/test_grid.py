@@ -50,6 +50,10 @@ def test_list_specs_give_param_grids_combinations(pairs: list[str]) -> None:
     assert as_text.combos() == expected
 
 
+def test_no_params_is_one_empty_combination_like_param_grid() -> None:
+    assert parse_grid([]).combos() == param_grid([]) == [{}]
+
+
 def test_list_values_keep_their_type() -> None:
     (combo,) = parse_grid(["fast=5", "stop=0.5", "mode=abc", "pad=05", "x=2.50", "big=1e3"]).combos()
     assert combo == {"fast": 5, "stop": 0.5, "mode": "abc", "pad": "05", "x": "2.50", "big": "1e3"}

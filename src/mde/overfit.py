@@ -283,6 +283,8 @@ def probability_of_backtest_overfitting(
     `metric`: "sharpe" (per-period, the paper's choice) or "mean", both computed from per-block
     sums; or any function of a return sequence (slower: called 2 N times per split)."""
     rows = _matrix(returns)
+    if not rows:
+        raise InputError("PBO needs a T x N matrix of returns; got no rows")
     if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 2 or n_blocks % 2:
         raise InputError(f"n_blocks must be an even number >= 2 (the paper uses 16), got {n_blocks!r}")
     if n_blocks > MAX_BLOCKS:
