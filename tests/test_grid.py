@@ -60,6 +60,14 @@ def test_list_values_keep_their_type() -> None:
     assert type(combo["fast"]) is int and type(combo["stop"]) is float
 
 
+def test_known_parameter_types_convert_numbers() -> None:
+    kinds = {"fast": int, "stop": float, "tag": str, "on": bool}
+    (combo,) = parse_grid(["fast=05", "stop=2.50", "tag=007", "on=1"], kinds).combos()
+    assert combo == {"fast": 5, "stop": 2.5, "tag": "007", "on": 1}
+    assert type(combo["fast"]) is int and type(combo["stop"]) is float
+    assert parse_grid(["fast=abc"], kinds).combos() == [{"fast": "abc"}]  # the strategy refuses it in its words
+
+
 def test_combinations_vary_the_last_parameter_fastest() -> None:
     combos = parse_grid(["fast=5,10", "slow=20:40:10"]).combos()
     assert [(c["fast"], c["slow"]) for c in combos] == list(itertools.product([5, 10], [20, 30, 40]))

@@ -60,6 +60,18 @@ def _typed(text: str) -> Value:
     return text
 
 
+def _typed_as(text: str, kind: type | None) -> Value:
+    """With the parameter's type known, a number becomes that type (`05` -> 5 for an int);
+    text the type cannot read stays text, for the strategy to refuse in its own words."""
+    if kind is str:
+        return text
+    if kind is int and _INT.fullmatch(text):
+        return int(text)
+    if kind is float and _number(text) is not None:
+        return float(text)
+    return _typed(text)
+
+
 class DecimalRange(Sequence[Value]):
     """START:STOP:STEP, STOP included when a step lands on it, computed as start + i * step
     in decimal: ints when all three are integer literals, else floats (the nearest double to
@@ -219,7 +231,7 @@ def parse_grid(pairs: Sequence[str], kinds: Mapping[str, type] | None = None) ->
                     literal = []
                 parts.append(_range(key, item, pair, kind))
             else:
-                literal.append(item if kind is str else _typed(item))
+                literal.append(_typed_as(item, kind))
         if literal:
             parts.append(literal)
         axis = _Axis(parts)
