@@ -7,7 +7,7 @@ import itertools
 from datetime import date, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mde.calendar import Calendar, nse
@@ -23,6 +23,7 @@ from mde.grid import (
     walk_forward,
 )
 from mde.replay import param_grid
+from mde.strategy import coerce_param, load_strategy
 
 # distinct once converted (no two are the same number), as a sweep's values must be
 TOKENS = ["5", "10", "-3", "0.5", "2.50", "abc", "true", "1e3", "+7", "x y", "05:30"]
@@ -258,6 +259,7 @@ def _days(a: date, b: date) -> list[date]:
 
 
 @settings(max_examples=80, deadline=None)
+@example(start=date(2024, 11, 8), length=10, train=(1, "W"), test=(1, "D"), anchored=False)  # Nov 15 closed: train is still [start, start+1W)
 @given(
     start=st.dates(date(2023, 1, 1), date(2025, 6, 30)),
     length=st.integers(1, 900),
@@ -304,3 +306,28 @@ def test_a_test_window_without_sessions_is_skipped_and_the_tests_still_tile() ->
     assert (date(2024, 3, 18), date(2024, 3, 22)) in tests  # the week after follows it directly
     assert all(not (f.test_start <= date(2024, 3, 13) <= f.test_end) for f in folds)
     assert folds[0].test_start == date(2024, 1, 29)
+
+
+ORB_VALUES = {
+    "range_minutes": ["5", "15", "030", "+45"],
+    "target_r": ["1", "1.5", "2.50", "1e1"],
+    "square_off": ["15:10", "15:20", "14:00"],
+    "shorts": ["true", "0", "yes"],
+    "lots": ["1", "2", "003"],
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_the_strategy_gets_the_same_parameters_as_through_param_grid(data: st.DataObject) -> None:
+    # what a switch of `replay.param_grid` to `parse_grid(pairs, kinds)` must keep: the built
+    # strategy's parameters, combination by combination (orb has int, float, str and bool ones)
+    cls = load_strategy("orb")
+    kinds = {name: kind for name, (kind, _) in cls.parameters().items()}
+    names = data.draw(st.lists(st.sampled_from(sorted(ORB_VALUES)), min_size=1, max_size=5, unique=True))
+    pairs = [f"{n}={','.join(data.draw(st.lists(st.sampled_from(ORB_VALUES[n]), min_size=1, unique=True)))}" for n in names]
+    ours = [{k: coerce_param(k, v, kinds[k]) for k, v in combo.items()} for combo in parse_grid(pairs, kinds).combos()]
+    theirs = [{k: coerce_param(k, v, kinds[k]) for k, v in combo.items()} for combo in param_grid(pairs)]
+    assert ours == theirs
+    for a, b in zip(ours, theirs):
+        assert [type(v) for v in a.values()] == [type(v) for v in b.values()]

@@ -413,7 +413,7 @@ def walk_forward(
     while (lo := test_start(k)) < len(days):
         hi = test_start(k + 1)
         if hi > lo:  # else a test window without trading days (a long holiday): nothing to test
-            if wf.anchored:
+            if wf.anchored or k == 0:  # the first train window is [start, start + train) by definition
                 t0 = 0
             elif wf.train.unit == "D":
                 t0 = max(0, lo - wf.train.count)
