@@ -331,3 +331,33 @@ def test_the_strategy_gets_the_same_parameters_as_through_param_grid(data: st.Da
     assert ours == theirs
     for a, b in zip(ours, theirs):
         assert [type(v) for v in a.values()] == [type(v) for v in b.values()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(alphabet="fast=0123456789.:,-+eE xnaNIif", max_size=24), max_size=3),
+    st.sampled_from([None, {"fast": int}, {"fast": float}, {"fast": str}, {"fast": bool}]),
+)
+def test_any_text_gives_a_grid_or_one_line_input_error(pairs: list[str], kinds: dict[str, type] | None) -> None:
+    try:
+        grid = parse_grid(pairs, kinds)
+        grid.sample(3, seed=1)
+        grid.combos()
+    except InputError as exc:
+        assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("x=1e999999999:2e999999999:1", "beyond 1e300"),
+        ("x=0:1:1e-999999999", "closer to 0 than 1e-300"),
+        ("x=1e-301:1:1", "closer to 0"),
+        ("x=1:1e30:1e-30", "over 1,000,000,000,000 values"),
+        ("x=0:" + "9" * 40 + ":1", "over 1,000,000,000,000 values"),
+    ],
+)
+def test_extreme_ranges_are_refused_in_one_line(spec: str, message: str) -> None:
+    with pytest.raises(InputError, match=message) as info:
+        parse_grid([spec]).combos()
+    assert "\n" not in str(info.value)

@@ -19,7 +19,7 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation, localcontext
 from typing import TypeAlias, overload
 
 from .calendar import Calendar, nse
@@ -33,18 +33,26 @@ Combo: TypeAlias = dict[str, Value]
 MAX_COMBINATIONS = 10_000
 
 _INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_MIN, _FLOAT_MAX = Decimal("1e-300"), Decimal("1e300")
+MAX_RANGE = 10**12  # values of one range: start + i * step stays exact in 60 digits
+_EXACT = Context(prec=60)
 
 
 # -- values --------------------------------------------------------------------------------------
 
 
-def _number(text: str) -> Decimal | None:
-    """A finite decimal literal (`5`, `-0.25`, `1e-3`), or None."""
+def _number(text: str, *, bounded: bool = True) -> Decimal | None:
+    """A finite decimal literal (`5`, `-0.25`, `1e-3`), or None; `bounded`: also None beyond
+    what a double holds (it would turn into inf, or 0.0 for a tiny non-zero value)."""
     try:
         value = Decimal(text)
     except InvalidOperation:
         return None
-    return value if value.is_finite() else None
+    if not value.is_finite():
+        return None
+    if bounded and value != 0 and not _FLOAT_MIN < value.copy_abs() < _FLOAT_MAX:
+        return None
+    return value
 
 
 def _typed(text: str) -> Value:
@@ -53,8 +61,9 @@ def _typed(text: str) -> Value:
     converts to its parameter's type (so `str(value)` is always what the user typed)."""
     if _INT.fullmatch(text) and str(int(text)) == text:
         return int(text)
-    if _number(text) is not None:
-        as_float = float(text)
+    num = _number(text)
+    if num is not None:
+        as_float = float(num)  # Decimal reads more spellings than float() (`1_0`, other scripts' digits)
         if repr(as_float) == text:
             return as_float
     return text
@@ -67,8 +76,9 @@ def _typed_as(text: str, kind: type | None) -> Value:
         return text
     if kind is int and _INT.fullmatch(text):
         return int(text)
-    if kind is float and _number(text) is not None:
-        return float(text)
+    num = _number(text)
+    if kind is float and num is not None:
+        return float(num)
     return _typed(text)
 
 
@@ -79,13 +89,15 @@ class DecimalRange(Sequence[Value]):
 
     def __init__(self, start: Decimal, stop: Decimal, step: Decimal, integral: bool) -> None:
         self.start, self.step, self.integral = start, step, integral
-        self._len = int((stop - start) // step) + 1
+        with localcontext(_EXACT):
+            self._len = int((stop - start) // step) + 1
 
     def __len__(self) -> int:
         return self._len
 
     def _at(self, i: int) -> Value:
-        value = self.start + i * self.step
+        with localcontext(_EXACT):
+            value = self.start + i * self.step
         return int(value) if self.integral else float(value)
 
     @overload
@@ -132,13 +144,19 @@ class _Axis(Sequence[Value]):
 def _range(name: str, item: str, pair: str, kind: type | None) -> DecimalRange:
     parts = item.split(":")
     nums = [_number(p.strip()) for p in parts]
-    if len(parts) != 3 or any(n is None for n in nums):
+    if len(parts) != 3 or any(_number(p.strip(), bounded=False) is None for p in parts):
         raise InputError(f"--param {pair!r}: a range is START:STOP:STEP with numbers, like {name}=5:50:5")
+    if any(n is None for n in nums):
+        raise InputError(f"--param {pair!r}: a number of the range is beyond 1e300 or closer to 0 than 1e-300")
     start, stop, step = (n for n in nums if n is not None)
     if step <= 0:
         raise InputError(f"--param {pair!r}: the step must be above 0, like {name}=5:50:5")
     if stop < start:
         raise InputError(f"--param {pair!r}: the range runs down ({start} > {stop}); write it START:STOP:STEP with START <= STOP")
+    with localcontext(_EXACT):
+        count = (stop - start) / step
+    if count >= MAX_RANGE:
+        raise InputError(f"--param {pair!r}: the range has over {MAX_RANGE:,} values; use a larger step")
     integral = all(_INT.fullmatch(p.strip()) for p in parts)
     if kind is int and not integral:
         raise InputError(f"--param {pair!r}: {name} is a whole number; use whole START:STOP:STEP")
@@ -242,7 +260,7 @@ def parse_grid(pairs: Sequence[str], kinds: Mapping[str, type] | None = None) ->
 
 def _is_range(item: str) -> bool:
     parts = item.split(":")
-    return len(parts) == 3 and all(_number(p.strip()) is not None for p in parts)
+    return len(parts) == 3 and all(_number(p.strip(), bounded=False) is not None for p in parts)
 
 
 def _check_distinct(key: str, pair: str, axis: _Axis) -> None:
