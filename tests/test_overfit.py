@@ -279,3 +279,33 @@ def test_pbo_side_without_a_position_has_a_sharpe_of_exactly_zero() -> None:
     slow = probability_of_backtest_overfitting(m, n_blocks=8, metric=sharpe)
     assert fast.logits == pytest.approx(slow.logits, rel=1e-12) and fast.pbo == slow.pbo
     assert fast.slope == pytest.approx(slow.slope, rel=1e-9)
+
+
+FLOATS = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FLOATS, max_size=20), st.lists(FLOATS, max_size=5), st.integers(0, 1000))
+def test_dsr_of_any_numbers_is_a_probability_or_a_one_line_error(rets: list[float], srs: list[float], n: int) -> None:
+    try:
+        d = deflated_sharpe_ratio(rets, trial_sharpes=srs or None, n_trials=n or None, sr_variance=None if srs else 0.01)
+    except InputError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert d.sharpe0 >= 0.0 and 0.0 <= d.dsr <= d.psr <= 1.0  # SR0 >= 0: deflating never helps
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(2, 4).flatmap(lambda n: st.lists(st.lists(FLOATS, min_size=n, max_size=n), max_size=12)),
+    st.sampled_from([2, 4, 6]),
+    st.sampled_from(["sharpe", "mean"]),
+)
+def test_pbo_of_any_numbers_is_a_probability_or_a_one_line_error(m: list[list[float]], blocks: int, metric: str) -> None:
+    try:
+        r = probability_of_backtest_overfitting(m, n_blocks=blocks, metric=metric)
+    except InputError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert 0.0 <= r.pbo <= 1.0 and len(r.logits) == r.n_splits == math.comb(blocks, blocks // 2)
+    assert all(math.isfinite(lam) for lam in r.logits)

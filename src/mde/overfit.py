@@ -39,6 +39,9 @@ DSR_HOW_TO_READ = (
 
 Metric = Callable[[Sequence[float]], float]
 
+# bigger values are no return or P&L of any period, and their 4th powers would overflow a double
+_LIMIT = 1e50
+
 # C(S, S/2) splits: S=16 is the paper's choice (12,870 splits); more grows fast (S=20: 184,756)
 MAX_BLOCKS = 20
 
@@ -98,6 +101,8 @@ def _finite_series(returns: Sequence[float], what: str) -> list[float]:
             raise InputError(f"{what}: row {i} is {value!r}, not a number") from None
         if not math.isfinite(x):
             raise InputError(f"{what}: row {i} is {x}; drop or fill missing returns before computing statistics")
+        if abs(x) > _LIMIT:
+            raise InputError(f"{what}: row {i} is {x}, beyond ±1e50: not a per-period return")
         out.append(x)
     return out
 
@@ -135,7 +140,7 @@ def probabilistic_sharpe_ratio(
     the DSR paper). Per-period SR, γ3 the skewness, γ4 the non-excess kurtosis, n periods."""
     if n < 2:
         raise InputError(f"a probabilistic Sharpe ratio needs at least 2 returns, got {n}")
-    if not all(math.isfinite(x) for x in (sharpe_ratio, benchmark, skewness, kurtosis)):
+    if not all(math.isfinite(x) and abs(x) <= _LIMIT for x in (sharpe_ratio, benchmark, skewness, kurtosis)):
         raise InputError("a probabilistic Sharpe ratio needs finite Sharpe ratios, skewness and kurtosis")
     spread = 1.0 - skewness * sharpe_ratio + (kurtosis - 1.0) / 4.0 * sharpe_ratio**2
     # γ4 >= 1 + γ3² for any distribution, so spread >= (1 - γ3 SR / 2)² >= 0: zero only for two-point ones
@@ -249,6 +254,8 @@ def _matrix(returns: Sequence[Sequence[float]]) -> list[list[float]]:
                 raise InputError(
                     f"returns: row {t} column {n} is {x}; drop or fill missing returns (a period with no position is 0)"
                 )
+            if abs(x) > _LIMIT:
+                raise InputError(f"returns: row {t} column {n} is {x}, beyond ±1e50: not a per-period return")
             out.append(x)
         rows.append(out)
     return rows
