@@ -42,7 +42,7 @@ Metric = Callable[[Sequence[float]], float]
 # bigger values are no return or P&L of any period, and their 4th powers would overflow a double
 _LIMIT = 1e50
 
-# C(S, S/2) splits: S=16 is the paper's choice (12,870 splits); more grows fast (S=20: 184,756)
+# C(S, S/2) splits: S=16 is the usual choice (12,870 splits); more grows fast (S=20: 184,756)
 MAX_BLOCKS = 20
 
 
@@ -136,8 +136,8 @@ def probabilistic_sharpe_ratio(
 ) -> float:
     """PSR(SR*) = Φ( (SR - SR*) sqrt(n - 1) / sqrt(1 - γ3 SR + (γ4 - 1)/4 SR²) )
 
-    (Bailey & López de Prado 2012, eq. in "The Sharpe Ratio Efficient Frontier"; used as is by
-    the DSR paper). Per-period SR, γ3 the skewness, γ4 the non-excess kurtosis, n periods."""
+    (Bailey & López de Prado 2012, "The Sharpe Ratio Efficient Frontier"; used as is by the
+    DSR paper). Per-period SR, γ3 the skewness, γ4 the non-excess kurtosis, n periods."""
     if n < 2:
         raise InputError(f"a probabilistic Sharpe ratio needs at least 2 returns, got {n}")
     if not all(math.isfinite(x) and abs(x) <= _LIMIT for x in (sharpe_ratio, benchmark, skewness, kurtosis)):
@@ -152,7 +152,7 @@ def probabilistic_sharpe_ratio(
 
 def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
     """SR0 = sqrt(V[SR_n]) ((1 - γ) Φ⁻¹(1 - 1/N) + γ Φ⁻¹(1 - 1/(N e))), γ Euler–Mascheroni:
-    the expected maximum Sharpe of N independent skill-less trials (DSR paper, eq. 2; one
+    the expected maximum Sharpe of N independent skill-less trials (the DSR paper; one
     trial has no selection: 0)."""
     if n_trials < 1:
         raise InputError(f"the number of trials must be at least 1, got {n_trials}")
@@ -173,7 +173,7 @@ def deflated_sharpe_ratio(
     n_trials: int | None = None,
     sr_variance: float | None = None,
 ) -> DeflatedSharpe:
-    """DSR = PSR(SR0) of the best combination's per-period `returns` (DSR paper, eq. 1-2).
+    """DSR = PSR(SR0) of the best combination's per-period `returns` (the DSR paper's definition).
 
     Give the Sharpe ratios of all trials (`trial_sharpes`, per period, the best included: their
     sample variance and count are used), or `n_trials` with `sr_variance`. `n_trials` may exceed
@@ -274,7 +274,7 @@ def probability_of_backtest_overfitting(
     returns: Sequence[Sequence[float]], n_blocks: int = 16, metric: str | Metric = "sharpe",
 ) -> Overfitting:
     """PBO by combinatorially symmetric cross-validation (Bailey, Borwein, López de Prado & Zhu
-    2015, section 2.2 and 2.3), over a T x N matrix (rows = periods in time order, columns =
+    2015: the CSCV procedure and the PBO definition), over a T x N matrix (rows = periods in time order, columns =
     combinations' per-period returns, a period without a position is 0).
 
     The rows are cut into S = `n_blocks` contiguous blocks of T // S rows (the oldest T mod S rows
@@ -293,7 +293,7 @@ def probability_of_backtest_overfitting(
     if not rows:
         raise InputError("PBO needs a T x N matrix of returns; got no rows")
     if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 2 or n_blocks % 2:
-        raise InputError(f"n_blocks must be an even number >= 2 (the paper uses 16), got {n_blocks!r}")
+        raise InputError(f"n_blocks must be an even number >= 2 (16 is usual), got {n_blocks!r}")
     if n_blocks > MAX_BLOCKS:
         raise InputError(f"n_blocks={n_blocks} makes {math.comb(n_blocks, n_blocks // 2):,} splits; use at most {MAX_BLOCKS}")
     t_all = len(rows)
