@@ -419,6 +419,11 @@ class KiteTickerServer:
         self._clock = self._script[0].ts - 1 if self._script else None
 
     @property
+    def clock(self) -> int | None:
+        """The fake exchange clock (epoch seconds): every scripted tick up to it is sent."""
+        return self._clock
+
+    @property
     def remaining(self) -> int:
         return len(self._script) - self._cursor
 

@@ -255,14 +255,15 @@ class CandleBuilder:
         if new <= old:
             return out
         self._watermark = new
-        gap_minutes = self._gap_minutes(old, new, self._gaps + ([(self._down_since, _INF)] if self._down_since is not None else []))
+        gap_minutes = self._gap_minutes(
+            old, new, self._gaps + ([(self._down_since, _INF)] if self._down_since is not None else []), self.grace)
         rows: dict[tuple[int, str], list[tuple[int, float, float, float, float, int | None]]] = {}
         tainted: dict[tuple[int, str], list[tuple[int, int]]] = {}
         for s in self._series.values():
             blind = s.gaps + ([(s.blind_from, _INF)] if s.blind_from is not None else [])
             todo = {m for m in s.minutes if m < new} | gap_minutes
             if blind:
-                todo |= self._gap_minutes(old, new, blind)
+                todo |= self._gap_minutes(old, new, blind, 0.0)
             for minute in sorted(todo):
                 ticks = s.minutes.pop(minute, [])
                 candle, bad = self._finish_minute(s, minute, ticks, blind)
@@ -340,18 +341,20 @@ class CandleBuilder:
         b = (end_min - IST_OFFSET_MIN) * 60.0
         return self._touches(a, b, extra)
 
-    def _touches(self, a: float, b: float, extra: list[tuple[float, float]]) -> bool:
+    def _touches(self, a: float, b: float, blind: list[tuple[float, float]]) -> bool:
+        """Does [a, b) (epoch seconds) touch a disconnection (widened by grace: the caller's
+        clock against exchange time) or one of the series' blind spans (exchange time: exact)?"""
         g = self.grace
         if self._down_since is not None and self._down_since - g < b:
             return True
-        return any(lo - g < b and hi + g > a for lo, hi in self._gaps) or any(lo - g < b and hi + g > a for lo, hi in extra)
+        return any(lo - g < b and hi + g > a for lo, hi in self._gaps) or any(lo < b and hi > a for lo, hi in blind)
 
-    def _gap_minutes(self, old: int, new: int, gaps: list[tuple[float, float]]) -> set[int]:
-        """Session minutes in [old, new) that touch one of `gaps` (widened by grace)."""
+    def _gap_minutes(self, old: int, new: int, gaps: list[tuple[float, float]], g: float) -> set[int]:
+        """Session minutes in [old, new) that touch one of `gaps` widened by `g` seconds."""
         found: set[int] = set()
-        g = self.grace
         for lo, hi in gaps:
             first = old if lo == -_INF else max(old, int((lo - g) // 60) + IST_OFFSET_MIN)
+            # a minute m touches (lo - g, hi + g) iff floor((lo - g) / 60) <= m - 330 < ceil((hi + g) / 60)
             last = new if hi == _INF else min(new, math.ceil((hi + g) / 60) + IST_OFFSET_MIN)
             if last <= first:
                 continue
