@@ -14,19 +14,18 @@ from datetime import date, datetime
 
 import polars as pl
 import pytest
+from conftest import NSE_DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from polars.testing import assert_frame_equal
-
 from kite_ticker_server import KiteTickerServer, LiveTicker, ScriptTick, expected_tick
+from polars.testing import assert_frame_equal
+from ticks import by_minute, candle_path, ticks_from_candles
+
 from mde.calendar import IST, nse
 from mde.importer import read_candles
 from mde.resample import resample
 from mde.ticks import CandleBuilder, Emitted, Tainted
 from mde.timeframes import parse
-from ticks import by_minute, candle_path, ticks_from_candles
-
-from conftest import NSE_DATA
 
 NIFTY, BANKNIFTY, RELIANCE, INFY = 256265, 260105, 738561, 408065
 CAL = nse()
@@ -222,7 +221,8 @@ def test_a_heartbeat_only_minute_has_no_candle(ticker_server: KiteTickerServer, 
     assert_frame_equal(built[(NIFTY, "5m")], resample(closed, parse("5m"), CAL))
 
 
-def test_a_disconnect_mid_candle_taints_it_and_the_rest_is_exact(ticker_server: KiteTickerServer, nifty_day: pl.DataFrame) -> None:
+def test_a_disconnect_mid_candle_taints_it_and_the_rest_is_exact(
+        ticker_server: KiteTickerServer, nifty_day: pl.DataFrame) -> None:
     """The server cuts the connection at 10:00:30; the client reconnects by itself; ticks of
     the market meanwhile are lost. Those buckets come out tainted, never half-built."""
     morning = nifty_day.filter(pl.col("ts") < at(2024, 6, 3, 10, 30))
@@ -245,7 +245,8 @@ def test_a_disconnect_mid_candle_taints_it_and_the_rest_is_exact(ticker_server: 
         driver.run(at(2024, 6, 3, 10, 31), step=30)
     assert lost == 0  # nobody was connected: those ticks are gone
     built, tainted = collect(driver.outs)
-    assert spans(tainted) == {("1m", "10:00", "10:02"), ("5m", "10:00", "10:05"), ("15m", "10:00", "10:15"), ("60m", "09:15", "10:15")}
+    assert spans(tainted) == {("1m", "10:00", "10:02"), ("5m", "10:00", "10:05"), ("15m", "10:00", "10:15"),
+                              ("60m", "09:15", "10:15")}
     for tf in ("1m", "5m", "15m"):
         bad = [(t.start, t.end) for t in tainted if t.timeframe.name == tf]
         keep = expect(morning, tf).filter(~pl.any_horizontal([(pl.col("ts") >= a) & (pl.col("ts") < b) for a, b in bad]))

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import polars as pl
-
 from kite_ticker_server import ScriptTick, divisor, is_index
+
 from mde.calendar import IST_OFFSET_MIN, nse, to_ist_minutes
 from mde.timeframes import Timeframe, parse
 

@@ -57,14 +57,13 @@ from typing import Any
 import polars as pl
 
 from .calendar import IST, IST_OFFSET_MIN, Calendar, from_ist_minutes, nse
-from .store import COLUMNS, TS_DTYPE
+from .store import TS_DTYPE
 from .timeframes import Timeframe, parse
 
 __all__ = ["CandleBuilder", "Emitted", "TickStats", "Tainted"]
 
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _INF = math.inf
-_ONE_MINUTE = parse("1m")
 
 # a tick inside a 1m bucket: (volume or -1, exchange epoch seconds, arrival number, price)
 _Tick = tuple[int, float, int, float]
@@ -293,8 +292,7 @@ class CandleBuilder:
                     elif agg.seen:
                         rows.setdefault((s.token, tf.name), []).append(
                             (start, agg.open, agg.high, agg.low, agg.close, agg.volume))
-        for key, items in rows.items():
-            out.candles[key] = _frame(items)
+        out.candles = _frames(rows)
         by_name = {tf.name: tf for tf in self.timeframes}
         for (token, name), ranges in tainted.items():
             merged: list[list[int]] = []
@@ -393,18 +391,32 @@ class CandleBuilder:
         return (min(order)[2], max(prices), min(prices), max(order)[2], self.index_volume), False
 
 
-def _frame(items: list[tuple[int, float, float, float, float, int | None]]) -> pl.DataFrame:
-    starts, o, h, low, c, v = zip(*items)
-    us = [(m - IST_OFFSET_MIN) * 60_000_000 for m in starts]
-    return pl.DataFrame(
-        {
-            "ts": pl.Series(us, dtype=pl.Int64).cast(TS_DTYPE),
-            "open": pl.Series(o, dtype=pl.Float64),
-            "high": pl.Series(h, dtype=pl.Float64),
-            "low": pl.Series(low, dtype=pl.Float64),
-            "close": pl.Series(c, dtype=pl.Float64),
-            "volume": pl.Series(v, dtype=pl.Int64),
-        },
-        schema=COLUMNS,
-    )
-
+def _frames(rows: dict[tuple[int, str], list[tuple[int, float, float, float, float, int | None]]]
+            ) -> dict[tuple[int, str], pl.DataFrame]:
+    """One frame per (token, timeframe), in the cache schema. Built as one frame per
+    timeframe and split by token: a frame per series costs ~0.4 ms, which for hundreds of
+    instruments a minute would cost more than the ticks themselves."""
+    out: dict[tuple[int, str], pl.DataFrame] = {}
+    names = sorted({name for _, name in rows})
+    for name in names:
+        keys = [key for key in rows if key[1] == name]
+        tokens = [token for token, _ in keys for _ in rows[(token, name)]]
+        items = [item for key in keys for item in rows[key]]
+        starts, o, h, low, c, v = zip(*items)
+        frame = pl.DataFrame(
+            {
+                "_token": pl.Series(tokens, dtype=pl.Int64),
+                "ts": pl.Series([(m - IST_OFFSET_MIN) * 60_000_000 for m in starts], dtype=pl.Int64).cast(TS_DTYPE),
+                "open": pl.Series(o, dtype=pl.Float64),
+                "high": pl.Series(h, dtype=pl.Float64),
+                "low": pl.Series(low, dtype=pl.Float64),
+                "close": pl.Series(c, dtype=pl.Float64),
+                "volume": pl.Series(v, dtype=pl.Int64),
+            }
+        )
+        if len(keys) == 1:
+            out[keys[0]] = frame.drop("_token")
+            continue
+        for (token,), part in frame.partition_by("_token", as_dict=True, include_key=False, maintain_order=True).items():
+            out[(int(token), name)] = part
+    return out
