@@ -430,3 +430,23 @@ def test_the_builder_starts_disconnected() -> None:
     builder.add([_tick(NIFTY, at(2024, 12, 5, 9, 15, 1), 20000.0)])
     out = builder.poll(at(2024, 12, 5, 9, 21))
     assert not out.candles and [(t.start, t.end) for t in out.tainted] == [(at(2024, 12, 5, 9, 15), at(2024, 12, 5, 9, 20))]
+
+
+@pytest.mark.parametrize("name,tf,day,index_volume,targets", [
+    # a DR-test Saturday: 09:15-10:00 and 11:30-12:30 (the second session starts off the 09:15 grid)
+    ("NIFTY50_1m_2024Q1.csv", "1m", date(2024, 3, 2), None, ["1m", "5m", "15m", "60m", "1d"]),
+    # Muhurat 18:00-19:00: its own grid; Kite's own 5m candles (index volume 0, as Kite sends it)
+    ("NIFTY50_5m_2024.csv", "5m", date(2024, 11, 1), 0, ["5m", "15m", "30m", "60m", "1d"]),
+])
+def test_special_sessions_use_the_same_grid_as_resample(name: str, tf: str, day: date, index_volume: int | None,
+                                                       targets: list[str]) -> None:
+    source = candles(name, tf, day)
+    assert source.get_column("ts").dt.date().unique().to_list() == [day]
+    start = datetime(day.year, day.month, day.day, 0, 0, tzinfo=IST)
+    builder = CandleBuilder([NIFTY], targets, now=start, index_volume=index_volume)
+    builder.connected(start)
+    builder.add(client_ticks(ticks_from_candles(source, NIFTY, tf, seed=11)))
+    built, tainted = collect([builder.poll(start.replace(hour=23))])
+    assert tainted == [] and builder.stats.outside == 0
+    for target in targets:
+        assert_frame_equal(built[(NIFTY, target)], expect(source, target, base=tf))
