@@ -15,7 +15,7 @@ from datetime import date, datetime
 import polars as pl
 import pytest
 from conftest import NSE_DATA
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kite_ticker_server import KiteTickerServer, LiveTicker, ScriptTick, expected_tick
 from polars.testing import assert_frame_equal
@@ -450,3 +450,38 @@ def test_special_sessions_use_the_same_grid_as_resample(name: str, tf: str, day:
     assert tainted == [] and builder.stats.outside == 0
     for target in targets:
         assert_frame_equal(built[(NIFTY, target)], expect(source, target, base=tf))
+
+
+def test_shuffled_split_and_repeated_ticks_through_the_real_client(ticker_server: KiteTickerServer) -> None:
+    """Hypothesis over the order of the ticks inside each minute, repeats, and how they are cut
+    into frames, with the real client parsing every frame: the candles stay the source's."""
+    nifty = candles("NIFTY50_1m_2024Q2.csv", "1m", NIFTY_DAY).head(15)
+    reliance = candles("RELIANCE_60m_2024-12_2026-01.csv", "60m", RELIANCE_DAY).head(1)
+    feeds = [(NIFTY, nifty, "1m", ticks_from_candles(nifty, NIFTY, "1m", seed=12)),
+             (RELIANCE, reliance, "60m", ticks_from_candles(reliance, RELIANCE, "60m", seed=13, extra=80))]
+    with LiveTicker(ticker_server, [NIFTY, RELIANCE]) as client:
+        ticker_server.wait_subscribed([NIFTY, RELIANCE])
+
+        @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(seed=st.integers(0, 2**32), split=st.lists(st.integers(1, 30), min_size=1, max_size=20),
+               repeat=st.floats(0, 0.3))
+        def check(seed: int, split: list[int], repeat: float) -> None:
+            rng = random.Random(seed)
+            for token, source, tf, script in feeds:
+                sent: list[ScriptTick] = []
+                for group in by_minute(script):
+                    group = group + [t for t in group if rng.random() < repeat]
+                    rng.shuffle(group)
+                    sent += group
+                before = len(client.ticks)
+                assert ticker_server.send(sent, split * (len(sent) // len(split) + 1)) == len(sent)
+                got = client.wait_ticks(before + len(sent))[before:]
+                first = source.get_column("ts")[0] - parse("1m").length  # connected a minute early
+                builder = CandleBuilder([token], ["1m", tf], now=first)
+                builder.connected(first)
+                builder.add(got)
+                built, tainted = collect([builder.poll(source.get_column("ts")[-1] + parse(tf).length * 2)])
+                assert tainted == [] and builder.stats.late == 0
+                assert_frame_equal(built[(token, tf)], source)
+
+        check()
