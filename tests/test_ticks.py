@@ -485,3 +485,19 @@ def test_shuffled_split_and_repeated_ticks_through_the_real_client(ticker_server
                 assert_frame_equal(built[(token, tf)], source)
 
         check()
+
+
+def test_gaps_of_earlier_days_are_forgotten_and_the_next_day_is_clean() -> None:
+    start = at(2024, 12, 5, 9, 0)
+    builder = CandleBuilder([RELIANCE], ["1m", "1d"], now=start)
+    builder.connected(start)
+    builder.disconnected(at(2024, 12, 5, 11, 0))
+    builder.connected(at(2024, 12, 5, 11, 5))
+    builder.add([_tick(RELIANCE, at(2024, 12, 5, 10, 0, 1), 10.0, 100), _tick(RELIANCE, at(2024, 12, 5, 11, 0, 1), 9.0, 150)])
+    day1 = builder.poll(at(2024, 12, 5, 16, 0))
+    assert {t.timeframe.name for t in day1.tainted} == {"1m", "1d"} and len(builder._gaps) == 2
+    builder.add([_tick(RELIANCE, at(2024, 12, 6, 9, 15, 1), 11.0, 40), _tick(RELIANCE, at(2024, 12, 6, 9, 16, 1), 12.0, 70)])
+    built, tainted = collect([builder.poll(at(2024, 12, 6, 16, 0))])
+    assert tainted == [] and builder._gaps == []
+    assert built[(RELIANCE, "1m")].get_column("volume").to_list() == [40, 30]  # the day's volume starts at 0
+    assert built[(RELIANCE, "1d")].rows() == [(at(2024, 12, 6, 0, 0), 11.0, 12.0, 11.0, 12.0, 70)]

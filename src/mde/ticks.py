@@ -43,7 +43,11 @@ the caller fetches it from the historical API):
   ignored; so are tokens the builder was not given (`stats.unknown`).
 
 Memory: the ticks of the open 1m buckets (the current minute, plus the previous one during
-its grace) and one running aggregate per open coarser bucket, per series.
+its grace) and one running aggregate per open coarser bucket, per series; gaps are kept for
+the watermark's day only.
+
+Not thread-safe: KiteTicker calls back on the Twisted reactor thread, so a caller either
+runs `add`/`poll` there (a ``LoopingCall`` for `poll`) or hands ticks over through a queue.
 """
 
 from __future__ import annotations
@@ -293,6 +297,13 @@ class CandleBuilder:
                         rows.setdefault((s.token, tf.name), []).append(
                             (start, agg.open, agg.high, agg.low, agg.close, agg.volume))
         out.candles = _frames(rows)
+        # Gaps that ended before the watermark's day can no longer matter: every bucket of an
+        # earlier day is final, and a volume baseline starts afresh each day. Memory stays flat.
+        day_start = ((new // 1440) * 1440 - IST_OFFSET_MIN) * 60.0
+        self._gaps = [gap for gap in self._gaps if gap[1] + self.grace >= day_start]
+        for s in self._series.values():
+            if s.gaps and s.gaps[0][1] < day_start:
+                s.gaps = [gap for gap in s.gaps if gap[1] >= day_start]
         by_name = {tf.name: tf for tf in self.timeframes}
         for (token, name), ranges in tainted.items():
             merged: list[list[int]] = []
