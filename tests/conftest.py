@@ -89,3 +89,23 @@ def run_mde(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return subprocess.run(
         [sys.executable, "-m", "mde", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
     )
+
+
+@pytest.fixture(scope="session")
+def ticker_reactor():
+    """The one Twisted reactor of this pytest process, in a daemon thread, for every real
+    KiteTicker the tests start (it cannot be restarted: see tests/kite_ticker_server.py)."""
+    from kite_ticker_server import ReactorThread
+
+    ReactorThread.ensure()
+    yield ReactorThread
+    ReactorThread.shutdown()
+
+
+@pytest.fixture
+def ticker_server(ticker_reactor):
+    """A Kite ticker WebSocket server on 127.0.0.1 (any free port), stopped after the test."""
+    from kite_ticker_server import KiteTickerServer
+
+    with KiteTickerServer() as server:
+        yield server
