@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from kite_ticker_server import (
     KiteTickerServer,
     LiveTicker,
@@ -68,7 +69,7 @@ def test_every_packet_kind_parses_as_scripted(ticker_server: KiteTickerServer, m
         got = client.wait_ticks(len(ticks))
     assert got == [expected_tick(t, mode) for t in ticks]
     # the divisors the client applies, segment by segment
-    assert [g["last_price"] for g in got] == [t.price / d for t, d in zip(ticks, (100, 100, 100, 1e7, 1e4, 1e4, 100))]
+    assert [g["last_price"] for g in got] == [t.price / d for t, d in zip(ticks, (100, 100, 100, 1e7, 1e4, 1e4, 100), strict=True)]
     if mode == "full":
         assert [g["exchange_timestamp"].timestamp() for g in got] == [t.ts for t in ticks]
         assert "volume_traded" not in got[0] and got[1]["volume_traded"] == 4_000_000_001

@@ -14,18 +14,18 @@ from datetime import date, datetime
 
 import polars as pl
 import pytest
-from conftest import NSE_DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kite_ticker_server import KiteTickerServer, LiveTicker, ScriptTick, expected_tick
 from polars.testing import assert_frame_equal
-from ticks import by_minute, candle_path, ticks_from_candles
 
+from conftest import NSE_DATA
+from kite_ticker_server import KiteTickerServer, LiveTicker, ScriptTick, expected_tick
 from mde.calendar import IST, nse
 from mde.importer import read_candles
 from mde.resample import resample
 from mde.ticks import CandleBuilder, Emitted, Tainted
 from mde.timeframes import parse
+from ticks import by_minute, candle_path, ticks_from_candles
 
 NIFTY, BANKNIFTY, RELIANCE, INFY = 256265, 260105, 738561, 408065
 CAL = nse()
@@ -39,7 +39,7 @@ def epoch(dt: datetime) -> int:
     return int(dt.timestamp())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read(name: str, tf: str) -> pl.DataFrame:
     return read_candles(NSE_DATA / name, parse(tf)).candles
 
@@ -117,7 +117,7 @@ def test_ticks_from_real_candles_reproduce_each_candle(source: str, token: int, 
         start = max(s for s in starts if s <= t.ts)
         by_candle.setdefault(start, []).append(t)
     prev_cum = 0
-    for row, start in zip(rows, starts):
+    for row, start in zip(rows, starts, strict=True):
         group = by_candle[start]
         close = epoch(CAL.close_time(row["ts"], parse(tf)))
         assert all(start <= t.ts < close for t in group)
@@ -129,7 +129,7 @@ def test_ticks_from_real_candles_reproduce_each_candle(source: str, token: int, 
             continue
         if row["ts"].time().strftime("%H:%M") == "09:15":
             prev_cum = 0
-        increments = [b - a for a, b in zip([prev_cum] + [t.volume for t in group], [t.volume for t in group])]
+        increments = [b - a for a, b in zip([prev_cum] + [t.volume for t in group], [t.volume for t in group], strict=False)]
         assert all(i >= 1 for i in increments) and sum(increments) == row["volume"]
         prev_cum = group[-1].volume
 

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import polars as pl
-from kite_ticker_server import ScriptTick, divisor, is_index
 
+from kite_ticker_server import ScriptTick, divisor, is_index
 from mde.calendar import IST_OFFSET_MIN, nse, to_ist_minutes
 from mde.timeframes import Timeframe, parse
 
@@ -41,7 +41,7 @@ def _split(total: int, parts: int, rng: random.Random) -> list[int]:
     """`parts` positive integers summing to `total` (total >= parts)."""
     cuts = sorted(rng.sample(range(1, total), parts - 1)) if parts > 1 else []
     bounds = [0, *cuts, total]
-    return [b - a for a, b in zip(bounds, bounds[1:])]
+    return [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def ticks_from_candles(candles: pl.DataFrame, token: int, timeframe: str | Timeframe = "1m", *, seed: int = 0,
@@ -82,7 +82,7 @@ def ticks_from_candles(candles: pl.DataFrame, token: int, timeframe: str | Timef
             raise ValueError(f"{start}: volume {volume} is too small for a path of {len(path)} trades")
         stamps = sorted(rng.sample(range(seconds), len(path)))
         qtys = _split(volume, len(path), rng) if not index else [0] * len(path)
-        for price, offset, qty in zip(path, stamps, qtys):
+        for price, offset, qty in zip(path, stamps, qtys, strict=True):
             if day_open == 0:
                 day_open = day_high = day_low = price
             day_high, day_low = max(day_high, price), min(day_low, price)

@@ -60,8 +60,9 @@ from typing import Any
 
 import polars as pl
 
-from .calendar import IST, IST_OFFSET_MIN, Calendar, from_ist_minutes, nse
-from .store import TS_DTYPE
+from .calendar import Calendar, nse
+from .candles import TS_DTYPE
+from .clock import IST, IST_OFFSET_MIN, from_ist_minutes
 from .timeframes import Timeframe, parse
 
 __all__ = ["CandleBuilder", "Emitted", "TickStats", "Tainted"]
@@ -413,7 +414,7 @@ def _frames(rows: dict[tuple[int, str], list[tuple[int, float, float, float, flo
         keys = [key for key in rows if key[1] == name]
         tokens = [token for token, _ in keys for _ in rows[(token, name)]]
         items = [item for key in keys for item in rows[key]]
-        starts, o, h, low, c, v = zip(*items)
+        starts, o, h, low, c, v = zip(*items, strict=True)
         frame = pl.DataFrame(
             {
                 "_token": pl.Series(tokens, dtype=pl.Int64),
