@@ -20,7 +20,8 @@ from polars.testing import assert_frame_equal
 
 from conftest import NSE_DATA
 from kite_ticker_server import KiteTickerServer, LiveTicker, ScriptTick, expected_tick
-from mde.calendar import IST, nse
+from mde.calendar import nse
+from mde.clock import IST
 from mde.importer import read_candles
 from mde.resample import resample
 from mde.ticks import CandleBuilder, Emitted, Tainted

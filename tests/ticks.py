@@ -20,7 +20,8 @@ from datetime import datetime
 import polars as pl
 
 from kite_ticker_server import ScriptTick, divisor, is_index
-from mde.calendar import IST_OFFSET_MIN, nse, to_ist_minutes
+from mde.calendar import nse
+from mde.clock import IST_OFFSET_MIN, to_ist_minutes
 from mde.timeframes import Timeframe, parse
 
 __all__ = ["candle_path", "ticks_from_candles"]
