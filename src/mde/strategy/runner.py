@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from itertools import repeat
-from typing import Any, Protocol
+from typing import Any
 
 import polars as pl
 
@@ -28,6 +28,7 @@ from ..candles import Candle
 from ..clock import IST_OFFSET_MIN, US_PER_MIN, ist_day, us_to_datetime
 from ..columns import grow, view
 from ..errors import InputError, MdeError, StrategyError
+from ..protocols import CandleReader
 from ..timeframes import Timeframe, parse
 from .api import Context, Indicator, Note, Strategy
 from .loading import strategy_error
@@ -38,15 +39,6 @@ log = logging.getLogger("mde.strategy")
 
 _candle_of = partial(tuple.__new__, Candle)  # a Candle from a tuple of its fields, in C
 Step = tuple[int, float, tuple[tuple[str, int], ...]]  # (first candle, cash, net positions) from a fill on
-
-
-class CandleReader(Protocol):
-    """What the runner asks a market data engine (`MarketDataEngine` is one): a series' candles
-    complete at `as_of`, with `closes_at`, and whether they were built from a smaller timeframe.
-    Read lazily, for the windows of other timeframes and symbols a strategy asks for."""
-
-    def history(self, symbol: str, timeframe: str | Timeframe = ..., as_of: datetime | str | None = None) -> pl.DataFrame: ...
-    def built_from(self, symbol: str, timeframe: str | Timeframe) -> Timeframe | None: ...
 
 
 class SeriesData:
