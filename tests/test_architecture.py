@@ -99,3 +99,77 @@ def test_the_cli_starts_without_polars_or_kiteconnect() -> None:
 def test_reading_the_cache_never_imports_kiteconnect() -> None:
     loaded = _modules_after("import mde.engine, mde.sources.sample")
     assert "kiteconnect" not in loaded and "twisted" not in loaded
+
+
+# -- the strategy package: api <- loading <- runner, no circle ---------------------------------
+STRATEGY = PKG / "strategy"
+
+
+def runtime_imports_of(path: Path, scratch: Path) -> set[str]:
+    """imports_of without the `if TYPE_CHECKING:` blocks (annotations only, never executed)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = [ast.Pass()]
+    stripped = scratch / path.name
+    stripped.write_text(ast.unparse(tree), encoding="utf-8")
+    return imports_of(stripped, module_name(path))
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of `graph` (module -> modules it imports), or None."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def _strategy_graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in STRATEGY.glob("*.py") if p.name != "__init__.py"}
+    return {name: {i for i in imports_of(path) if i in modules} for name, path in modules.items()}
+
+
+def test_the_strategy_api_imports_neither_the_runner_nor_the_loader() -> None:
+    # what an author reads stands alone: Context asks the runner through the ContextHost protocol
+    found = imports_of(STRATEGY / "api.py")
+    assert not _hits(found, {"mde.strategy.runner", "mde.strategy.loading", "mde.strategy.builtins", "mde.strategy"})
+    assert not _hits(imports_of(STRATEGY / "loading.py"), {"mde.strategy.runner"})
+
+
+def test_the_strategy_package_has_no_import_circle() -> None:
+    graph = _strategy_graph()
+    assert set(graph) == {"mde.strategy.api", "mde.strategy.loading", "mde.strategy.runner", "mde.strategy.builtins"}
+    assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph) or [])}"
+
+
+def test_the_cycle_finder_finds_a_circle() -> None:
+    # the guard must fail on a real circle, or it proves nothing
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_seams_and_the_candle_import_nothing_of_mde_above_them(tmp_path: Path) -> None:
+    # protocols.py: typing only at run time; candles.py (the one Candle) below engine and strategy
+    assert "mde.engine" in imports_of(PKG / "protocols.py")  # under TYPE_CHECKING: the stripping is what passes
+    assert not {i for i in runtime_imports_of(PKG / "protocols.py", tmp_path) if i.startswith("mde")}
+    assert {i for i in imports_of(PKG / "candles.py") if i.startswith("mde")} <= {"mde.clock", "mde.errors"}
+    assert not _hits(imports_of(PKG / "engine.py"), {"mde.strategy"})

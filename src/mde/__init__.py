@@ -1,6 +1,13 @@
 """mde: the Market Data Engine. A Parquet candle cache for NSE/NFO via Zerodha Kite Connect.
 
-Public names are imported lazily so that `mde --help` does not pay for polars.
+Public names are imported lazily so that `mde --help` does not pay for polars. What they are:
+
+- the cache: `MarketDataEngine` (and the `Window` it reads), `Settings`, `load_settings`;
+- strategies (`docs/strategy-api.md`): `Strategy`, the `Context` it is handed, `Candle`,
+  `Indicator` / `PerSymbolIndicator`, `Order`, `Note`;
+- running them: `run_replay` -> `ReplayResult`; `StrategyRunner` over `SeriesData` with a
+  `SimBroker`, `load_strategy`; the typed seams `CandleReader` and `ReplayEngine`;
+- the errors (`MdeError` and its children; `exit_code` is the CLI's exit status).
 """
 
 from __future__ import annotations
@@ -12,30 +19,55 @@ __all__ = [
     "AuthError",
     "CacheError",
     "Candle",
+    "CandleReader",
     "ConfigError",
+    "Context",
+    "Indicator",
     "InputError",
     "MarketDataEngine",
     "MdeError",
     "NotCached",
+    "Note",
+    "Order",
+    "PerSymbolIndicator",
     "RateLimited",
+    "ReplayEngine",
+    "ReplayResult",
+    "SeriesData",
     "Settings",
+    "SimBroker",
     "SourceError",
     "SourceUnavailable",
     "Strategy",
     "StrategyError",
     "StrategyRunner",
+    "Window",
     "load_settings",
+    "load_strategy",
     "run_replay",
 ]
 
+# public name -> (module, attribute): imported on first use (`__getattr__`)
 _WHERE = {
     "MarketDataEngine": ("mde.engine", "MarketDataEngine"),
-    "Candle": ("mde.engine", "Candle"),
+    "Window": ("mde.engine", "Window"),
+    "Candle": ("mde.candles", "Candle"),
     "Settings": ("mde.config", "Settings"),
     "load_settings": ("mde.config", "load"),
-    "Strategy": ("mde.strategy", "Strategy"),
-    "StrategyRunner": ("mde.strategy", "StrategyRunner"),
+    "Order": ("mde.broker", "Order"),
+    "SimBroker": ("mde.broker", "SimBroker"),
+    "CandleReader": ("mde.protocols", "CandleReader"),
+    "ReplayEngine": ("mde.protocols", "ReplayEngine"),
+    "Strategy": ("mde.strategy.api", "Strategy"),
+    "Context": ("mde.strategy.api", "Context"),
+    "Indicator": ("mde.strategy.api", "Indicator"),
+    "PerSymbolIndicator": ("mde.strategy.api", "PerSymbolIndicator"),
+    "Note": ("mde.strategy.api", "Note"),
+    "load_strategy": ("mde.strategy.loading", "load_strategy"),
+    "StrategyRunner": ("mde.strategy.runner", "StrategyRunner"),
+    "SeriesData": ("mde.strategy.runner", "SeriesData"),
     "run_replay": ("mde.replay", "run_replay"),
+    "ReplayResult": ("mde.replay", "ReplayResult"),
     **{name: ("mde.errors", name) for name in (
         "AuthError", "CacheError", "ConfigError", "InputError", "MdeError", "NotCached",
         "RateLimited", "SourceError", "SourceUnavailable", "StrategyError",
@@ -50,13 +82,30 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mde' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
 if TYPE_CHECKING:
-    from .config import Settings
-    from .config import load as load_settings
-    from .engine import Candle, MarketDataEngine
-    from .replay import run_replay
-    from .strategy import Strategy, StrategyRunner
-    from .errors import (
-        AuthError, CacheError, ConfigError, InputError, MdeError, NotCached, RateLimited, SourceError, SourceUnavailable,
+    from mde.broker import Order, SimBroker
+    from mde.candles import Candle
+    from mde.config import Settings
+    from mde.config import load as load_settings
+    from mde.engine import MarketDataEngine, Window
+    from mde.errors import (
+        AuthError,
+        CacheError,
+        ConfigError,
+        InputError,
+        MdeError,
+        NotCached,
+        RateLimited,
+        SourceError,
+        SourceUnavailable,
         StrategyError,
     )
+    from mde.protocols import CandleReader, ReplayEngine
+    from mde.replay import ReplayResult, run_replay
+    from mde.strategy.api import Context, Indicator, Note, PerSymbolIndicator, Strategy
+    from mde.strategy.loading import load_strategy
+    from mde.strategy.runner import SeriesData, StrategyRunner

@@ -4,12 +4,19 @@ A candle frame has `ts` (tz-aware IST, microseconds, the candle's start), float 
 an int volume (null where the source has none, e.g. an index), optionally `oi`. Sources,
 the importer, resample and the store all speak this schema; keeping it apart from the
 store's I/O lets them depend on the shape without depending on the disk.
+
+`Candle` is one closed candle as a Python value: what a strategy's `on_candle` receives,
+`ctx.last()` returns and `MarketDataEngine.get_latest_candle` / `.replay` yield (one type).
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from typing import NamedTuple
+
 import polars as pl
 
+from .clock import IST_OFFSET_MIN, US_PER_MIN, ist_date, us_to_datetime
 from .errors import InputError
 
 TS_DTYPE = pl.Datetime("us", "Asia/Kolkata")
@@ -22,6 +29,56 @@ COLUMNS: dict[str, pl.DataType] = {
     "volume": pl.Int64(),
 }
 OPTIONAL_COLUMNS: dict[str, pl.DataType] = {"oi": pl.Int64()}
+
+
+class Candle(NamedTuple):
+    """A closed candle of one series. `ts` is its start (IST); it may be acted on only at
+    `closes_at`.
+
+    Times are held as epoch microseconds (`ts_us`, `close_us`); `ts`, `closes_at`, `day` and
+    `minute` are computed on demand. A tuple and no datetime per candle is what keeps a
+    million-candle replay fast: the runner builds these in C from the series' columns, in
+    this field order (the hot loop reads some fields by position).
+    """
+
+    symbol: str
+    timeframe: str  # its name: "5m", "1d"
+    ts_us: int  # the start, epoch microseconds
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int | None  # None where the source has none (an index)
+    close_us: int  # when it closed, epoch microseconds: nothing decides on it before
+    # its position in the series it was read from: in a strategy, the run's series with its
+    # warm-up history; from the engine, the frame read (0 for get_latest_candle)
+    index: int  # type: ignore[assignment]  # shadows tuple.index(): a field since the first Strategy API
+    oi: int | None = None  # open interest (futures and options) where the series has it
+
+    @property
+    def ts(self) -> datetime:
+        """The start (IST datetime)."""
+        return us_to_datetime(self.ts_us)
+
+    @property
+    def closes_at(self) -> datetime:
+        """The close (IST datetime): the candle is visible from then on."""
+        return us_to_datetime(self.close_us)
+
+    @property
+    def minute(self) -> int:
+        """Minutes after midnight IST of the candle's start (09:15 -> 555)."""
+        return (self.ts_us // US_PER_MIN + IST_OFFSET_MIN) % 1440
+
+    @property
+    def day(self) -> date:
+        """The IST date of the candle's start."""
+        return ist_date(self.ts_us)
+
+    def __repr__(self) -> str:
+        oi = "" if self.oi is None else f" oi={self.oi}"
+        return (f"Candle({self.symbol} {self.timeframe} {self.ts:%Y-%m-%d %H:%M} "
+                f"o={self.open} h={self.high} l={self.low} c={self.close} v={self.volume}{oi})")
 
 
 def empty_candles() -> pl.DataFrame:

@@ -30,7 +30,7 @@ from .importer import read_candles
 from .jsonout import dumps, finite, frame_rows
 from .resample import resample, visible, with_close
 from .sources import Source, make_source
-from .candles import empty_candles
+from .candles import Candle, empty_candles
 from .candles import normalize as normalize_frame
 from .store import CandleStore, Range, WriteResult, union_ranges
 from .symbols import Instrument, per_instrument, resolve_offline, validate_symbol
@@ -40,19 +40,6 @@ from .validate import require_plausible
 log = logging.getLogger("mde.engine")
 MAX_LIMIT = 1000
 LATEST_LOOKBACK_DOUBLINGS = 6  # new series: look back up to ~64x the first span for `count` candles
-
-
-class Candle(NamedTuple):
-    """One candle. `ts` is its start (IST); it may be acted on only at `closes_at`."""
-
-    ts: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int | None
-    closes_at: datetime
-    oi: int | None = None
 
 
 class Window(NamedTuple):
@@ -958,16 +945,17 @@ class MarketDataEngine:
         df = self.get_window(symbol, tf, limit=1, as_of=as_of)
         if df.is_empty():
             return None
-        return next(self._candles(df, tf))
+        return next(self._candles(symbol, df, tf))
 
-    def _candles(self, df: pl.DataFrame, tf: Timeframe) -> Iterator[Candle]:
+    def _candles(self, symbol: str, df: pl.DataFrame, tf: Timeframe) -> Iterator[Candle]:
+        """The rows of a candle frame as `Candle`s (the type a strategy's on_candle receives)."""
         df = with_close(df, tf, self.calendar)
-        has_oi = "oi" in df.columns
-        for row in df.iter_rows(named=True):
-            yield Candle(
-                row["ts"], row["open"], row["high"], row["low"], row["close"], row["volume"], row["closes_at"],
-                row["oi"] if has_oi else None,
-            )
+        name = validate_symbol(symbol)
+        us = pl.col("ts").dt.epoch("us").alias("ts_us"), pl.col("closes_at").dt.epoch("us").alias("close_us")
+        oi = pl.col("oi") if "oi" in df.columns else pl.lit(None, pl.Int64).alias("oi")
+        rows = df.select(us[0], "open", "high", "low", "close", "volume", us[1], oi)
+        for i, (ts_us, o, h, lo, c, v, close_us, oi_value) in enumerate(rows.iter_rows()):
+            yield Candle(name, tf.name, ts_us, o, h, lo, c, v, close_us, i, oi_value)
 
     def replay(
         self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str
@@ -979,7 +967,7 @@ class MarketDataEngine:
         if not self.store.exists(inst, tf):
             raise self._not_cached(symbol, tf)
         df = self._complete(self.store.read(inst, tf, lo, hi), tf, self.now())
-        yield from self._candles(df, tf)
+        yield from self._candles(symbol, df, tf)
 
     def status(self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None) -> SeriesStatus:
         """Is the series up to date at `as_of`? (The window footer and `mde ls` show it.)"""

@@ -37,6 +37,7 @@ from .margins import Contract, contract_for, load_margins
 from .errors import InputError, MdeError, NotCached, StrategyError
 from .jsonout import dumps
 from .metrics import basis_for, compute, equity_frame
+from .protocols import ReplayEngine
 from .strategy import Note, SeriesData, Strategy, StrategyRunner, build, load_strategy, merge_events, parse_params
 from .symbols import Instrument
 from .timeframes import Timeframe, parse
@@ -366,7 +367,7 @@ def build_strategy(spec: str | type[Strategy] | Strategy, params: Mapping[str, A
 
 
 def run_replay(
-    engine: Any,
+    engine: ReplayEngine,
     strategy: str | type[Strategy] | Strategy,
     symbols: Sequence[str],
     timeframe: str | Timeframe,
