@@ -19,7 +19,7 @@ from mde.engine import MarketDataEngine
 from mde.resample import with_close
 from mde.strategy import Context, SeriesData, Strategy, StrategyRunner, merge_events
 from mde.timeframes import parse
-from tests.factories import make_candles
+from factories import make_candles
 
 DAY = date(2024, 6, 14)
 TF = parse("5m")
