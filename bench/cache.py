@@ -53,9 +53,8 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from candles import SEED, SESSION_MINUTES, generate, session_days  # bench/candles.py, shared
-
 import polars as pl
+from candles import SEED, SESSION_MINUTES, generate, session_days  # bench/candles.py, shared
 
 from mde.clock import IST
 from mde.config import Settings, load

@@ -272,8 +272,9 @@ def measure_floor(srv: Server, keep: bool = False) -> dict:
     """The plain client over the same chunks. keep: also return its candles as one normalised
     frame per series (built after each call; that CPU is not counted)."""
     from kiteconnect import KiteConnect
-    from mde.sources.kite import _to_frame, _wall
+
     from mde.candles import normalize
+    from mde.sources.kite import _to_frame, _wall
 
     before = len(srv.log())
     kite = KiteConnect(srv.api_key, access_token=srv.access_token, root=srv.url)

@@ -79,9 +79,9 @@ import warnings
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from candles import SEED, SESSION_MINUTES, generate, session_days  # bench/candles.py, shared
-from typing import Any
 
 END_DAY = date(2025, 12, 30)
 SYMBOL, TF = "NIFTY", "1m"

@@ -39,11 +39,12 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
@@ -301,7 +302,7 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], kite: "KiteServer"):
+    def __init__(self, addr: tuple[str, int], kite: KiteServer):
         self.kite = kite
         super().__init__(addr, _Handler)
 
@@ -452,7 +453,7 @@ class KiteServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "KiteServer":
+    def start(self) -> KiteServer:
         """Bind a free port on 127.0.0.1 and serve from a daemon thread."""
         if self._httpd is not None:
             return self
@@ -475,7 +476,7 @@ class KiteServer:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "KiteServer":
+    def __enter__(self) -> KiteServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -7,17 +7,17 @@ SE_OFFLINE), and the page loads nothing but what `mde serve` serves.
 from __future__ import annotations
 
 import os
-from datetime import datetime
 import shutil
 import struct
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from test_api import Server, base_env
 
 from conftest import run_mde
+from test_api import Server, base_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -20,14 +20,20 @@ from mde.errors import AuthError, ConfigError, SourceError, SourceUnavailable
 from mde.sources.kite import KiteSource, RateLimiter, RetryPolicy
 from mde.timeframes import parse as tf_parse
 from test_kite_source import (  # noqa: F401  (fixtures)
-    BANKNIFTY, FAST, HIST, NIFTY, Kite, base_server, csv_rows, error_lines, hist, ist, kite, ranges, srv,
+    BANKNIFTY,
+    FAST,
+    HIST,
+    NIFTY,
+    Kite,
+    base_server,
+    csv_rows,
+    error_lines,
+    hist,
+    ist,
+    kite,
+    ranges,
+    srv,
 )
-
-try:
-    from kite_server import KiteServer
-except ImportError:  # pragma: no cover
-    from tests.kite_server import KiteServer
-
 
 # -- a source that lags the clock ------------------------------------------------------------
 

@@ -59,7 +59,7 @@ SUMMARY_RE = re.compile(
 # -- data ---------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def csv_rows(name: str) -> tuple[tuple, ...]:
     """(ts, o, h, l, c, volume) rows of a data/nse CSV (empty volume -> 0)."""
     with open(NSE_DATA / name, newline="") as fh:

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mde.clock import IST
 from mde.candles import merge_candles, normalize
+from mde.clock import IST
 from mde.store import CandleStore
 from mde.symbols import Instrument
 from mde.timeframes import parse

@@ -34,16 +34,17 @@ import pandas as pd
 import polars as pl
 import pytest
 
+from conftest import NSE_DATA
 from mde.config import load
 from mde.engine import MarketDataEngine
 from mde.replay import run_replay
 from mde.timeframes import parse
 
-from conftest import NSE_DATA
-
 backtesting = pytest.importorskip("backtesting")
-from backtesting import Backtest  # noqa: E402
-from backtesting import Strategy as BtStrategy  # noqa: E402
+from backtesting import (
+    Backtest,  # noqa: E402
+    Strategy as BtStrategy,  # noqa: E402
+)
 
 # The newest file used ends in January 2026: pin the clock after it so no candle is dropped as incomplete.
 NOW = "2026-02-02T16:00+05:30"

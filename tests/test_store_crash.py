@@ -25,8 +25,8 @@ import polars as pl
 import pytest
 
 import mde.store
-from mde.clock import IST
 from mde.candles import COLUMNS
+from mde.clock import IST
 from mde.store import MANIFEST, CandleStore, Manifest
 from mde.symbols import Instrument
 from mde.timeframes import parse

@@ -13,8 +13,8 @@ from mde.config import Settings
 from mde.engine import MarketDataEngine
 from mde.errors import InputError, NotCached
 from mde.replay import run_replay
-from mde.strategies import SmaCross
 from mde.resample import with_close
+from mde.strategies import SmaCross
 from mde.strategy import Candle, Context, Strategy, StrategyRunner, load_strategy
 from mde.timeframes import parse
 

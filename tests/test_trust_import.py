@@ -18,12 +18,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-from typer.testing import CliRunner
 
 from conftest import NSE_DATA, run_mde
 from mde.calendar import nse
 from mde.clock import IST
-from mde.cli import app
 from mde.engine import MarketDataEngine
 from mde.errors import InputError
 from mde.importer import read_candles

@@ -21,8 +21,7 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from conftest import run_mde
 from mde.config import load

@@ -11,11 +11,11 @@ from a smaller cached one under the same rule, so a backtest cannot peek ahead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
 import functools
 import logging
 import shlex
 import time as time_mod
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -24,14 +24,13 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from . import calendar as cal_mod
+from .candles import empty_candles, normalize as normalize_frame
 from .config import MAX_COUNT, Settings, load
 from .errors import CacheError, ConfigError, InputError, MdeError, NotCached, worst
 from .importer import read_candles
 from .jsonout import dumps, finite, frame_rows
 from .resample import resample, visible, with_close
 from .sources import Source, make_source
-from .candles import empty_candles
-from .candles import normalize as normalize_frame
 from .store import CandleStore, Range, WriteResult, union_ranges
 from .symbols import Instrument, per_instrument, resolve_offline, validate_symbol
 from .timeframes import Timeframe, parse, sources_for

@@ -20,8 +20,8 @@ from typing import Any
 import polars as pl
 
 from .calendar import nse
-from .errors import InputError
 from .candles import normalize, normalize_daily
+from .errors import InputError
 from .timeframes import Timeframe
 from .validate import PROBLEMS, InvalidCandles, check, counts, counts_text, report
 

@@ -14,8 +14,8 @@ from datetime import date, datetime, timedelta
 import polars as pl
 
 from .calendar import Calendar
-from .clock import IST_OFFSET_MIN, US_PER_MIN, from_ist_minutes, to_ist_minutes
 from .candles import TS_DTYPE, ohlcv_aggs
+from .clock import IST_OFFSET_MIN, US_PER_MIN, from_ist_minutes, to_ist_minutes
 from .timeframes import Timeframe
 
 _EPOCH_DAY = date(1970, 1, 1).toordinal()

@@ -40,15 +40,15 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
 from .atomic import Staged, fsync_dir
 from .calendar import Calendar, nse
-from .clock import IST
 from .candles import COLUMNS, empty_candles, merge_candles, normalize, normalize_daily
+from .clock import IST
 from .errors import CacheError, InputError
 from .symbols import Instrument, safe_name, unsafe_name
 from .timeframes import Timeframe, parse
@@ -65,7 +65,7 @@ READ_CACHE_FILES = 64
 # is this far in the past: file-system timestamps are coarse (a few ms), so a file added in
 # the same tick as the last change would otherwise go unseen. Generous for network clocks.
 LISTING_SETTLE_NS = 2_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 

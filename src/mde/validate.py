@@ -26,10 +26,10 @@ from typing import Any
 import polars as pl
 
 from .calendar import Calendar
+from .candles import TS_DTYPE
 from .clock import IST, US_PER_MIN, from_ist_minutes, to_ist_minutes
 from .errors import InputError
 from .resample import _day_index, ist_minutes
-from .candles import TS_DTYPE
 from .timeframes import Timeframe
 
 PRICES = ("open", "high", "low", "close")

@@ -18,9 +18,9 @@ from pathlib import Path
 import polars as pl
 
 from .. import calendar as cal_mod
+from ..candles import COLUMNS, empty_candles
 from ..errors import InputError, MdeError
 from ..resample import resample
-from ..candles import COLUMNS, empty_candles
 from ..symbols import BUILTIN_ALIASES, Instrument, resolve_offline, safe_name, validate_symbol
 from ..timeframes import Timeframe, sources_for
 from . import SourceStats
