@@ -14,6 +14,7 @@ from datetime import date
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, InputError
 
@@ -39,7 +40,7 @@ class Charges:
         return round(self.brokerage + self.stt + self.exchange + self.sebi + self.stamp + self.gst, 2)
 
     def __add__(self, other: Charges) -> Charges:
-        return Charges(*(round(a + b, 2) for a, b in zip(self._values(), other._values())))
+        return Charges(*(round(a + b, 2) for a, b in zip(self._values(), other._values(), strict=True)))
 
     def _values(self) -> tuple[float, ...]:
         return (self.brokerage, self.stt, self.exchange, self.sebi, self.stamp, self.gst)
@@ -86,7 +87,7 @@ class CostTable:
         return Charges(*(round(x, 2) for x in (brokerage, stt, exchange, sebi, stamp, gst)))
 
 
-def _num(section: dict, key: str, where: str) -> float:
+def _num(section: dict[str, Any], key: str, where: str) -> float:
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ConfigError(f"{where}: {key} must be a non-negative number")

@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -173,12 +174,12 @@ def _implausible(df: pl.DataFrame, tf: Timeframe) -> dict[str, int]:
     return implausible(df, tf, nse())
 
 
-def _entry(df: pl.DataFrame, st: os.stat_result, tf: Timeframe | None = None, bad: dict[str, int] | None = None) -> dict:
+def _entry(df: pl.DataFrame, st: os.stat_result, tf: Timeframe | None = None, bad: dict[str, int] | None = None) -> dict[str, Any]:
     """The manifest's summary of one partition file; `implausible` counts its candles that fail
     validate.check by rule (kept: they are the source's truth; `{}` when there are none, absent
     in entries written before mde checked)."""
     ts = df.get_column("ts")
-    entry = {"rows": df.height, "first": _iso(ts[0]), "last": _iso(ts[-1]), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    entry: dict[str, Any] = {"rows": df.height, "first": _iso(ts[0]), "last": _iso(ts[-1]), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     if tf is not None:
         entry["implausible"] = bad if bad is not None else _implausible(df, tf)
     return entry
@@ -205,7 +206,7 @@ def _is_instant(text: object) -> bool:
         return False
 
 
-def _entry_matches(entry: dict | None, st: os.stat_result) -> bool:
+def _entry_matches(entry: dict[str, Any] | None, st: os.stat_result) -> bool:
     """The entry is well-formed and was made for the file as it is now (same size and mtime)."""
     return (
         isinstance(entry, dict)
@@ -227,7 +228,7 @@ class Manifest:
     last_ts: datetime | None = None
     updated_at: datetime | None = None
     coverage: list[Range] = field(default_factory=list)
-    partitions: dict[str, dict] = field(default_factory=dict)
+    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
     # ranges with sessions that the source answered with no candle at all (a Kite instrument
     # before it was listed): not gaps to fetch again; a later answer with candles removes them
     empty: list[Range] = field(default_factory=list)
@@ -541,7 +542,7 @@ class CandleStore:
         return out
 
     def _decode_batch(self, misses: list[tuple[Path, os.stat_result]], *, contiguous: bool = False
-                      ) -> tuple[pl.DataFrame, list[tuple[Path, os.stat_result, dict]]] | None:
+                      ) -> tuple[pl.DataFrame, list[tuple[Path, os.stat_result, dict[str, Any]]]] | None:
         """One frame for the files the manifest vouches for (see `_read_batch`), with them."""
         folder = misses[0][0].parent
         try:
@@ -704,7 +705,7 @@ class CandleStore:
         return manifest
 
     def list_series(self) -> list[tuple[Instrument, Timeframe]]:
-        out = []
+        out: list[tuple[Instrument, Timeframe]] = []
         if not self.root.is_dir():
             return out
         for exch in sorted(self.root.iterdir()):
@@ -900,7 +901,7 @@ class CandleStore:
         keeps its entry if the entry still matches its size and mtime, and is read (normally
         from the read cache) only if it does not.
         """
-        parts: dict[str, dict] = {}
+        parts: dict[str, dict[str, Any]] = {}
         try:
             tf: Timeframe | None = parse(manifest.timeframe)
         except InputError:
