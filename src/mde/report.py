@@ -554,7 +554,7 @@ def _x_labels(stamps: pl.Series, xs: Sequence[float], y: float) -> list[str]:
         texts = s.cast(pl.String).to_list()
     out = []
     last = None
-    for text, x in zip(texts, xs):
+    for text, x in zip(texts, xs, strict=True):  # one label per position
         if text == last:
             continue
         last = text
@@ -616,7 +616,7 @@ def _equity_section(equity: object, cash: float | None) -> str:
     if cash is not None:
         lo, hi = min(lo, cash), max(hi, cash)
     ys = _Scale(lo, hi, ys0, ys1, pad=0.04)
-    pts = " ".join(f"{_f(x)},{_f(ys(v))}" for x, v in zip(x_of(idx), vals.to_list()))
+    pts = " ".join(f"{_f(x)},{_f(ys(v))}" for x, v in zip(x_of(idx), vals.to_list(), strict=True))
     parts = [_svg_open("equity", h, "Equity curve"), *_y_axis(ys, x0, x1), *_x_labels(label_ts, label_xs, h - 8)]
     if cash is not None:
         yc = ys(cash)
@@ -641,7 +641,7 @@ def _equity_section(equity: object, cash: float | None) -> str:
     y_zero = dscale(0.0)
     dxs = x_of(didx)
     dpts = [f"{_f(dxs[0])},{_f(y_zero)}"]
-    dpts += [f"{_f(x)},{_f(dscale(v))}" for x, v in zip(dxs, dvals.to_list())]
+    dpts += [f"{_f(x)},{_f(dscale(v))}" for x, v in zip(dxs, dvals.to_list(), strict=True)]
     dpts.append(f"{_f(dxs[-1])},{_f(y_zero)}")
     dd_parts = [_svg_open("drawdown", h2, "Drawdown"), *_y_axis(dscale, x0, x1), *_x_labels(label_ts, label_xs, h2 - 8),
                 f'<polygon class="dd" points="{" ".join(dpts)}"/>',
