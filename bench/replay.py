@@ -149,7 +149,7 @@ def mde_loop(data: Any, dense: bool = False) -> Any:
 
 def trades_of_frame(t: Any) -> list[Trade]:
     return list(zip(t["entry_ts"].dt.epoch("us").to_list(), t["entry_price"].to_list(),
-                    t["exit_ts"].dt.epoch("us").to_list(), t["exit_price"].to_list(), t["qty"].to_list()))
+                    t["exit_ts"].dt.epoch("us").to_list(), t["exit_price"].to_list(), t["qty"].to_list(), strict=True))
 
 
 def trades_of_broker(broker: Any) -> list[Trade]:
@@ -228,7 +228,7 @@ def trades_of_bt(stats: Any, df: Any, last_close_us: int) -> list[Trade]:
 
 
 def first_difference(a: list[Trade], b: list[Trade]) -> str | None:
-    for k, (x, y) in enumerate(zip(a, b)):
+    for k, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return f"trade #{k}: {fmt_trade(x)} vs {fmt_trade(y)}"
     if len(a) != len(b):

@@ -374,7 +374,7 @@ def test_replay_yields_complete_candles_in_time_order_inside_the_range(settings:
     assert candles[0].ts == datetime(2024, 6, 13, 9, 15, tzinfo=IST)
     assert candles[-1].ts == datetime(2024, 6, 14, 11, 5, tzinfo=IST)
     assert len(candles) == 75 + 23
-    assert all(a.ts < b.ts for a, b in zip(candles, candles[1:]))
+    assert all(a.ts < b.ts for a, b in zip(candles, candles[1:], strict=False))
     assert all(c.closes_at <= later.now() for c in candles)
 
     # an engine whose clock is earlier does not see the 11:05 candle the cache holds

@@ -253,7 +253,7 @@ def sim_engine(kite, clock: SimClock, workers: int) -> MarketDataEngine:
 
 def assert_never_more_than_3_in_a_second(reqs) -> None:
     times = sorted(r.time for r in reqs)
-    assert all(b - a >= 1.0 for a, b in zip(times, times[3:])), times
+    assert all(b - a >= 1.0 for a, b in zip(times, times[3:], strict=False)), times
 
 
 def test_requests_that_reach_kite_late_never_make_a_429(kite):
@@ -333,7 +333,7 @@ def test_the_limiter_is_strictly_safe_whatever_the_delays():
                 heapq.heappush(events, (clock(), next(seq), w, "want", None))
         arrivals.sort()
         assert len(arrivals) == len(delays)
-        assert all(b - a >= 1.0 for a, b in zip(arrivals, arrivals[3:])), arrivals
+        assert all(b - a >= 1.0 for a, b in zip(arrivals, arrivals[3:], strict=False)), arrivals
 
     run()
 

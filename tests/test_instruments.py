@@ -45,7 +45,7 @@ def futures_in_dump(name: str, today: date) -> list[tuple[str, date]]:
         (pl.col("instrument_type") == "FUT") & (pl.col("segment") == "NFO-FUT") & (pl.col("name") == name)
         & (pl.col("expiry") >= today)
     ).sort("expiry")
-    return list(zip(futs["tradingsymbol"].to_list(), futs["expiry"].to_list()))
+    return list(zip(futs["tradingsymbol"].to_list(), futs["expiry"].to_list(), strict=True))
 
 
 class Clock:

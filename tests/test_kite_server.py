@@ -64,7 +64,7 @@ def test_historical_round_trip_matches_csv(kite, server):
     got = kite.historical_data(NIFTY, start, start.replace(hour=15, minute=29), "5minute")
     want = _csv_rows(NSE / "NIFTY50_5m_2024.csv", "2024-06-03")
     assert len(got) == len(want) == 75
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g["date"] == datetime.fromisoformat(w[0])
         assert g["date"].utcoffset() == timedelta(hours=5, minutes=30)
         assert [g["open"], g["high"], g["low"], g["close"]] == [float(x) for x in w[1:5]]

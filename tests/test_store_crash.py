@@ -194,7 +194,7 @@ def _file_content(path: Path) -> dict[int, int]:
     assert (df["open"] == df["volume"].cast(pl.Float64)).all(), path.name
     assert (df["high"] == df["open"] + 0.5).all() and (df["low"] == df["open"] - 0.5).all(), path.name
     assert (df["close"] == pl.Series(n, dtype=pl.Float64)).all(), path.name
-    return dict(zip(n, df["volume"].to_list()))
+    return dict(zip(n, df["volume"].to_list(), strict=True))
 
 
 def _folder_state(folder: Path) -> State:
@@ -247,7 +247,7 @@ def _check(folder: Path, model: Model) -> dict[str, int]:
     # mde's own reader sees exactly what the files hold (stale temp files are not read)
     got = CandleStore(folder.parents[2]).read(INST, TF)
     n = ((got["ts"].dt.epoch("us") - BASE_US) // STEP_US).to_list()
-    assert dict(zip(n, got["volume"].to_list())) == {k: v for c in on_disk.values() for k, v in c.items()}
+    assert dict(zip(n, got["volume"].to_list(), strict=True)) == {k: v for c in on_disk.values() for k, v in c.items()}
     return seen
 
 

@@ -160,8 +160,8 @@ def test_orb_squares_off_intraday_positions_at_the_1520_candle_open(nifty_engine
     assert squared.height > 0
     assert (squared["exit_ts"].dt.time() == time(15, 20)).all()
     candles = result.candles["NIFTY"]
-    opens = dict(zip(candles["ts"].to_list(), candles["open"].to_list()))
-    assert all(opens[t] == p for t, p in zip(squared["exit_ts"].to_list(), squared["exit_price"].to_list()))
+    opens = dict(zip(candles["ts"].to_list(), candles["open"].to_list(), strict=True))
+    assert all(opens[t] == p for t, p in zip(squared["exit_ts"].to_list(), squared["exit_price"].to_list(), strict=True))
     assert set(trades["exit_reason"]) <= {"square-off", "stop", "target"}
     assert (trades["entry_ts"].dt.time() < time(15, 20)).all()
 
