@@ -9,7 +9,7 @@ compares the two command trees and prints a warning when they differ.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -37,18 +37,18 @@ app = typer.Typer(
 )
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
 
 
-class ListFormat(str, Enum):
+class ListFormat(StrEnum):
     table = "table"
     json = "json"
 
 
-class SourceKind(str, Enum):
+class SourceKind(StrEnum):
     sample = "sample"
     kite = "kite"
 
@@ -189,12 +189,12 @@ def instruments(
     """
 
 
-class CostKind(str, Enum):
+class CostKind(StrEnum):
     zerodha = "zerodha"
     none = "none"
 
 
-class Segment(str, Enum):
+class Segment(StrEnum):
     futures = "futures"
     options = "options"
     intraday = "intraday"

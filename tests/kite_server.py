@@ -706,7 +706,7 @@ class KiteServer:
                 return _Response(fault.status, fault.body, fault.content_type)
             return self._error(fault.status, fault.error_type, fault.message)
 
-        for method, pattern, handler, rate_class in _ROUTES:
+        for method, pattern, handler, rate_class in _ROUTES:  # noqa: B007 (the matched route's, used below)
             m = pattern.match(rec.path)
             if m and method == rec.method:
                 break

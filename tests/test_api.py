@@ -57,7 +57,7 @@ class Server:
             except httpx.TransportError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"mde serve did not start: {self.output()}")
+                    raise RuntimeError(f"mde serve did not start: {self.output()}") from None
                 time.sleep(0.05)
 
     def output(self) -> str:

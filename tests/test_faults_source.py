@@ -294,7 +294,7 @@ def test_the_limiter_is_strictly_safe_whatever_the_delays():
     """A property of the limiter alone: requests from several workers, each reaching the
     server some time after it was sent and answered later still; in every simulated run no
     sliding 1 s window holds more than 3 arrivals."""
-    hypothesis = pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis")
     from hypothesis import given, settings as hsettings, strategies as st
 
     @hsettings(max_examples=200, deadline=None)

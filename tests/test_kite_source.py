@@ -777,7 +777,7 @@ def test_the_fast_candle_parser_keeps_futures_oi_and_1m_candles(tmp_path):
         kite = Kite(server, tmp_path)
         eng = kite.engine("2025-12-17T16:00:00+05:30")
         originals = _both_parsers(eng.source.client)
-        for tf, interval, n in (("1m", "minute", 3 * 375), ("5m", "5minute", 3 * 75)):
+        for tf, _interval, n in (("1m", "minute", 3 * 375), ("5m", "5minute", 3 * 75)):
             originals.clear()
             inst = eng.resolve("NIFTY25DECFUT")
             df = eng.source.historical(inst, tf_parse(tf), ist("2025-12-15T00:00"), ist("2025-12-17T23:59:59"))

@@ -41,10 +41,7 @@ from mde.replay import run_replay
 from mde.timeframes import parse
 
 backtesting = pytest.importorskip("backtesting")
-from backtesting import (
-    Backtest,  # noqa: E402
-    Strategy as BtStrategy,  # noqa: E402
-)
+from backtesting import Backtest, Strategy as BtStrategy  # noqa: E402
 
 # The newest file used ends in January 2026: pin the clock after it so no candle is dropped as incomplete.
 NOW = "2026-02-02T16:00+05:30"

@@ -41,7 +41,7 @@ def expected_sma_trades(candles: pl.DataFrame, fast: int, slow: int) -> list[tup
     rows = df.with_columns(up=cross_up, down=cross_down).select("ts", "open", "close", "up", "down").rows()
     out: list = []
     holding = None
-    for i, (ts, o, c, up, down) in enumerate(rows):
+    for i, (_ts, _o, _c, up, down) in enumerate(rows):
         if up and holding is None and i + 1 < len(rows):
             holding = (rows[i + 1][0], rows[i + 1][1])
         elif down and holding is not None and i + 1 < len(rows):

@@ -220,7 +220,7 @@ def test_every_row_of_every_bundled_series_is_plausible() -> None:
 
 def _mutate(row: dict, how: str, tf: str) -> dict:
     row = dict(row)
-    o, h, low, c = row["open"], row["high"], row["low"], row["close"]
+    h, low = row["high"], row["low"]
     if how == "nan":
         row["close"] = float("nan")
     elif how == "inf":
