@@ -99,12 +99,13 @@ def parse_table(text: str, where: str) -> CostTable:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where} is not valid TOML: {exc}") from None
-    brokerage = {}
+    brokerage: dict[str, tuple[float, float, float]] = {}
     for seg in SEGMENTS:
         sec = raw.get("segments", {}).get(seg)
         if not isinstance(sec, dict):
             raise ConfigError(f"{where}: [segments.{seg}] is missing")
-        brokerage[seg] = tuple(_num(sec, k, f"{where} [segments.{seg}]") for k in _BROKERAGE_KEYS)
+        pct, cap, flat = (_num(sec, k, f"{where} [segments.{seg}]") for k in _BROKERAGE_KEYS)
+        brokerage[seg] = (pct, cap, flat)
     common = raw.get("common", {})
     rows = raw.get("rates")
     if not isinstance(rows, list) or not rows:
@@ -126,7 +127,7 @@ def parse_table(text: str, where: str) -> CostTable:
         dated.append((start, per_seg))
     dated.sort(key=lambda r: r[0])
     return CostTable(
-        brokerage=brokerage,  # type: ignore[arg-type]
+        brokerage=brokerage,
         dates=tuple(d for d, _ in dated),
         rates=tuple(r for _, r in dated),
         sebi_per_crore=_num(common, "sebi_per_crore", f"{where} [common]"),

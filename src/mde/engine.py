@@ -180,7 +180,7 @@ class SeriesInfo:
     instrument: Instrument
     timeframe: Timeframe
     source: str
-    rows: int
+    rows: int | None  # None only with `error`
     first_ts: datetime | None
     last_ts: datetime | None
     updated_at: datetime | None
@@ -403,7 +403,7 @@ class MarketDataEngine:
         try:
             key = self._offline(symbol).key
             src = self._source if self._source is not None and self._source.name == "sample" else make_source(self.settings, "sample")
-            have = sorted({tf for k, tf in src.series() if k == key}, key=lambda n: parse(n).minutes)  # type: ignore[attr-defined]
+            have = sorted({tf for k, tf in cast("SampleSource", src).series() if k == key}, key=lambda n: parse(n).minutes)
         except MdeError:
             return ""
         return f" (it has {', '.join(have)} for {symbol})" if have else f" (it has nothing for {symbol})"
@@ -1013,7 +1013,7 @@ class MarketDataEngine:
             try:
                 m = self.store.manifest(inst, tf) or self.store.rebuilt_manifest(inst, tf, "unknown")[0]
             except CacheError as exc:
-                out.append(SeriesInfo(inst, tf, "?", None, None, None, None, [], size, parts, error=exc))  # type: ignore[arg-type]
+                out.append(SeriesInfo(inst, tf, "?", None, None, None, None, [], size, parts, error=exc))
                 continue
             out.append(SeriesInfo(inst, tf, m.source, m.rows, m.first_ts, m.last_ts, m.updated_at, m.coverage, size, parts,
                                   m.implausible, m.empty))

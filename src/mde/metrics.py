@@ -107,7 +107,7 @@ def compute(
     except OverflowError:  # a few days compounded to a year: no meaningful figure
         cagr = None
 
-    dd_value = float(equity["drawdown"].min()) if bars else 0.0  # type: ignore[arg-type]
+    dd_value = float(equity["drawdown"].min()) if bars else 0.0  # type: ignore[arg-type]  # polars: an aggregate is any value
     dd_pct = float(equity.select((pl.col("drawdown") / (pl.col("equity") - pl.col("drawdown"))).min()).item()) * 100 if bars else 0.0
     dd_bars, dd_start, dd_end = _longest_drawdown(equity["drawdown"])
     ts = equity["ts"]
@@ -133,7 +133,7 @@ def compute(
         "trades": n,
         "win_rate_pct": _round(pnl.filter(pnl > 0).len() / n * 100) if n else None,
         "profit_factor": _round(wins / losses) if losses else None,
-        "expectancy": _round(float(pnl.mean())) if n else None,  # type: ignore[arg-type]
+        "expectancy": _round(float(pnl.mean())) if n else None,  # type: ignore[arg-type]  # polars: an aggregate is any value
         "avg_holding": str(holding) if holding is not None else None,
         "exposure_pct": _round(exposure * 100),
         "buy_and_hold_pct": _round(buy_and_hold_pct),

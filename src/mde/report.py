@@ -166,13 +166,18 @@ def write_report(path: str | Path, result: Any) -> None:
 # ---------------------------------------------------------------- formatting
 
 
+def _agg(value: Any) -> float:
+    """A numeric column's min or max as a float (polars types an aggregate as any Python value)."""
+    return float(value)
+
+
 def _e(x: object) -> str:
     return html.escape("" if x is None else str(x), quote=True)
 
 
-def _float_or_none(x: object) -> float | None:
+def _float_or_none(x: Any) -> float | None:
     try:
-        v = float(x)  # type: ignore[arg-type]
+        v = float(x)
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
@@ -612,7 +617,7 @@ def _equity_section(equity: object, cash: float | None) -> str:
     ys0, ys1 = h - PAD_B, PAD_T
     idx = minmax_indices(eq["equity"])
     vals = eq["equity"].gather(idx)
-    lo, hi = float(vals.min()), float(vals.max())  # type: ignore[arg-type]
+    lo, hi = _agg(vals.min()), _agg(vals.max())
     if cash is not None:
         lo, hi = min(lo, cash), max(hi, cash)
     ys = _Scale(lo, hi, ys0, ys1, pad=0.04)
@@ -633,8 +638,8 @@ def _equity_section(equity: object, cash: float | None) -> str:
     ds0, ds1 = h2 - PAD_B, PAD_T
     didx = minmax_indices(eq["drawdown"])
     dvals = eq["drawdown"].gather(didx)
-    dmin = min(float(dvals.min()), 0.0)  # type: ignore[arg-type]
-    dmax = max(float(dvals.max()), 0.0)  # type: ignore[arg-type]
+    dmin = min(_agg(dvals.min()), 0.0)
+    dmax = max(_agg(dvals.max()), 0.0)
     if dmin == dmax:
         dmin = -1.0
     dscale = _Scale(dmin, dmax, ds0, ds1)
@@ -647,7 +652,7 @@ def _equity_section(equity: object, cash: float | None) -> str:
                 f'<polygon class="dd" points="{" ".join(dpts)}"/>',
                 f'<rect class="frame" x="{x0}" y="{PAD_T}" width="{x1 - x0}" height="{ds0 - PAD_T}"/></svg>\n']
     dd_legend = (f'<p class="legend"><span><b style="color:#d93025">▆</b> drawdown from the running peak (₹); '
-                 f"deepest {_e(fmt_value(float(eq['drawdown'].min())))}</span>"  # type: ignore[arg-type]
+                 f"deepest {_e(fmt_value(_agg(eq['drawdown'].min())))}</span>"
                  f"<span>x axis: bar number, labelled with the bar date (market closures take no room)</span></p>\n")
     return head + "".join(parts) + legend + "".join(dd_parts) + dd_legend + "</section>\n"
 
@@ -756,11 +761,11 @@ def _candle_chart(sym: str, df: pl.DataFrame | None, trades: pl.DataFrame) -> st
     slot = (x1 - x0) / m
     marks = _markers(sym, trades, df["ts"], size, m)
 
-    lo = float(bars["low"].min())  # type: ignore[arg-type]
-    hi = float(bars["high"].max())  # type: ignore[arg-type]
+    lo = _agg(bars["low"].min())
+    hi = _agg(bars["high"].max())
     if marks.height:
-        lo = min(lo, float(marks["price"].min()))  # type: ignore[arg-type]
-        hi = max(hi, float(marks["price"].max()))  # type: ignore[arg-type]
+        lo = min(lo, _agg(marks["price"].min()))
+        hi = max(hi, _agg(marks["price"].max()))
     ys = _Scale(lo, hi, y0, y1, pad=0.04)
 
     bw = min(max(slot * 0.7, 0.6), 14.0)

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import polars as pl
 
@@ -152,8 +152,12 @@ def _iso(ts: datetime | None) -> str | None:
     return None if ts is None else ts.astimezone(IST).isoformat()
 
 
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(IST)
+
+
 def _from_iso(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text).astimezone(IST)
+    return None if text is None else _instant(text)
 
 
 def _epoch_us(text: str) -> int:
@@ -206,7 +210,7 @@ def _is_instant(text: object) -> bool:
         return False
 
 
-def _entry_matches(entry: dict[str, Any] | None, st: os.stat_result) -> bool:
+def _entry_matches(entry: dict[str, Any] | None, st: os.stat_result) -> TypeGuard[dict[str, Any]]:
     """The entry is well-formed and was made for the file as it is now (same size and mtime)."""
     return (
         isinstance(entry, dict)
@@ -273,9 +277,9 @@ class Manifest:
             first_ts=_from_iso(raw.get("first_ts")),
             last_ts=_from_iso(raw.get("last_ts")),
             updated_at=_from_iso(raw.get("updated_at")),
-            coverage=[(_from_iso(a), _from_iso(b)) for a, b in raw.get("coverage", [])],  # type: ignore[misc]
+            coverage=[(_instant(a), _instant(b)) for a, b in raw.get("coverage", [])],
             partitions=dict(raw.get("partitions", {})),
-            empty=[(_from_iso(a), _from_iso(b)) for a, b in raw.get("empty", [])],  # type: ignore[misc]
+            empty=[(_instant(a), _instant(b)) for a, b in raw.get("empty", [])],
         )
 
 
@@ -663,6 +667,7 @@ class CandleStore:
         ts = _concat(frames).get_column("ts") if frames else empty_candles().get_column("ts")
         manifest.coverage, full, short = ledger_from_candles(ts, tf, nse())
         manifest.rows = sum(e["rows"] for e in manifest.partitions.values())
+        # polars types a Series' min/max as any Python value; a Datetime column's is a datetime
         manifest.first_ts = ts.min() if not ts.is_empty() else None  # type: ignore[assignment]
         manifest.last_ts = ts.max() if not ts.is_empty() else None  # type: ignore[assignment]
         note = (
@@ -918,17 +923,17 @@ class CandleStore:
                     continue
                 entry = manifest.partitions.get(stem)
                 if _entry_matches(entry, st):
-                    parts[stem] = entry  # type: ignore[assignment]
+                    parts[stem] = entry
                     continue
                 df = self._read_file(path)
             if not df.is_empty():
                 parts[stem] = _entry(df, st, tf, (counted or {}).get(stem))
-        firsts = [_from_iso(e["first"]) for e in parts.values()]
-        lasts = [_from_iso(e["last"]) for e in parts.values()]
+        firsts = [_instant(e["first"]) for e in parts.values()]
+        lasts = [_instant(e["last"]) for e in parts.values()]
         manifest.partitions = parts
         manifest.rows = sum(e["rows"] for e in parts.values())
-        manifest.first_ts = min(firsts) if firsts else None  # type: ignore[type-var]
-        manifest.last_ts = max(lasts) if lasts else None  # type: ignore[type-var]
+        manifest.first_ts = min(firsts) if firsts else None
+        manifest.last_ts = max(lasts) if lasts else None
         manifest.updated_at = now
 
     def replace_series(

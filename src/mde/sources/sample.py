@@ -72,7 +72,7 @@ class SampleSource:
                 return first, cal_mod.nse().close_time(last, tf)
         return None
 
-    def clock(self) -> datetime | None:
+    def clock(self) -> datetime:
         return cal_mod.parse_instant(self.index["end"])
 
     def resolve(self, symbol: str) -> Instrument:
@@ -93,7 +93,7 @@ class SampleSource:
         from ..instruments import BUNDLED_DUMP, OfflineCatalog
 
         try:
-            OfflineCatalog(BUNDLED_DUMP.parent, self.clock).check(symbol, self.aliases)  # type: ignore[arg-type]
+            OfflineCatalog(BUNDLED_DUMP.parent, self.clock).check(symbol, self.aliases)
         except MdeError:
             return False
         return True
