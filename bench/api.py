@@ -94,7 +94,7 @@ def start(kind: str, arg: str, env: dict[str, str]) -> tuple[subprocess.Popen[by
             return proc, port
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{kind} server did not start")
+                raise SystemExit(f"{kind} server did not start") from None
             time.sleep(0.1)
 
 

@@ -9,9 +9,9 @@ compares the two command trees and prints a warning when they differ.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperCommand, TyperOption
@@ -37,18 +37,18 @@ app = typer.Typer(
 )
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
 
 
-class ListFormat(str, Enum):
+class ListFormat(StrEnum):
     table = "table"
     json = "json"
 
 
-class SourceKind(str, Enum):
+class SourceKind(StrEnum):
     sample = "sample"
     kite = "kite"
 
@@ -60,8 +60,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    config: Annotated[Optional[Path], typer.Option("--config", help="Config file (default: $MDE_CONFIG, else ./mde.toml).")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (overrides MDE_CACHE_DIR and mde.toml).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Config file (default: $MDE_CONFIG, else ./mde.toml).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache folder (overrides MDE_CACHE_DIR and mde.toml).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what mde does to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
@@ -72,13 +72,13 @@ def main_options(
     """
 
 
-SymbolsOpt = Annotated[Optional[list[str]], typer.Option(
+SymbolsOpt = Annotated[list[str] | None, typer.Option(
     "--symbols", "--symbol", "-s", show_default=False,
     help="Symbols: --symbols NIFTY BANKNIFTY, -s NIFTY -s BANKNIFTY or NIFTY,BANKNIFTY.")]
-MoreSymbols = Annotated[Optional[list[str]], typer.Argument(
+MoreSymbols = Annotated[list[str] | None, typer.Argument(
     help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)]
 TimeframeOpt = Annotated[str, typer.Option("--timeframe", "-t", help="1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day).")]
-SourceOpt = Annotated[Optional[SourceKind], typer.Option("--source", case_sensitive=False, help="Where candles come from (default: \\[source] kind).")]
+SourceOpt = Annotated[SourceKind | None, typer.Option("--source", case_sensitive=False, help="Where candles come from (default: \\[source] kind).")]
 
 
 @app.command()
@@ -86,7 +86,7 @@ def window(
     symbol: Annotated[str, typer.Argument(help="NIFTY, BANKNIFTY, INFY, NSE:INFY ...")],
     timeframe: TimeframeOpt = "5m",
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many candles (1..1000).")] = 50,
-    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", case_sensitive=False, help="table, json (the HTTP API's shape) or csv.")] = Format.table,
     source: SourceOpt = None,
 ) -> None:
@@ -101,7 +101,7 @@ def fetch(
     symbol: Annotated[str, typer.Argument(help="NIFTY, BANKNIFTY, INFY, NSE:INFY ...")],
     timeframe: TimeframeOpt = "5m",
     start: Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
-    end: Annotated[Optional[str], typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive; default: now).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive; default: now).")] = None,
     source: SourceOpt = None,
 ) -> None:
     """Download candles for a date range into the cache (never deletes cached candles).
@@ -112,10 +112,10 @@ def fetch(
 
 @app.command()
 def refresh(
-    symbols: Annotated[Optional[list[str]], typer.Argument(help="Symbols (also --symbols; default: \\[refresh] symbols).", show_default=False)] = None,
+    symbols: Annotated[list[str] | None, typer.Argument(help="Symbols (also --symbols; default: \\[refresh] symbols).", show_default=False)] = None,
     symbols_opt: SymbolsOpt = None,
-    timeframes: Annotated[Optional[list[str]], typer.Option("--timeframe", "-t", help="Timeframe(s) (default: \\[refresh] timeframes, 5m).")] = None,
-    count: Annotated[Optional[int], typer.Option("--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000).")] = None,
+    timeframes: Annotated[list[str] | None, typer.Option("--timeframe", "-t", help="Timeframe(s) (default: \\[refresh] timeframes, 5m).")] = None,
+    count: Annotated[int | None, typer.Option("--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     source: SourceOpt = None,
 ) -> None:
@@ -152,8 +152,8 @@ def import_(
 @app.command()
 def prune(
     before: Annotated[str, typer.Option("--before", help="Drop candles before this date (YYYY-MM-DD).")] = ...,  # type: ignore[assignment]
-    symbol: Annotated[Optional[str], typer.Option("--symbol", help="Only this symbol.")] = None,
-    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Only this timeframe.")] = None,
+    symbol: Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")] = None,
+    timeframe: Annotated[str | None, typer.Option("--timeframe", "-t", help="Only this timeframe.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go; change nothing.")] = False,
 ) -> None:
     """Drop old candles from the cache (whole partitions; a straddling one is rewritten).
@@ -164,7 +164,7 @@ def prune(
 
 @app.command()
 def login(
-    request_token: Annotated[Optional[str], typer.Argument(help="The request_token, or the whole redirect URL (else read from stdin).")] = None,
+    request_token: Annotated[str | None, typer.Argument(help="The request_token, or the whole redirect URL (else read from stdin).")] = None,
     status: Annotated[bool, typer.Option("--status", help="Say whether a token is stored and when it expires (never the token).")] = False,
 ) -> None:
     """Log in to Kite once a day: open the printed URL, log in, paste the redirect URL back.
@@ -178,7 +178,7 @@ def login(
 
 @app.command()
 def instruments(
-    search: Annotated[Optional[str], typer.Option("--search", help="Case-insensitive text in the symbol or name.")] = None,
+    search: Annotated[str | None, typer.Option("--search", help="Case-insensitive text in the symbol or name.")] = None,
     refresh_dump: Annotated[bool, typer.Option("--refresh", help="Download Kite's instruments list now (else at most once a day).")] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show.")] = 50,
     fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
@@ -189,12 +189,12 @@ def instruments(
     """
 
 
-class CostKind(str, Enum):
+class CostKind(StrEnum):
     zerodha = "zerodha"
     none = "none"
 
 
-class Segment(str, Enum):
+class Segment(StrEnum):
     futures = "futures"
     options = "options"
     intraday = "intraday"
@@ -209,18 +209,18 @@ def replay(
     timeframe: TimeframeOpt = "5m",
     start: Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
     end: Annotated[str, typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
-    params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE; NAME=V1,V2 sweeps every combination.")] = None,
+    params: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE; NAME=V1,V2 sweeps every combination.")] = None,
     costs: Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha (dated Indian charges) or none.")] = CostKind.zerodha,
-    segment: Annotated[Optional[Segment], typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
+    segment: Annotated[Segment | None, typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill.")] = 0,
-    square_off: Annotated[Optional[str], typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")] = None,
-    trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    square_off: Annotated[str | None, typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")] = None,
+    trades: Annotated[Path | None, typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object, nothing else.")] = False,
     allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="Replay even if the cache lacks sessions of the range.")] = False,
     sort: Annotated[str, typer.Option("--sort", help="Sweep: the metric to sort rows by.")] = "net_pnl",
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Sweep: processes (default: all cores).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Sweep: processes (default: all cores).")] = None,
     source: SourceOpt = None,
 ) -> None:
     """Backtest a strategy on cached candles: next-open fills, Indian costs, honest metrics.
@@ -231,9 +231,9 @@ def replay(
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port (default: \\[serve] port, 8000).")] = None,
-    token: Annotated[Optional[str], typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: \\[serve] port, 8000).")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
 ) -> None:
     """Serve the HTTP API and the dashboard (read-only) until Ctrl-C.
 
@@ -243,7 +243,7 @@ def serve(
 
 @app.command()
 def strategies(
-    spec: Annotated[Optional[str], typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
+    spec: Annotated[str | None, typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
     fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
 ) -> None:
     """List strategies and their parameters (set them with `mde replay --param NAME=VALUE`).
@@ -263,26 +263,26 @@ def strategies(
 @app.command()
 def paper(
     more_symbols: MoreSymbols = None,
-    strategy: Annotated[Optional[str], typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
     symbols: SymbolsOpt = None,
-    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Default: \\[refresh] multi_tf of the symbols, else \\[refresh] timeframes\\[0].")] = None,
-    params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
-    session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")] = None,
+    timeframe: Annotated[str | None, typer.Option("--timeframe", "-t", help="Default: \\[refresh] multi_tf of the symbols, else \\[refresh] timeframes\\[0].")] = None,
+    params: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
+    session: Annotated[str | None, typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")] = None,
     source: SourceOpt = None,
-    day: Annotated[Optional[str], typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")] = None,
+    day: Annotated[str | None, typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")] = None,
     speed: Annotated[float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")] = 0.0,
-    tick: Annotated[Optional[str], typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close.")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
+    tick: Annotated[str | None, typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
     costs: Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha or none.")] = CostKind.zerodha,
-    segment: Annotated[Optional[Segment], typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
+    segment: Annotated[Segment | None, typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill (live: against the LTP).")] = 0,
-    trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write the same HTML report as mde replay.")] = None,
-    max_loss: Annotated[Optional[float], typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")] = None,
-    max_qty: Annotated[Optional[int], typer.Option("--max-qty", help="Risk: largest position per symbol (quantity).")] = None,
-    max_notional: Annotated[Optional[float], typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")] = None,
-    max_orders: Annotated[Optional[int], typer.Option("--max-orders-per-minute", help="Risk: orders per minute.")] = None,
+    trades: Annotated[Path | None, typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the same HTML report as mde replay.")] = None,
+    max_loss: Annotated[float | None, typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")] = None,
+    max_qty: Annotated[int | None, typer.Option("--max-qty", help="Risk: largest position per symbol (quantity).")] = None,
+    max_notional: Annotated[float | None, typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")] = None,
+    max_orders: Annotated[int | None, typer.Option("--max-orders-per-minute", help="Risk: orders per minute.")] = None,
     status: Annotated[bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")] = False,
     halt: Annotated[bool, typer.Option("--halt", help="Kill switch for --session: no new entries, flatten, stop.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or --status) as JSON.")] = False,

@@ -53,9 +53,8 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from candles import SEED, SESSION_MINUTES, generate, session_days  # bench/candles.py, shared
-
 import polars as pl
+from candles import SEED, SESSION_MINUTES, generate, session_days  # bench/candles.py, shared
 
 from mde.clock import IST
 from mde.config import Settings, load
@@ -185,7 +184,7 @@ def append_candles(start_close: float) -> tuple[Callable[[], pl.DataFrame], Call
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True)
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr.decode()[-2000:]}")
@@ -204,8 +203,7 @@ def interleaved(a: list[str], b: list[str], reps: int, cwd: Path, env: dict[str,
 
 def importtime_top(cmd: list[str], cwd: Path, env: dict[str, str], n: int = 6) -> list[tuple[str, float]]:
     """Top-level imports (not nested in another) by cumulative time, from -X importtime."""
-    proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], cwd=cwd, env=env, capture_output=True, text=True)
     out = []
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:

@@ -272,8 +272,9 @@ def measure_floor(srv: Server, keep: bool = False) -> dict:
     """The plain client over the same chunks. keep: also return its candles as one normalised
     frame per series (built after each call; that CPU is not counted)."""
     from kiteconnect import KiteConnect
-    from mde.sources.kite import _to_frame, _wall
+
     from mde.candles import normalize
+    from mde.sources.kite import _to_frame, _wall
 
     before = len(srv.log())
     kite = KiteConnect(srv.api_key, access_token=srv.access_token, root=srv.url)
@@ -465,7 +466,7 @@ def main() -> None:
           f"{sum(p[0] for p in mde_parse):.2f}s thread-wall / {sum(p[1] for p in mde_parse):.2f}s CPU in its client's "
           f"_format_historical (fromisoformat; 3 workers overlap); first historical request {first_hist:.2f}s after the start; "
           f"{len(backfill['other'])} non-historical request(s); requests sent == the minimal chunks: {sent == expected}")
-    for (sym, tf, token, interval), secs, rep in zip(SERIES, backfill["per_series"], backfill["reports"]):
+    for (sym, tf, token, interval), secs, rep in zip(SERIES, backfill["per_series"], backfill["reports"], strict=True):
         print(f"    {sym} {tf}: {secs:.2f}s, {rep.rows:,} rows cached (server has {srv.served[f'{token}/{interval}']:,})")
     print(f"    most historical requests the server saw in any 1 s: {max_in_window([r['t'] for r in backfill['hist']])}")
     if one_worker:
@@ -473,7 +474,7 @@ def main() -> None:
               f"{len(one_worker['hist'])} historical requests; default (3 workers) / 1 worker: wall "
               f"{bf_wall / one_worker['wall']:.2f}x, CPU {bf_cpu / one_worker['cpu']:.2f}x")
     for name, ph in (("second run, closed market", second), ("second run, next session 09:30", nextday)):
-        added = ", ".join(f"{s} {tf} +{rep.added}" for (s, tf, _, _), rep in zip(SERIES, ph["reports"]))
+        added = ", ".join(f"{s} {tf} +{rep.added}" for (s, tf, _, _), rep in zip(SERIES, ph["reports"], strict=True))
         print(f"{name}: {len(ph['hist'])} historical requests (KiteSource.stats: {ph['stats'].historical_requests}), "
               f"{ph['wall']:.3f}s; {added}")
     print("cached candles == plain kiteconnect's (floor pass 1): " + ", ".join(f"{k} {v}" for k, v in same_as_client.items()))
@@ -483,7 +484,7 @@ def main() -> None:
         for r in backfill["hist"]:
             print(f"    {r['t'] - backfill['t0']:7.3f}  {r['status']}  {r['path'].rsplit('/', 1)[-1]:8} {r['from']} .. {r['to']}")
 
-    rows_ok = all(rep.rows == srv.served[f"{token}/{interval}"] for (_, _, token, interval), rep in zip(SERIES, backfill["reports"]))
+    rows_ok = all(rep.rows == srv.served[f"{token}/{interval}"] for (_, _, token, interval), rep in zip(SERIES, backfill["reports"], strict=True))
     table = [
         ("back-fill historical requests", bf_hist, minimum, bf_hist / minimum, "== minimum", bf_hist == minimum),
         ("back-fill wall s (vs floor)", bf_wall, wall_floor, bf_wall / wall_floor, f"<= {WALL_GOAL}x", bf_wall <= WALL_GOAL * wall_floor),
@@ -503,12 +504,12 @@ def main() -> None:
     print()
     head = ("metric", "mde", "floor/peer", "ratio", "goal", "")
     widths = (40, 8, 10, 6, 10, 4)
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for metric, value, peer, ratio, goal, ok in table:
         verdict = "" if ok is None else ("PASS" if ok else "FAIL")
         cells = (metric, fmt(value), fmt(peer), fmt(ratio), goal, verdict)
-        print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip())
+        print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     failed = [row[0].strip() for row in table if row[5] is False]
     print()
     print(f"summary: {sum(row[5] is True for row in table)} PASS, {len(failed)} FAIL"

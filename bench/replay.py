@@ -79,9 +79,9 @@ import warnings
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from candles import SEED, SESSION_MINUTES, generate, session_days  # bench/candles.py, shared
-from typing import Any
 
 END_DAY = date(2025, 12, 30)
 SYMBOL, TF = "NIFTY", "1m"
@@ -149,7 +149,7 @@ def mde_loop(data: Any, dense: bool = False) -> Any:
 
 def trades_of_frame(t: Any) -> list[Trade]:
     return list(zip(t["entry_ts"].dt.epoch("us").to_list(), t["entry_price"].to_list(),
-                    t["exit_ts"].dt.epoch("us").to_list(), t["exit_price"].to_list(), t["qty"].to_list()))
+                    t["exit_ts"].dt.epoch("us").to_list(), t["exit_price"].to_list(), t["qty"].to_list(), strict=True))
 
 
 def trades_of_broker(broker: Any) -> list[Trade]:
@@ -228,7 +228,7 @@ def trades_of_bt(stats: Any, df: Any, last_close_us: int) -> list[Trade]:
 
 
 def first_difference(a: list[Trade], b: list[Trade]) -> str | None:
-    for k, (x, y) in enumerate(zip(a, b)):
+    for k, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return f"trade #{k}: {fmt_trade(x)} vs {fmt_trade(y)}"
     if len(a) != len(b):
@@ -468,10 +468,11 @@ def bench(tmp: Path) -> None:
         series = mde_series(d["cache"], d["now"])
         t_series = time.perf_counter() - t0
         df = bt_frame(d["ts_us"], *(d["cols"][c] for c in ("open", "high", "low", "close", "volume")))
-        got = interleaved({"e2e": lambda: mde_e2e(d["cache"], d["now"], d["first"], d["last"]),
-                           "loop": lambda: mde_loop(series),
-                           "dense": lambda: mde_loop(series, dense=True),
-                           "bt": lambda: bt_run(df, strategy)}, REPS[size])
+        # (the runs happen in this iteration: the defaults bind this size's data, as the names would)
+        got = interleaved({"e2e": lambda d=d: mde_e2e(d["cache"], d["now"], d["first"], d["last"]),
+                           "loop": lambda series=series: mde_loop(series),
+                           "dense": lambda series=series: mde_loop(series, dense=True),
+                           "bt": lambda df=df: bt_run(df, strategy)}, REPS[size])
         (t_e2e, c_e2e, result), (t_loop, c_loop, broker), (t_bt, c_bt, stats) = got["e2e"], got["loop"], got["bt"]
         t_dense, dense_broker = got["dense"][0], got["dense"][2]
         del got
@@ -507,7 +508,7 @@ def bench(tmp: Path) -> None:
               + (f"  first difference: {diff}" if diff else ""), flush=True)
         del result, broker, dense_broker, series, stats, df
 
-    for size, ok, _ in checks:
+    for _size, ok, _ in checks:
         ROWS.append("PASS" if ok else "FAIL")
     npass, nfail, ninfo = ROWS.count("PASS"), ROWS.count("FAIL"), ROWS.count("info")
     print(f"\nload average at end: {load_avg()}")

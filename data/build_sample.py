@@ -15,10 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
+from mde.atomic import atomic_write
 from mde.calendar import nse
 from mde.importer import read_candles
 from mde.resample import with_close
-from mde.atomic import atomic_write
 from mde.symbols import parse_instrument, safe_name
 from mde.timeframes import parse
 

@@ -7,8 +7,8 @@ from datetime import date, datetime, time, timedelta
 import polars as pl
 
 from mde.calendar import nse
-from mde.clock import IST
 from mde.candles import normalize
+from mde.clock import IST
 
 
 def session_minutes(day: date, step: int = 1) -> list[datetime]:

@@ -39,11 +39,12 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
@@ -301,7 +302,7 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], kite: "KiteServer"):
+    def __init__(self, addr: tuple[str, int], kite: KiteServer):
         self.kite = kite
         super().__init__(addr, _Handler)
 
@@ -452,7 +453,7 @@ class KiteServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "KiteServer":
+    def start(self) -> KiteServer:
         """Bind a free port on 127.0.0.1 and serve from a daemon thread."""
         if self._httpd is not None:
             return self
@@ -475,7 +476,7 @@ class KiteServer:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "KiteServer":
+    def __enter__(self) -> KiteServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -705,7 +706,7 @@ class KiteServer:
                 return _Response(fault.status, fault.body, fault.content_type)
             return self._error(fault.status, fault.error_type, fault.message)
 
-        for method, pattern, handler, rate_class in _ROUTES:
+        for method, pattern, handler, rate_class in _ROUTES:  # noqa: B007 (the matched route's, used below)
             m = pattern.match(rec.path)
             if m and method == rec.method:
                 break

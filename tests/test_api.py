@@ -57,7 +57,7 @@ class Server:
             except httpx.TransportError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"mde serve did not start: {self.output()}")
+                    raise RuntimeError(f"mde serve did not start: {self.output()}") from None
                 time.sleep(0.05)
 
     def output(self) -> str:
@@ -203,7 +203,7 @@ def cli_errors(cache: Path) -> dict[str, str]:
     """`mde window NIFTY <bad flag>` for every case, run side by side (each is a process start)."""
     cases = {k: ["window", "NIFTY", *args] for k, (_, args) in BAD_INPUT.items()} | {"not-cached": ["window", "INFY"]}
     with ThreadPoolExecutor(len(cases)) as pool:
-        return dict(zip(cases, pool.map(lambda args: cli_error(cache, *args), cases.values())))
+        return dict(zip(cases, pool.map(lambda args: cli_error(cache, *args), cases.values()), strict=True))
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))

@@ -13,11 +13,10 @@ import httpx
 import pytest
 
 from conftest import run_mde
-from test_api import Server, base_env, free_port
-
 from mde.errors import InputError
 from mde.paper.state import session_path
 from mde.symbols import validate_symbol
+from test_api import Server, base_env, free_port
 
 
 @pytest.fixture(scope="module")

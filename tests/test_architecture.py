@@ -66,6 +66,33 @@ def test_only_the_kite_source_imports_kiteconnect(path: Path) -> None:
     assert not _hits(imports_of(path), KITE_ONLY), f"{module_name(path)} imports kiteconnect/requests"
 
 
+# The ground floor, which every other module may build on: each imports nothing of mde but
+# what is listed (lazy imports included), so time and the candle schema never drag in the
+# calendar, the store or a source.
+GROUND = {"mde.errors": set(), "mde.clock": set(), "mde.candles": {"mde.errors"}}
+
+
+def mde_imports(path: Path, name: str | None = None) -> set[str]:
+    return {i for i in imports_of(path, name) if i == "mde" or i.startswith("mde.")}
+
+
+@pytest.mark.parametrize("name", sorted(GROUND))
+def test_ground_modules_import_nothing_of_mde_above_them(name: str) -> None:
+    path = PKG / f"{name.removeprefix('mde.')}.py"
+    assert path.is_file(), path
+    extra = mde_imports(path) - GROUND[name]
+    assert not extra, f"{name} imports {sorted(extra)}; it may import only {sorted(GROUND[name]) or 'nothing of mde'}"
+
+
+def test_the_ground_checker_catches_a_lazy_import_from_above(tmp_path: Path) -> None:
+    clock = tmp_path / "clock.py"
+    clock.write_text("from datetime import datetime\n\ndef now():\n    from .calendar import nse\n    from . import errors\n")
+    assert mde_imports(clock, "mde.clock") == {"mde.calendar", "mde.errors"}
+    candles = tmp_path / "candles.py"
+    candles.write_text("import polars as pl\nfrom .errors import InputError\nimport mde.store\n")
+    assert mde_imports(candles, "mde.candles") - GROUND["mde.candles"] == {"mde.store"}
+
+
 def test_the_checker_catches_lazy_and_relative_imports(tmp_path: Path) -> None:
     # The guard must fail on a real violation, or it proves nothing.
     bad = tmp_path / "bad.py"

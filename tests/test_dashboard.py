@@ -7,17 +7,17 @@ SE_OFFLINE), and the page loads nothing but what `mde serve` serves.
 from __future__ import annotations
 
 import os
-from datetime import datetime
 import shutil
 import struct
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from test_api import Server, base_env
 
 from conftest import run_mde
+from test_api import Server, base_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -92,7 +92,7 @@ def test_the_page_draws_the_chart_and_its_table_matches_the_api(server: Server, 
     api = httpx.get(server.url + "/api/market_data/window", params={"symbol": "NSE:NIFTY 50", "timeframe": "15m", "limit": len(rows)}).json()
     assert len(rows) == 20 == api["count"]
     expected = list(reversed(api["candles"]))
-    for row, candle in zip(rows, expected):
+    for row, candle in zip(rows, expected, strict=True):
         cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
         assert row.get_attribute("data-ts") == candle["ts"]
         assert cells == [

@@ -5,15 +5,14 @@ Every read answers "what could a user have seen at as_of": no candle with closes
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import NSE_DATA, engine_at
-from hypothesis import HealthCheck, given, settings as hsettings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
+from conftest import NSE_DATA, engine_at
 from mde.calendar import nse, parse_instant
 from mde.clock import IST
 from mde.config import RefreshSettings, Settings, load
@@ -375,7 +374,7 @@ def test_replay_yields_complete_candles_in_time_order_inside_the_range(settings:
     assert candles[0].ts == datetime(2024, 6, 13, 9, 15, tzinfo=IST)
     assert candles[-1].ts == datetime(2024, 6, 14, 11, 5, tzinfo=IST)
     assert len(candles) == 75 + 23
-    assert all(a.ts < b.ts for a, b in zip(candles, candles[1:]))
+    assert all(a.ts < b.ts for a, b in zip(candles, candles[1:], strict=False))
     assert all(c.closes_at <= later.now() for c in candles)
 
     # an engine whose clock is earlier does not see the 11:05 candle the cache holds
@@ -420,14 +419,14 @@ def test_status_stale_when_the_cache_lags_the_clock(settings: Settings) -> None:
 
 
 def test_as_of_in_any_time_zone_means_the_same_instant(engine) -> None:  # noqa: ANN001
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     engine.download("NIFTY", "5m", "2024-06-14", "2024-06-14")
     ist = engine.get_window("NIFTY", "5m", 3, as_of="2024-06-14T11:00+05:30")
     fixed = engine.get_window("NIFTY", "5m", 3, as_of=datetime.fromisoformat("2024-06-14T11:00+05:30"))
-    utc = engine.get_window("NIFTY", "5m", 3, as_of=datetime(2024, 6, 14, 5, 30, tzinfo=timezone.utc))
+    utc = engine.get_window("NIFTY", "5m", 3, as_of=datetime(2024, 6, 14, 5, 30, tzinfo=UTC))
     assert ist.equals(fixed) and ist.equals(utc) and ist.height == 3
-    assert engine.history("NIFTY", "15m", as_of=datetime(2024, 6, 14, 5, 30, tzinfo=timezone.utc)).height > 0
+    assert engine.history("NIFTY", "15m", as_of=datetime(2024, 6, 14, 5, 30, tzinfo=UTC)).height > 0
 
 
 def test_pinned_clock_from_an_offset_datetime_is_ist(cache_dir) -> None:  # noqa: ANN001

@@ -20,14 +20,20 @@ from mde.errors import AuthError, ConfigError, SourceError, SourceUnavailable
 from mde.sources.kite import KiteSource, RateLimiter, RetryPolicy
 from mde.timeframes import parse as tf_parse
 from test_kite_source import (  # noqa: F401  (fixtures)
-    BANKNIFTY, FAST, HIST, NIFTY, Kite, base_server, csv_rows, error_lines, hist, ist, kite, ranges, srv,
+    BANKNIFTY,
+    FAST,
+    HIST,
+    NIFTY,
+    Kite,
+    base_server,
+    csv_rows,
+    error_lines,
+    hist,
+    ist,
+    kite,
+    ranges,
+    srv,
 )
-
-try:
-    from kite_server import KiteServer
-except ImportError:  # pragma: no cover
-    from tests.kite_server import KiteServer
-
 
 # -- a source that lags the clock ------------------------------------------------------------
 
@@ -247,7 +253,7 @@ def sim_engine(kite, clock: SimClock, workers: int) -> MarketDataEngine:
 
 def assert_never_more_than_3_in_a_second(reqs) -> None:
     times = sorted(r.time for r in reqs)
-    assert all(b - a >= 1.0 for a, b in zip(times, times[3:])), times
+    assert all(b - a >= 1.0 for a, b in zip(times, times[3:], strict=False)), times
 
 
 def test_requests_that_reach_kite_late_never_make_a_429(kite):
@@ -288,7 +294,7 @@ def test_the_limiter_is_strictly_safe_whatever_the_delays():
     """A property of the limiter alone: requests from several workers, each reaching the
     server some time after it was sent and answered later still; in every simulated run no
     sliding 1 s window holds more than 3 arrivals."""
-    hypothesis = pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis")
     from hypothesis import given, settings as hsettings, strategies as st
 
     @hsettings(max_examples=200, deadline=None)
@@ -327,7 +333,7 @@ def test_the_limiter_is_strictly_safe_whatever_the_delays():
                 heapq.heappush(events, (clock(), next(seq), w, "want", None))
         arrivals.sort()
         assert len(arrivals) == len(delays)
-        assert all(b - a >= 1.0 for a, b in zip(arrivals, arrivals[3:])), arrivals
+        assert all(b - a >= 1.0 for a, b in zip(arrivals, arrivals[3:], strict=False)), arrivals
 
     run()
 

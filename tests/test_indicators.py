@@ -193,7 +193,7 @@ def test_the_equity_curve_is_cash_plus_positions_at_each_close_whole_or_candle_b
     data = [series("A", seed)] + ([series("B", seed + 1)] if two else [])
     order = sorted((d.close_us[i], k, i) for k, d in enumerate(data) for i in range(len(d)))
     assert len(order) == len(whole)
-    last_at = {t: value for (t, _k, _i), value in zip(order, whole)}
+    last_at = {t: value for (t, _k, _i), value in zip(order, whole, strict=True)}
     assert len(last_at) == len(marks)
     for t, value in last_at.items():
         assert value == pytest.approx(marks[t], rel=1e-12, abs=1e-6)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -46,7 +45,7 @@ def futures_in_dump(name: str, today: date) -> list[tuple[str, date]]:
         (pl.col("instrument_type") == "FUT") & (pl.col("segment") == "NFO-FUT") & (pl.col("name") == name)
         & (pl.col("expiry") >= today)
     ).sort("expiry")
-    return list(zip(futs["tradingsymbol"].to_list(), futs["expiry"].to_list()))
+    return list(zip(futs["tradingsymbol"].to_list(), futs["expiry"].to_list(), strict=True))
 
 
 class Clock:
@@ -132,7 +131,7 @@ def test_the_dump_is_downloaded_once_per_ist_day_and_refresh_forces_it(tmp_path:
         assert instrument_requests(srv) == 1
 
         # 19:00 UTC on the 20th is 00:30 IST on the 21st: a new IST day.
-        clock.now = datetime(2025, 12, 20, 19, 0, tzinfo=timezone.utc)
+        clock.now = datetime(2025, 12, 20, 19, 0, tzinfo=UTC)
         third = InstrumentCatalog(folder, client.instruments, clock)
         third.table()
         third.table()

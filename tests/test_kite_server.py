@@ -10,12 +10,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from kiteconnect import KiteConnect
-from kiteconnect import exceptions as kex
+from kiteconnect import KiteConnect, exceptions as kex
 
 try:  # tests/ as a plain directory (rootdir-relative import) or as a package
     from kite_server import IST, MAX_DAYS, SHARED_DATA, KiteServer
@@ -65,7 +64,7 @@ def test_historical_round_trip_matches_csv(kite, server):
     got = kite.historical_data(NIFTY, start, start.replace(hour=15, minute=29), "5minute")
     want = _csv_rows(NSE / "NIFTY50_5m_2024.csv", "2024-06-03")
     assert len(got) == len(want) == 75
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g["date"] == datetime.fromisoformat(w[0])
         assert g["date"].utcoffset() == timedelta(hours=5, minutes=30)
         assert [g["open"], g["high"], g["low"], g["close"]] == [float(x) for x in w[1:5]]
@@ -94,7 +93,7 @@ def test_from_and_to_are_inclusive(kite):
 
 def test_utc_datetime_is_sent_as_wall_clock_by_the_client(kite):
     # pykiteconnect drops tzinfo: 03:45 UTC (= 09:15 IST) goes out as "03:45" -> no candles.
-    utc = datetime(2024, 6, 3, 3, 45, tzinfo=timezone.utc)
+    utc = datetime(2024, 6, 3, 3, 45, tzinfo=UTC)
     assert kite.historical_data(NIFTY, utc, utc + timedelta(minutes=5), "5minute") == []
 
 

@@ -59,7 +59,7 @@ SUMMARY_RE = re.compile(
 # -- data ---------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def csv_rows(name: str) -> tuple[tuple, ...]:
     """(ts, o, h, l, c, volume) rows of a data/nse CSV (empty volume -> 0)."""
     with open(NSE_DATA / name, newline="") as fh:
@@ -261,7 +261,7 @@ def test_requests_are_chunked_at_each_interval_limit(kite, tf, interval):
         assert got[-1][1] == datetime.combine(end, datetime.max.time()).replace(microsecond=0)
         for lo, hi in got:
             assert lo <= hi and (hi.date() - lo.date()).days + 1 <= limit
-        for (_, hi), (lo, _) in zip(got, got[1:]):
+        for (_, hi), (lo, _) in zip(got, got[1:], strict=False):
             assert lo - hi == timedelta(seconds=1)  # contiguous, no overlap, no gap
         assert (got[0][1].date() - got[0][0].date()).days + 1 == limit or len(got) == 1  # full chunks first
 
@@ -283,7 +283,7 @@ def test_a_steady_run_at_kites_real_rate_never_sees_a_429(kite):
     assert [r.status for r in reqs] == [200] * len(reqs)
     assert eng.source.stats.rate_limited == 0 and eng.source.stats.retries == 0
     times = sorted(r.time for r in reqs)
-    assert all(b - a >= 1.0 for a, b in zip(times, times[3:]))  # never 4 arrivals in one second
+    assert all(b - a >= 1.0 for a, b in zip(times, times[3:], strict=False))  # never 4 arrivals in one second
 
 
 # -- holidays, the tail, the running candle -------------------------------------------------
@@ -698,7 +698,7 @@ def test_kite_readjusting_the_past_redownloads_the_whole_series(tmp_path):
         new = assert_series_sound(eng, "INFY", "1d")
         assert new.height == old.height + 1 and new["ts"][-1] == ist("2025-06-16T00:00")
         halved = {datetime.fromisoformat(r[0]): r[4] / 2 for r in rows}
-        assert all(abs(halved[ts] - c) < 1e-9 for ts, c in zip(new["ts"], new["close"]))
+        assert all(abs(halved[ts] - c) < 1e-9 for ts, c in zip(new["ts"], new["close"], strict=True))
         assert new.join(old, on="ts").filter(pl.col("close") == pl.col("close_right")).is_empty()  # no old price left
         assert (new["ts"][0], new["ts"][-2]) == (old["ts"][0], old["ts"][-1])
 
@@ -728,7 +728,7 @@ def assert_same_records(got: list[dict], expected: list[dict], with_oi: bool) ->
         (r["date"].replace(tzinfo=None), r["date"].utcoffset()) for r in expected
     ]  # same wall clock and UTC offset, not just the same instant
     assert all(("oi" in r) is with_oi for r in got)
-    assert all(type(a[k]) is type(b[k]) for a, b in zip(got, expected) for k in a if k != "date")
+    assert all(type(a[k]) is type(b[k]) for a, b in zip(got, expected, strict=True) for k in a if k != "date")
 
 
 @pytest.mark.parametrize(
@@ -777,7 +777,7 @@ def test_the_fast_candle_parser_keeps_futures_oi_and_1m_candles(tmp_path):
         kite = Kite(server, tmp_path)
         eng = kite.engine("2025-12-17T16:00:00+05:30")
         originals = _both_parsers(eng.source.client)
-        for tf, interval, n in (("1m", "minute", 3 * 375), ("5m", "5minute", 3 * 75)):
+        for tf, _interval, n in (("1m", "minute", 3 * 375), ("5m", "5minute", 3 * 75)):
             originals.clear()
             inst = eng.resolve("NIFTY25DECFUT")
             df = eng.source.historical(inst, tf_parse(tf), ist("2025-12-15T00:00"), ist("2025-12-17T23:59:59"))

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mde.clock import IST
 from mde.candles import merge_candles, normalize
+from mde.clock import IST
 from mde.store import CandleStore
 from mde.symbols import Instrument
 from mde.timeframes import parse
@@ -134,7 +133,7 @@ def _files(store: CandleStore, tf: str) -> dict[str, pl.DataFrame]:
 def test_writing_disjoint_batches_in_any_split_and_order_equals_writing_all_at_once(slots, tf: str, data) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(slots)), max_size=4), label="cuts"))
     bounds = [0, *cuts, len(slots)]
-    batches = [slots[a:b] for a, b in zip(bounds, bounds[1:])]
+    batches = [slots[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     order = data.draw(st.permutations(range(len(batches))), label="order")
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -157,7 +157,7 @@ def test_a_crash_at_random_moments_then_resume_gives_the_uninterrupted_fills(srv
     while result is None:  # each run dies after a random number of log lines: after a candle's commit, mid-tick
         limit = lines + rng.randint(1, 3) if crashes < 4 else 10**9
 
-        def die(_line: str) -> None:
+        def die(_line: str, limit: int = limit) -> None:
             nonlocal lines
             lines += 1
             if lines >= limit:

@@ -211,7 +211,7 @@ def test_paper_slippage_flag_moves_fills_as_replay_slippage_does(cache: Path, tm
     paper = pl.read_csv(out)
     assert paper["entry_price"].to_list() == replay.trades["entry_price"].to_list()
     # each entry 2 ticks (0.10) worse than without slippage
-    assert [round(a - b, 2) for a, b in zip(paper["entry_price"], no_slip.trades["entry_price"])] == [0.1] * paper.height
+    assert [round(a - b, 2) for a, b in zip(paper["entry_price"], no_slip.trades["entry_price"], strict=True)] == [0.1] * paper.height
 
 
 def test_a_strategy_sees_that_a_series_it_reads_is_stale(cache: Path) -> None:

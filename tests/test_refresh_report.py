@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_mde
 from mde.config import RefreshSettings, Settings, load
 from mde.engine import MarketDataEngine, RefreshReport, RefreshResult
 from mde.errors import ConfigError, InputError
 from mde.timeframes import parse
-
-from conftest import run_mde
 
 
 def cached_rows(eng: MarketDataEngine, symbol: str, timeframe: str) -> int:

@@ -34,16 +34,14 @@ import pandas as pd
 import polars as pl
 import pytest
 
+from conftest import NSE_DATA
 from mde.config import load
 from mde.engine import MarketDataEngine
 from mde.replay import run_replay
 from mde.timeframes import parse
 
-from conftest import NSE_DATA
-
 backtesting = pytest.importorskip("backtesting")
-from backtesting import Backtest  # noqa: E402
-from backtesting import Strategy as BtStrategy  # noqa: E402
+from backtesting import Backtest, Strategy as BtStrategy  # noqa: E402
 
 # The newest file used ends in January 2026: pin the clock after it so no candle is dropped as incomplete.
 NOW = "2026-02-02T16:00+05:30"
@@ -174,8 +172,8 @@ def test_sma_cross_trades_match_backtesting_py(engine: MarketDataEngine, symbol:
     assert set(t["side"].to_list()) <= {"long"}
     got = [Trade(*row) for row in zip(t["entry_ts"].dt.epoch("us").to_list(), t["entry_price"].to_list(),
                                       t["exit_ts"].dt.epoch("us").to_list(), t["exit_price"].to_list(),
-                                      t["qty"].to_list())]
-    first_diff = next((k for k, (a, b) in enumerate(zip(got, expected)) if a != b), None)
+                                      t["qty"].to_list(), strict=True)]
+    first_diff = next((k for k, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), None)
     assert first_diff is None, f"trade #{first_diff} differs: mde {got[first_diff]} vs backtesting.py {expected[first_diff]}"
     assert len(got) == len(expected), f"mde made {len(got)} trades, backtesting.py {len(expected)}"
     reasons = t["exit_reason"].to_list()
@@ -195,7 +193,7 @@ def test_sma_cross_trades_match_backtesting_py(engine: MarketDataEngine, symbol:
     at = {u: k for k, u in enumerate(ts_us)}
     entry_bars = [at[x.entry_us] for x in got]
     assert all(k >= slow + 1 for k in entry_bars)  # first decision at bar `slow`, its fill one bar later
-    assert all(opens[k] == x.entry_price for k, x in zip(entry_bars, got))
+    assert all(opens[k] == x.entry_price for k, x in zip(entry_bars, got, strict=True))
     unlike_close = sum(opens[k] != closes[k - 1] for k in entry_bars)
     assert unlike_close >= 0.5 * len(got), "entry opens equal the signal closes too often to tell the fills apart"
     assert sum(opens[k] != opens[k - 1] for k in entry_bars) >= 0.9 * len(got)

@@ -7,16 +7,15 @@ from datetime import date, datetime, time, timedelta
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, example, given, settings, strategies as st
+
 from conftest import NSE_DATA
 from factories import make_candles
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
-
 from mde.calendar import nse
+from mde.candles import empty_candles
 from mde.clock import IST
 from mde.importer import read_candles
 from mde.resample import resample, visible, with_close
-from mde.candles import empty_candles
 from mde.timeframes import parse
 
 CAL = nse()
@@ -103,7 +102,7 @@ def test_dr_drill_day_buckets_stay_inside_the_sessions(nifty_5m: pl.DataFrame, d
         tf = TF(tf_name)
         out = with_close(resample(bars, tf, CAL), tf, CAL)
         grid = bars.with_columns(
-            ((pl.col("ts").dt.hour().cast(pl.Int64) * 60 + pl.col("ts").dt.minute()).alias("m"))
+            (pl.col("ts").dt.hour().cast(pl.Int64) * 60 + pl.col("ts").dt.minute()).alias("m")
         )
         for row in out.iter_rows(named=True):
             start = row["ts"]

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import NSE_DATA, REPO
 from polars.testing import assert_frame_equal
 
 import mde
+from conftest import NSE_DATA, REPO
 from mde.calendar import nse
+from mde.candles import COLUMNS
 from mde.clock import IST
 from mde.errors import InputError
 from mde.importer import read_candles
 from mde.sources.sample import SampleSource, sample_root
-from mde.candles import COLUMNS
 from mde.timeframes import parse
 
 BUNDLE = Path(mde.__file__).resolve().parent / "sample_data"

@@ -16,14 +16,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+import mde.store as mde_store
 from conftest import engine_at, run_mde
 from factories import make_candles, trading_days
-import mde.store as mde_store
 from mde.calendar import nse
+from mde.candles import COLUMNS, merge_candles
 from mde.clock import IST
 from mde.engine import MarketDataEngine
 from mde.errors import CacheError, InputError
-from mde.candles import COLUMNS, merge_candles
 from mde.store import MANIFEST, CandleStore, Manifest, union_ranges
 from mde.symbols import Instrument, safe_name, unsafe_name
 from mde.timeframes import parse

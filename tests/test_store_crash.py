@@ -11,6 +11,7 @@ series (`replace_series`), which must be old or new as a whole, not file by file
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -18,16 +19,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
 import mde.store
-from mde.clock import IST
 from mde.candles import COLUMNS
-from mde.store import MANIFEST, CandleStore, Manifest
+from mde.clock import IST
+from mde.store import MANIFEST, CandleStore, Manifest, WriteResult
 from mde.symbols import Instrument
 from mde.timeframes import parse
 
@@ -78,7 +81,13 @@ def apply(store, inst, tf, i, now):
         return store.replace_series(inst, tf, batch(i), source="sample", coverage=[], now=now)
     return store.write(inst, tf, batch(i), source="sample", now=now)
 '''
-exec(OPS)  # the same definitions here: BASE_US, STEP_US, is_swap, op_rows, batch, apply
+_OPS: dict[str, Any] = {}
+exec(OPS, _OPS)  # the same definitions here, named below
+BASE_US: int = _OPS["BASE_US"]
+STEP_US: int = _OPS["STEP_US"]
+is_swap: Callable[[int], bool] = _OPS["is_swap"]
+op_rows: Callable[[int], tuple[int, int]] = _OPS["op_rows"]
+apply: Callable[..., WriteResult] = _OPS["apply"]
 
 WRITER = (
     r'''
@@ -139,12 +148,10 @@ INST, TF = Instrument("NSE", "CRASH TEST"), parse("1m")
 State = dict[str, dict[int, int]]  # partition -> {n: the op that last wrote candle n}
 
 
-def _month(n: int, _cache: dict[int, str] = {}) -> str:
-    key = _cache.get(n)
-    if key is None:
-        ts = datetime.fromtimestamp((BASE_US + n * STEP_US) / 1e6, tz=IST)
-        key = _cache[n] = f"{ts.year:04d}-{ts.month:02d}"
-    return key
+@functools.cache
+def _month(n: int) -> str:
+    ts = datetime.fromtimestamp((BASE_US + n * STEP_US) / 1e6, tz=IST)
+    return f"{ts.year:04d}-{ts.month:02d}"
 
 
 class Model:
@@ -194,7 +201,7 @@ def _file_content(path: Path) -> dict[int, int]:
     assert (df["open"] == df["volume"].cast(pl.Float64)).all(), path.name
     assert (df["high"] == df["open"] + 0.5).all() and (df["low"] == df["open"] - 0.5).all(), path.name
     assert (df["close"] == pl.Series(n, dtype=pl.Float64)).all(), path.name
-    return dict(zip(n, df["volume"].to_list()))
+    return dict(zip(n, df["volume"].to_list(), strict=True))
 
 
 def _folder_state(folder: Path) -> State:
@@ -247,7 +254,7 @@ def _check(folder: Path, model: Model) -> dict[str, int]:
     # mde's own reader sees exactly what the files hold (stale temp files are not read)
     got = CandleStore(folder.parents[2]).read(INST, TF)
     n = ((got["ts"].dt.epoch("us") - BASE_US) // STEP_US).to_list()
-    assert dict(zip(n, got["volume"].to_list())) == {k: v for c in on_disk.values() for k, v in c.items()}
+    assert dict(zip(n, got["volume"].to_list(), strict=True)) == {k: v for c in on_disk.values() for k, v in c.items()}
     return seen
 
 

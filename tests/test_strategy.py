@@ -13,8 +13,8 @@ from mde.config import Settings
 from mde.engine import MarketDataEngine
 from mde.errors import InputError, NotCached
 from mde.replay import run_replay
-from mde.strategies import SmaCross
 from mde.resample import with_close
+from mde.strategies import SmaCross
 from mde.strategy import Candle, Context, Strategy, StrategyRunner, load_strategy
 from mde.timeframes import parse
 
@@ -41,7 +41,7 @@ def expected_sma_trades(candles: pl.DataFrame, fast: int, slow: int) -> list[tup
     rows = df.with_columns(up=cross_up, down=cross_down).select("ts", "open", "close", "up", "down").rows()
     out: list = []
     holding = None
-    for i, (ts, o, c, up, down) in enumerate(rows):
+    for i, (_ts, _o, _c, up, down) in enumerate(rows):
         if up and holding is None and i + 1 < len(rows):
             holding = (rows[i + 1][0], rows[i + 1][1])
         elif down and holding is not None and i + 1 < len(rows):
@@ -160,8 +160,8 @@ def test_orb_squares_off_intraday_positions_at_the_1520_candle_open(nifty_engine
     assert squared.height > 0
     assert (squared["exit_ts"].dt.time() == time(15, 20)).all()
     candles = result.candles["NIFTY"]
-    opens = dict(zip(candles["ts"].to_list(), candles["open"].to_list()))
-    assert all(opens[t] == p for t, p in zip(squared["exit_ts"].to_list(), squared["exit_price"].to_list()))
+    opens = dict(zip(candles["ts"].to_list(), candles["open"].to_list(), strict=True))
+    assert all(opens[t] == p for t, p in zip(squared["exit_ts"].to_list(), squared["exit_price"].to_list(), strict=True))
     assert set(trades["exit_reason"]) <= {"square-off", "stop", "target"}
     assert (trades["entry_ts"].dt.time() < time(15, 20)).all()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -192,9 +192,8 @@ def test_latest_close(now: str, tf: str, expected: str) -> None:
 
 
 def test_latest_close_accepts_other_time_zones() -> None:
-    from datetime import timezone
 
-    now_utc = datetime(2024, 6, 14, 5, 37, tzinfo=timezone.utc)  # 11:07 IST
+    now_utc = datetime(2024, 6, 14, 5, 37, tzinfo=UTC)  # 11:07 IST
     assert nse().latest_close(now_utc, parse("5m")) == T("2024-06-14T11:05")
 
 
@@ -206,7 +205,6 @@ def test_latest_close_agrees_with_the_candles_resample_makes(day: date, tf_name:
     from datetime import timedelta
 
     from factories import make_candles
-
     from mde.resample import resample, with_close
 
     cal, tf = nse(), parse(tf_name)

@@ -17,11 +17,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from conftest import NSE_DATA, REPO, run_mde
 from mde.clock import IST
-from mde.cli import app
 
 ADVICE = re.compile(r"`(mde [^`]+)`")
 REPLAY = ["replay", "--strategy", "sma_cross", "--symbol", "NIFTY", "--segment", "futures"]

@@ -27,9 +27,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hsettings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from conftest import engine_at, run_mde
 from mde.clock import IST
@@ -396,7 +394,6 @@ def test_a_rebuilt_ledger_covers_exactly_the_complete_sessions(holes: dict[int, 
     """Ten sessions of candles with one candle missing on some of them: the ledger rebuilt from
     the files covers every other session (and the weekends between), and no holed one."""
     from factories import make_candles, trading_days
-
     from mde.calendar import nse
     from mde.store import ledger_from_candles
 
@@ -493,10 +490,10 @@ def test_a_journal_that_is_not_a_database_is_corrupt(cache: Path) -> None:
 
 # -- 8. the memory of instruments ------------------------------------------------------------------
 def test_a_corrupt_known_instruments_file_is_named_not_taken_for_an_empty_cache(tmp_path: Path) -> None:
+    from factories import make_candles
     from kite_server import KiteServer
     from mde.instruments import InstrumentCatalog
     from mde.symbols import Instrument
-    from factories import make_candles
 
     now = datetime(2025, 12, 20, 10, 0, tzinfo=IST)
     cache = tmp_path / "cache"

@@ -18,12 +18,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-from typer.testing import CliRunner
 
 from conftest import NSE_DATA, run_mde
 from mde.calendar import nse
 from mde.clock import IST
-from mde.cli import app
 from mde.engine import MarketDataEngine
 from mde.errors import InputError
 from mde.importer import read_candles
@@ -222,7 +220,7 @@ def test_every_row_of_every_bundled_series_is_plausible() -> None:
 
 def _mutate(row: dict, how: str, tf: str) -> dict:
     row = dict(row)
-    o, h, low, c = row["open"], row["high"], row["low"], row["close"]
+    h, low = row["high"], row["low"]
     if how == "nan":
         row["close"] = float("nan")
     elif how == "inf":

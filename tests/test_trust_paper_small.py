@@ -53,7 +53,7 @@ def test_progress_lines_tell_the_session_is_alive_and_agree_with_the_live_panel(
     assert lines[0].startswith(f"session progress-1: playing {DAY} 5m NIFTY as fast as possible")
     progress = [m for line in lines if (m := PROGRESS.match(line))]
     assert len(progress) == len(snaps) == result.candles == 75  # one per tick here (every 0 s)
-    for m, snap in zip(progress, snaps):
+    for m, snap in zip(progress, snaps, strict=True):
         assert m.group(1) == f"{snap['clock']:%H:%M:%S}"
         played = int(m.group(2) or 0) * 60 + int(m.group(3))
         assert played == (snap["clock"] - snap["clock"].replace(hour=9, minute=15, second=0)) // timedelta(minutes=1)

@@ -105,7 +105,7 @@ def test_an_indicator_made_without_symbol_follows_the_candles_symbol(eng: Market
                 (candle.close, self.any.value, self.any.last(1)[0], self.nifty.value, self.any["NIFTY"].value))
 
     run_replay(eng, Reader(), list(SYMBOLS), "5m", lo, date(2024, 2, 2), costs="none")
-    for sym, rows in seen.items():
+    for rows in seen.values():
         for close, value, last, nifty, nifty2 in rows:
             assert value == last == close
             assert nifty == nifty2

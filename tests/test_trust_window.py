@@ -21,8 +21,7 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from conftest import run_mde
 from mde.config import load
@@ -73,14 +72,14 @@ def test_a_daily_window_built_from_5m_says_so_and_the_source_daily_candle_wins_o
     built = engine_for(cache).read_window("NIFTY", "1d", limit=3)
     assert built.built_from == parse("5m") and built.timeframe == parse("1d")
     assert built.candles.equals(engine_for(cache).get_window("NIFTY", "1d", limit=3))
-    closes = dict(zip(built.candles["ts"].dt.date().cast(str), built.candles["close"]))
+    closes = dict(zip(built.candles["ts"].dt.date().cast(str), built.candles["close"], strict=True))
     assert closes["2024-12-30"] == 23658.65  # the last 5m close of the day: the last traded price
     assert "built from 5m candles" in (built.note("NIFTY") or "")
 
     assert mde(cache, "refresh", "--symbols", "NIFTY", "-t", "1d").returncode == 0
     own = engine_for(cache).read_window("NIFTY", "1d", limit=3)
     assert own.built_from is None and own.note("NIFTY") is None
-    closes = dict(zip(own.candles["ts"].dt.date().cast(str), own.candles["close"]))
+    closes = dict(zip(own.candles["ts"].dt.date().cast(str), own.candles["close"], strict=True))
     assert closes["2024-12-30"] == 23644.90  # Kite's daily candle: NSE's official close
 
 
@@ -397,7 +396,7 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float):
         return b is None if not math.isfinite(a) else b == a
     if isinstance(a, (list, tuple)):
-        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return a == b

@@ -7,8 +7,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import engine_at
 from mde import resample as resample_mod

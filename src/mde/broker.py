@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import polars as pl
 
@@ -106,7 +107,7 @@ class Fill:
 @dataclass(slots=True)
 class Position:
     qty: int = 0
-    lots: deque = field(default_factory=deque)  # [signed qty, price, ts_us] FIFO
+    lots: deque[list[Any]] = field(default_factory=deque)  # [signed qty, price, ts_us] FIFO
     opened_day: int = -1
 
     @property
@@ -266,9 +267,10 @@ class SimBroker:
         if not live:
             return
         slip = self.slip(symbol)
-        if len(live) == 1 and live[0].kind == MARKET and live[0].bracket_of is None and live[0].placed_us <= ts_us:
-            self._fill(live[0], o + live[0].side * slip, ts_us)  # the common case: one market order
-            if live and live[0].bracket_of is not None:  # its bracket legs, live from this fill
+        first = live[0]
+        if len(live) == 1 and first.kind == MARKET and first.bracket_of is None and first.placed_us <= ts_us:
+            self._fill(first, o + first.side * slip, ts_us)  # the common case: one market order
+            if live and live[0].bracket_of is not None:  # the fill replaced `first` with its bracket's legs  # its bracket legs, live from this fill
                 self._resolve_brackets(symbol, ts_us, o, h, low, slip, {live[0].bracket_of})
             return
         at_open: set[int] = set()
@@ -504,5 +506,8 @@ class SimBroker:
                 "net_pnl": pl.Float64, "exit_reason": pl.String, "strategy": pl.String,
             },
         )
-        as_ts = lambda c: pl.col(c).cast(pl.Datetime("us")).dt.replace_time_zone("UTC").dt.convert_time_zone("Asia/Kolkata")  # noqa: E731
+
+        def as_ts(c: str) -> pl.Expr:
+            return pl.col(c).cast(pl.Datetime("us")).dt.replace_time_zone("UTC").dt.convert_time_zone("Asia/Kolkata")
+
         return df.with_columns(as_ts("entry_ts"), as_ts("exit_ts"))

@@ -111,8 +111,8 @@ def normalize(df: pl.DataFrame) -> pl.DataFrame:
     if ts.dtype == pl.String:
         ts = ts.str.to_datetime(time_zone="Asia/Kolkata", time_unit="us")
     elif isinstance(ts.dtype, pl.Datetime):
-        ts = ts.dt.replace_time_zone("Asia/Kolkata") if ts.dtype.time_zone is None else ts.dt.convert_time_zone("Asia/Kolkata")  # type: ignore[union-attr]
-    cols = [ts.cast(TS_DTYPE).alias("ts")]
+        ts = ts.dt.replace_time_zone("Asia/Kolkata") if ts.dtype.time_zone is None else ts.dt.convert_time_zone("Asia/Kolkata")
+    cols: list[pl.Series | pl.Expr] = [ts.cast(TS_DTYPE).alias("ts")]
     cols += [pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close")]
     cols.append(pl.col("volume").cast(pl.Float64).round(0).cast(pl.Int64))
     if "oi" in df.columns:

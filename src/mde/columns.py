@@ -9,18 +9,29 @@ read (or copy) a column's own buffer instead.
 from __future__ import annotations
 
 from array import array
+from typing import Any, Literal, TypeAlias, cast, overload
 
 import nanoarrow
 import polars as pl
 
+IntCode: TypeAlias = Literal["b", "h", "i", "q"]
+FloatCode: TypeAlias = Literal["f", "d"]
+Code: TypeAlias = IntCode | FloatCode
+
 # array/memoryview type codes of the numeric columns we read without Python objects
-CODES: dict[pl.DataType, str] = {
+CODES: dict[pl.DataType, Code] = {
     pl.Int8(): "b", pl.Int16(): "h", pl.Int32(): "i", pl.Int64(): "q", pl.Float32(): "f", pl.Float64(): "d",
 }
 _DTYPES = {code: dtype for dtype, code in CODES.items()}
 
 
-def view(code: str, series: pl.Series) -> memoryview | array:
+@overload
+def view(code: IntCode, series: pl.Series) -> memoryview[int] | array[int]: ...
+@overload
+def view(code: FloatCode, series: pl.Series) -> memoryview[float] | array[float]: ...
+@overload
+def view(code: Code, series: pl.Series) -> memoryview[int] | memoryview[float] | array[int] | array[float]: ...
+def view(code: Code, series: pl.Series) -> memoryview[int] | memoryview[float] | array[int] | array[float]:
     """A column's values without a copy: a read-only memoryview of its buffer when it is one
     chunk without nulls, else `to_array`. `code` is a CODES value; datetimes are read as
     epoch microseconds ("q").
@@ -34,7 +45,13 @@ def view(code: str, series: pl.Series) -> memoryview | array:
     return to_array(code, series)
 
 
-def to_array(code: str, series: pl.Series) -> array:
+@overload
+def to_array(code: IntCode, series: pl.Series) -> array[int]: ...
+@overload
+def to_array(code: FloatCode, series: pl.Series) -> array[float]: ...
+@overload
+def to_array(code: Code, series: pl.Series) -> array[int] | array[float]: ...
+def to_array(code: Code, series: pl.Series) -> array[int] | array[float]:
     """A column as a typed array: its buffers copied chunk by chunk.
 
     Columns with nulls, or buffers of an unexpected layout, go through `to_list`, which gives
@@ -51,13 +68,13 @@ def to_array(code: str, series: pl.Series) -> array:
     return out
 
 
-def _chunk_bytes(code: str, series: pl.Series) -> list[memoryview] | None:
+def _chunk_bytes(code: Code, series: pl.Series) -> list[memoryview[int]] | None:
     """The bytes of each chunk's values (its own memory, offset applied), or None when the
     column has nulls or a buffer is not `code`-sized values."""
     if series.null_count():
         return None
     size = array(code).itemsize
-    out = []
+    out: list[memoryview[int]] = []
     for chunk in nanoarrow.Array(series).iter_chunk_views():
         if chunk.n_buffers != 2:
             return None
@@ -68,17 +85,18 @@ def _chunk_bytes(code: str, series: pl.Series) -> list[memoryview] | None:
     return out
 
 
-def to_series(name: str, values: array, *, copy: bool = True) -> pl.Series:
+def to_series(name: str, values: array[int] | array[float], *, copy: bool = True) -> pl.Series:
     """A typed array as a polars column. With `copy`, the bytes are copied first; without,
     polars holds the array's own buffer, and the array can no longer grow (BufferError) while
     the column lives: for arrays that are final."""
+    code = cast(Code, values.typecode)  # the arrays of this module: made with a CODES value
     if not len(values):
-        return pl.Series(name, [], dtype=_DTYPES[values.typecode])
-    buffer = memoryview(values.tobytes()).cast(values.typecode) if copy else memoryview(values)
+        return pl.Series(name, [], dtype=_DTYPES[code])
+    buffer = memoryview(values.tobytes()).cast(code) if copy else memoryview(values)
     return pl.Series(nanoarrow.Array(buffer)).alias(name)
 
 
-def grow(values: memoryview | array) -> array:
+def grow(values: memoryview[Any] | array[Any]) -> array[Any]:
     """A typed array with the values of a view (a copy that can be appended to)."""
     if isinstance(values, array):
         return values
@@ -87,7 +105,7 @@ def grow(values: memoryview | array) -> array:
     return out
 
 
-def _physical(code: str, series: pl.Series) -> pl.Series:
+def _physical(code: Code, series: pl.Series) -> pl.Series:
     """The series with the storage the code asks for; datetimes as epoch microseconds."""
     dtype = series.dtype
     if isinstance(dtype, pl.Datetime) and code == "q":

@@ -186,7 +186,7 @@ def _port(v: Any) -> int:
 def _source(v: Any) -> str:
     if v not in SOURCES:
         raise TypeError(f"one of {', '.join(repr(s) for s in SOURCES)}")
-    return v
+    return str(v)
 
 
 SCHEMA: dict[str, dict[str, Any]] = {
@@ -303,14 +303,15 @@ def load(
     if kind not in SOURCES:
         raise ConfigError(f"unknown source {kind!r}; use one of {', '.join(SOURCES)}")
 
-    pinned = now if now is not None else env.get("MDE_NOW") or None
-    given, in_range = pinned, True
+    given = now if now is not None else env.get("MDE_NOW") or None
+    pinned: datetime | None = None
+    in_range = True
     try:
-        if isinstance(pinned, str):
-            pinned = parse_instant(pinned, "MDE_NOW", check_years=False)  # CLOCK_RANGE, below
-        elif isinstance(pinned, datetime):
-            pinned = pinned.astimezone(IST) if pinned.tzinfo else pinned.replace(tzinfo=IST)
-        if isinstance(pinned, datetime):
+        if isinstance(given, str):
+            pinned = parse_instant(given, "MDE_NOW", check_years=False)  # CLOCK_RANGE, below
+        elif isinstance(given, datetime):
+            pinned = given.astimezone(IST) if given.tzinfo else given.replace(tzinfo=IST)
+        if pinned is not None:
             in_range = CLOCK_RANGE[0] <= pinned < CLOCK_RANGE[1]
     except InputError as exc:
         raise ConfigError(str(exc)) from None

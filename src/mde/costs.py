@@ -14,6 +14,7 @@ from datetime import date
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, InputError
 
@@ -39,7 +40,7 @@ class Charges:
         return round(self.brokerage + self.stt + self.exchange + self.sebi + self.stamp + self.gst, 2)
 
     def __add__(self, other: Charges) -> Charges:
-        return Charges(*(round(a + b, 2) for a, b in zip(self._values(), other._values())))
+        return Charges(*(round(a + b, 2) for a, b in zip(self._values(), other._values(), strict=True)))
 
     def _values(self) -> tuple[float, ...]:
         return (self.brokerage, self.stt, self.exchange, self.sebi, self.stamp, self.gst)
@@ -86,7 +87,7 @@ class CostTable:
         return Charges(*(round(x, 2) for x in (brokerage, stt, exchange, sebi, stamp, gst)))
 
 
-def _num(section: dict, key: str, where: str) -> float:
+def _num(section: dict[str, Any], key: str, where: str) -> float:
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ConfigError(f"{where}: {key} must be a non-negative number")
@@ -98,12 +99,13 @@ def parse_table(text: str, where: str) -> CostTable:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where} is not valid TOML: {exc}") from None
-    brokerage = {}
+    brokerage: dict[str, tuple[float, float, float]] = {}
     for seg in SEGMENTS:
         sec = raw.get("segments", {}).get(seg)
         if not isinstance(sec, dict):
             raise ConfigError(f"{where}: [segments.{seg}] is missing")
-        brokerage[seg] = tuple(_num(sec, k, f"{where} [segments.{seg}]") for k in _BROKERAGE_KEYS)
+        pct, cap, flat = (_num(sec, k, f"{where} [segments.{seg}]") for k in _BROKERAGE_KEYS)
+        brokerage[seg] = (pct, cap, flat)
     common = raw.get("common", {})
     rows = raw.get("rates")
     if not isinstance(rows, list) or not rows:
@@ -125,7 +127,7 @@ def parse_table(text: str, where: str) -> CostTable:
         dated.append((start, per_seg))
     dated.sort(key=lambda r: r[0])
     return CostTable(
-        brokerage=brokerage,  # type: ignore[arg-type]
+        brokerage=brokerage,
         dates=tuple(d for d, _ in dated),
         rates=tuple(r for _, r in dated),
         sebi_per_crore=_num(common, "sebi_per_crore", f"{where} [common]"),

@@ -11,31 +11,34 @@ from a smaller cached one under the same rule, so a backtest cannot peek ahead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
 import functools
 import logging
 import shlex
 import time as time_mod
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import polars as pl
 
 from . import calendar as cal_mod
+from .candles import Candle, empty_candles, normalize as normalize_frame
+from .clock import IST
 from .config import MAX_COUNT, Settings, load
 from .errors import CacheError, ConfigError, InputError, MdeError, NotCached, worst
 from .importer import read_candles
 from .jsonout import dumps, finite, frame_rows
 from .resample import resample, visible, with_close
 from .sources import Source, make_source
-from .candles import Candle, empty_candles
-from .candles import normalize as normalize_frame
 from .store import CandleStore, Range, WriteResult, union_ranges
 from .symbols import Instrument, per_instrument, resolve_offline, validate_symbol
 from .timeframes import Timeframe, parse, sources_for
 from .validate import require_plausible
+
+if TYPE_CHECKING:
+    from .sources.sample import SampleSource
 
 log = logging.getLogger("mde.engine")
 MAX_LIMIT = 1000
@@ -164,7 +167,7 @@ class SeriesInfo:
     instrument: Instrument
     timeframe: Timeframe
     source: str
-    rows: int
+    rows: int | None  # None only with `error`
     first_ts: datetime | None
     last_ts: datetime | None
     updated_at: datetime | None
@@ -233,26 +236,32 @@ def _adjusted(cached: pl.DataFrame, fresh: pl.DataFrame) -> bool:
 
 
 def check_limit(limit: Any) -> int:
+    number: int
     if isinstance(limit, bool) or not isinstance(limit, int):
         try:
-            limit = int(str(limit))
+            number = int(str(limit))
         except ValueError:
             raise InputError(f"limit must be a whole number between 1 and {MAX_LIMIT}, got {limit!r}") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InputError(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
-    return limit
+    else:
+        number = limit
+    if not 1 <= number <= MAX_LIMIT:
+        raise InputError(f"limit must be between 1 and {MAX_LIMIT}, got {number}")
+    return number
 
 
 def check_count(count: Any) -> int:
     """A number of candles to keep cached (`--count`, `[refresh] count`): 1..MAX_COUNT."""
+    number: int
     if isinstance(count, bool) or not isinstance(count, int):
         try:
-            count = int(str(count))
+            number = int(str(count))
         except ValueError:
             raise InputError(f"count must be a whole number between 1 and {MAX_COUNT:,}, got {count!r}") from None
-    if not 1 <= count <= MAX_COUNT:
-        raise InputError(f"count must be between 1 and {MAX_COUNT:,} (about ten years of 1m candles), got {count:,}")
-    return count
+    else:
+        number = count
+    if not 1 <= number <= MAX_COUNT:
+        raise InputError(f"count must be between 1 and {MAX_COUNT:,} (about ten years of 1m candles), got {number:,}")
+    return number
 
 
 def _as_instant(value: datetime | date | str | None, what: str, end_of_day: bool = False) -> datetime | None:
@@ -266,8 +275,8 @@ def _as_instant(value: datetime | date | str | None, what: str, end_of_day: bool
         else:
             return cal_mod.parse_instant(value, what)
     if isinstance(value, datetime):
-        return value.astimezone(cal_mod.IST) if value.tzinfo else value.replace(tzinfo=cal_mod.IST)
-    day = datetime.combine(value, time(0, 0), cal_mod.IST)
+        return value.astimezone(IST) if value.tzinfo else value.replace(tzinfo=IST)
+    day = datetime.combine(value, time(0, 0), IST)
     return day + timedelta(days=1, microseconds=-1) if end_of_day else day
 
 
@@ -374,14 +383,14 @@ class MarketDataEngine:
             if self._clock_source is None or self._clock_source.name != "sample":
                 self._clock_source = make_source(self.settings, "sample")
             src = self._clock_source
-        return src.span(inst, tf)  # type: ignore[attr-defined]
+        return cast("SampleSource", src).span(inst, tf)  # the source named "sample" is a SampleSource
 
     def _sample_has(self, symbol: str) -> str:
         """` (it has 1d, 60m)`: the sample's timeframes of a symbol, for messages."""
         try:
             key = self._offline(symbol).key
             src = self._source if self._source is not None and self._source.name == "sample" else make_source(self.settings, "sample")
-            have = sorted({tf for k, tf in src.series() if k == key}, key=lambda n: parse(n).minutes)  # type: ignore[attr-defined]
+            have = sorted({tf for k, tf in cast("SampleSource", src).series() if k == key}, key=lambda n: parse(n).minutes)
         except MdeError:
             return ""
         return f" (it has {', '.join(have)} for {symbol})" if have else f" (it has nothing for {symbol})"
@@ -402,9 +411,9 @@ class MarketDataEngine:
 
     def has_session(self, lo: datetime, hi: datetime) -> bool:
         """Is some NSE session open at a moment of [lo, hi]?"""
-        day = lo.astimezone(cal_mod.IST).date()
-        while day <= hi.astimezone(cal_mod.IST).date():
-            base = datetime.combine(day, time(0, 0), cal_mod.IST)
+        day = lo.astimezone(IST).date()
+        while day <= hi.astimezone(IST).date():
+            base = datetime.combine(day, time(0, 0), IST)
             if any(base + timedelta(minutes=a) <= hi and base + timedelta(minutes=b) > lo for a, b in self.calendar.sessions(day)):
                 return True
             day += timedelta(days=1)
@@ -528,12 +537,12 @@ class MarketDataEngine:
 
     def _current_open(self, now: datetime) -> datetime | None:
         """The open of the latest session that has begun by `now` (None if none in 15 days)."""
-        day = now.astimezone(cal_mod.IST).date()
+        day = now.astimezone(IST).date()
         for back in range(16):
             d = day - timedelta(days=back)
             sessions = self.calendar.sessions(d)
             if sessions:
-                opened = datetime.combine(d, time(0, 0), cal_mod.IST) + timedelta(minutes=sessions[0][0])
+                opened = datetime.combine(d, time(0, 0), IST) + timedelta(minutes=sessions[0][0])
                 if opened <= now:
                     return opened
         return None
@@ -559,7 +568,7 @@ class MarketDataEngine:
         With `newest` (a new series), the first piece's top is what the answer vouches for.
         """
         fill = _Fill(edge)
-        floor = datetime.combine(cal_mod.EARLIEST_DAY, time(0, 0), cal_mod.IST)
+        floor = datetime.combine(cal_mod.EARLIEST_DAY, time(0, 0), IST)
         hi = edge - _US
         lo = max(floor, self.calendar.start_for_count(hi, tf, need))
         span = hi - lo
@@ -638,8 +647,8 @@ class MarketDataEngine:
         return report
 
     def _fetch_tail(self, symbol: str, inst: Instrument, tf: Timeframe, last: datetime, now: datetime) -> FetchReport:
-        day = last.astimezone(cal_mod.IST).date()
-        lo = datetime.combine(day, time(0, 0), cal_mod.IST) + timedelta(minutes=0 if tf.is_daily else self.calendar.anchor(day))
+        day = last.astimezone(IST).date()
+        lo = datetime.combine(day, time(0, 0), IST) + timedelta(minutes=0 if tf.is_daily else self.calendar.anchor(day))
         raw, asked = self._ask(inst, tf, lo, now)
         fresh = self._complete(raw, tf, now)
         cached = self.store.read(inst, tf, lo, now)
@@ -655,7 +664,7 @@ class MarketDataEngine:
         starts = [a for a, _ in manifest.coverage] if manifest and manifest.coverage else []
         head = self.store.read(inst, tf).head(1)
         starts += [head["ts"][0]] if not head.is_empty() else []
-        lo = datetime.combine(min(starts).astimezone(cal_mod.IST).date(), time(0, 0), cal_mod.IST)
+        lo = datetime.combine(min(starts).astimezone(IST).date(), time(0, 0), IST)
         raw, asked = self._ask(inst, tf, lo, now)
         raw = self._complete(raw, tf, now)
         log.warning("%s %s: the source re-adjusted past candles; downloaded the whole series again", inst, tf)
@@ -709,7 +718,7 @@ class MarketDataEngine:
         multi_tf, aliases = self.settings.refresh.multi_tf, self.settings.aliases
         for tf in timeframes or []:
             parse(tf)  # a mistyped timeframe fails the whole run before any series is touched
-        plan = []
+        plan: list[tuple[str, str]] = []
         for symbol in symbols:
             try:
                 own = None if timeframes else per_instrument(multi_tf, symbol, aliases)
@@ -825,7 +834,7 @@ class MarketDataEngine:
         return self.read_window(symbol, timeframe, limit, as_of).candles
 
     def read_window(
-        self, symbol: str, timeframe: str | Timeframe = "5m", limit: int = 50, as_of: datetime | str | None = None
+        self, symbol: str, timeframe: str | Timeframe = "5m", limit: int | str = 50, as_of: datetime | str | None = None
     ) -> Window:
         """`get_window`, with the timeframe its candles were built from (None: the source's own).
 
@@ -834,6 +843,7 @@ class MarketDataEngine:
         candles with built ones (a built daily close is the last trade, the source's is NSE's
         official close), and the status line says when such a series is stale. Only a
         timeframe with no cached series of its own is built, from one smaller timeframe.
+        `limit` may be the text of a number (the HTTP API's query); check_limit says what is wrong.
         """
         limit = check_limit(limit)
         inst, tf = self._series(symbol, timeframe)
@@ -896,7 +906,7 @@ class MarketDataEngine:
             return cal_mod.parse_instant(as_of, "as_of")
         # IST, whatever zone it came in: the cache's ts column is Asia/Kolkata and polars
         # refuses to compare datetimes of different zones
-        return as_of.astimezone(cal_mod.IST) if as_of.tzinfo else as_of.replace(tzinfo=cal_mod.IST)
+        return as_of.astimezone(IST) if as_of.tzinfo else as_of.replace(tzinfo=IST)
 
     def _resampled_window(self, inst: Instrument, src: Timeframe, tf: Timeframe, limit: int, at: datetime) -> pl.DataFrame:
         per_bucket = 375 // src.minutes + 1 if tf.is_daily else tf.minutes // src.minutes
@@ -991,7 +1001,7 @@ class MarketDataEngine:
             try:
                 m = self.store.manifest(inst, tf) or self.store.rebuilt_manifest(inst, tf, "unknown")[0]
             except CacheError as exc:
-                out.append(SeriesInfo(inst, tf, "?", None, None, None, None, [], size, parts, error=exc))  # type: ignore[arg-type]
+                out.append(SeriesInfo(inst, tf, "?", None, None, None, None, [], size, parts, error=exc))
                 continue
             out.append(SeriesInfo(inst, tf, m.source, m.rows, m.first_ts, m.last_ts, m.updated_at, m.coverage, size, parts,
                                   m.implausible, m.empty))

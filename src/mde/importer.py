@@ -20,8 +20,8 @@ from typing import Any
 import polars as pl
 
 from .calendar import nse
-from .errors import InputError
 from .candles import normalize, normalize_daily
+from .errors import InputError
 from .timeframes import Timeframe
 from .validate import PROBLEMS, InvalidCandles, check, counts, counts_text, report
 
@@ -58,10 +58,10 @@ def _read_json(path: Path) -> tuple[pl.DataFrame, str]:
         raw = raw["candles"]
     if not isinstance(raw, list):
         raise InputError(f"{path}: expected a list of {{ts, open, high, low, close, volume}} objects")
-    items: list[dict] = []
+    items: list[dict[str, Any]] = []
     for i, item in enumerate(raw, 1):
         if isinstance(item, list):  # Kite's raw [ts, o, h, l, c, v(, oi)]
-            item = dict(zip(FIELDS, item))
+            item = dict(zip(FIELDS, item, strict=False))  # a short row lacks fields: said below
         if not isinstance(item, dict):
             raise InputError(f"{path}: item {i} is not an object like {{\"ts\": ..., \"open\": ...}}")
         if "ts" not in item and "date" in item:
@@ -71,7 +71,7 @@ def _read_json(path: Path) -> tuple[pl.DataFrame, str]:
     missing = [f for f in REQUIRED if f not in present]
     if items and missing:
         raise InputError(f"{path}: no item has {', '.join(repr(m) for m in missing)}; expected {{ts, open, high, low, close, volume}} objects")
-    cols: dict[str, list] = {f: [_value(item.get(f)) for item in items] for f in present}
+    cols: dict[str, list[Any]] = {f: [_value(item.get(f)) for item in items] for f in present}
     # a field most items have but one lacks (volume: null is how "none" is written)
     lacking = [next((f for f in present if f not in item and f != "oi"), None) for item in items]
     cols["_problem"] = ["row" if f else None for f in lacking]

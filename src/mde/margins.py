@@ -78,7 +78,7 @@ class MarginTable:
                 f"premium, plus the opening leg's charges (rates from {self.where}; [margins] file overrides them)")
 
 
-def _pct(row: dict, key: str, where: str) -> float:
+def _pct(row: dict[str, Any], key: str, where: str) -> float:
     value = row.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
         raise ConfigError(f"{where}: {key} must be a percentage above 0 and at most 100")

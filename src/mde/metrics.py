@@ -51,6 +51,11 @@ def basis_for(cal: Calendar, timeframe: Timeframe, start: date, end: date) -> Ba
     return Basis(round(sessions, 2), cal.candles_per_day(regular_day, timeframe), years)
 
 
+def _float(x: object) -> float | None:
+    """A Float64 column's aggregate (mean, std): a float, or None for no value."""
+    return x if isinstance(x, float) else None
+
+
 def _round(x: float | None, digits: int = 2) -> float | None:
     if x is None or math.isnan(x) or math.isinf(x):
         return None
@@ -88,21 +93,21 @@ def compute(
     net = final - initial
     values = values.cast(pl.Float64)
     rets = values / values.shift(1, fill_value=initial) - 1.0  # the first against the starting cash
-    mean = rets.mean() if bars else None
-    std = rets.std(ddof=1) if bars > 1 else None
-    losses = rets.filter(rets < 0.0)  # downside deviation: the losing candles' squares over all candles
-    downside = math.sqrt(float((losses * losses).sum()) / bars) if bars else 0.0
-    del rets, losses
+    mean = _float(rets.mean()) if bars else None
+    std = _float(rets.std(ddof=1)) if bars > 1 else None
+    losing = rets.filter(rets < 0.0)  # downside deviation: the losing candles' squares over all candles
+    downside = math.sqrt(float((losing * losing).sum()) / bars) if bars else 0.0
+    del rets, losing
     scale = math.sqrt(basis.bars_per_year)
-    sharpe = mean / std * scale if mean is not None and std else None  # type: ignore[operator]
-    sortino = mean / downside * scale if mean is not None and downside else None  # type: ignore[operator]
+    sharpe = mean / std * scale if mean is not None and std else None
+    sortino = mean / downside * scale if mean is not None and downside else None
     years = bars / basis.bars_per_year if basis.bars_per_year else 0.0
     try:
         cagr = ((final / initial) ** (1 / years) - 1) * 100 if years > 0 and final > 0 else None
     except OverflowError:  # a few days compounded to a year: no meaningful figure
         cagr = None
 
-    dd_value = float(equity["drawdown"].min()) if bars else 0.0  # type: ignore[arg-type]
+    dd_value = float(equity["drawdown"].min()) if bars else 0.0  # type: ignore[arg-type]  # polars: an aggregate is any value
     dd_pct = float(equity.select((pl.col("drawdown") / (pl.col("equity") - pl.col("drawdown"))).min()).item()) * 100 if bars else 0.0
     dd_bars, dd_start, dd_end = _longest_drawdown(equity["drawdown"])
     ts = equity["ts"]
@@ -128,7 +133,7 @@ def compute(
         "trades": n,
         "win_rate_pct": _round(pnl.filter(pnl > 0).len() / n * 100) if n else None,
         "profit_factor": _round(wins / losses) if losses else None,
-        "expectancy": _round(float(pnl.mean())) if n else None,  # type: ignore[arg-type]
+        "expectancy": _round(float(pnl.mean())) if n else None,  # type: ignore[arg-type]  # polars: an aggregate is any value
         "avg_holding": str(holding) if holding is not None else None,
         "exposure_pct": _round(exposure * 100),
         "buy_and_hold_pct": _round(buy_and_hold_pct),

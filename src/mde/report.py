@@ -166,13 +166,18 @@ def write_report(path: str | Path, result: Any) -> None:
 # ---------------------------------------------------------------- formatting
 
 
+def _agg(value: Any) -> float:
+    """A numeric column's min or max as a float (polars types an aggregate as any Python value)."""
+    return float(value)
+
+
 def _e(x: object) -> str:
     return html.escape("" if x is None else str(x), quote=True)
 
 
-def _float_or_none(x: object) -> float | None:
+def _float_or_none(x: Any) -> float | None:
     try:
-        v = float(x)  # type: ignore[arg-type]
+        v = float(x)
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
@@ -554,7 +559,7 @@ def _x_labels(stamps: pl.Series, xs: Sequence[float], y: float) -> list[str]:
         texts = s.cast(pl.String).to_list()
     out = []
     last = None
-    for text, x in zip(texts, xs):
+    for text, x in zip(texts, xs, strict=True):  # one label per position
         if text == last:
             continue
         last = text
@@ -612,11 +617,11 @@ def _equity_section(equity: object, cash: float | None) -> str:
     ys0, ys1 = h - PAD_B, PAD_T
     idx = minmax_indices(eq["equity"])
     vals = eq["equity"].gather(idx)
-    lo, hi = float(vals.min()), float(vals.max())  # type: ignore[arg-type]
+    lo, hi = _agg(vals.min()), _agg(vals.max())
     if cash is not None:
         lo, hi = min(lo, cash), max(hi, cash)
     ys = _Scale(lo, hi, ys0, ys1, pad=0.04)
-    pts = " ".join(f"{_f(x)},{_f(ys(v))}" for x, v in zip(x_of(idx), vals.to_list()))
+    pts = " ".join(f"{_f(x)},{_f(ys(v))}" for x, v in zip(x_of(idx), vals.to_list(), strict=True))
     parts = [_svg_open("equity", h, "Equity curve"), *_y_axis(ys, x0, x1), *_x_labels(label_ts, label_xs, h - 8)]
     if cash is not None:
         yc = ys(cash)
@@ -633,21 +638,21 @@ def _equity_section(equity: object, cash: float | None) -> str:
     ds0, ds1 = h2 - PAD_B, PAD_T
     didx = minmax_indices(eq["drawdown"])
     dvals = eq["drawdown"].gather(didx)
-    dmin = min(float(dvals.min()), 0.0)  # type: ignore[arg-type]
-    dmax = max(float(dvals.max()), 0.0)  # type: ignore[arg-type]
+    dmin = min(_agg(dvals.min()), 0.0)
+    dmax = max(_agg(dvals.max()), 0.0)
     if dmin == dmax:
         dmin = -1.0
     dscale = _Scale(dmin, dmax, ds0, ds1)
     y_zero = dscale(0.0)
     dxs = x_of(didx)
     dpts = [f"{_f(dxs[0])},{_f(y_zero)}"]
-    dpts += [f"{_f(x)},{_f(dscale(v))}" for x, v in zip(dxs, dvals.to_list())]
+    dpts += [f"{_f(x)},{_f(dscale(v))}" for x, v in zip(dxs, dvals.to_list(), strict=True)]
     dpts.append(f"{_f(dxs[-1])},{_f(y_zero)}")
     dd_parts = [_svg_open("drawdown", h2, "Drawdown"), *_y_axis(dscale, x0, x1), *_x_labels(label_ts, label_xs, h2 - 8),
                 f'<polygon class="dd" points="{" ".join(dpts)}"/>',
                 f'<rect class="frame" x="{x0}" y="{PAD_T}" width="{x1 - x0}" height="{ds0 - PAD_T}"/></svg>\n']
     dd_legend = (f'<p class="legend"><span><b style="color:#d93025">▆</b> drawdown from the running peak (₹); '
-                 f"deepest {_e(fmt_value(float(eq['drawdown'].min())))}</span>"  # type: ignore[arg-type]
+                 f"deepest {_e(fmt_value(_agg(eq['drawdown'].min())))}</span>"
                  f"<span>x axis: bar number, labelled with the bar date (market closures take no room)</span></p>\n")
     return head + "".join(parts) + legend + "".join(dd_parts) + dd_legend + "</section>\n"
 
@@ -756,11 +761,11 @@ def _candle_chart(sym: str, df: pl.DataFrame | None, trades: pl.DataFrame) -> st
     slot = (x1 - x0) / m
     marks = _markers(sym, trades, df["ts"], size, m)
 
-    lo = float(bars["low"].min())  # type: ignore[arg-type]
-    hi = float(bars["high"].max())  # type: ignore[arg-type]
+    lo = _agg(bars["low"].min())
+    hi = _agg(bars["high"].max())
     if marks.height:
-        lo = min(lo, float(marks["price"].min()))  # type: ignore[arg-type]
-        hi = max(hi, float(marks["price"].max()))  # type: ignore[arg-type]
+        lo = min(lo, _agg(marks["price"].min()))
+        hi = max(hi, _agg(marks["price"].max()))
     ys = _Scale(lo, hi, y0, y1, pad=0.04)
 
     bw = min(max(slot * 0.7, 0.6), 14.0)

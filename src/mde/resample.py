@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from .calendar import Calendar
-from .clock import IST_OFFSET_MIN, US_PER_MIN, from_ist_minutes, to_ist_minutes
 from .candles import TS_DTYPE, ohlcv_aggs
+from .clock import IST_OFFSET_MIN, US_PER_MIN, from_ist_minutes, to_ist_minutes
 from .timeframes import Timeframe
+
+if TYPE_CHECKING:
+    from polars.expr.whenthen import ChainedThen, Then
 
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 
@@ -65,7 +69,7 @@ def close_minutes(tf: Timeframe, cal: Calendar, col: str = "ts") -> pl.Expr:
             day_close = pl.lit(cal.regular[1], dtype=pl.Int64)
         return day * 1440 + day_close
     reg_start, reg_end = cal.regular
-    chain = None
+    chain: Then | ChainedThen | None = None
     for d, sessions in cal.special.items():
         di = _day_index(d)
         for start, end in sessions:

@@ -40,15 +40,16 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeGuard
 
 import polars as pl
 
 from .atomic import Staged, fsync_dir
 from .calendar import Calendar, nse
-from .clock import IST
 from .candles import COLUMNS, empty_candles, merge_candles, normalize, normalize_daily
+from .clock import IST
 from .errors import CacheError, InputError
 from .symbols import Instrument, safe_name, unsafe_name
 from .timeframes import Timeframe, parse
@@ -65,7 +66,7 @@ READ_CACHE_FILES = 64
 # is this far in the past: file-system timestamps are coarse (a few ms), so a file added in
 # the same tick as the last change would otherwise go unseen. Generous for network clocks.
 LISTING_SETTLE_NS = 2_000_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 
@@ -151,8 +152,12 @@ def _iso(ts: datetime | None) -> str | None:
     return None if ts is None else ts.astimezone(IST).isoformat()
 
 
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(IST)
+
+
 def _from_iso(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text).astimezone(IST)
+    return None if text is None else _instant(text)
 
 
 def _epoch_us(text: str) -> int:
@@ -173,12 +178,12 @@ def _implausible(df: pl.DataFrame, tf: Timeframe) -> dict[str, int]:
     return implausible(df, tf, nse())
 
 
-def _entry(df: pl.DataFrame, st: os.stat_result, tf: Timeframe | None = None, bad: dict[str, int] | None = None) -> dict:
+def _entry(df: pl.DataFrame, st: os.stat_result, tf: Timeframe | None = None, bad: dict[str, int] | None = None) -> dict[str, Any]:
     """The manifest's summary of one partition file; `implausible` counts its candles that fail
     validate.check by rule (kept: they are the source's truth; `{}` when there are none, absent
     in entries written before mde checked)."""
     ts = df.get_column("ts")
-    entry = {"rows": df.height, "first": _iso(ts[0]), "last": _iso(ts[-1]), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    entry: dict[str, Any] = {"rows": df.height, "first": _iso(ts[0]), "last": _iso(ts[-1]), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     if tf is not None:
         entry["implausible"] = bad if bad is not None else _implausible(df, tf)
     return entry
@@ -205,7 +210,7 @@ def _is_instant(text: object) -> bool:
         return False
 
 
-def _entry_matches(entry: dict | None, st: os.stat_result) -> bool:
+def _entry_matches(entry: dict[str, Any] | None, st: os.stat_result) -> TypeGuard[dict[str, Any]]:
     """The entry is well-formed and was made for the file as it is now (same size and mtime)."""
     return (
         isinstance(entry, dict)
@@ -227,7 +232,7 @@ class Manifest:
     last_ts: datetime | None = None
     updated_at: datetime | None = None
     coverage: list[Range] = field(default_factory=list)
-    partitions: dict[str, dict] = field(default_factory=dict)
+    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
     # ranges with sessions that the source answered with no candle at all (a Kite instrument
     # before it was listed): not gaps to fetch again; a later answer with candles removes them
     empty: list[Range] = field(default_factory=list)
@@ -272,9 +277,9 @@ class Manifest:
             first_ts=_from_iso(raw.get("first_ts")),
             last_ts=_from_iso(raw.get("last_ts")),
             updated_at=_from_iso(raw.get("updated_at")),
-            coverage=[(_from_iso(a), _from_iso(b)) for a, b in raw.get("coverage", [])],  # type: ignore[misc]
+            coverage=[(_instant(a), _instant(b)) for a, b in raw.get("coverage", [])],
             partitions=dict(raw.get("partitions", {})),
-            empty=[(_from_iso(a), _from_iso(b)) for a, b in raw.get("empty", [])],  # type: ignore[misc]
+            empty=[(_instant(a), _instant(b)) for a, b in raw.get("empty", [])],
         )
 
 
@@ -541,7 +546,7 @@ class CandleStore:
         return out
 
     def _decode_batch(self, misses: list[tuple[Path, os.stat_result]], *, contiguous: bool = False
-                      ) -> tuple[pl.DataFrame, list[tuple[Path, os.stat_result, dict]]] | None:
+                      ) -> tuple[pl.DataFrame, list[tuple[Path, os.stat_result, dict[str, Any]]]] | None:
         """One frame for the files the manifest vouches for (see `_read_batch`), with them."""
         folder = misses[0][0].parent
         try:
@@ -662,6 +667,7 @@ class CandleStore:
         ts = _concat(frames).get_column("ts") if frames else empty_candles().get_column("ts")
         manifest.coverage, full, short = ledger_from_candles(ts, tf, nse())
         manifest.rows = sum(e["rows"] for e in manifest.partitions.values())
+        # polars types a Series' min/max as any Python value; a Datetime column's is a datetime
         manifest.first_ts = ts.min() if not ts.is_empty() else None  # type: ignore[assignment]
         manifest.last_ts = ts.max() if not ts.is_empty() else None  # type: ignore[assignment]
         note = (
@@ -704,7 +710,7 @@ class CandleStore:
         return manifest
 
     def list_series(self) -> list[tuple[Instrument, Timeframe]]:
-        out = []
+        out: list[tuple[Instrument, Timeframe]] = []
         if not self.root.is_dir():
             return out
         for exch in sorted(self.root.iterdir()):
@@ -900,7 +906,7 @@ class CandleStore:
         keeps its entry if the entry still matches its size and mtime, and is read (normally
         from the read cache) only if it does not.
         """
-        parts: dict[str, dict] = {}
+        parts: dict[str, dict[str, Any]] = {}
         try:
             tf: Timeframe | None = parse(manifest.timeframe)
         except InputError:
@@ -917,17 +923,17 @@ class CandleStore:
                     continue
                 entry = manifest.partitions.get(stem)
                 if _entry_matches(entry, st):
-                    parts[stem] = entry  # type: ignore[assignment]
+                    parts[stem] = entry
                     continue
                 df = self._read_file(path)
             if not df.is_empty():
                 parts[stem] = _entry(df, st, tf, (counted or {}).get(stem))
-        firsts = [_from_iso(e["first"]) for e in parts.values()]
-        lasts = [_from_iso(e["last"]) for e in parts.values()]
+        firsts = [_instant(e["first"]) for e in parts.values()]
+        lasts = [_instant(e["last"]) for e in parts.values()]
         manifest.partitions = parts
         manifest.rows = sum(e["rows"] for e in parts.values())
-        manifest.first_ts = min(firsts) if firsts else None  # type: ignore[type-var]
-        manifest.last_ts = max(lasts) if lasts else None  # type: ignore[type-var]
+        manifest.first_ts = min(firsts) if firsts else None
+        manifest.last_ts = max(lasts) if lasts else None
         manifest.updated_at = now
 
     def replace_series(

@@ -21,16 +21,19 @@ plausible row, else the key of the first rule it breaks (see PROBLEMS).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from .calendar import Calendar
+from .candles import TS_DTYPE
 from .clock import IST, US_PER_MIN, from_ist_minutes, to_ist_minutes
 from .errors import InputError
 from .resample import _day_index, ist_minutes
-from .candles import TS_DTYPE
 from .timeframes import Timeframe
+
+if TYPE_CHECKING:
+    from polars.expr.whenthen import ChainedThen, Then
 
 PRICES = ("open", "high", "low", "close")
 # key -> the words a summary counts it under; the order is the order rules are checked in
@@ -180,15 +183,14 @@ def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
         ("session", outside),
         ("grid", off_grid),
     ]
-    chain = pl.when(pl.col("_pre").is_not_null()).then(pl.col("_pre"))
+    chain: Then | ChainedThen = pl.when(pl.col("_pre").is_not_null()).then(pl.col("_pre"))
     for key, cond in rules:
         chain = chain.when(cond).then(pl.lit(key))
     df = df.with_columns(chain.otherwise(pl.lit(None, dtype=pl.String)).alias("problem"))
 
     # duplicates among the rows that are otherwise fine
-    key = pl.col("ts")
     cols = [c for c in (*PRICES, "volume", "oi") if c in df.columns]
-    clean = df.with_row_index("_i").filter(pl.col("problem").is_null()).with_columns(key.alias("_key"))
+    clean = df.with_row_index("_i").filter(pl.col("problem").is_null()).with_columns(pl.col("ts").alias("_key"))
     if clean.height > 1:
         dups = clean.filter(pl.col("_key").is_duplicated())
         if not dups.is_empty():
@@ -207,7 +209,7 @@ def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
 def counts(checked: pl.DataFrame, *, include: tuple[str, ...] | None = None) -> dict[str, int]:
     """How many rows break each rule, in PROBLEMS order (rules nobody broke are left out)."""
     found = checked.get_column("problem").drop_nulls().value_counts()
-    by_key = dict(zip(found.get_column("problem").to_list(), found.get_column("count").to_list()))
+    by_key = dict(zip(found.get_column("problem").to_list(), found.get_column("count").to_list(), strict=True))
     return {k: int(by_key[k]) for k in PROBLEMS if k in by_key and (include is None or k in include)}
 
 
@@ -266,7 +268,7 @@ def explain(raw_row: dict[str, Any], row: dict[str, Any], problem: str, tf: Time
         if v is not None and v == v and v > MAX_COUNT and v != float("inf"):
             return f"{problem} {_fmt(raw_row.get(problem))} is too large for a count"
         return f"{problem} {_fmt(raw_row.get(problem))} is not a whole number >= 0"
-    ts = row.get("ts")
+    ts: datetime = row["ts"]  # a row of `check`'s answer; a null ts is problem "ts", above
     if problem == "session":
         return f"{_ts_text(ts)} is outside every NSE session"
     if problem == "grid":

@@ -14,13 +14,15 @@ from datetime import datetime, time, timedelta
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from .. import calendar as cal_mod
+from ..candles import COLUMNS, empty_candles
+from ..clock import IST
 from ..errors import InputError, MdeError
 from ..resample import resample
-from ..candles import COLUMNS, empty_candles
 from ..symbols import BUILTIN_ALIASES, Instrument, resolve_offline, safe_name, validate_symbol
 from ..timeframes import Timeframe, sources_for
 from . import SourceStats
@@ -51,8 +53,9 @@ class SampleSource:
         self.stats = SourceStats()
 
     @cached_property
-    def index(self) -> dict:
-        return json.loads((self.root / "index.json").read_text(encoding="utf-8"))
+    def index(self) -> dict[str, Any]:
+        index: dict[str, Any] = json.loads((self.root / "index.json").read_text(encoding="utf-8"))
+        return index
 
     def series(self) -> list[tuple[str, str]]:
         """(instrument key, timeframe) of every bundled series."""
@@ -69,7 +72,7 @@ class SampleSource:
                 return first, cal_mod.nse().close_time(last, tf)
         return None
 
-    def clock(self) -> datetime | None:
+    def clock(self) -> datetime:
         return cal_mod.parse_instant(self.index["end"])
 
     def resolve(self, symbol: str) -> Instrument:
@@ -90,7 +93,7 @@ class SampleSource:
         from ..instruments import BUNDLED_DUMP, OfflineCatalog
 
         try:
-            OfflineCatalog(BUNDLED_DUMP.parent, self.clock).check(symbol, self.aliases)  # type: ignore[arg-type]
+            OfflineCatalog(BUNDLED_DUMP.parent, self.clock).check(symbol, self.aliases)
         except MdeError:
             return False
         return True
@@ -118,10 +121,10 @@ class SampleSource:
                 if base is not None:
                     # Like Kite: build the bigger interval from what is stored, whole days only.
                     # Whole buckets only: cut at day boundaries, then select buckets by ts below.
-                    first_day = start.astimezone(cal_mod.IST).date()
-                    last_day = end.astimezone(cal_mod.IST).date() + timedelta(days=1)
-                    lo = datetime.combine(first_day, time(0, 0), cal_mod.IST)
-                    hi = datetime.combine(last_day, time(0, 0), cal_mod.IST)
+                    first_day = start.astimezone(IST).date()
+                    last_day = end.astimezone(IST).date() + timedelta(days=1)
+                    lo = datetime.combine(first_day, time(0, 0), IST)
+                    hi = datetime.combine(last_day, time(0, 0), IST)
                     window = base.filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
                     df = resample(window, timeframe, cal_mod.nse())
                     break
