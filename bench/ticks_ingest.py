@@ -21,14 +21,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from kite_ticker_server import ScriptTick, encode_frame, encode_packet  # noqa: E402
 from kiteconnect import KiteTicker  # noqa: E402
-from ticks import ticks_from_candles  # noqa: E402
 
+from kite_ticker_server import ScriptTick, encode_frame, encode_packet  # noqa: E402
 from mde.calendar import IST  # noqa: E402
 from mde.importer import read_candles  # noqa: E402
 from mde.ticks import CandleBuilder  # noqa: E402
 from mde.timeframes import parse  # noqa: E402
+from ticks import ticks_from_candles  # noqa: E402
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
         b = CandleBuilder(tokens, ["1m", "5m", "15m"], now=start)
         b.connected(start)
         t0 = time.perf_counter()
-        for sec, frame in zip(seconds, frames):
+        for sec, frame in zip(seconds, frames, strict=True):
             b.add(kt._parse_binary(frame))
             b.poll(datetime.fromtimestamp(sec, IST))
         return time.perf_counter() - t0

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import date, datetime, time
 
 import polars as pl
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import mde
+from factories import make_candles
 from mde.broker import SimBroker
 from mde.calendar import nse
 from mde.candles import Candle
@@ -19,7 +19,6 @@ from mde.engine import MarketDataEngine
 from mde.resample import with_close
 from mde.strategy import Context, SeriesData, Strategy, StrategyRunner, merge_events
 from mde.timeframes import parse
-from factories import make_candles
 
 DAY = date(2024, 6, 14)
 TF = parse("5m")

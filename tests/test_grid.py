@@ -7,8 +7,7 @@ import itertools
 from datetime import date, timedelta
 
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from mde.calendar import Calendar, nse
 from mde.errors import InputError
@@ -79,7 +78,7 @@ def test_combinations_vary_the_last_parameter_fastest() -> None:
 def test_combo_at_index_is_the_product_order(sizes: list[int]) -> None:
     pairs = [f"p{i}={','.join(str(v) for v in range(n))}" for i, n in enumerate(sizes)]
     grid = parse_grid(pairs)
-    product = [dict(zip([f"p{i}" for i in range(len(sizes))], combo)) for combo in itertools.product(*(range(n) for n in sizes))]
+    product = [dict(zip([f"p{i}" for i in range(len(sizes))], combo, strict=True)) for combo in itertools.product(*(range(n) for n in sizes))]
     assert len(grid) == len(product) and list(grid) == product
 
 
@@ -329,7 +328,7 @@ def test_the_strategy_gets_the_same_parameters_as_through_param_grid(data: st.Da
     ours = [{k: coerce_param(k, v, kinds[k]) for k, v in combo.items()} for combo in parse_grid(pairs, kinds).combos()]
     theirs = [{k: coerce_param(k, v, kinds[k]) for k, v in combo.items()} for combo in param_grid(pairs)]
     assert ours == theirs
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         assert [type(v) for v in a.values()] == [type(v) for v in b.values()]
 
 

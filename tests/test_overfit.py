@@ -9,8 +9,7 @@ import random
 from statistics import NormalDist, linear_regression
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from mde.errors import InputError
 from mde.overfit import (
@@ -77,7 +76,7 @@ def test_pbo_hand_computed_two_blocks_sharpe() -> None:
     a = [0, 1, 2, -1, 0, 1]
     b = [-1, 0, 1, 1, 2, 3]
     c = [1, 3, 5, 1, 2, 3]
-    m = [list(row) for row in zip(a, b, c)]
+    m = [list(row) for row in zip(a, b, c, strict=True)]
     # split {0}: IS SR A1 B0 C1.5 -> C; OOS block1 A0 B2 C2: C ties B at the top -> rank 2.5, ω = 2.5/4, λ = ln(5/3)
     # split {1}: IS A0 B2 C2 -> B and C tie; OOS block0 A1 B0 C1.5 -> the worse is B, rank 1, ω = 1/4, λ = -ln 3
     r = probability_of_backtest_overfitting(m, n_blocks=2)

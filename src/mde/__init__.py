@@ -89,8 +89,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from mde.broker import Order, SimBroker
     from mde.candles import Candle
-    from mde.config import Settings
-    from mde.config import load as load_settings
+    from mde.config import Settings, load as load_settings
     from mde.engine import MarketDataEngine, Window
     from mde.errors import (
         AuthError,

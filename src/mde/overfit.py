@@ -353,13 +353,13 @@ def _moment_evaluator(blocks: list[list[list[float]]], n_cols: int, metric: str)
     def stats(blocks_in: list[int]) -> list[float]:
         # this loop is the whole cost of PBO (2 N per split)
         count = per_block * len(blocks_in)
-        a1 = [sum(col) for col in zip(*(s1[b] for b in blocks_in))]
+        a1 = [sum(col) for col in zip(*(s1[b] for b in blocks_in), strict=True)]
         if metric == "mean":
             return [a / count for a in a1]
-        a2 = [sum(col) for col in zip(*(s2[b] for b in blocks_in))]
+        a2 = [sum(col) for col in zip(*(s2[b] for b in blocks_in), strict=True)]
         dof = count - 1
         out = []
-        for a, q in zip(a1, a2):
+        for a, q in zip(a1, a2, strict=True):
             mean = a / count
             var = (q - a * mean) / dof
             out.append(mean / math.sqrt(var) if var > 0.0 else _sharpe_from(count, mean, 0.0))

@@ -17,25 +17,19 @@ from __future__ import annotations
 
 # The time, column and error helpers the single module mde/strategy.py imported stay importable
 # from here (`X as X`: an explicit re-export); other code and tests import some of them so.
-from ..broker import Order
-from ..broker import SimBroker as SimBroker
-from ..clock import IST_OFFSET_MIN as IST_OFFSET_MIN
-from ..clock import US_PER_MIN as US_PER_MIN
-from ..clock import as_us as as_us
-from ..clock import ist_day as ist_day
-from ..clock import us_to_datetime as us_to_datetime
-from ..columns import CODES as CODES
-from ..columns import grow as grow
-from ..columns import view as view
-from ..errors import InputError as InputError
-from ..errors import MdeError as MdeError
-from ..errors import StrategyError as StrategyError
-from ..timeframes import Timeframe as Timeframe
-from ..timeframes import parse as parse
+from ..broker import Order, SimBroker as SimBroker
+from ..clock import (
+    IST_OFFSET_MIN as IST_OFFSET_MIN,
+    US_PER_MIN as US_PER_MIN,
+    as_us as as_us,
+    ist_day as ist_day,
+    us_to_datetime as us_to_datetime,
+)
+from ..columns import CODES as CODES, grow as grow, view as view
+from ..errors import InputError as InputError, MdeError as MdeError, StrategyError as StrategyError
+from ..timeframes import Timeframe as Timeframe, parse as parse
 from .api import (
     _PARAM_TYPES as _PARAM_TYPES,
-)
-from .api import (
     PREFIX_CHECK,
     Candle,
     Context,
@@ -45,16 +39,19 @@ from .api import (
     PerSymbolIndicator,
     SeriesView,
     Strategy,
+    _count as _count,
     coerce_param,
 )
-from .api import (
-    _count as _count,
+from .loading import BUILTIN_STRATEGIES, build, describe, load_strategy, log as log, parse_params, strategy_error
+from .runner import (
+    CandleReader,
+    RunOutcome,
+    SeriesData,
+    StrategyRunner,
+    _candle_of as _candle_of,
+    _minute as _minute,
+    merge_events,
 )
-from .loading import BUILTIN_STRATEGIES, build, describe, load_strategy, parse_params, strategy_error
-from .loading import log as log
-from .runner import CandleReader, RunOutcome, SeriesData, StrategyRunner, merge_events
-from .runner import _candle_of as _candle_of
-from .runner import _minute as _minute
 
 __all__ = [
     "BUILTIN_STRATEGIES",
