@@ -84,12 +84,13 @@ def moments(returns: Sequence[float]) -> Moments:
     mean = math.fsum(returns) / n
     dev = [r - mean for r in returns]
     m2 = 0.0 if min(returns) == max(returns) else math.fsum(d * d for d in dev) / n
-    m3 = math.fsum(d**3 for d in dev) / n
-    m4 = math.fsum(d**4 for d in dev) / n
     std = math.sqrt(m2 * n / (n - 1)) if n > 1 else 0.0
     if m2 == 0.0:
         return Moments(n, mean, std, 0.0, 3.0)
-    return Moments(n, mean, std, m3 / m2**1.5, m4 / (m2 * m2))
+    # standardise first: m3 / m2**1.5 underflows to 0/0 for tiny returns (1e-123), z does not
+    root = math.sqrt(m2)
+    z = [d / root for d in dev]
+    return Moments(n, mean, std, math.fsum(x**3 for x in z) / n, math.fsum(x**4 for x in z) / n)
 
 
 def _finite_series(returns: Sequence[float], what: str) -> list[float]:
