@@ -7,7 +7,8 @@
 The data must be in the cache: a range the coverage ledger does not cover is an error
 naming the `mde fetch` to run (unless allow_gaps). The strategy sees every cached candle
 closed before now, warm-up before `start` included; `on_candle` runs for candles of
-`start`..`end` only. Fills follow broker.FILL_MODEL.
+`start`..`end` only. Fills follow broker.FILL_MODEL. The run's broker, strategy and summary
+(`ReplayResult`) are built by `mde.runs`, as a paper session's are.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ from typing import Any
 from .calendar import parse_date
 from .clock import IST, as_us
 from .errors import InputError, MdeError, NotCached, StrategyError
-from .runs import DEFAULT_CASH, Run, build_broker, build_strategy, summarize, unpriced
-from .runs import DEFAULT_TICK as DEFAULT_TICK  # moved to mde.runs (shared with paper); re-exported here
+
+# Moved to mde.runs (shared with paper); re-exported here (`X as X`) until paper imports them from there.
+from .runs import DEFAULT_CASH, Run
+from .runs import DEFAULT_TICK as DEFAULT_TICK
 from .runs import TRADE_CSV_COLUMNS as TRADE_CSV_COLUMNS
 from .runs import ReplayResult as ReplayResult
+from .runs import build_broker as build_broker
+from .runs import build_strategy as build_strategy
 from .runs import fingerprint as fingerprint
 from .runs import mde_version as mde_version
+from .runs import summarize as summarize
+from .runs import unpriced as unpriced
 from .strategy import SeriesData, Strategy, StrategyRunner, build, load_strategy, merge_events, parse_params
 from .symbols import Instrument, validate_symbol
 from .timeframes import Timeframe, parse
