@@ -200,3 +200,51 @@ def test_the_seams_and_the_candle_import_nothing_of_mde_above_them(tmp_path: Pat
     assert not {i for i in runtime_imports_of(PKG / "protocols.py", tmp_path) if i.startswith("mde")}
     assert {i for i in imports_of(PKG / "candles.py") if i.startswith("mde")} <= {"mde.clock", "mde.errors"}
     assert not _hits(imports_of(PKG / "engine.py"), {"mde.strategy"})
+# -- the CLI is a client of the library's public names ----------------------------------------
+# "Public" is what a Python user may import: a module-level name without a leading underscore,
+# in a module whose path has none (mde.__all__ is the curated subset of those; a check against
+# it alone would fail every time a new command's library call is not yet exported there).
+THIN_CLIENTS = ("mde.cli", "mde.render")
+
+
+def private_uses(path: Path, name: str | None = None) -> set[str]:
+    """Private names of mde the file reaches: `from mde.x import _y`, `from mde._x import y`,
+    and `thing._attr` on anything (dunders aside): a private attribute of an engine or a
+    module is a rule the library keeps to itself."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    me = (name or module_name(path)).split(".")
+    package = me if path.name == "__init__.py" else me[:-1]
+    found: set[str] = set()
+
+    def private(part: str) -> bool:
+        return part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            module = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else (node.module or "")
+            if module.split(".")[0] != "mde":
+                continue
+            found.update(f"{module}.{alias.name}" for alias in node.names
+                         if private(alias.name) or any(private(p) for p in module.split(".")))
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "mde" and any(private(p) for p in a.name.split(".")))
+        elif isinstance(node, ast.Attribute) and private(node.attr):
+            found.add(f"{ast.unparse(node.value)}.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("client", THIN_CLIENTS)
+def test_the_cli_and_its_renderer_use_only_the_librarys_public_names(client: str) -> None:
+    path = PKG.joinpath(*client.split(".")[1:]).with_suffix(".py")
+    assert private_uses(path, client) == set(), f"{client} reaches into private names of mde"
+
+
+def test_the_private_name_checker_catches_each_kind(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from .engine import MarketDataEngine, _as_instant\nfrom ._internal import thing\nimport mde._x\n"
+        "from typer import _private_of_typer\n"
+        "def f(eng):\n    eng._source.stats\n    return eng.__class__, eng.store\n"
+    )
+    assert private_uses(bad, "mde.cli") == {"mde.engine._as_instant", "mde._internal.thing", "mde._x", "eng._source"}

@@ -1,5 +1,10 @@
 """The `mde` command: parse arguments, call the library, render. Nothing else.
 
+Each command parses its options, calls one library function (`MarketDataEngine.refresh_many`,
+`run_replay`, ...) and renders what it returns with `mde.render`; the rules (defaults, checks,
+exit codes) live in the library, so a Python user gets the same. The error handling is here:
+an MdeError becomes `error: <message>` and its exit code, anything else exit 70 (`run_guarded`).
+
 Heavy modules (polars, rich tables, kiteconnect) are imported inside the commands so that
 `mde --help` and `mde window` start fast.
 """
@@ -10,9 +15,10 @@ import functools
 import logging
 import re
 import sys
-from enum import Enum
+from collections.abc import Callable, Sequence
+from enum import Enum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
@@ -20,6 +26,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 if TYPE_CHECKING:
     from .config import Settings
     from .engine import MarketDataEngine
+    from .errors import MdeError
 
 # Exit status of an unexpected exception (a bug in mde): EX_SOFTWARE of sysexits.h.
 INTERNAL_ERROR = 70
@@ -33,12 +40,17 @@ class _Group(TyperGroup):
     typer's CliRunner all take the same path.
     """
 
-    def main(self, args: Any = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         prog_name = prog_name or "mde"  # also under `python -m mde`: the name the README and the errors use
+
+        def call() -> Any:
+            return super(_Group, self).main(args, prog_name, complete_var, standalone_mode=False,
+                                            windows_expand_args=windows_expand_args, **extra)
+
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        sys.exit(run_guarded(lambda: super(_Group, self).main(args, prog_name, complete_var, standalone_mode=False, **extra)))
+            return call()
+        sys.exit(run_guarded(call))
 
 
 class _Command(TyperCommand):
@@ -77,25 +89,43 @@ app = typer.Typer(
 )
 
 
-class Format(str, Enum):
+# -- choices ------------------------------------------------------------------------------
+class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
 
 
-class ListFormat(str, Enum):
+class ListFormat(StrEnum):
     table = "table"
     json = "json"
 
 
-class SourceKind(str, Enum):
+class SourceKind(StrEnum):
     sample = "sample"
     kite = "kite"
 
 
+class CostKind(StrEnum):
+    zerodha = "zerodha"
+    none = "none"
+
+
+class Segment(StrEnum):
+    futures = "futures"
+    options = "options"
+    intraday = "intraday"
+    delivery = "delivery"
+
+
+def _value(choice: Enum | None) -> Any:
+    """The plain value of a choice (None stays None): what the library takes."""
+    return None if choice is None else choice.value
+
+
 class _State:
-    config: Optional[Path] = None
-    cache_dir: Optional[Path] = None
+    config: Path | None = None
+    cache_dir: Path | None = None
     verbose: bool = False
     quiet: bool = False
 
@@ -125,8 +155,14 @@ def _error_line(message: str) -> None:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    _stderr().print(f"[bold red]error:[/] {message}", markup=True)
+    _error_line(message)
     return typer.Exit(code)
+
+
+def _say(line: str, err: bool = False) -> None:
+    """A line of output, unless -q (which prints nothing but errors)."""
+    if not STATE.quiet:
+        typer.echo(line, err=err)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -139,7 +175,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except MdeError as exc:
-            raise _fail(exc.message.replace("[", r"\["), exc.exit_code) from None
+            raise _fail(exc.message, exc.exit_code) from None
         except KeyboardInterrupt:
             raise _fail("interrupted; the cache is unchanged", 130) from None
 
@@ -215,13 +251,13 @@ def run_guarded(call: Callable[[], Any]) -> int:
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
-def settings(source: Optional[SourceKind] = None) -> Settings:
+def settings(source: SourceKind | None = None) -> Settings:
     from .config import load
 
-    return load(STATE.config, cache_dir=STATE.cache_dir, source=source.value if source else None)
+    return load(STATE.config, cache_dir=STATE.cache_dir, source=_value(source))
 
 
-def engine(source: Optional[SourceKind] = None) -> MarketDataEngine:
+def engine(source: SourceKind | None = None) -> MarketDataEngine:
     from .engine import MarketDataEngine
 
     return MarketDataEngine(settings(source))
@@ -237,8 +273,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    config: Annotated[Optional[Path], typer.Option("--config", help="Config file (default: $MDE_CONFIG, else ./mde.toml).")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder (overrides MDE_CACHE_DIR and mde.toml).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Config file (default: $MDE_CONFIG, else ./mde.toml).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache folder (overrides MDE_CACHE_DIR and mde.toml).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what mde does to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
@@ -257,7 +293,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -275,18 +311,43 @@ def _set_logging() -> None:
     log.setLevel(level)
 
 
-def symbol_list(*groups: Optional[list[str]]) -> list[str]:
+def symbol_list(*groups: list[str] | None) -> list[str]:
     """The symbols of --symbol/--symbols/-s (repeated, several values, or comma-separated) and positionals."""
     return [s.strip() for group in groups for item in (group or []) for s in item.split(",") if s.strip()]
 
 
-SymbolsOpt = Annotated[Optional[list[str]], typer.Option(
+def _report_bad(errors: list[MdeError], worst: Callable[[list[MdeError]], MdeError | None] | None = None) -> None:
+    """After a listing: one `error:` line per item that could not be read, then the worst
+    one's exit code (the others were listed)."""
+    from .errors import worst as most_severe
+
+    for err in errors:
+        _error_line(err.message)
+    bad = (worst or most_severe)(errors)
+    if bad is not None:
+        raise typer.Exit(bad.exit_code)
+
+
+# -- options more than one command takes, defined once -------------------------------------
+# `replay` and `paper` share the run options (strategy, symbols, parameters, costs, cash,
+# slippage, output files); `-s`/positional symbols, --timeframe and --source are everywhere.
+SymbolsOpt = Annotated[list[str] | None, typer.Option(
     "--symbols", "--symbol", "-s", show_default=False,
     help="Symbols: --symbols NIFTY BANKNIFTY, -s NIFTY -s BANKNIFTY or NIFTY,BANKNIFTY.")]
-MoreSymbols = Annotated[Optional[list[str]], typer.Argument(
+MoreSymbols = Annotated[list[str] | None, typer.Argument(
     help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)]
 TimeframeOpt = Annotated[str, typer.Option("--timeframe", "-t", help="1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day).")]
-SourceOpt = Annotated[Optional[SourceKind], typer.Option("--source", case_sensitive=False, help="Where candles come from (default: \\[source] kind).")]
+SourceOpt = Annotated[SourceKind | None, typer.Option("--source", case_sensitive=False, help="Where candles come from (default: \\[source] kind).")]
+ListFormatOpt = Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")]
+FromOpt = Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")]
+ParamsOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE; NAME=V1,V2 sweeps every combination.")]
+CostsOpt = Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha (dated Indian charges) or none.")]
+SegmentOpt = Annotated[Segment | None, typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")]
+CashOpt = Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")]
+SlippageOpt = Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill.")]
+TradesOpt = Annotated[Path | None, typer.Option("--trades", help="Write the closed trades as CSV.")]
+ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")]
 
 
 @app.command()
@@ -295,7 +356,7 @@ def window(
     symbol: Annotated[str, typer.Argument(help="NIFTY, BANKNIFTY, INFY, NSE:INFY ...")],
     timeframe: TimeframeOpt = "5m",
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many candles (1..1000).")] = 50,
-    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", case_sensitive=False, help="table, json (the HTTP API's shape) or csv.")] = Format.table,
     source: SourceOpt = None,
 ) -> None:
@@ -303,27 +364,23 @@ def window(
 
     Example:  mde window NIFTY --timeframe 15m --limit 20 --format json
     """
+    from .engine import window_body
+    from .render import window_csv, window_table
     from .symbols import validate_symbol
 
     eng = engine(source)
     win = eng.read_window(symbol, timeframe, limit=limit, as_of=as_of)
-    candles, note = win.candles, win.note(symbol)
+    name = validate_symbol(symbol)  # the name every other path shows: NIFTY for " nifty"
     if fmt is Format.table:
-        from .render import window_table
-
-        status = eng.status(symbol, timeframe, as_of=as_of)
-        window_table(candles, validate_symbol(symbol), status, _stdout(), note=note)
+        window_table(win.candles, name, eng.status(symbol, timeframe, as_of=as_of), _stdout(), note=win.note(name))
         return
     if fmt is Format.json:
-        from .engine import window_body
-
-        typer.echo(window_body(symbol, timeframe, candles).decode())  # the API's bytes, valid JSON always
+        typer.echo(window_body(symbol, timeframe, win.candles).decode())  # the API's bytes, valid JSON always
     else:
-        from .render import window_csv
-
-        sys.stdout.write(window_csv(candles))
-    if note and not STATE.quiet:  # stdout stays exactly the data; the note goes beside it
-        _stderr().print(f"note: {note}", markup=False)
+        sys.stdout.write(window_csv(win.candles))
+    note = win.note(name)
+    if note:  # stdout stays exactly the data; the note goes beside it
+        _say(f"note: {note}", err=True)
 
 
 @app.command()
@@ -331,8 +388,8 @@ def window(
 def fetch(
     symbol: Annotated[str, typer.Argument(help="NIFTY, BANKNIFTY, INFY, NSE:INFY ...")],
     timeframe: TimeframeOpt = "5m",
-    start: Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
-    end: Annotated[Optional[str], typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive; default: now).")] = None,
+    start: FromOpt = ...,  # type: ignore[assignment]
+    end: Annotated[str | None, typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive; default: now).")] = None,
     source: SourceOpt = None,
 ) -> None:
     """Download candles for a date range into the cache (never deletes cached candles).
@@ -342,30 +399,18 @@ def fetch(
 
     Example:  mde fetch NIFTY --timeframe 5m --from 2024-06-01 --to 2024-06-30
     """
-    report = engine(source).download(symbol, timeframe, start, end)
-    if not STATE.quiet:
-        lo, hi = report.requested or (None, None)
-        from .render import fmt_ts, implausible_note
+    from .render import fetch_line
 
-        if report.empty:
-            typer.echo(
-                f"{report.instrument} {report.timeframe}: the source has no candles for {fmt_ts(lo)} → {fmt_ts(hi)} "
-                f"(not listed yet, or no trading); recorded as empty, {report.rows} cached"
-            )
-            return
-        typer.echo(
-            f"{report.instrument} {report.timeframe}: {report.received} candles for {fmt_ts(lo)} → {fmt_ts(hi)}, "
-            f"{report.added} new, {report.rows} cached{implausible_note(report.implausible)}"
-        )
+    _say(fetch_line(engine(source).download(symbol, timeframe, start, end)))
 
 
 @app.command()
 @handle_errors
 def refresh(
-    symbols: Annotated[Optional[list[str]], typer.Argument(help="Symbols (also --symbols; default: \\[refresh] symbols).", show_default=False)] = None,
+    symbols: Annotated[list[str] | None, typer.Argument(help="Symbols (also --symbols; default: \\[refresh] symbols).", show_default=False)] = None,
     symbols_opt: SymbolsOpt = None,
-    timeframes: Annotated[Optional[list[str]], typer.Option("--timeframe", "-t", help="Timeframe(s) (default: \\[refresh] timeframes, 5m).")] = None,
-    count: Annotated[Optional[int], typer.Option("--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000).")] = None,
+    timeframes: Annotated[list[str] | None, typer.Option("--timeframe", "-t", help="Timeframe(s) (default: \\[refresh] timeframes, 5m).")] = None,
+    count: Annotated[int | None, typer.Option("--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     source: SourceOpt = None,
 ) -> None:
@@ -376,63 +421,46 @@ def refresh(
     """
     from contextlib import nullcontext
 
-    from .engine import MarketDataEngine, check_count
+    from .engine import check_count
+    from .jsonout import dumps
     from .render import RefreshProgress, refresh_line, summary_line
 
     if count is not None:
         check_count(count)  # a bad --count is named before the config is read
-    eng = MarketDataEngine(settings(source))
+    eng = engine(source)
     on_tty = sys.stdout.isatty() and not STATE.quiet and not as_json
     with RefreshProgress(_stdout()) if on_tty else nullcontext() as progress:
         report = eng.refresh_many([*(symbols_opt or []), *(symbols or [])], timeframes, count,
-                                  on_result=progress and progress.result, on_plan=progress and progress.plan)
+                                  on_result=progress.result if progress else None, on_plan=progress.plan if progress else None)
     for res in report.results:
         if res.error is not None:
-            _stderr().print(f"[bold red]error:[/] {res.symbol} {res.timeframe}: " + res.error.message.replace("[", r"\["))
+            _error_line(f"{res.symbol} {res.timeframe}: {res.error.message}")
         elif STATE.verbose and res.report is not None:
             typer.echo(refresh_line(res))
     if as_json:
-        from .jsonout import dumps
-
         typer.echo(dumps(report.summary, indent=1))
-    elif not STATE.quiet:
-        typer.echo(summary_line(report.summary))
+    else:
+        _say(summary_line(report.summary))
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 
 
 @app.command("ls")
 @handle_errors
-def list_series(
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
-) -> None:
+def list_series(fmt: ListFormatOpt = ListFormat.table) -> None:
     """List the cached series: source, rows, first/last candle, covered ranges, size on disk,
     and a note for each series holding implausible candles from its source.
 
     Example:  mde ls --format json
     """
-    from .errors import worst
+    from .render import inventory_json, inventory_table
 
     items = engine().inventory()
     if fmt is ListFormat.json:
-        from .render import inventory_json
-
         typer.echo(inventory_json(items))
     else:
-        from .render import inventory_table
-
         inventory_table(items, _stdout())
-    _report_bad([it.error for it in items if it.error is not None], worst)
-
-
-def _report_bad(errors: list[Any], worst: Callable[[list[Any]], Any]) -> None:
-    """After a listing: one `error:` line per item that could not be read, then the worst
-    one's exit code (the others were listed)."""
-    for err in errors:
-        _stderr().print("[bold red]error:[/] " + err.message.replace("[", r"\["))
-    bad = worst(errors)
-    if bad is not None:
-        raise typer.Exit(bad.exit_code)
+    _report_bad([it.error for it in items if it.error is not None])
 
 
 @app.command("import")
@@ -451,44 +479,33 @@ def import_(
 
     Example:  mde import artifacts/market_data/NIFTY_5m.json --symbol NIFTY --timeframe 5m --origin kite
     """
-    rep = engine().import_file(path, symbol, timeframe, origin=origin, drop_invalid=drop_invalid)
-    if not STATE.quiet:
-        from .validate import counts_text
+    from .render import import_line
 
-        invalid = f", dropped {sum(rep.dropped_invalid.values())} invalid ({counts_text(rep.dropped_invalid)})" if rep.dropped_invalid else ""
-        example = f" (first: {rep.first_outside})" if rep.first_outside else ""
-        typer.echo(
-            f"{rep.instrument} {rep.timeframe}: read {rep.rows_read} rows{invalid}, dropped {rep.dropped_outside_session} outside "
-            f"NSE sessions{example} and {rep.dropped_incomplete} incomplete, {rep.added} new, {rep.replaced} replaced, {rep.rows} cached"
-        )
+    _say(import_line(engine().import_file(path, symbol, timeframe, origin=origin, drop_invalid=drop_invalid)))
 
 
 @app.command()
 @handle_errors
 def prune(
     before: Annotated[str, typer.Option("--before", help="Drop candles before this date (YYYY-MM-DD).")] = ...,  # type: ignore[assignment]
-    symbol: Annotated[Optional[str], typer.Option("--symbol", help="Only this symbol.")] = None,
-    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Only this timeframe.")] = None,
+    symbol: Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")] = None,
+    timeframe: Annotated[str | None, typer.Option("--timeframe", "-t", help="Only this timeframe.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go; change nothing.")] = False,
 ) -> None:
     """Drop old candles from the cache (whole partitions; a straddling one is rewritten).
 
     Example:  mde prune --before 2023-01-01 --timeframe 1m --dry-run
     """
-    results = engine().prune(before, symbol=symbol, timeframe=timeframe, dry_run=dry_run)
-    if STATE.quiet:
-        return
-    verb = "would drop" if dry_run else "dropped"
-    for inst, tf, parts, dropped in results:
-        typer.echo(f"{inst} {tf}: {verb} {dropped} candles from {', '.join(parts)}")
-    if not results:
-        typer.echo("nothing to prune")
+    from .render import prune_lines
+
+    for line in prune_lines(engine().prune(before, symbol=symbol, timeframe=timeframe, dry_run=dry_run), dry_run):
+        _say(line)
 
 
 @app.command()
 @handle_errors
 def login(
-    request_token: Annotated[Optional[str], typer.Argument(help="The request_token, or the whole redirect URL (else read from stdin).")] = None,
+    request_token: Annotated[str | None, typer.Argument(help="The request_token, or the whole redirect URL (else read from stdin).")] = None,
     status: Annotated[bool, typer.Option("--status", help="Say whether a token is stored and when it expires (never the token).")] = False,
 ) -> None:
     """Log in to Kite once a day: open the printed URL, log in, paste the redirect URL back.
@@ -512,8 +529,7 @@ def login(
         _stderr().print(f"Open this URL, log in, and paste the URL Kite redirects you to:\n{auth.login_url(client)}")
         request_token = sys.stdin.readline().strip()
     info = auth.complete_login(conf, client, request_token)
-    if not STATE.quiet:
-        typer.echo(f"logged in as {info.user_id}; token saved to {auth.token_path(conf)}, expires {info.expires_at:%Y-%m-%d %H:%M} IST")
+    _say(f"logged in as {info.user_id}; token saved to {auth.token_path(conf)}, expires {info.expires_at:%Y-%m-%d %H:%M} IST")
 
 
 @app.command()
@@ -566,39 +582,27 @@ def instruments(
         instruments_table(rows, table.height, when, _stdout(), note=note)
 
 
-class CostKind(str, Enum):
-    zerodha = "zerodha"
-    none = "none"
-
-
-class Segment(str, Enum):
-    futures = "futures"
-    options = "options"
-    intraday = "intraday"
-    delivery = "delivery"
-
-
 @app.command()
 @handle_errors
 def replay(
     more_symbols: MoreSymbols = None,
-    strategy: Annotated[str, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = ...,  # type: ignore[assignment]
+    strategy: StrategyOpt = ...,  # type: ignore[assignment]
     symbols: SymbolsOpt = None,
     timeframe: TimeframeOpt = "5m",
-    start: Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
+    start: FromOpt = ...,  # type: ignore[assignment]
     end: Annotated[str, typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
-    params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE; NAME=V1,V2 sweeps every combination.")] = None,
-    costs: Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha (dated Indian charges) or none.")] = CostKind.zerodha,
-    segment: Annotated[Optional[Segment], typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
-    cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
-    slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill.")] = 0,
-    square_off: Annotated[Optional[str], typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")] = None,
-    trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    params: ParamsOpt = None,
+    costs: CostsOpt = CostKind.zerodha,
+    segment: SegmentOpt = None,
+    cash: CashOpt = 1_000_000.0,
+    slippage: SlippageOpt = 0,
+    square_off: Annotated[str | None, typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")] = None,
+    trades: TradesOpt = None,
+    report: ReportOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object, nothing else.")] = False,
     allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="Replay even if the cache lacks sessions of the range.")] = False,
     sort: Annotated[str, typer.Option("--sort", help="Sweep: the metric to sort rows by.")] = "net_pnl",
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Sweep: processes (default: all cores).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Sweep: processes (default: all cores).")] = None,
     source: SourceOpt = None,
 ) -> None:
     """Backtest a strategy on cached candles: next-open fills, Indian costs, honest metrics.
@@ -606,52 +610,58 @@ def replay(
     Example:  mde replay --strategy sma_cross --symbol NIFTY --from 2024-01-01 --to 2024-12-31 --segment futures
     """
     from .errors import InputError
-    from .replay import param_grid, run_replay, sweep, sweep_failure
+    from .replay import param_grid, run_replay
 
+    assert strategy is not None  # typer refuses the command without --strategy
     names = symbol_list(symbols, more_symbols)
     if not names:
         raise InputError("replay needs a symbol: --symbol NIFTY (several: --symbol NIFTY BANKNIFTY)")
     eng = engine(source)
     grid = param_grid(params or [])
-    kwargs: dict[str, Any] = dict(
-        symbols=names, timeframe=timeframe, start=start, end=end, costs=costs.value,
-        segment=segment.value if segment else None, cash=cash, slippage_ticks=slippage, allow_gaps=allow_gaps,
-        square_off=square_off,
+    run: dict[str, Any] = dict(
+        symbols=names, timeframe=timeframe, start=start, end=end, costs=costs.value, segment=_value(segment), cash=cash,
+        slippage_ticks=slippage, allow_gaps=allow_gaps, square_off=square_off,
     )
     if len(grid) > 1:
         if trades or report:
             raise InputError("--trades and --report need one parameter set; run the best row of the sweep again without lists")
-        rows = sweep(eng, strategy, grid, sort_by=sort, workers=workers, **kwargs)
-        from .render import sweep_json, sweep_table
-
-        if as_json:
-            typer.echo(sweep_json(rows))
-        else:
-            sweep_table(rows, sort, _stdout())
-        failure = sweep_failure(rows)
-        if failure is not None:
-            raise failure
+        _sweep(eng, strategy, grid, sort, workers, as_json, run)
         return
     # the strategy's ctx.log lines on stderr as they come (stdout stays the table or the JSON)
     on_log = None if STATE.quiet else (lambda line: typer.echo(line, err=True))
-    result = run_replay(eng, strategy, params=grid[0] if grid else None, on_log=on_log, **kwargs)
+    result = run_replay(eng, strategy, params=grid[0] if grid else None, on_log=on_log, **run)
     if trades:
         result.write_trades(trades)
     if report:
         result.write_report(report)
     if as_json:
         typer.echo(result.to_json())
-        if not STATE.quiet:
-            for warning in result.warnings:  # stdout holds the JSON alone
-                _stderr().print(f"warning: {warning}", markup=False)
+        for warning in result.warnings:  # stdout holds the JSON alone
+            _say(f"warning: {warning}", err=True)
         return
     from .render import replay_table
 
     replay_table(result, _stdout())
-    if not STATE.quiet:
-        for path, what in ((trades, "trades"), (report, "report")):
-            if path:
-                typer.echo(f"{what} written to {path}", err=True)
+    for path, what in ((trades, "trades"), (report, "report")):
+        if path:
+            _say(f"{what} written to {path}", err=True)
+
+
+def _sweep(eng: MarketDataEngine, strategy: str, grid: list[dict[str, str]], sort: str, workers: int | None,
+           as_json: bool, run: dict[str, Any]) -> None:
+    """`mde replay` with lists of parameter values: one row per combination, then the error of
+    the combinations whose strategy raised (if any)."""
+    from .render import sweep_json, sweep_table
+    from .replay import sweep, sweep_failure
+
+    rows = sweep(eng, strategy, grid, sort_by=sort, workers=workers, **run)
+    if as_json:
+        typer.echo(sweep_json(rows))
+    else:
+        sweep_table(rows, sort, _stdout())
+    failure = sweep_failure(rows)
+    if failure is not None:
+        raise failure
 
 
 @app.command()
@@ -766,42 +776,40 @@ def paper(
 @app.command()
 @handle_errors
 def serve(
-    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port (default: \\[serve] port, 8000).")] = None,
-    token: Annotated[Optional[str], typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: \\[serve] port, 8000).")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
 ) -> None:
     """Serve the HTTP API and the dashboard (read-only) until Ctrl-C.
 
     Example:  mde serve --port 8000   then open http://127.0.0.1:8000/
     """
+    from .api import create_app, listen, run
     from .config import load
+    from .render import serve_line
 
     conf = load(STATE.config, cache_dir=STATE.cache_dir, host=host, port=port, api_token=token)
-    from .api import create_app, listen, run
-
-    app_ = create_app(conf)  # the token rule (a ConfigError, exit 2) before anything listens
+    app_ = create_app(conf)  # the app's own token rule (a ConfigError, exit 2) before anything listens
     sock = listen(conf.serve.host, conf.serve.port)
-    where = f"http://{'[' + conf.serve.host + ']' if ':' in conf.serve.host else conf.serve.host}:{conf.serve.port}/"
     if not STATE.quiet:
-        _stderr().print(f"mde serve: {where} (cache {conf.cache_dir}{', token required' if conf.serve.token else ''}); Ctrl-C stops", markup=False)
+        _stderr().print(serve_line(conf), markup=False)
     run(app_, sock, verbose=STATE.verbose)
 
 
 @app.command()
 @handle_errors
 def strategies(
-    spec: Annotated[Optional[str], typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
+    spec: Annotated[str | None, typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
+    fmt: ListFormatOpt = ListFormat.table,
 ) -> None:
     """List strategies and their parameters (set them with `mde replay --param NAME=VALUE`).
 
     Example:  mde strategies orb
     """
+    from .render import strategies_json, strategies_table
     from .strategy import BUILTIN_STRATEGIES, describe
 
     items = [describe(spec)] if spec else [describe(name) for name in BUILTIN_STRATEGIES]
-    from .render import strategies_json, strategies_table
-
     if fmt is ListFormat.json:
         typer.echo(strategies_json(items))
     else:

@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any
 from .jsonout import dumps
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import polars as pl
     from rich.console import Console
 
-    from .engine import SeriesInfo, SeriesStatus
+    from .config import Settings
+    from .engine import FetchReport, ImportReport, SeriesInfo, SeriesStatus
 
 
 def fmt_ts(ts: datetime | None, with_seconds: bool = False) -> str:
@@ -81,7 +84,7 @@ def window_table(df: pl.DataFrame, symbol: str, status: SeriesStatus, console: C
         # draws no lines between rows, and no cell can wrap: ts is no_wrap, the others have no
         # spaces), but rich's cost is per cell: 6 cells instead of 6 x limit, 3-4x faster.
         # tests/test_store.py checks the equivalence at many widths.
-        table.add_row(*(Text("\n".join(column)) for column in zip(*rows)))
+        table.add_row(*(Text("\n".join(column)) for column in zip(*rows, strict=True)))
     console.print(table)
 
 
@@ -156,6 +159,43 @@ def inventory_rows(items: list[SeriesInfo]) -> list[dict[str, Any]]:
 
 def inventory_json(items: list[SeriesInfo]) -> str:
     return dumps(inventory_rows(items), indent=1)
+
+
+def fetch_line(report: FetchReport) -> str:
+    """`mde fetch`'s one line: what the source sent for the range, and what the cache holds now."""
+    lo, hi = report.requested or (None, None)
+    if report.empty:
+        return (f"{report.instrument} {report.timeframe}: the source has no candles for {fmt_ts(lo)} → {fmt_ts(hi)} "
+                f"(not listed yet, or no trading); recorded as empty, {report.rows} cached")
+    return (f"{report.instrument} {report.timeframe}: {report.received} candles for {fmt_ts(lo)} → {fmt_ts(hi)}, "
+            f"{report.added} new, {report.rows} cached{implausible_note(report.implausible)}")
+
+
+def import_line(rep: ImportReport) -> str:
+    """`mde import`'s one line: rows read, dropped (by why) and merged."""
+    from .validate import counts_text
+
+    invalid = (f", dropped {sum(rep.dropped_invalid.values())} invalid ({counts_text(rep.dropped_invalid)})"
+               if rep.dropped_invalid else "")
+    example = f" (first: {rep.first_outside})" if rep.first_outside else ""
+    return (f"{rep.instrument} {rep.timeframe}: read {rep.rows_read} rows{invalid}, dropped {rep.dropped_outside_session} "
+            f"outside NSE sessions{example} and {rep.dropped_incomplete} incomplete, {rep.added} new, {rep.replaced} "
+            f"replaced, {rep.rows} cached")
+
+
+def prune_lines(results: Sequence[tuple[Any, Any, Sequence[str], int]], dry_run: bool) -> list[str]:
+    """`mde prune`'s lines: one per series that lost candles (or would, with --dry-run)."""
+    verb = "would drop" if dry_run else "dropped"
+    lines = [f"{inst} {tf}: {verb} {dropped} candles from {', '.join(parts)}" for inst, tf, parts, dropped in results]
+    return lines or ["nothing to prune"]
+
+
+def serve_line(settings: Settings) -> str:
+    """What `mde serve` says once it listens: the URL to open, the cache, whether a token is needed."""
+    host, port = settings.serve.host, settings.serve.port
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    token = ", token required" if settings.serve.token else ""
+    return f"mde serve: {where} (cache {settings.cache_dir}{token}); Ctrl-C stops"
 
 
 def refresh_line(res: Any) -> str:

@@ -352,15 +352,17 @@ class Book:
 
     def result(self, name: str, resumed_from: int, status: str, lo: date, hi: date, since_us: int,
                warnings: list[str]) -> SessionResult:
-        from ..replay import summarize
+        from ..runs import Run, summarize
+        from ..strategy import RunOutcome
 
         runner = self.runner
         series = [self.series[sym] for sym in self.names]
-        summary = summarize(
-            self.engine, self.strat, runner, runner.equity_us, runner.equity_values, runner.exposed_count,
-            self.processed, self.models, self.ticks, series, [bisect_left(d.ts_us, since_us) for d in series],
-            [len(d) for d in series], lo, hi, self.cash, self.segment, self.slippage_ticks, None, {}, warnings,
-        )
+        spans = [(d, bisect_left(d.ts_us, since_us), len(d)) for d in series]
+        run = Run(self.engine, self.strat, runner, self.models, self.ticks, spans, lo, hi, self.cash, self.segment,
+                  self.slippage_ticks, None, warnings)
+        outcome = RunOutcome(self.broker, runner.equity_us, runner.equity_values, runner.exposed_count, self.processed,
+                             runner.notes)
+        summary = summarize(run, outcome)
         return SessionResult(name, self.broker.trades_frame(), self.processed, resumed_from, self.broker.cash, summary, status)
 
 
