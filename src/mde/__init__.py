@@ -67,7 +67,7 @@ _WHERE = {
     "StrategyRunner": ("mde.strategy.runner", "StrategyRunner"),
     "SeriesData": ("mde.strategy.runner", "SeriesData"),
     "run_replay": ("mde.replay", "run_replay"),
-    "ReplayResult": ("mde.replay", "ReplayResult"),
+    "ReplayResult": ("mde.runs", "ReplayResult"),
     **{name: ("mde.errors", name) for name in (
         "AuthError", "CacheError", "ConfigError", "InputError", "MdeError", "NotCached",
         "RateLimited", "SourceError", "SourceUnavailable", "StrategyError",
@@ -104,7 +104,8 @@ if TYPE_CHECKING:
         StrategyError,
     )
     from mde.protocols import CandleReader, ReplayEngine
-    from mde.replay import ReplayResult, run_replay
+    from mde.replay import run_replay
+    from mde.runs import ReplayResult
     from mde.strategy.api import Context, Indicator, Note, PerSymbolIndicator, Strategy
     from mde.strategy.loading import load_strategy
     from mde.strategy.runner import SeriesData, StrategyRunner
