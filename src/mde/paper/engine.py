@@ -305,8 +305,7 @@ class Book:
     def risk_after(self, equity: float, ts_us: int) -> list[JournalEvent]:
         """The day's loss limit, checked on the latest marks: halt and flatten when reached."""
         if self.guard.on_day_pnl(equity - self.cash):
-            self.runner.now_us = max(self.runner.now_us, ts_us)
-            self.runner.flatten_all("risk halt")
+            self.flatten(ts_us, "risk halt")
             return [("risk", ts_us, {"state": self.guard.state, "reason": self.guard.reason}, None)]
         return []
 
@@ -330,15 +329,19 @@ class Book:
         state.processed("_end", runner.now_us, fills + notes)
         state.set_meta({"status": "halted" if halting else "finished"})
 
+    def flatten(self, ts_us: int, reason: str) -> None:
+        """Market orders that close every open position (past any risk check), placed at `ts_us`."""
+        self.runner.now_us = max(self.runner.now_us, ts_us)
+        self.runner.flatten_all(reason)
+
     def halt(self, ts_us: int, reason: str = KILL_SWITCH) -> None:
         """The kill switch: no new orders (the RiskEngine refuses them), every pending order
         cancelled, every position flattened by a market order."""
         self.guard.set_state(HALTED, reason)
-        self.runner.now_us = max(self.runner.now_us, ts_us)
         for orders in list(self.broker.pending.values()):
             for order in list(orders):
                 self.broker.cancel(order)
-        self.runner.flatten_all(reason)
+        self.flatten(ts_us, reason)
 
     def result(self, name: str, resumed_from: int, status: str, lo: date, hi: date, since_us: int,
                warnings: list[str]) -> SessionResult:
@@ -736,8 +739,12 @@ class PaperEngine:
             elif e.kind == "squareoff":
                 runner.square_off_due(e.ts_us)
             elif e.kind == "risk" and e.payload.get("state") == HALTED:
-                book.halt(e.ts_us, e.payload.get("reason", KILL_SWITCH))
-                halting = halting or e.payload.get("reason") == KILL_SWITCH
+                if e.payload.get("reason", KILL_SWITCH) == KILL_SWITCH:
+                    book.halt(e.ts_us)
+                    halting = True
+                else:  # the day's loss limit: as risk_after did it
+                    book.guard.set_state(HALTED, e.payload["reason"])
+                    book.flatten(e.ts_us, "risk halt")
         return halting
 
     def loop_once(self, now: datetime) -> bool:
