@@ -698,9 +698,8 @@ def paper(
         typer.echo(request_halt(conf, session))
         return
     if status:
-        from .render import paper_status_json, paper_status_table
-
         from .errors import CacheError, worst
+        from .render import paper_status_json, paper_status_table
 
         items = session_status(conf, session)
         typer.echo(paper_status_json(items)) if as_json else paper_status_table(items, _stdout())

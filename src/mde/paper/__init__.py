@@ -39,7 +39,8 @@ __all__ = [
 # HTTP API) does not load the engine, polars and the strategies.
 _WHERE = {
     **{n: "clocks" for n in ("Clock", "SampleClock", "WallClock")},
-    **{n: "engine" for n in ("PaperEngine", "SessionResult", "run_session")},
+    **{n: "engine" for n in ("PaperEngine", "run_session")},
+    "SessionResult": "book",
     **{n: "fills" for n in ("CandleFills", "FillPolicy", "PriceFills")},
     **{n: "risk" for n in ("RiskEngine", "RiskLimits")},
     **{n: "rules" for n in ("limits_from", "symbol_timeframes")},
@@ -55,8 +56,9 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from .book import SessionResult
     from .clocks import Clock, SampleClock, WallClock
-    from .engine import PaperEngine, SessionResult, run_session
+    from .engine import PaperEngine, run_session
     from .fills import CandleFills, FillPolicy, PriceFills
     from .risk import RiskEngine, RiskLimits
     from .rules import limits_from, symbol_timeframes

@@ -24,7 +24,7 @@ from .journal import JournalEvent, Log, event_line, fill_payload, reject_event
 from .state import TradeState
 
 if TYPE_CHECKING:
-    from .engine import Book
+    from .book import Book
 
 Quote = Callable[[Sequence[str]], Mapping[str, float]]  # instrument keys -> last traded price
 

@@ -24,8 +24,9 @@ from datetime import datetime
 from typing import Any
 
 from ..config import Settings
+from .book import SessionResult
 from .clocks import wall_clock as _wall_clock
-from .engine import PROGRESS_EVERY_S, RETRY_STALE_S, PaperEngine, SessionResult
+from .engine import PROGRESS_EVERY_S, RETRY_STALE_S, PaperEngine
 from .journal import Log
 from .risk import RiskLimits
 

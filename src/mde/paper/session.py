@@ -17,17 +17,19 @@ from ..clock import us_to_datetime
 from ..config import Settings
 from ..errors import CacheError, InputError, MdeError
 from ..symbols import unsafe_name
+from .book import (  # noqa: F401  (re-exported: their old home)
+    Book,
+    SessionResult,
+    snapshot,
+)
 from .engine import (  # noqa: F401  (re-exported: their old home)
     PROGRESS_EVERY_S,
     UPDATE_WORKERS,
-    Book,
     PaperEngine,
     Progress,
-    SessionResult,
     _day_closes,
     _end_at,
     _names,
-    snapshot,
     update_caches,
 )
 from .journal import (  # noqa: F401  (re-exported: their old home)
