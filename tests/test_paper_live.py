@@ -19,7 +19,8 @@ from mde.clock import IST
 from mde.config import Settings, load
 from mde.engine import MarketDataEngine
 from mde.paper.live import run_live_session
-from mde.paper.session import request_halt, sessions_dir
+from mde.paper.rules import sessions_dir
+from mde.paper.session import request_halt
 from mde.paper.state import TradeState, session_path
 from mde.sources.kite import KiteSource, RateLimiter, RetryPolicy
 from mde.timeframes import parse

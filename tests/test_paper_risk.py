@@ -12,7 +12,8 @@ from mde.config import load
 from mde.engine import MarketDataEngine
 from mde.errors import CacheError, ConfigError
 from mde.paper.risk import ACTIVE, HALTED, REDUCING, RiskEngine, RiskLimits
-from mde.paper.session import limits_from, run_sample_session
+from mde.paper.rules import limits_from
+from mde.paper.session import run_sample_session
 from mde.paper.state import TradeState, session_path
 
 MIN = 60_000_000

@@ -21,7 +21,7 @@ from mde.cli import app
 from mde.config import load
 from mde.errors import InputError
 from mde.paper.risk import RiskEngine, RiskLimits
-from mde.paper.session import limits_from
+from mde.paper.rules import limits_from
 
 SAMPLE = {"MDE_SOURCE": "sample"}
 

@@ -18,8 +18,10 @@ from conftest import run_mde
 from mde.config import load
 from mde.engine import MarketDataEngine
 from mde.errors import MdeError, StrategyError
-from mde.paper.session import default_name, run_sample_session, session_status
-from mde.replay import TRADE_CSV_COLUMNS, run_replay
+from mde.paper.rules import default_name
+from mde.paper.session import run_sample_session, session_status
+from mde.replay import run_replay
+from mde.runs import TRADE_CSV_COLUMNS
 from mde.strategy import PerSymbolIndicator, Strategy
 
 SYMBOLS = ("NIFTY", "BANKNIFTY")

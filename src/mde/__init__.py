@@ -29,11 +29,14 @@ __all__ = [
     "NotCached",
     "Note",
     "Order",
+    "PaperEngine",
     "PerSymbolIndicator",
     "RateLimited",
     "ReplayEngine",
     "ReplayResult",
     "SeriesData",
+    "SessionBusy",
+    "SessionResult",
     "Settings",
     "SimBroker",
     "SourceError",
@@ -45,6 +48,7 @@ __all__ = [
     "load_settings",
     "load_strategy",
     "run_replay",
+    "run_session",
 ]
 
 # public name -> (module, attribute): imported on first use (`__getattr__`)
@@ -68,9 +72,12 @@ _WHERE = {
     "SeriesData": ("mde.strategy.runner", "SeriesData"),
     "run_replay": ("mde.replay", "run_replay"),
     "ReplayResult": ("mde.runs", "ReplayResult"),
+    "PaperEngine": ("mde.paper.engine", "PaperEngine"),
+    "run_session": ("mde.paper.engine", "run_session"),
+    "SessionResult": ("mde.paper.book", "SessionResult"),
     **{name: ("mde.errors", name) for name in (
         "AuthError", "CacheError", "ConfigError", "InputError", "MdeError", "NotCached",
-        "RateLimited", "SourceError", "SourceUnavailable", "StrategyError",
+        "RateLimited", "SessionBusy", "SourceError", "SourceUnavailable", "StrategyError",
     )},
 }
 
@@ -99,10 +106,13 @@ if TYPE_CHECKING:
         MdeError,
         NotCached,
         RateLimited,
+        SessionBusy,
         SourceError,
         SourceUnavailable,
         StrategyError,
     )
+    from mde.paper.book import SessionResult
+    from mde.paper.engine import PaperEngine, run_session
     from mde.protocols import CandleReader, ReplayEngine
     from mde.replay import run_replay
     from mde.runs import ReplayResult

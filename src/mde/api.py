@@ -347,7 +347,8 @@ def create_app(
 
 def _sessions(settings: Settings, name: str | None, engine: MarketDataEngine) -> list[dict[str, Any]]:
     """session_status (with its P&L, read through the server's engine); an unknown name is a 404."""
-    from .paper.session import session_status, sessions_dir
+    from .paper.rules import sessions_dir
+    from .paper.session import session_status
     from .paper.state import session_path
 
     if name is not None:

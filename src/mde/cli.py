@@ -670,7 +670,7 @@ def paper(
     more_symbols: MoreSymbols = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
     symbols: SymbolsOpt = None,
-    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="Default: \\[refresh] multi_tf of the symbols, else \\[refresh] timeframes\\[0].")] = None,
+    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="For every symbol. Default: each symbol's first in \\[refresh.multi_tf], else \\[refresh] timeframes\\[0].")] = None,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
     session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: the built-in strategy's name or the class name, then the date, e.g. RsiReversion-2024-06-14); the same name resumes it.")] = None,
     source: SourceOpt = None,
@@ -697,7 +697,8 @@ def paper(
     Example:  mde paper --strategy sma_cross -s NIFTY --source sample --date 2024-06-14 --segment futures
     """
     from .errors import InputError
-    from .paper.session import default_timeframe, limits_from, request_halt, run_sample_session, session_status
+    from .paper.rules import limits_from
+    from .paper.session import request_halt, session_status
     from .strategy import parse_params
     from .timeframes import parse_duration
 
@@ -708,9 +709,8 @@ def paper(
         typer.echo(request_halt(conf, session))
         return
     if status:
-        from .render import paper_status_json, paper_status_table
-
         from .errors import CacheError, worst
+        from .render import paper_status_json, paper_status_table
 
         items = session_status(conf, session)
         typer.echo(paper_status_json(items)) if as_json else paper_status_table(items, _stdout())
@@ -719,43 +719,37 @@ def paper(
     universe = symbol_list(symbols, more_symbols)
     if not strategy or not universe:
         raise InputError("a paper session needs --strategy and --symbols (or --status to look at one)")
-    live_mode = conf.source == "kite"
-    if live_mode and day is not None:
-        raise InputError("--date plays a bundled day: use it with --source sample (a kite session runs today, live)")
-    if not live_mode and day is None:
-        raise InputError("a sample session plays a bundled day: add --date YYYY-MM-DD (e.g. 2024-06-14), or use --source kite")
     step = parse_duration(tick, "--tick") if tick is not None else None
     grid = parse_params(params or [])
     if any(len(v) > 1 for v in grid.values()):
         raise InputError("a paper session takes one value per --param")
-    timeframe = timeframe or default_timeframe(conf, universe)
-    live = None
+    from .paper import PaperEngine
+
+    panel = None
     if sys.stdout.isatty() and not STATE.quiet and not as_json:
         from rich.live import Live
 
         from .render import paper_dashboard
 
-        live = Live(console=_stdout(), refresh_per_second=4, transient=False)
-        live.start()
+        panel = Live(console=_stdout(), refresh_per_second=4, transient=False)
+    # the library holds the rules (--date with --source sample only, the timeframe of each symbol) and
+    # checks everything before a journal exists; a terminal gets the live panel, else one line per event
+    paper_session = PaperEngine.from_settings(
+        conf, strategy, universe, timeframe, day=day, speed=speed, tick=step, name=session,
+        params={k: v[0] for k, v in grid.items()}, until=until, costs=costs.value,
+        segment=segment.value if segment else None, cash=cash, slippage_ticks=slippage,
+        risk=limits_from(conf, max_loss_per_day=max_loss, max_position_qty=max_qty,
+                         max_position_notional=max_notional, max_orders_per_minute=max_orders),
+        log=None if STATE.quiet or panel is not None else (lambda line: typer.echo(line, err=True)),
+        on_tick=(lambda snap: panel.update(paper_dashboard(snap))) if panel is not None else None,
+    )
+    if panel is not None:
+        panel.start()
     try:
-        common: dict = dict(
-            name=session, params={k: v[0] for k, v in grid.items()}, until=until, costs=costs.value,
-            segment=segment.value if segment else None, cash=cash, slippage_ticks=slippage,
-            risk=limits_from(conf, max_loss_per_day=max_loss, max_position_qty=max_qty,
-                             max_position_notional=max_notional, max_orders_per_minute=max_orders),
-            # a terminal gets the live panel; without one (cron, a pipe) one log line per event
-            log=None if STATE.quiet or live is not None else (lambda line: typer.echo(line, err=True)),
-            on_tick=(lambda snap: live.update(paper_dashboard(snap))) if live is not None else None,
-        )
-        if live_mode:
-            from .paper.live import run_live_session
-
-            result = run_live_session(conf, strategy, universe, timeframe, tick=step or 1.0, **common)
-        else:
-            result = run_sample_session(conf, strategy, universe, timeframe, day, speed=speed, tick=step, **common)
+        result = paper_session.run()
     finally:
-        if live is not None:
-            live.stop()
+        if panel is not None:
+            panel.stop()
     if trades:
         result.summary.write_trades(trades)
     if report:
@@ -766,11 +760,9 @@ def paper(
     from .render import replay_table
 
     replay_table(result.summary, _stdout())
-    t = result.trades
-    net = float(t["net_pnl"].sum()) if t.height else 0.0
     resumed = f", resumed after {result.resumed_from} series marks" if result.resumed_from else ""
-    typer.echo(f"session {result.name} {result.status}: {result.candles} candles{resumed}; {t.height} trades, "
-               f"net P&L {net:,.2f}, cash {result.cash:,.2f}")
+    typer.echo(f"session {result.name} {result.status}: {result.candles} candles{resumed}; {result.trades.height} trades, "
+               f"net P&L {result.net_pnl:,.2f}, cash {result.cash:,.2f}")
 
 
 @app.command()

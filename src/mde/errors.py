@@ -4,6 +4,7 @@ MdeError                          exit 1   anything mde understood but could not
 ├── ConfigError                   exit 2   bad mde.toml, environment variable or flag
 ├── InputError                    exit 2   bad symbol, timeframe, limit, date
 │   └── NotCached                 exit 2   nothing in the cache for this series (HTTP 404)
+├── SessionBusy                   exit 2   the paper session runs in another process
 ├── SourceError                   exit 5   the market-data source failed
 │   ├── AuthError                 exit 3   token missing or expired: run `mde login`
 │   ├── RateLimited               exit 4   HTTP 429 from Kite, retried, then gave up
@@ -46,6 +47,13 @@ class InputError(MdeError):
 
 class NotCached(InputError):
     """The cache has no candles for this series yet: fetch or refresh it first."""
+
+
+class SessionBusy(MdeError):
+    """Another process runs this paper session (one process owns a session's journal): watch
+    it with `mde paper --status`, stop it with `mde paper --halt`."""
+
+    exit_code = 2
 
 
 class SourceError(MdeError):

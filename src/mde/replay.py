@@ -25,21 +25,15 @@ from typing import Any
 from .calendar import parse_date
 from .clock import IST, as_us
 from .errors import InputError, MdeError, NotCached, StrategyError
-
-# Moved to mde.runs (shared with paper); re-exported here (`X as X`) until paper imports them from there.
 from .protocols import ReplayEngine
 from .runs import (
     DEFAULT_CASH,
-    DEFAULT_TICK as DEFAULT_TICK,
-    TRADE_CSV_COLUMNS as TRADE_CSV_COLUMNS,
-    ReplayResult as ReplayResult,
+    ReplayResult,
     Run,
-    build_broker as build_broker,
-    build_strategy as build_strategy,
-    fingerprint as fingerprint,
-    mde_version as mde_version,
-    summarize as summarize,
-    unpriced as unpriced,
+    build_broker,
+    build_strategy,
+    summarize,
+    unpriced,
 )
 from .strategy import SeriesData, Strategy, StrategyRunner, build, load_strategy, merge_events, parse_params
 from .symbols import Instrument, validate_symbol

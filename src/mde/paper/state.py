@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CacheError, InputError, MdeError
+from ..errors import (
+    CacheError,
+    InputError,
+    SessionBusy as SessionBusy,  # re-exported: its old home
+)
 from ..symbols import check_not_reserved, safe_name, unsafe_name
 
 SCHEMA = """
@@ -41,12 +45,6 @@ CREATE INDEX IF NOT EXISTS events_kind ON events (kind, seq);
 CREATE TABLE IF NOT EXISTS progress (series TEXT PRIMARY KEY, last_close_us INTEGER NOT NULL);
 """
 FORMAT = "1"
-
-
-class SessionBusy(MdeError):
-    """Another process runs this session."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)
