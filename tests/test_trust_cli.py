@@ -200,7 +200,7 @@ def test_help_names_the_section_and_its_key_together() -> None:
     proc = run_mde("paper", "--help", env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
     flat = " ".join(proc.stdout.replace("│", " ").split())
     assert "default: [source] kind" in flat
-    assert "[refresh] multi_tf of the symbols, else [refresh] timeframes[0]" in flat
+    assert "each symbol's first in [refresh.multi_tf], else [refresh] timeframes[0]" in flat
 
 
 # --- 4. paper risk flags -------------------------------------------------------------------------
