@@ -272,7 +272,7 @@ def measure_floor(srv: Server, keep: bool = False) -> dict:
     """The plain client over the same chunks. keep: also return its candles as one normalised
     frame per series (built after each call; that CPU is not counted)."""
     from kiteconnect import KiteConnect
-    from mde.sources.kite import _to_frame, _wall
+    from mde.sources.kite.client import _to_frame, _wall
     from mde.candles import normalize
 
     before = len(srv.log())
@@ -369,7 +369,7 @@ def main() -> None:
     import polars  # noqa: F401
 
     import mde.engine  # noqa: F401
-    from mde.sources.kite import _wall
+    from mde.sources.kite.client import _wall
 
     load_before = os.getloadavg()
     srv = Server()

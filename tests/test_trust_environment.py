@@ -494,7 +494,7 @@ def test_a_journal_that_is_not_a_database_is_corrupt(cache: Path) -> None:
 # -- 8. the memory of instruments ------------------------------------------------------------------
 def test_a_corrupt_known_instruments_file_is_named_not_taken_for_an_empty_cache(tmp_path: Path) -> None:
     from kite_server import KiteServer
-    from mde.instruments import InstrumentCatalog
+    from mde.sources.kite.instruments import InstrumentCatalog
     from mde.symbols import Instrument
     from factories import make_candles
 

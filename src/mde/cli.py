@@ -530,40 +530,16 @@ def instruments(
 
     Example:  mde instruments --search "nifty bank"
     """
-    conf = settings(source)
-    if limit < 1:  # polars' head(-5) would silently drop the last five instead
-        from .errors import InputError
-
-        raise InputError(f"--limit must be at least 1, got {limit}")
-    if conf.source == "sample":
-        from .calendar import now_ist
-        from .errors import InputError
-        from .instruments import OfflineCatalog
-
-        if refresh_dump:
-            raise InputError("--refresh downloads Kite's instruments list: add --source kite (the sample source "
-                             "serves the list shipped with mde, offline)")
-        catalog: Any = OfflineCatalog(conf.cache_dir / "_meta", lambda: conf.now or now_ist())
-    else:
-        from .sources.kite import KiteSource
-
-        catalog = KiteSource(conf).catalog
-    table = catalog.refresh() if refresh_dump else catalog.table()
-    rows = catalog.search(search, limit=limit) if search else table.head(limit)
+    from .instruments import list_instruments
     from .render import instruments_json, instruments_table
 
-    when = catalog.fetched_at
-    note = None
-    if getattr(catalog, "bundled", False):
-        note = f"the Kite dump of {when:%Y-%m-%d} shipped with mde (offline, sample source; --source kite downloads today's)"
-    elif conf.source == "sample":
-        note = f"the cached Kite dump fetched {when:%Y-%m-%d %H:%M} IST (offline, sample source)" if when else None
+    listing = list_instruments(settings(source), search, limit=limit, refresh=refresh_dump)
     if fmt is ListFormat.json:
-        typer.echo(instruments_json(rows))
-        if note and not STATE.quiet:
-            typer.echo(f"note: {note}", err=True)
+        typer.echo(instruments_json(listing.rows))
+        if listing.note and not STATE.quiet:
+            typer.echo(f"note: {listing.note}", err=True)
     else:
-        instruments_table(rows, table.height, when, _stdout(), note=note)
+        instruments_table(listing.rows, listing.total, listing.fetched_at, _stdout(), note=listing.note)
 
 
 class CostKind(str, Enum):
