@@ -106,7 +106,7 @@ def _translate(exc: BaseException, doing: str, secrets: list[str], answer: Answe
     if isinstance(exc, kex.KiteException):
         if login:
             return _login_error(exc, msg)
-        return _data_error(exc, doing, msg, answer.status)
+        return _data_error(exc, doing, msg, answer)
     if isinstance(exc, requests.RequestException) or (login and isinstance(exc, OSError)):
         if login:
             return SourceUnavailable(f"cannot reach Kite ({type(exc).__name__}); check the network and try again")
@@ -124,7 +124,7 @@ def _translate(exc: BaseException, doing: str, secrets: list[str], answer: Answe
     return None
 
 
-def _data_error(exc: BaseException, doing: str, msg: str, status: int | None) -> MdeError:
+def _data_error(exc: BaseException, doing: str, msg: str, answer: Answer) -> MdeError:
     from kiteconnect import exceptions as kex
 
     code = getattr(exc, "code", None)
@@ -141,8 +141,10 @@ def _data_error(exc: BaseException, doing: str, msg: str, status: int | None) ->
             return RateLimited(f"Kite: too many requests while {doing}")
         return SourceUnavailable(f"Kite network error ({code or '?'}) while {doing}")
     if isinstance(exc, kex.DataException):
+        if "json" in (answer.content_type or ""):  # Kite's own error_type: its backend answered badly
+            return SourceUnavailable(f"Kite reported a data error ({msg}, HTTP {code}) while {doing}")
         # the client says 502 for any answer it cannot read; the status we saw is the real one
-        seen = status or code or 502
+        seen = answer.status or code or 502
         if seen == 200:
             return SourceUnavailable(f"Kite answered HTTP 200 with something that is not JSON while {doing}")
         return SourceUnavailable(
