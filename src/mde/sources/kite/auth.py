@@ -37,6 +37,8 @@ from .errors import kite_error
 EXPIRY_TIME = time(6, 0)  # Kite access tokens die around 06:00 IST the next day
 TOKEN_FIELDS = ("access_token", "user_id", "login_time", "expires_at")
 _REQUEST_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{6,128}")
+NO_API_KEY = "no Kite API key: set KITE_API_KEY or [kite] api_key in mde.toml"
+NO_API_SECRET = "no Kite api_secret: set KITE_API_SECRET in the environment (it is never read from mde.toml)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,13 +211,13 @@ def status_text(settings: Settings, now: datetime | None = None) -> str:
 
 def require_api_key(settings: Settings) -> str:
     if not settings.kite.api_key:
-        raise ConfigError("no Kite api_key: set KITE_API_KEY, or api_key under [kite] in mde.toml")
+        raise ConfigError(NO_API_KEY)
     return settings.kite.api_key
 
 
 def require_api_secret(settings: Settings) -> str:
     if not settings.kite.api_secret:
-        raise ConfigError("no Kite api_secret: set KITE_API_SECRET in the environment (it is never read from mde.toml)")
+        raise ConfigError(NO_API_SECRET)
     return settings.kite.api_secret
 
 
@@ -250,7 +252,7 @@ def parse_request_token(text: str) -> str:
 def login_url(client: Any) -> str:
     """Where the user logs in (`https://kite.zerodha.com/connect/login?api_key=…&v=3`)."""
     if not getattr(client, "api_key", None):
-        raise ConfigError("no Kite api_key: set KITE_API_KEY, or api_key under [kite] in mde.toml")
+        raise ConfigError(NO_API_KEY)
     return str(client.login_url())
 
 
@@ -261,9 +263,9 @@ def exchange_request_token(client: Any, request_token: str, api_secret: str | No
     checksum means a wrong api_secret); network trouble -> SourceUnavailable/RateLimited.
     """
     if not getattr(client, "api_key", None):
-        raise ConfigError("no Kite api_key: set KITE_API_KEY, or api_key under [kite] in mde.toml")
+        raise ConfigError(NO_API_KEY)
     if not api_secret:
-        raise ConfigError("no Kite api_secret: set KITE_API_SECRET in the environment (it is never read from mde.toml)")
+        raise ConfigError(NO_API_SECRET)
     request_token = parse_request_token(request_token)
     try:
         data = client.generate_session(request_token, api_secret=api_secret)

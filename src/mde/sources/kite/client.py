@@ -36,7 +36,7 @@ import polars as pl
 
 from ...candles import empty_candles, normalize
 from ...clock import IST
-from ...errors import AuthError, ConfigError, MdeError, RateLimited, SourceUnavailable
+from ...errors import AuthError, MdeError, RateLimited, SourceUnavailable
 from ...symbols import Instrument
 from ...timeframes import Timeframe
 from .. import SourceStats
@@ -223,10 +223,9 @@ class KiteSource:
     # -- the client -----------------------------------------------------------------------
     @property
     def api_key(self) -> str:
-        key = self.settings.kite.api_key
-        if not key:
-            raise ConfigError("no Kite API key: set KITE_API_KEY or [kite] api_key in mde.toml")
-        return key
+        from .auth import require_api_key
+
+        return require_api_key(self.settings)
 
     def access_token(self) -> str:
         from .auth import access_token
@@ -347,7 +346,7 @@ class KiteSource:
     def resolve(self, symbol: str) -> Instrument:
         """The instrument Kite will be asked for. Resolving records its token in the cache's
         `_meta`, so a command that cannot ask Kite (no key) fails before that, leaving no trace."""
-        self.api_key  # noqa: B018 - raises ConfigError without a key
+        self.api_key  # noqa: B018 - raises ConfigError (NO_API_KEY) without a key
         return self.catalog.resolve(symbol, self.settings.aliases)
 
     # -- candles ------------------------------------------------------------------------
