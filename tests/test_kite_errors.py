@@ -215,3 +215,18 @@ def test_cli_exit_codes_follow_the_map(kite: KiteServer, tmp_path: Path, case: t
     assert len(lines) == 1 and lines[0].startswith("error: ") and "downloading the instruments list" in lines[0]
     assert kite.access_token not in done.stderr and kite.api_secret not in done.stderr
     assert not (tmp_path / "cache" / "_meta" / "instruments.parquet").exists()
+
+
+def test_the_map_is_the_only_place_that_knows_kiteconnects_exceptions() -> None:
+    """No second map can grow elsewhere: only errors.py imports kiteconnect's exceptions or
+    names their classes (as the old login code did, by string)."""
+    import mde
+
+    src = Path(mde.__file__).resolve().parent
+    names = ("kiteconnect.exceptions", "import exceptions", "TokenException", "NetworkException", "DataException")
+    offenders = sorted(
+        str(p.relative_to(src)) for p in src.rglob("*.py")
+        if p.name != "errors.py" or p.parent.name != "kite"
+        if any(n in p.read_text(encoding="utf-8") for n in names)
+    )
+    assert offenders == []

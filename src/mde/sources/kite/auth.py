@@ -259,8 +259,8 @@ def login_url(client: Any) -> str:
 def exchange_request_token(client: Any, request_token: str, api_secret: str | None) -> TokenInfo:
     """`POST /session/token` through a kiteconnect client; returns the session (not saved).
 
-    TokenException -> AuthError (the request token is single-use and short-lived; a bad
-    checksum means a wrong api_secret); network trouble -> SourceUnavailable/RateLimited.
+    Failures are mapped by `errors.kite_error` with the login's advice (a spent or stale
+    request token, a wrong api_secret, network trouble).
     """
     if not getattr(client, "api_key", None):
         raise ConfigError(NO_API_KEY)
