@@ -66,13 +66,12 @@ RATE_LIMITS = {"historical": 3, "quote": 1, "other": 10}
 
 
 class _Slot:
-    """One request's hold on a limiter: from just before it is sent (`start`) until its
-    answer's headers arrived or it failed (`end`, None while in flight)."""
+    """One request's hold on a limiter, from just before it is sent until its answer's
+    headers arrived or it failed (`end`, None while in flight)."""
 
-    __slots__ = ("start", "end")
+    __slots__ = ("end",)
 
-    def __init__(self, start: float) -> None:
-        self.start = start
+    def __init__(self) -> None:
         self.end: float | None = None
 
 
@@ -107,7 +106,7 @@ class RateLimiter:
             if self._hold_until > now:
                 return None, self._hold_until - now
             if len(self._slots) < self.rate:
-                slot = _Slot(now)
+                slot = _Slot()
                 self._slots.append(slot)
                 return slot, 0.0
             ends = [s.end for s in self._slots if s.end is not None]
@@ -135,14 +134,6 @@ class RateLimiter:
             if slot.end is None:
                 slot.end = self.clock()
                 self._cond.notify_all()
-
-    @contextmanager
-    def slot(self) -> Iterator[_Slot]:
-        taken = self.acquire()
-        try:
-            yield taken
-        finally:
-            self.release(taken)
 
     def penalise(self, seconds: float) -> None:
         """After a 429, hold every caller back for a while (the server's window is fuller than ours)."""
