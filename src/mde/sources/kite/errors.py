@@ -86,12 +86,24 @@ def kite_error(
     error = _translate(exc, doing, held, answer or Answer(), login)
     if error is None:
         return None
-    printed = "".join(traceback.format_exception(exc))
-    if any(s in printed for s in held):
+    if any(s in _printed(exc) for s in held):
         error.__cause__ = RedactedCause(f"{type(exc).__module__}.{type(exc).__qualname__}: {_clean(str(exc), held)}")
     else:
         error.__cause__ = exc
     return error
+
+
+def _printed(exc: BaseException) -> str:
+    """What printing `exc` with its chain shows of each exception (type and message)."""
+    out: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        out += traceback.format_exception_only(current)
+        current = current.__cause__ if current.__cause__ is not None or current.__suppress_context__ \
+            else current.__context__
+    return "".join(out)
 
 
 def _translate(exc: BaseException, doing: str, secrets: list[str], answer: Answer, login: bool) -> MdeError | None:
