@@ -274,7 +274,7 @@ def measure_floor(srv: Server, keep: bool = False) -> dict:
     from kiteconnect import KiteConnect
 
     from mde.candles import normalize
-    from mde.sources.kite import _to_frame, _wall
+    from mde.sources.kite.client import _to_frame, _wall
 
     before = len(srv.log())
     kite = KiteConnect(srv.api_key, access_token=srv.access_token, root=srv.url)
@@ -370,7 +370,7 @@ def main() -> None:
     import polars  # noqa: F401
 
     import mde.engine  # noqa: F401
-    from mde.sources.kite import _wall
+    from mde.sources.kite.client import _wall
 
     load_before = os.getloadavg()
     srv = Server()

@@ -17,7 +17,8 @@ from pathlib import Path
 import polars as pl
 
 from mde.atomic import atomic_write
-from mde.instruments import BUNDLED_DATE, BUNDLED_DUMP, BUNDLED_META, dump_frame
+from mde.instruments import BUNDLED_DATE, BUNDLED_DUMP, BUNDLED_META
+from mde.sources.kite.instruments import dump_frame
 
 HERE = Path(__file__).resolve().parent
 

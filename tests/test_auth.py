@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from kite_server import KiteServer
-from mde import auth
 from mde.clock import IST
 from mde.config import Settings, default_config_dir, load
 from mde.errors import AuthError, ConfigError, InputError, MdeError, SourceUnavailable
+from mde.sources.kite import auth
 
 MORNING = datetime(2024, 6, 14, 9, 0, tzinfo=IST)
 

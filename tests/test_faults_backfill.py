@@ -32,7 +32,7 @@ COUNT = 40_000
 
 _KILLING_MAIN = (
     "import functools, os, signal, sys\n"
-    "from mde.sources import kite\n"
+    "from mde.sources.kite import client as kite\n"
     "from mde import store\n"
     f"kite.RetryPolicy = functools.partial(kite.RetryPolicy, **{FAST!r})\n"
     "left = [int(os.environ['KILL_AFTER_WRITES'])]\n"

@@ -20,7 +20,8 @@ import pytest
 from kite_server import KiteServer
 from mde.clock import IST
 from mde.errors import CacheError, InputError, SourceError, SourceUnavailable
-from mde.instruments import INDEX_TOKENS, InstrumentCatalog
+from mde.instruments import INDEX_TOKENS
+from mde.sources.kite.instruments import InstrumentCatalog
 from mde.symbols import Instrument
 
 REPO = Path(__file__).resolve().parents[1]

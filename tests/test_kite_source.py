@@ -185,7 +185,7 @@ class Kite:
 
 _FAST_MAIN = (
     "import functools, sys\n"
-    "from mde.sources import kite\n"
+    "from mde.sources.kite import client as kite\n"
     f"kite.RetryPolicy = functools.partial(kite.RetryPolicy, **{FAST!r})\n"
     "sys.argv[0] = 'mde'\n"
     "from mde.cli import main\n"
@@ -745,7 +745,7 @@ def test_the_fast_candle_parser_equals_kiteconnects_on_real_responses(srv, inter
     and `_to_frame` builds the same frame from both."""
     from kiteconnect import KiteConnect
 
-    from mde.sources.kite import _fast_client_class, _to_frame
+    from mde.sources.kite.client import _fast_client_class, _to_frame
 
     client = _fast_client_class()(srv.api_key, access_token=srv.access_token, root=srv.url)
     assert isinstance(client, KiteConnect) and type(client)._format_historical is not KiteConnect._format_historical
@@ -762,7 +762,7 @@ def test_the_fast_candle_parser_equals_kiteconnects_on_real_responses(srv, inter
 def test_the_fast_candle_parser_keeps_futures_oi_and_1m_candles(tmp_path):
     """A future with open interest, 1m and 5m, through KiteSource as the engine uses it: the
     cached frame equals the one built from kiteconnect's own parsing."""
-    from mde.sources.kite import _to_frame
+    from mde.sources.kite.client import _to_frame
 
     days = [date(2025, 12, d) for d in (15, 16, 17)]
     minutes = [

@@ -492,7 +492,7 @@ def test_a_journal_that_is_not_a_database_is_corrupt(cache: Path) -> None:
 def test_a_corrupt_known_instruments_file_is_named_not_taken_for_an_empty_cache(tmp_path: Path) -> None:
     from factories import make_candles
     from kite_server import KiteServer
-    from mde.instruments import InstrumentCatalog
+    from mde.sources.kite.instruments import InstrumentCatalog
     from mde.symbols import Instrument
 
     now = datetime(2025, 12, 20, 10, 0, tzinfo=IST)

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
@@ -515,7 +515,7 @@ def login(
 
     Example:  mde login 'https://127.0.0.1/?action=login&status=success&request_token=abc123'
     """
-    from . import auth
+    from .sources.kite import auth
 
     conf = settings()
     if status:
@@ -535,7 +535,7 @@ def login(
 @app.command()
 @handle_errors
 def instruments(
-    search: Annotated[Optional[str], typer.Option("--search", help="Case-insensitive text in the symbol or name.")] = None,
+    search: Annotated[str | None, typer.Option("--search", help="Case-insensitive text in the symbol or name.")] = None,
     refresh_dump: Annotated[bool, typer.Option("--refresh", help="Download Kite's instruments list now (else at most once a day).")] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show.")] = 50,
     fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
@@ -546,40 +546,16 @@ def instruments(
 
     Example:  mde instruments --search "nifty bank"
     """
-    conf = settings(source)
-    if limit < 1:  # polars' head(-5) would silently drop the last five instead
-        from .errors import InputError
-
-        raise InputError(f"--limit must be at least 1, got {limit}")
-    if conf.source == "sample":
-        from .calendar import now_ist
-        from .errors import InputError
-        from .instruments import OfflineCatalog
-
-        if refresh_dump:
-            raise InputError("--refresh downloads Kite's instruments list: add --source kite (the sample source "
-                             "serves the list shipped with mde, offline)")
-        catalog: Any = OfflineCatalog(conf.cache_dir / "_meta", lambda: conf.now or now_ist())
-    else:
-        from .sources.kite import KiteSource
-
-        catalog = KiteSource(conf).catalog
-    table = catalog.refresh() if refresh_dump else catalog.table()
-    rows = catalog.search(search, limit=limit) if search else table.head(limit)
+    from .instruments import list_instruments
     from .render import instruments_json, instruments_table
 
-    when = catalog.fetched_at
-    note = None
-    if getattr(catalog, "bundled", False):
-        note = f"the Kite dump of {when:%Y-%m-%d} shipped with mde (offline, sample source; --source kite downloads today's)"
-    elif conf.source == "sample":
-        note = f"the cached Kite dump fetched {when:%Y-%m-%d %H:%M} IST (offline, sample source)" if when else None
+    listing = list_instruments(settings(source), search, limit=limit, refresh=refresh_dump)
     if fmt is ListFormat.json:
-        typer.echo(instruments_json(rows))
-        if note and not STATE.quiet:
-            typer.echo(f"note: {note}", err=True)
+        typer.echo(instruments_json(listing.rows))
+        if listing.note and not STATE.quiet:
+            typer.echo(f"note: {listing.note}", err=True)
     else:
-        instruments_table(rows, table.height, when, _stdout(), note=note)
+        instruments_table(listing.rows, listing.total, listing.fetched_at, _stdout(), note=listing.note)
 
 
 @app.command()
@@ -668,26 +644,26 @@ def _sweep(eng: MarketDataEngine, strategy: str, grid: list[dict[str, str]], sor
 @handle_errors
 def paper(
     more_symbols: MoreSymbols = None,
-    strategy: Annotated[Optional[str], typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
     symbols: SymbolsOpt = None,
-    timeframe: Annotated[Optional[str], typer.Option("--timeframe", "-t", help="For every symbol. Default: each symbol's first in \\[refresh.multi_tf], else \\[refresh] timeframes\\[0].")] = None,
-    params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
-    session: Annotated[Optional[str], typer.Option("--session", help="Session name (default: the built-in strategy's name or the class name, then the date, e.g. RsiReversion-2024-06-14); the same name resumes it.")] = None,
+    timeframe: Annotated[str | None, typer.Option("--timeframe", "-t", help="For every symbol. Default: each symbol's first in \\[refresh.multi_tf], else \\[refresh] timeframes\\[0].")] = None,
+    params: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
+    session: Annotated[str | None, typer.Option("--session", help="Session name (default: the built-in strategy's name or the class name, then the date, e.g. RsiReversion-2024-06-14); the same name resumes it.")] = None,
     source: SourceOpt = None,
-    day: Annotated[Optional[str], typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")] = None,
+    day: Annotated[str | None, typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")] = None,
     speed: Annotated[float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")] = 0.0,
-    tick: Annotated[Optional[str], typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close.")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
+    tick: Annotated[str | None, typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
     costs: Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha or none.")] = CostKind.zerodha,
-    segment: Annotated[Optional[Segment], typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
+    segment: Annotated[Segment | None, typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill (live: against the LTP).")] = 0,
-    trades: Annotated[Optional[Path], typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write the same HTML report as mde replay.")] = None,
-    max_loss: Annotated[Optional[float], typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")] = None,
-    max_qty: Annotated[Optional[int], typer.Option("--max-qty", help="Risk: largest position per symbol (quantity).")] = None,
-    max_notional: Annotated[Optional[float], typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")] = None,
-    max_orders: Annotated[Optional[int], typer.Option("--max-orders-per-minute", help="Risk: orders per minute.")] = None,
+    trades: Annotated[Path | None, typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the same HTML report as mde replay.")] = None,
+    max_loss: Annotated[float | None, typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")] = None,
+    max_qty: Annotated[int | None, typer.Option("--max-qty", help="Risk: largest position per symbol (quantity).")] = None,
+    max_notional: Annotated[float | None, typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")] = None,
+    max_orders: Annotated[int | None, typer.Option("--max-orders-per-minute", help="Risk: orders per minute.")] = None,
     status: Annotated[bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")] = False,
     halt: Annotated[bool, typer.Option("--halt", help="Kill switch for --session: no new entries, flatten, stop.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or --status) as JSON.")] = False,

@@ -1,13 +1,15 @@
-"""The instruments catalog of the Kite source: the daily dump, symbol resolution, remembered tokens.
+"""The instruments list mde resolves symbols against, offline: Kite's dump format, symbol
+resolution, remembered tokens, contract details (lot and tick sizes), and `mde instruments`.
 
-Files under the catalog folder (the Kite source uses `<cache_dir>/_meta`):
+This is not the Kite client: nothing here talks to a network. The Kite source's catalog
+(`mde.sources.kite.instruments.InstrumentCatalog`) adds the daily download to `Catalog`;
+`OfflineCatalog` reads what is on disk (the cached Kite dump, else the one shipped with mde)
+for every command that reads the cache, the sample source, margins' lot sizes and replay's
+tick sizes. Files under the catalog folder (`<cache_dir>/_meta`):
 
     instruments.parquet       the last instruments dump (zstd), as `kite.instruments()` returned it
     instruments.json          {"fetched_at": ISO instant (IST), "rows": N}
     known_instruments.json    "EXCH:TRADINGSYMBOL" -> {token, name, expiry, ..., first_seen}
-
-The dump is downloaded at most once per IST day: when the cached one was fetched on an
-earlier IST date than today by `now()` (the engine's MDE_NOW-aware clock), or on `refresh()`.
 
 Resolution (`resolve`), in order:
 
@@ -22,28 +24,33 @@ Resolution (`resolve`), in order:
 Every instrument resolved with a token is remembered, so a contract keeps its token after
 it leaves the dump (expired futures and options). When the cached dump is stale, a
 remembered instrument resolves without downloading; when it is fresh, the dump wins.
+
+Files that cannot be read or written become mde's errors in one place, `_file_error`.
 """
 
 from __future__ import annotations
 
 import difflib
-from functools import lru_cache
-import io
 import json
 import logging
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from .atomic import atomic_write
 from .calendar import now_ist
 from .clock import IST
-from .errors import CacheError, InputError, SourceError
-from .atomic import atomic_write
+from .errors import CacheError, InputError
 from .symbols import BUILTIN_ALIASES, Instrument, parse_instrument, validate_symbol
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger("mde.instruments")
 
@@ -79,7 +86,6 @@ SCHEMA: dict[str, pl.DataType] = {
     "segment": pl.String(),
     "exchange": pl.String(),
 }
-_REQUIRED = ("instrument_token", "tradingsymbol", "exchange")
 
 # NIFTY-FUT, BANKNIFTY-FUT2, NFO:BAJAJ-AUTO-FUT3 (FUT1 is FUT).
 _FUT_RE = re.compile(r"^(?:(?P<exch>[A-Z]+):)?(?P<name>[A-Z0-9&][A-Z0-9&\- ]*?)-FUT(?P<n>[1-9][0-9]?)?$")
@@ -117,46 +123,51 @@ def _to_date(value: Any) -> date | None:
         return None
 
 
-def dump_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """The dump as a typed frame: `expiry` '' -> null, missing columns -> null."""
-    if not isinstance(rows, list):
-        raise SourceError(f"the instruments dump is a {type(rows).__name__}, not a list of rows")
-    if not rows:
-        raise SourceError("the instruments dump came back empty; the cached one (if any) is kept")
-    first = rows[0]
-    if not isinstance(first, Mapping) or any(col not in first for col in _REQUIRED):
-        raise SourceError("the instruments dump lacks instrument_token, tradingsymbol or exchange columns")
-    columns: dict[str, list[Any]] = {}
-    for col in SCHEMA:
-        values = [row.get(col) for row in rows]
-        if col == "expiry":
-            values = [_to_date(v) for v in values]
-        elif col == "exchange_token":
-            values = [None if v is None else str(v) for v in values]
-        columns[col] = values
+def read_meta(folder: Path) -> datetime | None:
+    """When the dump in `folder` was downloaded, or None (no or an unreadable instruments.json)."""
     try:
-        frame = pl.DataFrame(columns, schema=SCHEMA, strict=False)
-    except Exception as exc:  # noqa: BLE001 - any malformed value means a malformed dump
-        raise SourceError(f"the instruments dump is malformed: {exc}") from None
-    frame = frame.drop_nulls(list(_REQUIRED))  # a row without these cannot be resolved
-    if frame.is_empty():
-        raise SourceError("the instruments dump has no usable rows; the cached one (if any) is kept")
-    return frame
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        fetched = datetime.fromisoformat(meta["fetched_at"])
+    except (OSError, ValueError, KeyError, TypeError):  # a derived file: as if there were none
+        return None
+    return _ist(fetched)
 
 
-class InstrumentCatalog:
-    """The Kite instruments dump, cached per IST day, plus every instrument ever resolved."""
+def read_dump(folder: Path) -> pl.DataFrame | None:
+    """The dump in `folder`, or None when there is none or it is unreadable (a derived file:
+    the Kite catalog downloads it again, the offline one falls back to the shipped dump)."""
+    path = folder / DUMP_FILE
+    if not path.exists():
+        return None
+    try:
+        table = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        log.warning("cannot read %s (%s); not using it", path, exc)
+        return None
+    if any(col not in table.columns for col in SCHEMA):
+        log.warning("%s has unexpected columns; not using it", path)
+        return None
+    return table
 
-    def __init__(self, folder: Path | str, download: Callable[[], list[dict]], now: Callable[[], datetime]) -> None:
+
+def _file_error(exc: BaseException, before: str, after: str = "") -> CacheError:
+    """The one map of this module's unreadable files (OSError, JSON, Parquet) onto CacheError: `before`, the reason in a few words, `after`. Raise it `from exc`."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+    return CacheError(f"{before}{reason}{after}")
+
+
+class Catalog:
+    """The instruments list of one folder and every instrument ever resolved: search,
+    resolution, suggestions and contract details. Where the dump comes from is up to the
+    subclass (`table`, `_cheap_table`, `refresh`)."""
+
+    def __init__(self, folder: Path | str, now: Callable[[], datetime]) -> None:
         self.folder = Path(folder)
-        self._download = download
         self._now = now
         self._table: pl.DataFrame | None = None
         self._fetched_at: datetime | None = None
-        self._download_failed = False
         self._known: dict[str, dict[str, Any]] | None = None
         self._suggest_pool: pl.DataFrame | None = None
-        self.downloads = 0  # downloads made by this object (for diagnostics and tests)
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -178,93 +189,22 @@ class InstrumentCatalog:
         return self._fetched_at if self._table is not None else self._read_meta()
 
     def _read_meta(self) -> datetime | None:
-        try:
-            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-            fetched = datetime.fromisoformat(meta["fetched_at"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return _ist(fetched)
-
-    def _is_fresh(self, fetched: datetime | None) -> bool:
-        return fetched is not None and _today(fetched) >= _today(self._now())
+        return read_meta(self.folder)
 
     def _load_cached(self) -> pl.DataFrame | None:
-        """The dump on disk, or None when there is none or it is unreadable (it is re-downloaded)."""
-        if not self.dump_path.exists():
-            return None
-        try:
-            table = pl.read_parquet(self.dump_path)
-        except Exception as exc:  # noqa: BLE001 - a derived file: download it again
-            log.warning("cannot read %s (%s); downloading the instruments list again", self.dump_path, exc)
-            return None
-        if any(col not in table.columns for col in SCHEMA):
-            log.warning("%s has unexpected columns; downloading the instruments list again", self.dump_path)
-            return None
-        return table
-
-    def _usable_in_memory(self) -> bool:
-        return self._table is not None and (self._download_failed or self._is_fresh(self._fetched_at))
-
-    def _fresh_from_disk(self) -> pl.DataFrame | None:
-        fetched = self._read_meta()
-        if not self._is_fresh(fetched):
-            return None
-        table = self._load_cached()
-        if table is not None:
-            self._set_table(table, fetched)
-        return table
-
-    def _cheap_table(self) -> pl.DataFrame | None:
-        """The dump if it needs no download: in memory, or on disk and fetched today."""
-        if self._usable_in_memory():
-            return self._table
-        return self._fresh_from_disk()
+        return read_dump(self.folder)
 
     def table(self) -> pl.DataFrame:
-        """The dump: from memory, else from disk if fetched today (IST), else downloaded now.
+        """The whole dump."""
+        raise NotImplementedError
 
-        If the download fails and an older dump is on hand, that one is used (with a warning)
-        and the download is retried by the next catalog object, not on every call.
-        """
-        table = self._cheap_table()
-        if table is not None:
-            return table
-        try:
-            return self.refresh()
-        except Exception as exc:
-            stale = self._table
-            fetched = self._fetched_at
-            if stale is None:
-                fetched = self._read_meta()
-                stale = self._load_cached()
-            if stale is None:
-                raise
-            self._download_failed = True
-            when = f"{fetched:%Y-%m-%d %H:%M}" if fetched else "an earlier day"
-            log.warning("could not download the instruments list (%s); using the one from %s", exc, when)
-            self._set_table(stale, fetched)
-            return stale
+    def _cheap_table(self) -> pl.DataFrame | None:
+        """The dump if it is on hand without a download, else None."""
+        raise NotImplementedError
 
     def refresh(self) -> pl.DataFrame:
-        """Download the dump now and cache it, whatever the cached one's age."""
-        rows = self._download()
-        self.downloads += 1
-        table = dump_frame(rows)
-        fetched = _ist(self._now())
-        encoded = io.BytesIO()  # encoded first: a full disk is then an OSError, not a polars error
-        table.write_parquet(encoded, compression="zstd", statistics=False)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with atomic_write(self.dump_path) as fh:
-                fh.write(encoded.getvalue())
-            with atomic_write(self.meta_path, "w") as fh:
-                json.dump({"fetched_at": fetched.isoformat(), "rows": table.height}, fh)
-                fh.write("\n")
-        except OSError as exc:
-            log.warning("cannot save the instruments list in %s (%s); it will be downloaded again", self.folder, exc)
-        self._download_failed = False
-        self._set_table(table, fetched)
-        return table
+        """The dump, downloaded again where the subclass can."""
+        raise NotImplementedError
 
     def _set_table(self, table: pl.DataFrame, fetched: datetime | None) -> None:
         if table is not self._table:
@@ -490,16 +430,14 @@ class InstrumentCatalog:
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise CacheError(f"cannot read {self.known_path}: {exc.strerror}") from None
+            raise _file_error(exc, f"cannot read {self.known_path}: ") from exc
         try:
             data = json.loads(text)
             if not isinstance(data, dict) or not all(isinstance(v, dict) and "token" in v for v in data.values()):
                 raise ValueError("not a map of instruments")
-        except ValueError as exc:
-            raise CacheError(
-                f"{self.known_path} is unreadable ({exc}); it holds tokens of expired contracts, "
-                "so mde leaves it alone: fix it or move it aside"
-            ) from None
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+            raise _file_error(exc, f"{self.known_path} is unreadable (", "); it holds tokens of expired contracts, "
+                              "so mde leaves it alone: fix it or move it aside") from exc
         return data
 
     def known(self) -> dict[str, dict[str, Any]]:
@@ -556,8 +494,9 @@ class InstrumentCatalog:
                 self._known = current
             finally:
                 lock.release()
-        except Timeout:
-            raise CacheError(f"another mde process has held {self.folder / LOCK_FILE} for {LOCK_TIMEOUT_S:.0f}s; try again") from None
+        except Timeout as exc:
+            raise CacheError(f"another mde process has held {self.folder / LOCK_FILE} for {LOCK_TIMEOUT_S:.0f}s; "
+                             "try again") from exc
         except OSError as exc:
             log.warning("cannot record %s in %s (%s)", key, self.known_path, exc)
             self._known_map()[key] = {**record, "first_seen": _ist(self._now()).isoformat()}
@@ -607,9 +546,9 @@ def cached_dump(folder: Path | str) -> tuple[pl.DataFrame, datetime | None] | No
 
 @lru_cache(maxsize=2)
 def _cached_dump(path: str, mtime_ns: int) -> tuple[pl.DataFrame, datetime | None] | None:
-    catalog = InstrumentCatalog(Path(path).parent, download=list, now=now_ist)
-    table = catalog._load_cached()
-    return (table, catalog._read_meta()) if table is not None else None
+    folder = Path(path).parent
+    table = read_dump(folder)
+    return (table, read_meta(folder)) if table is not None else None
 
 
 @lru_cache(maxsize=1)
@@ -619,23 +558,20 @@ def bundled_dump() -> tuple[pl.DataFrame, datetime]:
         table = pl.read_parquet(BUNDLED_DUMP)
         meta = json.loads(BUNDLED_DUMP.with_name(BUNDLED_META).read_text(encoding="utf-8"))
         return table, _ist(datetime.fromisoformat(meta["fetched_at"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise CacheError(f"the instruments list shipped with mde ({BUNDLED_DUMP}) is unreadable ({exc}); reinstall mde") from None
+    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
+        raise _file_error(exc, f"the instruments list shipped with mde ({BUNDLED_DUMP}) is unreadable (",
+                          "); reinstall mde") from exc
 
 
-class OfflineCatalog(InstrumentCatalog):
+class OfflineCatalog(Catalog):
     """The catalog without a network and without writing: the cached Kite dump of any age
     (`<cache>/_meta`), else the one shipped with mde; the remembered instruments are read,
     never written. It tells an unknown symbol (with close matches) from one that is known
     but not cached, for every command that reads the cache."""
 
     def __init__(self, folder: Path | str, now: Callable[[], datetime]) -> None:
-        super().__init__(folder, download=self._offline, now=now)
+        super().__init__(folder, now)
         self.bundled = False  # True when the dump in use is the one shipped with mde
-
-    @staticmethod
-    def _offline() -> list[dict]:
-        raise SourceError("the instruments list is not downloaded offline")
 
     def table(self) -> pl.DataFrame:
         if self._table is None:
@@ -683,3 +619,44 @@ class OfflineCatalog(InstrumentCatalog):
             if key in self._known_map() or self._row(table, exch, tsym) is not None:
                 return
         raise InputError(self._unknown_message(symbol, name, user))
+
+
+@dataclass(frozen=True)
+class InstrumentListing:
+    """What `mde instruments` shows: the rows, the size of the whole list, when the list was
+    downloaded, and where it came from when that is not the Kite source's own download."""
+
+    rows: pl.DataFrame
+    total: int
+    fetched_at: datetime | None
+    note: str | None = None
+
+
+def list_instruments(settings: Settings, search: str | None = None, *, limit: int = 50,
+                     refresh: bool = False) -> InstrumentListing:
+    """The instruments list of the configured source: the first `limit` rows, or the best
+    `limit` matches of `search` (`Catalog.search`). On Kite it is downloaded at most once a
+    day (`refresh` forces it); on the sample source it is the cached Kite dump, else the one
+    shipped with mde, offline and read-only (`refresh` is an InputError there)."""
+    if limit < 1:  # polars' head(-5) would silently drop the last five instead
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    catalog: Catalog
+    if settings.source == "sample":
+        if refresh:
+            raise InputError("--refresh downloads Kite's instruments list: add --source kite (the sample source "
+                             "serves the list shipped with mde, offline)")
+        catalog = OfflineCatalog(settings.cache_dir / "_meta", lambda: settings.now or now_ist())
+    else:
+        from .sources.kite import KiteSource
+
+        catalog = KiteSource(settings).catalog
+    table = catalog.refresh() if refresh else catalog.table()
+    rows = catalog.search(search, limit=limit) if search else table.head(limit)
+    when = catalog.fetched_at
+    note = None
+    if isinstance(catalog, OfflineCatalog) and catalog.bundled and when is not None:
+        note = f"the Kite dump of {when:%Y-%m-%d} shipped with mde (offline, sample source; --source kite downloads today's)"
+    elif settings.source == "sample" and when is not None:
+        note = f"the cached Kite dump fetched {when:%Y-%m-%d %H:%M} IST (offline, sample source)"
+    return InstrumentListing(rows, table.height, when, note)
+

@@ -183,7 +183,7 @@ def unpriced(frame: pl.DataFrame) -> str:
 def _tick_for(engine: Any, inst: Instrument) -> float:
     """The instrument's tick from the instruments dump if it is on disk, else NSE's 0.05."""
     try:
-        from .instruments import InstrumentCatalog
+        from .sources.kite.instruments import InstrumentCatalog
 
         def offline() -> list[dict[str, Any]]:
             raise MdeError("offline")

@@ -1,15 +1,9 @@
 """Zerodha Kite Connect as a candle source, through Zerodha's own client.
 
-This is the only module that imports kiteconnect (lazily: it pulls in twisted, ~260 ms)
-and the only place that catches its exceptions and `requests` errors. They are mapped
-onto our error tree in `_mapped()`, chained with `from`:
-
-    TokenException, 403           -> AuthError (token died ~06:00 IST: run `mde login`); no retry
-    PermissionException           -> AuthError (the API key lacks this permission); no retry
-    InputException                -> InputError with Kite's message; no retry
-    NetworkException code 429     -> back off and retry, then RateLimited
-    5xx, DataException (HTML page), timeouts, dropped connections
-                                  -> retry with backoff and jitter, then SourceUnavailable
+The client is imported lazily (it pulls in twisted, ~260 ms). Everything it raises goes
+through the one map in `errors.py` (`kite_error`), chained with `from`; `call()` retries what
+that map calls retryable (429s with a growing back-off that holds every thread, outages and
+timeouts with backoff and jitter) and then gives up with RateLimited or SourceUnavailable.
 
 Historical requests are split into chunks within Kite's per-interval limits and sent
 through one rate limiter per process and endpoint class (historical: 3 per second), so a
@@ -35,20 +29,22 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
-from ..clock import IST
-from ..errors import AuthError, ConfigError, InputError, MdeError, RateLimited, SourceError, SourceUnavailable
-from ..candles import empty_candles, normalize
-from ..symbols import Instrument
-from ..timeframes import Timeframe
-from . import SourceStats
+from ...candles import empty_candles, normalize
+from ...clock import IST
+from ...errors import AuthError, MdeError, RateLimited, SourceUnavailable
+from ...symbols import Instrument
+from ...timeframes import Timeframe
+from .. import SourceStats
+from .errors import Answer, Malformed, kite_error, retryable
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ...config import Settings
+    from .instruments import InstrumentCatalog
 
 log = logging.getLogger("mde.kite")
 T = TypeVar("T")
@@ -70,13 +66,12 @@ RATE_LIMITS = {"historical": 3, "quote": 1, "other": 10}
 
 
 class _Slot:
-    """One request's hold on a limiter: from just before it is sent (`start`) until its
-    answer's headers arrived or it failed (`end`, None while in flight)."""
+    """One request's hold on a limiter, from just before it is sent until its answer's
+    headers arrived or it failed (`end`, None while in flight)."""
 
-    __slots__ = ("start", "end")
+    __slots__ = ("end",)
 
-    def __init__(self, start: float) -> None:
-        self.start = start
+    def __init__(self) -> None:
         self.end: float | None = None
 
 
@@ -111,7 +106,7 @@ class RateLimiter:
             if self._hold_until > now:
                 return None, self._hold_until - now
             if len(self._slots) < self.rate:
-                slot = _Slot(now)
+                slot = _Slot()
                 self._slots.append(slot)
                 return slot, 0.0
             ends = [s.end for s in self._slots if s.end is not None]
@@ -139,14 +134,6 @@ class RateLimiter:
             if slot.end is None:
                 slot.end = self.clock()
                 self._cond.notify_all()
-
-    @contextmanager
-    def slot(self) -> Iterator[_Slot]:
-        taken = self.acquire()
-        try:
-            yield taken
-        finally:
-            self.release(taken)
 
     def penalise(self, seconds: float) -> None:
         """After a 429, hold every caller back for a while (the server's window is fuller than ours)."""
@@ -178,7 +165,7 @@ class RetryPolicy:
     deadline: float = DEFAULT_DEADLINE  # per request, all of it: a server that trickles its answer is cut off
 
     def delay(self, attempt: int) -> float:
-        d = min(self.max_delay, self.base_delay * (2 ** attempt))
+        d = min(self.max_delay, self.base_delay * 2.0**attempt)
         return d / 2 + random.uniform(0, d / 2)
 
 
@@ -221,19 +208,18 @@ class KiteSource:
         self.max_workers = max_workers
         self.stats = SourceStats()
         self._client: Any = None
-        self._catalog: Any = None
+        self._catalog: InstrumentCatalog | None = None
         self._secrets = [s for s in (settings.kite.access_token, settings.kite.api_secret) if s]
 
     # -- the client -----------------------------------------------------------------------
     @property
     def api_key(self) -> str:
-        key = self.settings.kite.api_key
-        if not key:
-            raise ConfigError("no Kite API key: set KITE_API_KEY or [kite] api_key in mde.toml")
-        return key
+        from .auth import require_api_key
+
+        return require_api_key(self.settings)
 
     def access_token(self) -> str:
-        from ..auth import access_token
+        from .auth import access_token
 
         token = access_token(self.settings, self.settings.clock())
         if not token:
@@ -262,74 +248,23 @@ class KiteSource:
     def clock(self) -> datetime | None:
         return None
 
-    # -- error mapping and retries ----------------------------------------------------------
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
+    # -- errors and retries -------------------------------------------------------------------
     @contextmanager
     def _mapped(self, what: str, call: _Call | None = None) -> Iterator[None]:
-        """Translate kiteconnect and requests exceptions into ours, once, here."""
+        """Failures of the client as mde's errors, through the one map in `errors.py`."""
         try:
             yield
-        except (_RetryOther, MdeError):
+        except MdeError:
             raise
         except Exception as exc:
-            if call is not None and call.expired:
-                raise _RetryOther(f"Kite did not finish answering within {self.retry.deadline:g}s") from exc
-            if isinstance(exc, _Malformed):
-                raise SourceError(f"Kite sent a malformed answer while {what}: {exc}") from exc
-            self._translate(exc, what, call)
-
-    def _translate(self, error: Exception, what: str, call: _Call | None) -> None:
-        import requests
-        from kiteconnect import exceptions as kex
-
-        status = call.status if call is not None else None
-        try:
-            raise error
-        except kex.TokenException as exc:
-            raise AuthError(
-                f"Kite rejected the access token while {what} (tokens expire daily at ~06:00 IST): run `mde login`"
-            ) from exc
-        except kex.PermissionException as exc:
-            raise AuthError(f"Kite refused {what}: {self._redact(str(exc))} (does this API key have the historical-data add-on?)") from exc
-        except kex.InputException as exc:
-            raise InputError(f"Kite rejected {what}: {self._redact(str(exc))}") from exc
-        except kex.NetworkException as exc:
-            if getattr(exc, "code", None) == 429:
-                raise _Retry429("Kite: too many requests") from exc
-            raise _RetryOther(f"Kite network error ({getattr(exc, 'code', '?')})") from exc
-        except kex.DataException as exc:
-            # the client says 502 for any answer it cannot read; the status we saw is the real one
-            code = status or getattr(exc, "code", 502)
-            if code == 200:
-                raise _RetryOther("Kite answered HTTP 200 with something that is not JSON") from exc
-            raise _RetryOther(f"Kite answered with something that is not JSON (HTTP {code}, likely an error page)") from exc
-        except kex.GeneralException as exc:
-            code = getattr(exc, "code", 500) or 500
-            if code >= 500:
-                raise _RetryOther(f"Kite server error {code}") from exc
-            if code == 403:
-                raise AuthError(f"Kite refused {what} (HTTP 403): run `mde login`") from exc
-            raise SourceError(f"Kite error {code} while {what}: {self._redact(str(exc))}") from exc
-        except kex.KiteException as exc:
-            raise SourceError(f"Kite error while {what}: {self._redact(str(exc))}") from exc
-        except requests.Timeout as exc:
-            raise _RetryOther(f"Kite did not answer within {self.retry.timeout:.0f}s") from exc
-        except requests.ConnectionError as exc:
-            raise _RetryOther("cannot connect to Kite (network down?)") from exc
-        except requests.RequestException as exc:
-            raise _RetryOther(f"HTTP error talking to Kite ({type(exc).__name__})") from exc
-        except KeyError as exc:
-            if call is not None and call.content_type is None and call.status is not None:
-                raise _RetryOther("Kite answered without a Content-Type") from exc  # kiteconnect crashes on it
-            raise SourceError(f"Kite sent a malformed answer while {what} (no {exc} in it)") from exc
-        except (AttributeError, TypeError, ValueError, IndexError) as exc:
-            if call is not None and call.status is not None:  # the client choked on the answer's shape
-                raise SourceError(f"Kite sent a malformed answer while {what}") from exc
-            raise
+            answer = Answer(
+                status=call.status if call else None, content_type=call.content_type if call else None,
+                cut_at_deadline=self.retry.deadline if call and call.expired else None, timeout=self.retry.timeout,
+            )
+            error = kite_error(exc, what, self._secrets, answer=answer)
+            if error is None:
+                raise
+            raise error from error.__cause__
 
     def call(self, kind: str, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the client through the rate limiter, retrying what is worth retrying."""
@@ -342,25 +277,30 @@ class KiteSource:
             try:
                 with self._mapped(what, call):
                     return self._timed(call, fn, *args, **kwargs)
-            except _Retry429 as exc:
-                self.stats.add(rate_limited=1)
-                attempts_429 += 1
-                if attempts_429 >= self.retry.attempts_429:
-                    raise RateLimited(
-                        f"Kite kept answering 'too many requests' while {what} after {attempts_429} tries; "
-                        "another program may be using this API key. Try again in a minute"
-                    ) from exc.__cause__
-                delay = self.retry.delay_429 * attempts_429
-                limiter.penalise(delay)  # every thread waits, not just this one
-                log.info("429 from Kite while %s; backing off %.1fs", what, delay)
-            except _RetryOther as exc:
-                attempts += 1
-                if attempts >= self.retry.attempts:
-                    raise SourceUnavailable(f"{exc.message} while {what}; gave up after {attempts} tries. Try again later") from exc.__cause__
-                delay = self.retry.delay(attempts - 1)
-                log.info("%s while %s; retry %d in %.1fs", exc.message, what, attempts, delay)
-                self.stats.add(retries=1)
-                time.sleep(delay)
+            except MdeError as exc:
+                if not retryable(exc):
+                    raise
+                if isinstance(exc, RateLimited):
+                    self.stats.add(rate_limited=1)
+                    attempts_429 += 1
+                    if attempts_429 >= self.retry.attempts_429:
+                        raise RateLimited(
+                            f"Kite kept answering 'too many requests' while {what} after {attempts_429} tries; "
+                            "another program may be using this API key. Try again in a minute"
+                        ) from exc.__cause__
+                    delay = self.retry.delay_429 * attempts_429
+                    limiter.penalise(delay)  # every thread waits, not just this one
+                    log.info("429 from Kite while %s; backing off %.1fs", what, delay)
+                else:
+                    attempts += 1
+                    if attempts >= self.retry.attempts:
+                        raise SourceUnavailable(
+                            f"{exc.message}; gave up after {attempts} tries. Try again later"
+                        ) from exc.__cause__
+                    delay = self.retry.delay(attempts - 1)
+                    log.info("%s; retry %d in %.1fs", exc.message, attempts, delay)
+                    self.stats.add(retries=1)
+                    time.sleep(delay)
             finally:
                 limiter.release(slot)
 
@@ -382,21 +322,22 @@ class KiteSource:
 
     # -- symbols ------------------------------------------------------------------------
     @property
-    def catalog(self) -> Any:
+    def catalog(self) -> InstrumentCatalog:
+        """Kite's instruments list for this cache (`<cache>/_meta`), downloaded at most once a day."""
         if self._catalog is None:
-            from ..instruments import InstrumentCatalog
+            from .instruments import InstrumentCatalog
 
             folder = self.settings.cache_dir / "_meta"
             self._catalog = InstrumentCatalog(folder, self.download_instruments, self.settings.clock)
         return self._catalog
 
-    def download_instruments(self) -> list[dict]:
+    def download_instruments(self) -> list[dict[str, Any]]:
         return self.call("other", "downloading the instruments list", self.client.instruments)
 
     def resolve(self, symbol: str) -> Instrument:
         """The instrument Kite will be asked for. Resolving records its token in the cache's
         `_meta`, so a command that cannot ask Kite (no key) fails before that, leaving no trace."""
-        self.api_key  # noqa: B018 - raises ConfigError without a key
+        self.api_key  # noqa: B018 - raises ConfigError (NO_API_KEY) without a key
         return self.catalog.resolve(symbol, self.settings.aliases)
 
     # -- candles ------------------------------------------------------------------------
@@ -475,20 +416,6 @@ class KiteSource:
             data = self.call("quote", f"reading LTP of {len(batch)} instruments", self.client.ltp, batch)
             out.update({k: float(v["last_price"]) for k, v in data.items()})
         return out
-
-
-class _RetryOther(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class _Retry429(_RetryOther):
-    pass
-
-
-class _Malformed(Exception):
-    """A well-formed HTTP answer whose candles are not Kite's shape (the message says how)."""
 
 
 class _Call:
@@ -583,9 +510,10 @@ def parse_candle_ts(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
     except (TypeError, ValueError):
-        import dateutil.parser
+        import dateutil.parser  # type: ignore[import-untyped]  # kiteconnect's dependency, no stubs
 
-        return dateutil.parser.parse(text)
+        parsed: datetime = dateutil.parser.parse(text)
+        return parsed
 
 
 @functools.cache
@@ -593,30 +521,31 @@ def _fast_client_class() -> type:
     """kiteconnect's KiteConnect with a faster `_format_historical` (built on first use, so that
     importing this module does not import kiteconnect).
 
-    Everything else (requests, sessions, the exceptions it raises) is the client's own. The override mirrors kiteconnect 5.x's `_format_historical` field for field
+    Everything else (requests, sessions, the exceptions it raises) is the client's own. The
+    override mirrors kiteconnect 5.x's `_format_historical` field for field
     (including `oi`, present only in 7-value candles); tests/test_kite_source.py compares the
     two on the local server's responses.
     """
     from kiteconnect import KiteConnect
 
     class FastKiteConnect(KiteConnect):  # type: ignore[misc]
-        def _format_historical(self, data: dict) -> list[dict]:
+        def _format_historical(self, data: dict[str, Any]) -> list[dict[str, Any]]:
             records = []
             candles = data.get("candles") if isinstance(data, dict) else None
             if not isinstance(candles, list):
-                raise _Malformed(f"its 'candles' is {_shape(candles)}, not a list")
+                raise Malformed(f"its 'candles' is {_shape(candles)}, not a list")
             for i, d in enumerate(candles, 1):
                 if not isinstance(d, list) or len(d) not in (6, 7):
-                    raise _Malformed(f"candle {i} is {_shape(d)}, not [time, open, high, low, close, volume(, oi)]")
+                    raise Malformed(f"candle {i} is {_shape(d)}, not [time, open, high, low, close, volume(, oi)]")
                 try:
                     when = parse_candle_ts(d[0]) if isinstance(d[0], str) else None
                 except (ValueError, TypeError, OverflowError):
                     when = None
                 if when is None or when.utcoffset() is None:
-                    raise _Malformed(f"candle {i} has the time {str(d[0])[:40]!r}")
+                    raise Malformed(f"candle {i} has the time {str(d[0])[:40]!r}")
                 for value in d[1:]:
                     if isinstance(value, bool) or not isinstance(value, (int, float)):
-                        raise _Malformed(f"candle {i} ({d[0]}) has {str(value)[:40]!r} where a number belongs")
+                        raise Malformed(f"candle {i} ({d[0]}) has {str(value)[:40]!r} where a number belongs")
                 record = {
                     "date": when,
                     "open": d[1],
@@ -642,7 +571,7 @@ def _shape(value: Any) -> str:
     return "missing" if value is None else f"a {type(value).__name__}"
 
 
-def _to_frame(rows: list[dict]) -> pl.DataFrame:
+def _to_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """Kite's records as the cache's frame. Prices may be JSON ints or floats, mixed in one
     answer (both are valid): each column is built as Float64 from Python floats."""
     if not rows:
@@ -662,16 +591,3 @@ def _to_frame(rows: list[dict]) -> pl.DataFrame:
     if "oi" in rows[0]:
         data["oi"] = floats("oi")
     return pl.DataFrame(data)
-
-
-def today_ist(now: datetime) -> date:
-    return now.astimezone(IST).date()
-
-
-def login_client(settings: Settings) -> Any:
-    """A client without an access token, for the login exchange (`mde login`)."""
-    from kiteconnect import KiteConnect
-
-    from ..auth import require_api_key
-
-    return KiteConnect(require_api_key(settings), root=settings.kite.root)

@@ -11,9 +11,10 @@ is JSON `{"access_token", "user_id", "login_time", "expires_at"}`, created 0600 
 temp file and `os.replace` in the same folder (a folder mde creates is 0700).
 `KITE_ACCESS_TOKEN` in the environment overrides the file.
 
-This module never imports kiteconnect (only `mde.sources.kite` may): callers pass in a
-client, and Kite's exceptions are recognised by class name. No token or secret ever
-appears in a repr, a status line or an error message.
+Callers pass in a client (`login_client()` builds one); what it raises goes through the
+one map in `errors.py`. Failures to read or write the token file are mapped in
+`_token_file_error`. No token or secret ever appears in a repr, a status line or an error
+message (nor in the printed chain of one).
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .atomic import atomic_write
-from .clock import IST
-from .config import Settings
-from .errors import AuthError, ConfigError, InputError, MdeError, RateLimited, SourceUnavailable
+from ...atomic import atomic_write
+from ...clock import IST
+from ...config import Settings
+from ...errors import AuthError, ConfigError, InputError, MdeError, SourceUnavailable
+from .errors import kite_error
 
 EXPIRY_TIME = time(6, 0)  # Kite access tokens die around 06:00 IST the next day
 TOKEN_FIELDS = ("access_token", "user_id", "login_time", "expires_at")
 _REQUEST_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{6,128}")
+NO_API_KEY = "no Kite API key: set KITE_API_KEY or [kite] api_key in mde.toml"
+NO_API_SECRET = "no Kite api_secret: set KITE_API_SECRET in the environment (it is never read from mde.toml)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,10 +129,7 @@ def save_token(settings: Settings, access_token: str, user_id: str, login_time: 
     try:
         _write_private(path, (json.dumps(body, indent=2) + "\n").encode())
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConfigError(
-            f"cannot write the token file {path}: {reason}; set MDE_TOKEN_FILE to a writable path"
-        ) from None
+        raise _token_file_error(path, exc, writing=True) from exc
     return info
 
 
@@ -141,15 +142,15 @@ def load_token(settings: Settings, now: datetime | None = None) -> TokenInfo | N
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise AuthError(f"cannot read the token file {path}: {exc.strerror or exc}; run `mde login` again") from None
+        raise _token_file_error(path, exc) from exc
     try:
         data = json.loads(raw)
         if not isinstance(data, dict) or not all(isinstance(data.get(k), str) and data.get(k) for k in TOKEN_FIELDS):
             raise ValueError
         login = _ist(datetime.fromisoformat(data["login_time"]))
         expires = _ist(datetime.fromisoformat(data["expires_at"]))
-    except ValueError:  # json.JSONDecodeError is a ValueError too
-        raise AuthError(f"the token file {path} is damaged; run `mde login` again") from None
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        raise _token_file_error(path, exc) from None  # its text may quote the file, token and all
     return TokenInfo(
         access_token=data["access_token"],
         user_id=data["user_id"],
@@ -157,6 +158,17 @@ def load_token(settings: Settings, now: datetime | None = None) -> TokenInfo | N
         expires_at=expires,
         expired=_now(settings, now) >= expires,
     )
+
+
+def _token_file_error(path: Path, exc: OSError | ValueError, writing: bool = False) -> MdeError:
+    """The one map of what goes wrong with the token file: it cannot be written (ConfigError:
+    point MDE_TOKEN_FILE elsewhere), read (AuthError) or parsed (AuthError: log in again)."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or type(exc).__name__
+        if writing:
+            return ConfigError(f"cannot write the token file {path}: {reason}; set MDE_TOKEN_FILE to a writable path")
+        return AuthError(f"cannot read the token file {path}: {reason}; run `mde login` again")
+    return AuthError(f"the token file {path} is damaged; run `mde login` again")
 
 
 def delete_token(settings: Settings) -> bool:
@@ -199,13 +211,13 @@ def status_text(settings: Settings, now: datetime | None = None) -> str:
 
 def require_api_key(settings: Settings) -> str:
     if not settings.kite.api_key:
-        raise ConfigError("no Kite api_key: set KITE_API_KEY, or api_key under [kite] in mde.toml")
+        raise ConfigError(NO_API_KEY)
     return settings.kite.api_key
 
 
 def require_api_secret(settings: Settings) -> str:
     if not settings.kite.api_secret:
-        raise ConfigError("no Kite api_secret: set KITE_API_SECRET in the environment (it is never read from mde.toml)")
+        raise ConfigError(NO_API_SECRET)
     return settings.kite.api_secret
 
 
@@ -240,72 +252,28 @@ def parse_request_token(text: str) -> str:
 def login_url(client: Any) -> str:
     """Where the user logs in (`https://kite.zerodha.com/connect/login?api_key=…&v=3`)."""
     if not getattr(client, "api_key", None):
-        raise ConfigError("no Kite api_key: set KITE_API_KEY, or api_key under [kite] in mde.toml")
+        raise ConfigError(NO_API_KEY)
     return str(client.login_url())
-
-
-def _class_names(exc: BaseException) -> set[str]:
-    return {c.__name__ for c in type(exc).__mro__}
-
-
-def _is_requests_error(exc: BaseException) -> bool:
-    return any(c.__module__.split(".")[0] in ("requests", "urllib3") for c in type(exc).__mro__)
-
-
-def _clean(message: str, *secrets_: str | None) -> str:
-    """Kite's message on one line, short, with any secret we hold blanked out."""
-    text = " ".join(str(message).split())
-    for s in secrets_:
-        if s:
-            text = text.replace(s, "***")
-    return text[:200].rstrip(" .") or "no reason given"
-
-
-def map_kite_error(exc: BaseException, *secrets_: str | None) -> MdeError | None:
-    """Translate a kiteconnect/requests exception into mde's tree for the login exchange,
-    by class name (no kiteconnect import). None means 'not ours: let it propagate'."""
-    names = _class_names(exc)
-    msg = _clean(str(exc), *secrets_)
-    if "TokenException" in names:
-        low = msg.lower()
-        if "checksum" in low:
-            return AuthError(f"Kite refused the login ({msg}): KITE_API_SECRET does not match KITE_API_KEY")
-        if "api_key" in low:
-            return AuthError(f"Kite refused the login ({msg}): check KITE_API_KEY")
-        return AuthError(
-            f"Kite refused the request token ({msg}): it is single-use and lasts a few minutes; run `mde login` again"
-        )
-    if "PermissionException" in names:
-        return AuthError(f"Kite refused the login ({msg}); check the app's permissions on developers.kite.trade")
-    if "InputException" in names:
-        return AuthError(f"Kite rejected the login request ({msg}); run `mde login` again")
-    if "NetworkException" in names and getattr(exc, "code", None) == 429:
-        return RateLimited(f"Kite says too many requests ({msg}); wait a minute and run `mde login` again")
-    if "KiteException" in names:  # NetworkException, DataException, GeneralException, …
-        return SourceUnavailable(f"Kite could not complete the login ({type(exc).__name__}: {msg}); try again shortly")
-    if _is_requests_error(exc) or isinstance(exc, (OSError, TimeoutError)):
-        return SourceUnavailable(f"cannot reach Kite ({type(exc).__name__}); check the network and try again")
-    return None
 
 
 def exchange_request_token(client: Any, request_token: str, api_secret: str | None) -> TokenInfo:
     """`POST /session/token` through a kiteconnect client; returns the session (not saved).
 
-    TokenException -> AuthError (the request token is single-use and short-lived; a bad
-    checksum means a wrong api_secret); network trouble -> SourceUnavailable/RateLimited.
+    Failures are mapped by `errors.kite_error` with the login's advice (a spent or stale
+    request token, a wrong api_secret, network trouble).
     """
     if not getattr(client, "api_key", None):
-        raise ConfigError("no Kite api_key: set KITE_API_KEY, or api_key under [kite] in mde.toml")
+        raise ConfigError(NO_API_KEY)
     if not api_secret:
-        raise ConfigError("no Kite api_secret: set KITE_API_SECRET in the environment (it is never read from mde.toml)")
+        raise ConfigError(NO_API_SECRET)
     request_token = parse_request_token(request_token)
     try:
         data = client.generate_session(request_token, api_secret=api_secret)
-    except Exception as exc:  # noqa: BLE001 - mapped by name below, re-raised if unknown
-        mapped = map_kite_error(exc, request_token, api_secret)
-        if mapped is None:
+    except Exception as exc:
+        error = kite_error(exc, "logging in", (request_token, api_secret), login=True)
+        if error is None:
             raise
-        raise mapped from None
+        raise error from error.__cause__
     if not isinstance(data, dict) or not data.get("access_token"):
         raise SourceUnavailable("Kite's login answer had no access_token; run `mde login` again")
     login = data.get("login_time")
@@ -333,3 +301,10 @@ def complete_login(settings: Settings, client: Any, pasted: str) -> TokenInfo:
     token = parse_request_token(pasted)
     info = exchange_request_token(client, token, secret)
     return save_token(settings, info.access_token, info.user_id, info.login_time)
+
+
+def login_client(settings: Settings) -> Any:
+    """A client without an access token, for the login exchange (`mde login`)."""
+    from kiteconnect import KiteConnect
+
+    return KiteConnect(require_api_key(settings), root=settings.kite.root)
