@@ -781,7 +781,8 @@ def serve(
 
     app_ = create_app(conf)  # the token rule (a ConfigError, exit 2) before anything listens
     sock = listen(conf.serve.host, conf.serve.port)
-    where = f"http://{'[' + conf.serve.host + ']' if ':' in conf.serve.host else conf.serve.host}:{conf.serve.port}/"
+    bound = sock.getsockname()[1]  # --port 0: the free port the system picked
+    where = f"http://{'[' + conf.serve.host + ']' if ':' in conf.serve.host else conf.serve.host}:{bound}/"
     if not STATE.quiet:
         _stderr().print(f"mde serve: {where} (cache {conf.cache_dir}{', token required' if conf.serve.token else ''}); Ctrl-C stops", markup=False)
     run(app_, sock, verbose=STATE.verbose)
