@@ -767,7 +767,7 @@ def paper(
 @handle_errors
 def serve(
     host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port (default: \\[serve] port, 8000).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port (default: \\[serve] port, 8000; 0: any free port, named in the first line).")] = None,
     token: Annotated[Optional[str], typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
 ) -> None:
     """Serve the HTTP API and the dashboard (read-only) until Ctrl-C.
