@@ -424,6 +424,9 @@ class KiteServer:
         self.on_arrival: Callable[[RequestRecord], None] | None = None
         # a lagging source: historical candles starting after this instant are not there yet
         self.data_until: datetime | None = None
+        # bumped by reset(): a request that arrived before it (e.g. one still sleeping in a delay
+        # fault after its client gave up) belongs to a finished test and touches nothing of the next
+        self._generation = 0
 
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -487,6 +490,7 @@ class KiteServer:
         overrides and request tokens; re-enable rate limits with Kite's defaults and make
         the constructor's access_token the only valid one.  Candles stay loaded."""
         with self._lock:
+            self._generation += 1
             self._faults.clear()
             self.requests.clear()
             self._hits.clear()
@@ -684,15 +688,18 @@ class KiteServer:
             rec.time = self.clock()
         with self._lock:
             self.requests.append(rec)
+            generation = self._generation
 
-        resp = self._respond(rec)
+        resp = self._respond(rec, generation)
         rec.status = None if isinstance(resp, _Drop) else resp.status
         return resp
 
-    def _respond(self, rec: RequestRecord) -> _Response | _Drop:
+    def _respond(self, rec: RequestRecord, generation: int) -> _Response | _Drop:
         delay = self._take_fault(rec.path, delay=True)
         if delay is not None:
             self._stopping.wait(delay.seconds)
+            if generation != self._generation:  # reset while it slept: its client is gone, and the
+                return _Drop()                   # next test's faults and rate windows are not its own
         fault = self._take_fault(rec.path, delay=False)
         trickle = 0.0
         if fault is not None and fault.kind == "trickle":

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,27 +40,41 @@ def base_env(cache: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def serving_port(proc: subprocess.Popen[bytes], log: Path) -> int:
+    """The port a `mde serve --port 0` names on its first line, once /healthz answers there."""
+    deadline = time.monotonic() + 20
+    port = None
+    while True:
+        if port is None and (announced := re.search(r"^mde serve: http://\S+:(\d+)/", log.read_text(), re.M)):
+            port = int(announced.group(1))
+        if port is not None:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                return port
+            except httpx.TransportError:
+                pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"mde serve did not start: {log.read_text()}")
+        time.sleep(0.05)
+
+
 class Server:
     """`mde serve` as a user starts it; stopped (and its output kept) at the end."""
 
     def __init__(self, cache: Path, *args: str, env: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = cache.parent / f"serve-{self.port}.log"
+        # --port 0: the system picks a free port and `mde serve` names it (no port picked here and
+        # bound later, which another test running in parallel could take in between)
+        self.log = Path(tempfile.mkstemp(prefix="serve-", suffix=".log", dir=cache.parent)[1])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mde", "serve", "--host", host, "--port", str(self.port), *args],
+            [sys.executable, "-m", "mde", "serve", "--host", host, "--port", "0", *args],
             env=env or base_env(cache), stdout=self.log.open("w"), stderr=subprocess.STDOUT, cwd=cache.parent,
         )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(self.url + "/healthz", timeout=1)
-                return
-            except httpx.TransportError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"mde serve did not start: {self.output()}") from None
-                time.sleep(0.05)
+        try:
+            self.port = serving_port(self.proc, self.log)
+        except RuntimeError:
+            self.stop()
+            raise
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def output(self) -> str:
         return self.log.read_text()

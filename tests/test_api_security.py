@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from conftest import run_mde
 from mde.errors import InputError
 from mde.paper.state import session_path
 from mde.symbols import validate_symbol
-from test_api import Server, base_env, free_port
+from test_api import Server, base_env, serving_port
 
 
 @pytest.fixture(scope="module")
@@ -90,21 +89,13 @@ def test_with_a_token_a_foreign_host_needs_the_token_and_allowed_hosts_narrow_it
 
 
 def test_a_token_in_a_query_string_never_reaches_the_access_log(cache: Path) -> None:
-    port = free_port()
-    log = cache.parent / f"verbose-{port}.log"
+    log = cache.parent / "verbose.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mde", "-v", "serve", "--port", str(port)],
+        [sys.executable, "-m", "mde", "-v", "serve", "--port", "0"],
         env=base_env(cache), stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=cache.parent,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
+        port = serving_port(proc, log)
         for query in ("token=leak-one", "access_token=leak-two&symbol=NIFTY", "symbol=NIFTY&API_KEY=leak-three"):
             httpx.get(f"http://127.0.0.1:{port}/api/market_data/window?{query}", timeout=10)
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -214,6 +213,8 @@ def test_generate_session_works_once(server):
 
 
 def test_rate_limits_give_429_network_exception(server, kite):
+    now = [0.0]  # the server's rate windows on a clock that moves only when the test moves it
+    server.clock = lambda: now[0]
     server.enforce_rate_limits = True
     for _ in range(3):
         kite.historical_data(NIFTY, "2024-06-03", "2024-06-03", "day")
@@ -223,10 +224,12 @@ def test_rate_limits_give_429_network_exception(server, kite):
     kite.ltp("NSE:INFY")  # quote class is separate: 1/s
     with pytest.raises(kex.NetworkException):
         kite.ohlc("NSE:INFY")
-    server.rate_window = 0.15  # the window slides: wait it out instead of a full second
-    time.sleep(0.2)
+    now[0] += 0.999  # the window slides: still inside it ...
+    with pytest.raises(kex.NetworkException):
+        kite.ltp("NSE:INFY")
+    now[0] += 0.001  # ... and a second after the accepted request, out of it
     kite.ltp("NSE:INFY")
-    assert [r.status for r in server.requests][-4:] == [429, 200, 429, 200]
+    assert [r.status for r in server.requests][-5:] == [429, 200, 429, 429, 200]
 
 
 def test_fail_next_with_path_prefix(server, kite):

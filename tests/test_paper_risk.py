@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import run_mde
 from mde.config import load
 from mde.engine import MarketDataEngine
-from mde.errors import CacheError, ConfigError
+from mde.errors import ConfigError
 from mde.paper.risk import ACTIVE, HALTED, REDUCING, RiskEngine, RiskLimits
 from mde.paper.rules import limits_from
 from mde.paper.session import run_sample_session
@@ -99,34 +101,25 @@ def test_risk_limits_come_from_mde_toml_and_flags_override(tmp_path: Path, cache
 
 
 def test_kill_switch_from_another_process_flattens_and_stops_the_session(cache: Path) -> None:
-    import subprocess
-    import sys
-    import time
-
+    """`mde paper --halt` (a real second process) while the session holds a position. The session runs
+    in this process at full speed and asks for the halt from its own tick once it holds a position, so
+    the halt lands at a known point, not after a race between a paced session and a poll loop."""
     env = {"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"}
-    full_env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("MDE_", "KITE_"))} | env
-    child = subprocess.Popen(
-        [sys.executable, "-m", "mde", "paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-10",
-         "--segment", "futures", "-p", "fast=3", "-p", "slow=8", "--session", "killswitch", "--speed", "300", "--until", "12:00"],
-        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    st = load(cache_dir=cache, source="sample", environ={})
+    halts: list[subprocess.CompletedProcess[str]] = []
+
+    def on_tick(snap: dict[str, Any]) -> None:
+        if not halts and any(row["position"] for row in snap["symbols"]):
+            halts.append(run_mde("paper", "--halt", "--session", "killswitch", env=env))
+
+    said: list[str] = []
+    result = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-10", name="killswitch", params={"fast": 3, "slow": 8},
+                                segment="futures", until="12:00", log=said.append, on_tick=on_tick)
+    (halt,) = halts
+    assert halt.returncode == 0 and "halt requested" in halt.stdout, halt.stderr
+    assert result.status == "halted"
+    assert any("HALTED by the kill switch" in line for line in said)
     path = session_path(cache / "_paper", "killswitch")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until the session holds a position
-        if path.is_file():
-            try:
-                with TradeState(path, readonly=True) as state:
-                    fills = state.events("fill")
-            except CacheError:  # created by the child a moment ago, not initialised yet
-                fills = []
-            if len(fills) % 2 == 1:
-                break
-        time.sleep(0.2)
-    halt = run_mde("paper", "--halt", "--session", "killswitch", env=env)
-    assert halt.returncode == 0 and "halt requested" in halt.stdout
-    out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, err
-    assert "HALTED by the kill switch" in err
     with TradeState(path) as state:
         assert state.meta()["status"] == "halted"
         (halt_event,) = [e for e in state.events("risk") if e.payload["reason"] == "kill switch"]

@@ -7,7 +7,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ while True:
     n += 1
     state.processed("NIFTY:5m", n * 1000, [("order", n, {"n": n}, "NIFTY"), ("fill", n, {"n": n, "price": 100.0 + n}, "NIFTY"),
                                           ("decision", n, {"n": n}, "NIFTY")])
+    print(n, flush=True)  # committed: the test kills after a random number of these, while the next one is written
 """
 
 
@@ -57,7 +57,8 @@ def test_sigkill_during_writes_never_leaves_a_partial_candle(tmp_path: Path) -> 
     for _ in range(5):
         child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 0.4))
+        for _ in range(rng.randint(2, 40)):  # not a sleep: a slow machine commits as many before the kill
+            assert child.stdout.readline().strip().isdigit()
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         with TradeState(path) as state:

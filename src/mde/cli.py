@@ -745,7 +745,7 @@ def paper(
 @handle_errors
 def serve(
     host: Annotated[str | None, typer.Option("--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: \\[serve] port, 8000).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default: \\[serve] port, 8000; 0: any free port, named in the first line).")] = None,
     token: Annotated[str | None, typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
 ) -> None:
     """Serve the HTTP API and the dashboard (read-only) until Ctrl-C.
@@ -759,8 +759,9 @@ def serve(
     conf = load(STATE.config, cache_dir=STATE.cache_dir, host=host, port=port, api_token=token)
     app_ = create_app(conf)  # the app's own token rule (a ConfigError, exit 2) before anything listens
     sock = listen(conf.serve.host, conf.serve.port)
+    bound = sock.getsockname()[1]  # --port 0: the free port the system picked
     if not STATE.quiet:
-        _stderr().print(serve_line(conf), markup=False)
+        _stderr().print(serve_line(conf, bound), markup=False)
     run(app_, sock, verbose=STATE.verbose)
 
 

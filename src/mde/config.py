@@ -105,8 +105,8 @@ class ServeSettings:
 
     def check(self) -> None:
         """The token rule: binding beyond loopback needs a token."""
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"port must be between 1 and 65535, got {self.port}")
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"port must be between 0 (any free port) and 65535, got {self.port}")
         if not is_loopback(self.host) and not self.token:
             raise ConfigError(
                 f"refusing to serve on {self.host} without an API token: set MDE_API_TOKEN or pass --token "
@@ -178,8 +178,8 @@ def _tf_map(v: Any) -> Mapping[str, tuple[str, ...]]:
 
 
 def _port(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536:
-        raise TypeError("a port number (1..65535)")
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 65536:
+        raise TypeError("a port number (0..65535; 0: any free port)")
     return v
 
 

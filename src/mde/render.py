@@ -190,9 +190,10 @@ def prune_lines(results: Sequence[tuple[Any, Any, Sequence[str], int]], dry_run:
     return lines or ["nothing to prune"]
 
 
-def serve_line(settings: Settings) -> str:
-    """What `mde serve` says once it listens: the URL to open, the cache, whether a token is needed."""
-    host, port = settings.serve.host, settings.serve.port
+def serve_line(settings: Settings, port: int | None = None) -> str:
+    """What `mde serve` says once it listens: the URL to open (with the port it bound, which
+    `--port 0` leaves to the system), the cache, whether a token is needed."""
+    host, port = settings.serve.host, settings.serve.port if port is None else port
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     token = ", token required" if settings.serve.token else ""
     return f"mde serve: {where} (cache {settings.cache_dir}{token}); Ctrl-C stops"
