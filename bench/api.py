@@ -196,9 +196,13 @@ def main() -> None:
         procs.append(floor_sync)
 
         load1 = os.getloadavg()
-        print(f"bench/api.py: GET {PATH} ({len(expected)} bytes), {args.seconds:g} s per run, "
-              f"{LOADERS} load processes, nproc {os.cpu_count()}, load average before {load1[0]:.2f}")
-        print(f"{'clients':>7} | {'mde rps':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | ratio  goal | vs def floor")
+        print(
+            f"bench/api.py: GET {PATH} ({len(expected)} bytes), {args.seconds:g} s per run, "
+            f"{LOADERS} load processes, nproc {os.cpu_count()}, load average before {load1[0]:.2f}"
+        )
+        print(
+            f"{'clients':>7} | {'mde rps':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | {'floor rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} | ratio  goal | vs def floor"
+        )
         verdicts = []
         for level in args.clients:
             drive(our_port, level, 0.5, expected)  # warm-up (threads, connections)
@@ -210,15 +214,24 @@ def main() -> None:
             ratio = m["rps"] / f["rps"]
             ok = ratio >= GOAL and m["errors"] == 0 and f["errors"] == 0
             verdicts.append((level, ratio, ok))
-            print(f"{level:>7} | {m['rps']:>8.0f} {m['p50']:>7.2f} {m['p99']:>7.2f} {m['cpu_us']:>7.0f} | {f['rps']:>9.0f} "
-                  f"{f['p50']:>7.2f} {f['p99']:>7.2f} {f['cpu_us']:>7.0f} | {ratio:4.2f}x {'PASS' if ok else 'FAIL'} | "
-                  f"{m['rps'] / fs['rps']:4.2f}x ({fs['rps']:.0f} rps)"
-                  + (f"  ({m['errors']} bad answers from mde, {f['errors']} from the floor)" if m["errors"] or f["errors"] else "")
-                  + (f"  ({fs['errors']} bad answers from the def floor)" if fs["errors"] else ""))
+            print(
+                f"{level:>7} | {m['rps']:>8.0f} {m['p50']:>7.2f} {m['p99']:>7.2f} {m['cpu_us']:>7.0f} | {f['rps']:>9.0f} "
+                f"{f['p50']:>7.2f} {f['p99']:>7.2f} {f['cpu_us']:>7.0f} | {ratio:4.2f}x {'PASS' if ok else 'FAIL'} | "
+                f"{m['rps'] / fs['rps']:4.2f}x ({fs['rps']:.0f} rps)"
+                + (
+                    f"  ({m['errors']} bad answers from mde, {f['errors']} from the floor)"
+                    if m["errors"] or f["errors"]
+                    else ""
+                )
+                + (f"  ({fs['errors']} bad answers from the def floor)" if fs["errors"] else "")
+            )
         load2 = os.getloadavg()
         print(f"load average after: {load2[0]:.2f} {load2[1]:.2f} {load2[2]:.2f}")
-        print("SUMMARY: " + ", ".join(f"{lv} clients {r:.2f}x {'PASS' if ok else 'FAIL'}" for lv, r, ok in verdicts)
-              + f" (goal >= {GOAL}x the floor's requests per second)")
+        print(
+            "SUMMARY: "
+            + ", ".join(f"{lv} clients {r:.2f}x {'PASS' if ok else 'FAIL'}" for lv, r, ok in verdicts)
+            + f" (goal >= {GOAL}x the floor's requests per second)"
+        )
     finally:
         for p in procs:
             p.terminate()

@@ -22,9 +22,13 @@ class _Command(TyperCommand):
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        for decls, text in ((["--verbose", "-v"], "Log what mde does to stderr (as mde -v)."),
-                            (["--quiet", "-q"], "Print nothing but errors (as mde -q).")):
-            self.params.append(TyperOption(param_decls=decls, is_flag=True, default=False, expose_value=False, help=text))
+        for decls, text in (
+            (["--verbose", "-v"], "Log what mde does to stderr (as mde -v)."),
+            (["--quiet", "-q"], "Print nothing but errors (as mde -q)."),
+        ):
+            self.params.append(
+                TyperOption(param_decls=decls, is_flag=True, default=False, expose_value=False, help=text)
+            )
 
 
 app = typer.Typer(
@@ -60,11 +64,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    config: Annotated[Path | None, typer.Option("--config", help="Config file (default: $MDE_CONFIG, else ./mde.toml).")] = None,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache folder (overrides MDE_CACHE_DIR and mde.toml).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Config file (default: $MDE_CONFIG, else ./mde.toml).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Cache folder (overrides MDE_CACHE_DIR and mde.toml).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what mde does to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     """Market Data Engine: fetch, cache and read NSE candles.
 
@@ -72,13 +82,26 @@ def main_options(
     """
 
 
-SymbolsOpt = Annotated[list[str] | None, typer.Option(
-    "--symbols", "--symbol", "-s", show_default=False,
-    help="Symbols: --symbols NIFTY BANKNIFTY, -s NIFTY -s BANKNIFTY or NIFTY,BANKNIFTY.")]
-MoreSymbols = Annotated[list[str] | None, typer.Argument(
-    help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)]
-TimeframeOpt = Annotated[str, typer.Option("--timeframe", "-t", help="1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day).")]
-SourceOpt = Annotated[SourceKind | None, typer.Option("--source", case_sensitive=False, help="Where candles come from (default: \\[source] kind).")]
+SymbolsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--symbols",
+        "--symbol",
+        "-s",
+        show_default=False,
+        help="Symbols: --symbols NIFTY BANKNIFTY, -s NIFTY -s BANKNIFTY or NIFTY,BANKNIFTY.",
+    ),
+]
+MoreSymbols = Annotated[
+    list[str] | None, typer.Argument(help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)
+]
+TimeframeOpt = Annotated[
+    str, typer.Option("--timeframe", "-t", help="1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day).")
+]
+SourceOpt = Annotated[
+    SourceKind | None,
+    typer.Option("--source", case_sensitive=False, help="Where candles come from (default: \\[source] kind)."),
+]
 
 
 @app.command()
@@ -86,8 +109,12 @@ def window(
     symbol: Annotated[str, typer.Argument(help="NIFTY, BANKNIFTY, INFY, NSE:INFY ...")],
     timeframe: TimeframeOpt = "5m",
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many candles (1..1000).")] = 50,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")] = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", case_sensitive=False, help="table, json (the HTTP API's shape) or csv.")] = Format.table,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")
+    ] = None,
+    fmt: Annotated[
+        Format, typer.Option("--format", "-f", case_sensitive=False, help="table, json (the HTTP API's shape) or csv.")
+    ] = Format.table,
     source: SourceOpt = None,
 ) -> None:
     """Show the latest complete candles from the cache.
@@ -112,10 +139,20 @@ def fetch(
 
 @app.command()
 def refresh(
-    symbols: Annotated[list[str] | None, typer.Argument(help="Symbols (also --symbols; default: \\[refresh] symbols).", show_default=False)] = None,
+    symbols: Annotated[
+        list[str] | None,
+        typer.Argument(help="Symbols (also --symbols; default: \\[refresh] symbols).", show_default=False),
+    ] = None,
     symbols_opt: SymbolsOpt = None,
-    timeframes: Annotated[list[str] | None, typer.Option("--timeframe", "-t", help="Timeframe(s) (default: \\[refresh] timeframes, 5m).")] = None,
-    count: Annotated[int | None, typer.Option("--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000).")] = None,
+    timeframes: Annotated[
+        list[str] | None, typer.Option("--timeframe", "-t", help="Timeframe(s) (default: \\[refresh] timeframes, 5m).")
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(
+            "--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     source: SourceOpt = None,
 ) -> None:
@@ -128,7 +165,9 @@ def refresh(
 
 @app.command("ls")
 def list_series(
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
+    fmt: Annotated[
+        ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")
+    ] = ListFormat.table,
 ) -> None:
     """List the cached series: source, rows, first/last candle, covered ranges, size on disk.
 
@@ -141,7 +180,10 @@ def import_(
     path: Annotated[Path, typer.Argument(help="A CSV (ts,open,high,low,close,volume) or the old JSON cache file.")],
     symbol: Annotated[str, typer.Option("--symbol", help="The symbol these candles belong to.")] = ...,  # type: ignore[assignment]
     timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Their timeframe.")] = ...,  # type: ignore[assignment]
-    origin: Annotated[str, typer.Option("--origin", help="Source label in the manifest (kite to continue with `mde refresh` on Kite).")] = "import",
+    origin: Annotated[
+        str,
+        typer.Option("--origin", help="Source label in the manifest (kite to continue with `mde refresh` on Kite)."),
+    ] = "import",
 ) -> None:
     """Load candles from a CSV or the previous version's JSON cache into the Parquet cache.
 
@@ -164,8 +206,12 @@ def prune(
 
 @app.command()
 def login(
-    request_token: Annotated[str | None, typer.Argument(help="The request_token, or the whole redirect URL (else read from stdin).")] = None,
-    status: Annotated[bool, typer.Option("--status", help="Say whether a token is stored and when it expires (never the token).")] = False,
+    request_token: Annotated[
+        str | None, typer.Argument(help="The request_token, or the whole redirect URL (else read from stdin).")
+    ] = None,
+    status: Annotated[
+        bool, typer.Option("--status", help="Say whether a token is stored and when it expires (never the token).")
+    ] = False,
 ) -> None:
     """Log in to Kite once a day: open the printed URL, log in, paste the redirect URL back.
 
@@ -179,9 +225,13 @@ def login(
 @app.command()
 def instruments(
     search: Annotated[str | None, typer.Option("--search", help="Case-insensitive text in the symbol or name.")] = None,
-    refresh_dump: Annotated[bool, typer.Option("--refresh", help="Download Kite's instruments list now (else at most once a day).")] = False,
+    refresh_dump: Annotated[
+        bool, typer.Option("--refresh", help="Download Kite's instruments list now (else at most once a day).")
+    ] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show.")] = 50,
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
+    fmt: Annotated[
+        ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")
+    ] = ListFormat.table,
 ) -> None:
     """Show Kite's instruments list (downloaded at most once a day and cached as Parquet).
 
@@ -209,16 +259,29 @@ def replay(
     timeframe: TimeframeOpt = "5m",
     start: Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
     end: Annotated[str, typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
-    params: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE; NAME=V1,V2 sweeps every combination.")] = None,
-    costs: Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha (dated Indian charges) or none.")] = CostKind.zerodha,
-    segment: Annotated[Segment | None, typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
+    params: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE; NAME=V1,V2 sweeps every combination.")
+    ] = None,
+    costs: Annotated[
+        CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha (dated Indian charges) or none.")
+    ] = CostKind.zerodha,
+    segment: Annotated[
+        Segment | None,
+        typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles)."),
+    ] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
     slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill.")] = 0,
-    square_off: Annotated[str | None, typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")] = None,
+    square_off: Annotated[
+        str | None, typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")
+    ] = None,
     trades: Annotated[Path | None, typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object, nothing else.")] = False,
-    allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="Replay even if the cache lacks sessions of the range.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object, nothing else.")
+    ] = False,
+    allow_gaps: Annotated[
+        bool, typer.Option("--allow-gaps", help="Replay even if the cache lacks sessions of the range.")
+    ] = False,
     sort: Annotated[str, typer.Option("--sort", help="Sweep: the metric to sort rows by.")] = "net_pnl",
     workers: Annotated[int | None, typer.Option("--workers", help="Sweep: processes (default: all cores).")] = None,
     source: SourceOpt = None,
@@ -231,9 +294,21 @@ def replay(
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token."
+        ),
+    ] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port (default: \\[serve] port, 8000).")] = None,
-    token: Annotated[str | None, typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API and the dashboard (read-only) until Ctrl-C.
 
@@ -243,8 +318,12 @@ def serve(
 
 @app.command()
 def strategies(
-    spec: Annotated[str | None, typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
+    spec: Annotated[
+        str | None, typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")
+    ] = None,
+    fmt: Annotated[
+        ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")
+    ] = ListFormat.table,
 ) -> None:
     """List strategies and their parameters (set them with `mde replay --param NAME=VALUE`).
 
@@ -252,45 +331,73 @@ def strategies(
     """
 
 
-
-
-
-
-
-
-
-
 @app.command()
 def paper(
     more_symbols: MoreSymbols = None,
-    strategy: Annotated[str | None, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")
+    ] = None,
     symbols: SymbolsOpt = None,
-    timeframe: Annotated[str | None, typer.Option("--timeframe", "-t", help="Default: \\[refresh] multi_tf of the symbols, else \\[refresh] timeframes\\[0].")] = None,
+    timeframe: Annotated[
+        str | None,
+        typer.Option(
+            "--timeframe", "-t", help="Default: \\[refresh] multi_tf of the symbols, else \\[refresh] timeframes\\[0]."
+        ),
+    ] = None,
     params: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
-    session: Annotated[str | None, typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Session name (default: STRATEGY-DATE); the same name resumes it.")
+    ] = None,
     source: SourceOpt = None,
-    day: Annotated[str | None, typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")] = None,
-    speed: Annotated[float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")] = 0.0,
-    tick: Annotated[str | None, typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close.")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
-    costs: Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha or none.")] = CostKind.zerodha,
-    segment: Annotated[Segment | None, typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
+    day: Annotated[
+        str | None, typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")
+    ] = 0.0,
+    tick: Annotated[
+        str | None,
+        typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")
+    ] = None,
+    costs: Annotated[
+        CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha or none.")
+    ] = CostKind.zerodha,
+    segment: Annotated[
+        Segment | None,
+        typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles)."),
+    ] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
-    slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill (live: against the LTP).")] = 0,
+    slippage: Annotated[
+        int, typer.Option("--slippage", help="Ticks against each market/stop fill (live: against the LTP).")
+    ] = 0,
     trades: Annotated[Path | None, typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the same HTML report as mde replay.")] = None,
-    max_loss: Annotated[float | None, typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")] = None,
-    max_qty: Annotated[int | None, typer.Option("--max-qty", help="Risk: largest position per symbol (quantity).")] = None,
-    max_notional: Annotated[float | None, typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")] = None,
+    max_loss: Annotated[
+        float | None, typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")
+    ] = None,
+    max_qty: Annotated[
+        int | None, typer.Option("--max-qty", help="Risk: largest position per symbol (quantity).")
+    ] = None,
+    max_notional: Annotated[
+        float | None, typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")
+    ] = None,
     max_orders: Annotated[int | None, typer.Option("--max-orders-per-minute", help="Risk: orders per minute.")] = None,
-    status: Annotated[bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")] = False,
-    halt: Annotated[bool, typer.Option("--halt", help="Kill switch for --session: no new entries, flatten, stop.")] = False,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")
+    ] = False,
+    halt: Annotated[
+        bool, typer.Option("--halt", help="Kill switch for --session: no new entries, flatten, stop.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or --status) as JSON.")] = False,
 ) -> None:
     """Paper-trade a strategy live on Kite, or on a bundled day as if live (--source sample --date).
 
     Example:  mde paper --strategy sma_cross -s NIFTY --source sample --date 2024-06-14 --segment futures
     """
+
 
 for _info in app.registered_commands:
     if _info.cls in (None, TyperCommand):

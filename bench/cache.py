@@ -69,11 +69,15 @@ SYMBOL, TF = "NIFTY", "1m"
 
 # Fixed repeats: the whole run stays well under 2 minutes on a 2-core VM.
 REPS = {
-    "json_load_1y": 5, "json_load_5y": 3,
-    "pq_load": 11, "pq_last50": 25,
-    "json_append_1y": 3, "json_append_5y": 1,  # JSON 5y: ~5-8 s per append
+    "json_load_1y": 5,
+    "json_load_5y": 3,
+    "pq_load": 11,
+    "pq_last50": 25,
+    "json_append_1y": 3,
+    "json_append_5y": 1,  # JSON 5y: ~5-8 s per append
     "pq_append": 15,
-    "gw_warm": 300, "gw_fresh": 30,
+    "gw_warm": 300,
+    "gw_fresh": 30,
     "subproc": 15,
 }
 
@@ -84,7 +88,9 @@ def write_json_cache(df: pl.DataFrame, path: Path) -> None:
     rows = df.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%:z"))
     text = rows.write_json().replace("},{", "}, {").replace(',"', ', "').replace('":', '": ')
     probe = rows.head(200)
-    assert probe.write_json().replace("},{", "}, {").replace(',"', ', "').replace('":', '": ') == json.dumps(probe.to_dicts())
+    assert probe.write_json().replace("},{", "}, {").replace(',"', ', "').replace('":', '": ') == json.dumps(
+        probe.to_dicts()
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
 
@@ -170,14 +176,28 @@ def append_candles(start_close: float) -> tuple[Callable[[], pl.DataFrame], Call
     def pq() -> pl.DataFrame:
         ts = base + timedelta(minutes=state["pq"])
         state["pq"] += 1
-        return pl.DataFrame({"ts": [ts], "open": [start_close], "high": [start_close + 1], "low": [start_close - 1],
-                             "close": [start_close], "volume": [1000]})
+        return pl.DataFrame(
+            {
+                "ts": [ts],
+                "open": [start_close],
+                "high": [start_close + 1],
+                "low": [start_close - 1],
+                "close": [start_close],
+                "volume": [1000],
+            }
+        )
 
     def js() -> dict:
         ts = base + timedelta(minutes=state["js"])
         state["js"] += 1
-        return {"ts": ts.isoformat(), "open": start_close, "high": start_close + 1, "low": start_close - 1,
-                "close": start_close, "volume": 1000}
+        return {
+            "ts": ts.isoformat(),
+            "open": start_close,
+            "high": start_close + 1,
+            "low": start_close - 1,
+            "close": start_close,
+            "volume": 1000,
+        }
 
     return pq, js
 
@@ -191,7 +211,9 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
     return dt
 
 
-def interleaved(a: list[str], b: list[str], reps: int, cwd: Path, env: dict[str, str], warm_up: bool = True) -> tuple[float, float]:
+def interleaved(
+    a: list[str], b: list[str], reps: int, cwd: Path, env: dict[str, str], warm_up: bool = True
+) -> tuple[float, float]:
     if warm_up:
         run(a, cwd, env), run(b, cwd, env)  # page cache, byte-code cache
     ta, tb = [], []
@@ -259,9 +281,11 @@ def main() -> int:
 def bench(tmp: Path, t_start: float) -> int:
     import mde
 
-    print(f"mde bench/cache.py  {datetime.now():%Y-%m-%d %H:%M}  nproc={os.cpu_count()}  "
-          f"python {platform.python_version()}  polars {pl.__version__}  load average {os.getloadavg()[0]:.2f}  "
-          f"({Path(mde.__file__).parent})")
+    print(
+        f"mde bench/cache.py  {datetime.now():%Y-%m-%d %H:%M}  nproc={os.cpu_count()}  "
+        f"python {platform.python_version()}  polars {pl.__version__}  load average {os.getloadavg()[0]:.2f}  "
+        f"({Path(mde.__file__).parent})"
+    )
     now = datetime(APPEND_DAY.year, APPEND_DAY.month, APPEND_DAY.day, 15, 30, tzinfo=IST)
     inst, tf = resolve_offline(SYMBOL), parse(TF)
 
@@ -279,8 +303,10 @@ def bench(tmp: Path, t_start: float) -> int:
         MarketDataEngine(settings_for(caches[k], now)).save_cache(SYMBOL, TF, df)
     for k in jsons:
         write_json_cache(series[k], jsons[k])
-    print(f"generated 1y={y1.height:,} 5y={full5.height:,} 1mo={month.height:,} candles "
-          f"({days5[0]} .. {days5[-1]}, seed {SEED}) in {t_gen:.1f} s; wrote both caches in {time.perf_counter() - t0 - t_gen:.1f} s")
+    print(
+        f"generated 1y={y1.height:,} 5y={full5.height:,} 1mo={month.height:,} candles "
+        f"({days5[0]} .. {days5[-1]}, seed {SEED}) in {t_gen:.1f} s; wrote both caches in {time.perf_counter() - t0 - t_gen:.1f} s"
+    )
 
     def eng(k: str) -> MarketDataEngine:
         return MarketDataEngine(settings_for(caches[k], now))
@@ -292,10 +318,18 @@ def bench(tmp: Path, t_start: float) -> int:
         pq_bytes = store.size_on_disk(inst, tf) + (store.series_dir(inst, tf) / "manifest.json").stat().st_size
         js_bytes = jsons[k].stat().st_size
         nparts = len(store.partitions(inst, tf))
-        row(f"{k} size on disk ({nparts} files + manifest)", fmt_b(pq_bytes), fmt_b(js_bytes), js_bytes / pq_bytes,
-            ">= 10x smaller", js_bytes / pq_bytes >= 10)
+        row(
+            f"{k} size on disk ({nparts} files + manifest)",
+            fmt_b(pq_bytes),
+            fmt_b(js_bytes),
+            js_bytes / pq_bytes,
+            ">= 10x smaller",
+            js_bytes / pq_bytes >= 10,
+        )
 
-        print(f"  ({k}: Parquet {pq_bytes / series[k].height:.1f} B/candle, JSON {js_bytes / series[k].height:.1f} B/candle)")
+        print(
+            f"  ({k}: Parquet {pq_bytes / series[k].height:.1f} B/candle, JSON {js_bytes / series[k].height:.1f} B/candle)"
+        )
 
         # The old cache answers "all candles" and "last 50" the same way: json.load the whole
         # file (then slice), so one measurement serves as the peer of both rows.
@@ -304,14 +338,35 @@ def bench(tmp: Path, t_start: float) -> int:
         assert got["tail"][-1]["ts"] == series[k]["ts"][-1].isoformat(), "JSON cache does not match"
         assert eng(k).load_cache(SYMBOL, TF).height == series[k].height
         t_pq = median_s(lambda: eng(k).load_cache(SYMBOL, TF), REPS["pq_load"])
-        row(f"{k} full load (fresh engine / json.load)", fmt_t(t_pq), fmt_t(t_js), t_js / t_pq, ">= 20x faster", t_js / t_pq >= 20)
+        row(
+            f"{k} full load (fresh engine / json.load)",
+            fmt_t(t_pq),
+            fmt_t(t_js),
+            t_js / t_pq,
+            ">= 20x faster",
+            t_js / t_pq >= 20,
+        )
         parts = store.partitions(inst, tf)
         t_raw = median_s(lambda: pl.concat([pl.read_parquet(p) for p in parts]), REPS["pq_load"])
-        row(f"{k} full load: raw polars read of the same files", fmt_t(t_raw), fmt_t(t_js), t_js / t_raw, "(floor, info)", None)
+        row(
+            f"{k} full load: raw polars read of the same files",
+            fmt_t(t_raw),
+            fmt_t(t_js),
+            t_js / t_raw,
+            "(floor, info)",
+            None,
+        )
 
         assert eng(k).get_window(SYMBOL, TF, limit=50)["ts"].to_list() == series[k].tail(50)["ts"].to_list()
         t_pq = median_s(lambda: eng(k).get_window(SYMBOL, TF, limit=50), REPS["pq_last50"])
-        row(f"{k} last 50 (fresh get_window / load+[-50:])", fmt_t(t_pq), fmt_t(t_js), t_js / t_pq, ">= 50x faster", t_js / t_pq >= 50)
+        row(
+            f"{k} last 50 (fresh get_window / load+[-50:])",
+            fmt_t(t_pq),
+            fmt_t(t_js),
+            t_js / t_pq,
+            ">= 50x faster",
+            t_js / t_pq >= 50,
+        )
 
     # -- get_window in process ------------------------------------------------------------
     section("get_window(NIFTY, 1m, limit=50) in process   [goal on the warm engine]")
@@ -321,10 +376,22 @@ def bench(tmp: Path, t_start: float) -> int:
         e.get_window(SYMBOL, TF, limit=50)
         gw[k, "warm"] = median_s(lambda: e.get_window(SYMBOL, TF, limit=50), REPS["gw_warm"])
         gw[k, "fresh"] = median_s(lambda: eng(k).get_window(SYMBOL, TF, limit=50), REPS["gw_fresh"])
-        row(f"{k} warm engine, median of {REPS['gw_warm']}", fmt_t(gw[k, "warm"]), "2 ms", gw[k, "warm"] / 2e-3,
-            "<= 2 ms", gw[k, "warm"] <= 2e-3)
-        row(f"{k} fresh engine per call, median of {REPS['gw_fresh']}", fmt_t(gw[k, "fresh"]), "2 ms",
-            gw[k, "fresh"] / 2e-3, "(<= 2 ms, info)", None)
+        row(
+            f"{k} warm engine, median of {REPS['gw_warm']}",
+            fmt_t(gw[k, "warm"]),
+            "2 ms",
+            gw[k, "warm"] / 2e-3,
+            "<= 2 ms",
+            gw[k, "warm"] <= 2e-3,
+        )
+        row(
+            f"{k} fresh engine per call, median of {REPS['gw_fresh']}",
+            fmt_t(gw[k, "fresh"]),
+            "2 ms",
+            gw[k, "fresh"] / 2e-3,
+            "(<= 2 ms, info)",
+            None,
+        )
     r = gw["5y", "warm"] / gw["1y", "warm"]
     row("5y / 1y, warm", fmt_t(gw["5y", "warm"]), fmt_t(gw["1y", "warm"]), r, "<= 1.3x", r <= 1.3)
     r = gw["5y", "fresh"] / gw["1y", "fresh"]
@@ -353,7 +420,9 @@ def bench(tmp: Path, t_start: float) -> int:
             next_js = makers[k][1]
             t_js = median_s(lambda: json_append(jsons[k], next_js()), REPS[f"json_append_{k}"])
             r = t_js / app[k, "fresh"]
-            row(f"{k} append vs JSON load+append+dump", fmt_t(app[k, "fresh"]), fmt_t(t_js), r, ">= 20x faster", r >= 20)
+            row(
+                f"{k} append vs JSON load+append+dump", fmt_t(app[k, "fresh"]), fmt_t(t_js), r, ">= 20x faster", r >= 20
+            )
             expect = series[k].height + 2 * REPS["pq_append"] + 1
             assert eng(k).load_cache(SYMBOL, TF).height == expect, "appends did not land"
     next_pq = makers["5y"][0]
@@ -365,7 +434,9 @@ def bench(tmp: Path, t_start: float) -> int:
     print(f"  (a fresh 5y append decodes {len(rc.paths)} of {n5} partition files)")
 
     # -- start-up of the command ----------------------------------------------------------------
-    section(f"command start-up, subprocess wall time, median of {REPS['subproc']} after a warm-up   [ratio = mde / floor]")
+    section(
+        f"command start-up, subprocess wall time, median of {REPS['subproc']} after a warm-up   [ratio = mde / floor]"
+    )
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("MDE_", "KITE_"))}
     base_env["MDE_SOURCE"] = "sample"  # as the repo's mde.toml: the window ends where the sample ends
     # Steady state of an installed package: byte-code compiled once (by the warm-up) and reused,
@@ -383,35 +454,64 @@ def bench(tmp: Path, t_start: float) -> int:
     floor_window = [py, str(BENCH / "floor_window.py"), str(part)]
     t_mde, t_floor = interleaved(mde_window, floor_window, REPS["subproc"], cwd, env)
     r_window = t_mde / t_floor
-    row("mde window NIFTY --limit 50 vs floor_window.py", fmt_t(t_mde), fmt_t(t_floor), r_window, "<= 1.25x", r_window <= 1.25)
+    row(
+        "mde window NIFTY --limit 50 vs floor_window.py",
+        fmt_t(t_mde),
+        fmt_t(t_floor),
+        r_window,
+        "<= 1.25x",
+        r_window <= 1.25,
+    )
     t_csv = median_s(lambda: run([*mde_window, "--format", "csv"], cwd, env), 3)
-    row("  same with --format csv (no rich table), 3 runs", fmt_t(t_csv), fmt_t(t_floor), t_csv / t_floor, "(info)", None)
-    t_mde_h, t_bare = interleaved([py, "-m", "mde", "--help"], [py, str(BENCH / "bare_typer.py"), "--help"], REPS["subproc"], cwd, env)
+    row(
+        "  same with --format csv (no rich table), 3 runs",
+        fmt_t(t_csv),
+        fmt_t(t_floor),
+        t_csv / t_floor,
+        "(info)",
+        None,
+    )
+    t_mde_h, t_bare = interleaved(
+        [py, "-m", "mde", "--help"], [py, str(BENCH / "bare_typer.py"), "--help"], REPS["subproc"], cwd, env
+    )
     r_help = t_mde_h / t_bare
     row("mde --help vs bare_typer.py --help", fmt_t(t_mde_h), fmt_t(t_bare), r_help, "<= 1.3x", r_help <= 1.3)
     drift = bare_typer_drift()
     if drift:
-        print(f"  WARNING: bench/bare_typer.py is out of step with src/mde/cli.py for: {', '.join(drift)}; "
-              "copy the signatures again, the --help floor is not like for like")
+        print(
+            f"  WARNING: bench/bare_typer.py is out of step with src/mde/cli.py for: {', '.join(drift)}; "
+            "copy the signatures again, the --help floor is not like for like"
+        )
     if base_env.get("PYTHONDONTWRITEBYTECODE"):
         # How this environment runs it: no .pyc is ever written, and the venv ships none for
         # typer/pydantic/rich (nor src/mde), so every start compiles them again.
         t_m, t_f = interleaved(mde_window, floor_window, 1, cwd, base_env, warm_up=False)  # nothing to warm
-        row("  mde window, PYTHONDONTWRITEBYTECODE=1 as set here, 1 run", fmt_t(t_m), fmt_t(t_f), t_m / t_f, "(info)", None)
+        row(
+            "  mde window, PYTHONDONTWRITEBYTECODE=1 as set here, 1 run",
+            fmt_t(t_m),
+            fmt_t(t_f),
+            t_m / t_f,
+            "(info)",
+            None,
+        )
     t_py = median_s(lambda: run([py, "-c", "pass"], cwd, env), 5)
     print(f"  (bare `python -c pass`: {fmt_t(t_py)}; partition read by the floor: {part.name})")
     if r_window > 1.25:
         top = importtime_top(mde_window, cwd, env)
-        print("  mde window top-level imports (-X importtime, cumulative): "
-              + ", ".join(f"{name} {ms:.0f} ms" for name, ms in top))
+        print(
+            "  mde window top-level imports (-X importtime, cumulative): "
+            + ", ".join(f"{name} {ms:.0f} ms" for name, ms in top)
+        )
         top = importtime_top(floor_window, cwd, env, 3)
         print("  floor top-level imports: " + ", ".join(f"{name} {ms:.0f} ms" for name, ms in top))
 
     fails = [r for r in ROWS if r[5] == "FAIL"]
     passes = [r for r in ROWS if r[5] == "PASS"]
-    print(f"\nSUMMARY: {len(passes)} PASS, {len(fails)} FAIL, {sum(r[5] == 'info' for r in ROWS)} info"
-          + (f"; FAIL: {'; '.join(r[0] for r in fails)}" if fails else "")
-          + f"  ({time.perf_counter() - t_start:.0f} s, load average {os.getloadavg()[0]:.2f})")
+    print(
+        f"\nSUMMARY: {len(passes)} PASS, {len(fails)} FAIL, {sum(r[5] == 'info' for r in ROWS)} info"
+        + (f"; FAIL: {'; '.join(r[0] for r in fails)}" if fails else "")
+        + f"  ({time.perf_counter() - t_start:.0f} s, load average {os.getloadavg()[0]:.2f})"
+    )
     return 0
 
 

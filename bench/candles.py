@@ -61,6 +61,8 @@ def generate(days: list[date], seed: int = SEED) -> Any:
             c_.append(close_ticks)
             v_.append(int(exp(gauss(11.0, 0.6))))
     ts = pl.Series("ts", ts_us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")).dt.convert_time_zone("Asia/Kolkata")
-    prices = {name: (pl.Series(name, col, dtype=pl.Int64) / 20).round(2) for name, col in
-              (("open", o_), ("high", h_), ("low", l_), ("close", c_))}
+    prices = {
+        name: (pl.Series(name, col, dtype=pl.Int64) / 20).round(2)
+        for name, col in (("open", o_), ("high", h_), ("low", l_), ("close", c_))
+    }
     return pl.DataFrame({"ts": ts, **prices, "volume": v_})

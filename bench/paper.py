@@ -65,8 +65,16 @@ def build_root(root: Path) -> list[str]:
         folder = root / "NSE" / name
         folder.mkdir(parents=True)
         df.write_parquet(folder / "5m.parquet")
-        series.append({"instrument": f"NSE:{name}", "timeframe": "5m", "rows": df.height,
-                       "first": df["ts"][0].isoformat(), "last": df["ts"][-1].isoformat(), "files": []})
+        series.append(
+            {
+                "instrument": f"NSE:{name}",
+                "timeframe": "5m",
+                "rows": df.height,
+                "first": df["ts"][0].isoformat(),
+                "last": df["ts"][-1].isoformat(),
+                "files": [],
+            }
+        )
         names.append(name)
     (root / "index.json").write_text(json.dumps({"end": "2024-12-31T15:30:00+05:30", "series": series}))
     return names
@@ -150,13 +158,16 @@ def main() -> None:
 
         StrategyRunner.process_span = process_span  # type: ignore[method-assign]
         t0 = time.perf_counter()
-        result = session_mod.run_sample_session(settings, "sma_cross", names, "5m", DAY, name="bench", speed=0.0, tick=1.0,
-                                                segment="futures", engine=eng)
+        result = session_mod.run_sample_session(
+            settings, "sma_cross", names, "5m", DAY, name="bench", speed=0.0, tick=1.0, segment="futures", engine=eng
+        )
         wall = time.perf_counter() - t0
         StrategyRunner.process_span = real_span  # type: ignore[method-assign]
 
         # -- what should have been updated: the series whose candle closed at each tick
-        day = pl.read_parquet(tmp / "root" / "NSE" / "B01" / "5m.parquet").filter(pl.col("ts").dt.date() == pl.date(2024, 6, 14))
+        day = pl.read_parquet(tmp / "root" / "NSE" / "B01" / "5m.parquet").filter(
+            pl.col("ts").dt.date() == pl.date(2024, 6, 14)
+        )
         close_us = [int(t.timestamp() * 1e6) + 300_000_000 for t in day["ts"]]
         first = close_us[0] - 300_000_000
         ticks = list(range(first + 1_000_000, close_us[-1] + 1_000_000, 1_000_000))
@@ -166,11 +177,15 @@ def main() -> None:
 
         frames = {}
         for name in names:
-            df = pl.read_parquet(tmp / "root" / "NSE" / name / "5m.parquet").filter(pl.col("ts").dt.date() == pl.date(2024, 6, 14))
+            df = pl.read_parquet(tmp / "root" / "NSE" / name / "5m.parquet").filter(
+                pl.col("ts").dt.date() == pl.date(2024, 6, 14)
+            )
             frames[name] = ([int(t.timestamp() * 1e6) + 300_000_000 for t in df["ts"]], df["close"].to_list())
         bare_wall, bare_lat = bare_loop(frames, ticks)
 
-        print(f"\nsession: {result.candles} candles, {len(ticks)} ticks, {result.trades.height} trades, status {result.status}")
+        print(
+            f"\nsession: {result.candles} candles, {len(ticks)} ticks, {result.trades.height} trades, status {result.status}"
+        )
         print(f"{'':28}{'mde':>14}{'bare loop':>14}{'ratio':>10}")
         print(f"{'wall (s)':28}{wall:>14.2f}{bare_wall:>14.3f}{wall / bare_wall:>9.0f}x")
         print(f"{'ticks/s':28}{len(ticks) / wall:>14,.0f}{len(ticks) / bare_wall:>14,.0f}{bare_wall / wall:>10.4f}")
@@ -182,12 +197,19 @@ def main() -> None:
         p99 = pct(lat, 0.99)
         ok_lat = p99 < 1.0
         ok_upd = not mismatched and len(lat) == len(close_us)
-        print(f"\n{'PASS' if ok_lat else 'FAIL'}  close->decision p99 {p99 * 1e3:.0f} ms < 1000 ms (one tick) with {N} symbols")
-        print(f"{'PASS' if ok_upd else 'FAIL'}  cache updates per tick == series whose candle closed, at all {len(ticks)} ticks "
-              f"({sum(updates.values())} updates at {len(updates)} ticks; expected {N} at each of {len(close_us)} closes"
-              + (f"; mismatched ticks: {mismatched[:5]}" if mismatched else "") + ")")
-        print(f"SUMMARY paper: {len(ticks) / wall:,.0f} ticks/s, p99 close->decision {p99 * 1e3:.0f} ms, "
-              f"{'all goals met' if ok_lat and ok_upd else 'goal missed'}; load average {load_avg()}")
+        print(
+            f"\n{'PASS' if ok_lat else 'FAIL'}  close->decision p99 {p99 * 1e3:.0f} ms < 1000 ms (one tick) with {N} symbols"
+        )
+        print(
+            f"{'PASS' if ok_upd else 'FAIL'}  cache updates per tick == series whose candle closed, at all {len(ticks)} ticks "
+            f"({sum(updates.values())} updates at {len(updates)} ticks; expected {N} at each of {len(close_us)} closes"
+            + (f"; mismatched ticks: {mismatched[:5]}" if mismatched else "")
+            + ")"
+        )
+        print(
+            f"SUMMARY paper: {len(ticks) / wall:,.0f} ticks/s, p99 close->decision {p99 * 1e3:.0f} ms, "
+            f"{'all goals met' if ok_lat and ok_upd else 'goal missed'}; load average {load_avg()}"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -102,7 +102,9 @@ def generate_minutes(token: int, first_open: float, days: list[date]) -> list[tu
                 c = price
                 h = max(o, c) * (1 + abs(rng.gauss(0.0, 0.0002)))
                 low = min(o, c) * (1 - abs(rng.gauss(0.0, 0.0002)))
-                rows.append((midnight + timedelta(minutes=minute), round(o, 2), round(h, 2), round(low, 2), round(c, 2), 0))
+                rows.append(
+                    (midnight + timedelta(minutes=minute), round(o, 2), round(h, 2), round(low, 2), round(c, 2), 0)
+                )
     return rows
 
 
@@ -114,9 +116,7 @@ def five_minute(rows: list[tuple]) -> list[tuple]:
         anchor = ts.replace(hour=9, minute=15)
         bucket = anchor + timedelta(minutes=(int((ts - anchor).total_seconds()) // 60) // 5 * 5)
         out.setdefault(bucket, []).append(r)
-    return [
-        (ts, g[0][1], max(x[2] for x in g), min(x[3] for x in g), g[-1][4], 0) for ts, g in sorted(out.items())
-    ]
+    return [(ts, g[0][1], max(x[2] for x in g), min(x[3] for x in g), g[-1][4], 0) for ts, g in sorted(out.items())]
 
 
 def serve() -> None:
@@ -138,10 +138,19 @@ def serve() -> None:
             if parts.path == "/__bench/log":
                 with self._lock:
                     recs = list(self.requests)
-                return self._json(200, [
-                    {"path": r.path, "t": r.time, "status": r.status, "from": r.query.get("from"), "to": r.query.get("to")}
-                    for r in recs
-                ])
+                return self._json(
+                    200,
+                    [
+                        {
+                            "path": r.path,
+                            "t": r.time,
+                            "status": r.status,
+                            "from": r.query.get("from"),
+                            "to": r.query.get("to"),
+                        }
+                        for r in recs
+                    ],
+                )
             if parts.path == "/__bench/now":
                 self.now = datetime.fromisoformat(query["ts"])
                 return self._json(200, {"now": self.now.isoformat()})
@@ -164,7 +173,12 @@ def serve() -> None:
     for _, _, token, interval in SERIES:
         served[f"{token}/{interval}"] = len(server.candles(token, interval, lo, hi))  # also sorts the keys
     server.start()
-    print(json.dumps({"url": server.url, "api_key": server.api_key, "access_token": server.access_token, "served": served}), flush=True)
+    print(
+        json.dumps(
+            {"url": server.url, "api_key": server.api_key, "access_token": server.access_token, "served": served}
+        ),
+        flush=True,
+    )
     sys.stdin.read()
     server.stop()
 
@@ -177,13 +191,21 @@ class Server:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(REPO),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(REPO),
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
             raise SystemExit("the bench server did not start")
         info = json.loads(line)
-        self.url, self.api_key, self.access_token, self.served = info["url"], info["api_key"], info["access_token"], info["served"]
+        self.url, self.api_key, self.access_token, self.served = (
+            info["url"],
+            info["api_key"],
+            info["access_token"],
+            info["served"],
+        )
 
     def log(self) -> list[dict]:
         with urllib.request.urlopen(self.url + "/__bench/log") as resp:
@@ -304,9 +326,14 @@ def measure_floor(srv: Server, keep: bool = False) -> dict:
     series = {name: normalize(pl.concat(fs)) for name, fs in frames.items()}
     log = hist(srv.log()[before:])
     return {
-        "r429": sum(r["status"] == 429 for r in log), "requests": len(log),
-        "calls": calls, "total": sum(c[1] for c in calls), "cpu": cpu,
-        "parse": sum(p[0] for p in parse), "parse_cpu": sum(p[1] for p in parse), "candles": sum(c[2] for c in calls),
+        "r429": sum(r["status"] == 429 for r in log),
+        "requests": len(log),
+        "calls": calls,
+        "total": sum(c[1] for c in calls),
+        "cpu": cpu,
+        "parse": sum(p[0] for p in parse),
+        "parse_cpu": sum(p[1] for p in parse),
+        "candles": sum(c[2] for c in calls),
         "series": series,
     }
 
@@ -340,8 +367,14 @@ def run_phase(srv: Server, engine, source, action) -> dict:
     cpu = time.process_time() - cpu
     log = srv.log()[before:]
     return {
-        "wall": wall, "cpu": cpu, "t0": t0, "per_series": per_series, "reports": reports, "log": log,
-        "hist": hist(log), "other": [r for r in log if not r["path"].startswith(HIST)],
+        "wall": wall,
+        "cpu": cpu,
+        "t0": t0,
+        "per_series": per_series,
+        "reports": reports,
+        "log": log,
+        "hist": hist(log),
+        "other": [r for r in log if not r["path"].startswith(HIST)],
         "stats": source.stats,
     }
 
@@ -358,8 +391,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--timeline", action="store_true", help="print when each back-fill request reached the server")
-    parser.add_argument("--budget", type=float, default=110.0, help="skip the second floor pass if this many seconds have passed")
-    parser.add_argument("--budget-info", type=float, default=100.0, help="skip the one-worker run if this many seconds have passed")
+    parser.add_argument(
+        "--budget", type=float, default=110.0, help="skip the second floor pass if this many seconds have passed"
+    )
+    parser.add_argument(
+        "--budget-info", type=float, default=100.0, help="skip the one-worker run if this many seconds have passed"
+    )
     args = parser.parse_args()
     if args.serve:
         serve()
@@ -374,8 +411,10 @@ def main() -> None:
 
     load_before = os.getloadavg()
     srv = Server()
-    print(f"server: {srv.url} in pid {srv.proc.pid}; ready after {time.monotonic() - t_begin:.1f}s; "
-          f"candles served for {START}..{NOW}: {srv.served}")
+    print(
+        f"server: {srv.url} in pid {srv.proc.pid}; ready after {time.monotonic() - t_begin:.1f}s; "
+        f"candles served for {START}..{NOW}: {srv.served}"
+    )
     tmp_dir = tempfile.TemporaryDirectory(prefix="mde-bench-refresh-")
     tmp = Path(tmp_dir.name)
     (tmp / "mde.toml").write_text("# bench: no settings\n")
@@ -393,7 +432,8 @@ def main() -> None:
         mde_parse = timed_parse(source.client)
         backfill = run_phase(srv, engine, source, lambda e, s, tf: e.download(s, tf, START, END))
         same_as_client = {
-            f"{sym} {tf}": engine.load_cache(sym, tf).equals(floors[0]["series"][f"{sym} {tf}"]) for sym, tf, _, _ in SERIES
+            f"{sym} {tf}": engine.load_cache(sym, tf).equals(floors[0]["series"][f"{sym} {tf}"])
+            for sym, tf, _, _ in SERIES
         }
         floors[0].pop("series")
         time.sleep(1.2)
@@ -413,7 +453,9 @@ def main() -> None:
             one_worker = run_phase(srv, engine1, source1, lambda e, s, tf: e.download(s, tf, START, END))
             time.sleep(1.2)
         else:
-            print(f"(one-worker run skipped: {time.monotonic() - t_begin:.0f}s > --budget-info {args.budget_info:.0f}s)")
+            print(
+                f"(one-worker run skipped: {time.monotonic() - t_begin:.0f}s > --budget-info {args.budget_info:.0f}s)"
+            )
 
         # -- second run, closed market ------------------------------------------------------
         engine2, source2 = make_engine(srv, tmp, NOW)
@@ -439,67 +481,150 @@ def main() -> None:
     r429_server = sum(r["status"] == 429 for r in all_log)
     r429_phase = {
         "floor": sum(f["r429"] for f in floors),
-        **{name: sum(r["status"] == 429 for r in ph["hist"]) for name, ph in
-           (("back-fill", backfill), ("one worker", one_worker), ("2nd closed", second), ("2nd next day", nextday)) if ph},
+        **{
+            name: sum(r["status"] == 429 for r in ph["hist"])
+            for name, ph in (
+                ("back-fill", backfill),
+                ("one worker", one_worker),
+                ("2nd closed", second),
+                ("2nd next day", nextday),
+            )
+            if ph
+        },
     }
     r429_stats = sum(ph["stats"].rate_limited for ph in (backfill, second, nextday, one_worker) if ph)
     first_hist = min((r["t"] for r in backfill["hist"]), default=backfill["t0"]) - backfill["t0"]
     sent = sorted((r["path"].rsplit("/", 1)[-1], r["from"], r["to"]) for r in backfill["hist"])
-    expected = sorted((interval, _wall(lo), _wall(hi)) for _, _, _, interval in SERIES for lo, hi in chunks_for(interval))
+    expected = sorted(
+        (interval, _wall(lo), _wall(hi)) for _, _, _, interval in SERIES for lo, hi in chunks_for(interval)
+    )
     bf_wall, bf_cpu = backfill["wall"], backfill["cpu"]
 
     print()
-    print(f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
-          "(other work on the machine slows both sides; the floor is measured before and after mde)")
-    print(f"minimum historical requests for {START}..{END} (Kite's max days per request): {min_per} = {minimum}; "
-          f"mde.chunk_ranges: {mde_chunks}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
+        "(other work on the machine slows both sides; the floor is measured before and after mde)"
+    )
+    print(
+        f"minimum historical requests for {START}..{END} (Kite's max days per request): {min_per} = {minimum}; "
+        f"mde.chunk_ranges: {mde_chunks}"
+    )
     for i, f in enumerate(floors, 1):
-        print(f"floor pass {i} (kiteconnect alone, sequential, same chunks): {len(f['calls'])} calls, {f['candles']:,} candles, "
-              f"{f['total']:.2f}s of calls ({f['cpu']:.2f}s CPU), of which {f['parse']:.2f}s ({f['parse_cpu']:.2f}s CPU) in "
-              "_format_historical (dateutil)")
+        print(
+            f"floor pass {i} (kiteconnect alone, sequential, same chunks): {len(f['calls'])} calls, {f['candles']:,} candles, "
+            f"{f['total']:.2f}s of calls ({f['cpu']:.2f}s CPU), of which {f['parse']:.2f}s ({f['parse_cpu']:.2f}s CPU) in "
+            "_format_historical (dateutil)"
+        )
         for name in dict.fromkeys(c[0] for c in f["calls"]):
             times = [c[1] for c in f["calls"] if c[0] == name]
             print(f"    {name}: {len(times)} calls, {sum(times):.2f}s ({', '.join(f'{t:.2f}' for t in times)})")
-    print(f"floor = max(requests / {RATE} per s = {minimum}/{RATE} = {rate_floor:.2f}s, kiteconnect's own time "
-          f"{client_floor:.2f}s{' (mean of the passes)' if len(floors) > 1 else ''}) = {wall_floor:.2f}s")
-    print(f"mde back-fill: {bf_wall:.2f}s wall, {bf_cpu:.2f}s client CPU ({bf_cpu / bf_wall:.0%} of wall), "
-          f"{sum(p[0] for p in mde_parse):.2f}s thread-wall / {sum(p[1] for p in mde_parse):.2f}s CPU in its client's "
-          f"_format_historical (fromisoformat; 3 workers overlap); first historical request {first_hist:.2f}s after the start; "
-          f"{len(backfill['other'])} non-historical request(s); requests sent == the minimal chunks: {sent == expected}")
+    print(
+        f"floor = max(requests / {RATE} per s = {minimum}/{RATE} = {rate_floor:.2f}s, kiteconnect's own time "
+        f"{client_floor:.2f}s{' (mean of the passes)' if len(floors) > 1 else ''}) = {wall_floor:.2f}s"
+    )
+    print(
+        f"mde back-fill: {bf_wall:.2f}s wall, {bf_cpu:.2f}s client CPU ({bf_cpu / bf_wall:.0%} of wall), "
+        f"{sum(p[0] for p in mde_parse):.2f}s thread-wall / {sum(p[1] for p in mde_parse):.2f}s CPU in its client's "
+        f"_format_historical (fromisoformat; 3 workers overlap); first historical request {first_hist:.2f}s after the start; "
+        f"{len(backfill['other'])} non-historical request(s); requests sent == the minimal chunks: {sent == expected}"
+    )
     for (sym, tf, token, interval), secs, rep in zip(SERIES, backfill["per_series"], backfill["reports"], strict=True):
-        print(f"    {sym} {tf}: {secs:.2f}s, {rep.rows:,} rows cached (server has {srv.served[f'{token}/{interval}']:,})")
-    print(f"    most historical requests the server saw in any 1 s: {max_in_window([r['t'] for r in backfill['hist']])}")
+        print(
+            f"    {sym} {tf}: {secs:.2f}s, {rep.rows:,} rows cached (server has {srv.served[f'{token}/{interval}']:,})"
+        )
+    print(
+        f"    most historical requests the server saw in any 1 s: {max_in_window([r['t'] for r in backfill['hist']])}"
+    )
     if one_worker:
-        print(f"mde back-fill with KiteSource(max_workers=1): {one_worker['wall']:.2f}s wall, {one_worker['cpu']:.2f}s client CPU, "
-              f"{len(one_worker['hist'])} historical requests; default (3 workers) / 1 worker: wall "
-              f"{bf_wall / one_worker['wall']:.2f}x, CPU {bf_cpu / one_worker['cpu']:.2f}x")
+        print(
+            f"mde back-fill with KiteSource(max_workers=1): {one_worker['wall']:.2f}s wall, {one_worker['cpu']:.2f}s client CPU, "
+            f"{len(one_worker['hist'])} historical requests; default (3 workers) / 1 worker: wall "
+            f"{bf_wall / one_worker['wall']:.2f}x, CPU {bf_cpu / one_worker['cpu']:.2f}x"
+        )
     for name, ph in (("second run, closed market", second), ("second run, next session 09:30", nextday)):
         added = ", ".join(f"{s} {tf} +{rep.added}" for (s, tf, _, _), rep in zip(SERIES, ph["reports"], strict=True))
-        print(f"{name}: {len(ph['hist'])} historical requests (KiteSource.stats: {ph['stats'].historical_requests}), "
-              f"{ph['wall']:.3f}s; {added}")
-    print("cached candles == plain kiteconnect's (floor pass 1): " + ", ".join(f"{k} {v}" for k, v in same_as_client.items()))
+        print(
+            f"{name}: {len(ph['hist'])} historical requests (KiteSource.stats: {ph['stats'].historical_requests}), "
+            f"{ph['wall']:.3f}s; {added}"
+        )
+    print(
+        "cached candles == plain kiteconnect's (floor pass 1): "
+        + ", ".join(f"{k} {v}" for k, v in same_as_client.items())
+    )
     print("429s by phase (server log): " + ", ".join(f"{k} {v}" for k, v in r429_phase.items()))
     if args.timeline:
         print("back-fill timeline (s after start: arrival at the server, status, interval, from .. to):")
         for r in backfill["hist"]:
-            print(f"    {r['t'] - backfill['t0']:7.3f}  {r['status']}  {r['path'].rsplit('/', 1)[-1]:8} {r['from']} .. {r['to']}")
+            print(
+                f"    {r['t'] - backfill['t0']:7.3f}  {r['status']}  {r['path'].rsplit('/', 1)[-1]:8} {r['from']} .. {r['to']}"
+            )
 
-    rows_ok = all(rep.rows == srv.served[f"{token}/{interval}"] for (_, _, token, interval), rep in zip(SERIES, backfill["reports"], strict=True))
+    rows_ok = all(
+        rep.rows == srv.served[f"{token}/{interval}"]
+        for (_, _, token, interval), rep in zip(SERIES, backfill["reports"], strict=True)
+    )
     table = [
         ("back-fill historical requests", bf_hist, minimum, bf_hist / minimum, "== minimum", bf_hist == minimum),
-        ("back-fill wall s (vs floor)", bf_wall, wall_floor, bf_wall / wall_floor, f"<= {WALL_GOAL}x", bf_wall <= WALL_GOAL * wall_floor),
+        (
+            "back-fill wall s (vs floor)",
+            bf_wall,
+            wall_floor,
+            bf_wall / wall_floor,
+            f"<= {WALL_GOAL}x",
+            bf_wall <= WALL_GOAL * wall_floor,
+        ),
         ("  floor: requests / 3 per s", None, rate_floor, bf_wall / rate_floor, "info", None),
         ("  floor: kiteconnect's own time", None, client_floor, bf_wall / client_floor, "info", None),
         ("  client CPU s (vs kiteconnect's)", bf_cpu, client_cpu, bf_cpu / client_cpu, "info", None),
-        *([("  max_workers=1: wall s (vs floor)", one_worker["wall"], wall_floor, one_worker["wall"] / wall_floor, "info", None),
-           ("  max_workers=1: CPU s (vs kiteconnect)", one_worker["cpu"], client_cpu, one_worker["cpu"] / client_cpu, "info", None)]
-          if one_worker else []),
+        *(
+            [
+                (
+                    "  max_workers=1: wall s (vs floor)",
+                    one_worker["wall"],
+                    wall_floor,
+                    one_worker["wall"] / wall_floor,
+                    "info",
+                    None,
+                ),
+                (
+                    "  max_workers=1: CPU s (vs kiteconnect)",
+                    one_worker["cpu"],
+                    client_cpu,
+                    one_worker["cpu"] / client_cpu,
+                    "info",
+                    None,
+                ),
+            ]
+            if one_worker
+            else []
+        ),
         ("429s, server log (all phases)", r429_server, 0, None, "== 0", r429_server == 0),
         ("429s, KiteSource.stats", r429_stats, 0, None, "== 0", r429_stats == 0),
-        ("2nd run requests, closed market", len(second["hist"]), n_series, len(second["hist"]) / n_series, f"<= {n_series}", len(second["hist"]) <= n_series),
-        ("2nd run requests, next day 09:30", len(nextday["hist"]), n_series, len(nextday["hist"]) / n_series, f"<= {n_series}", len(nextday["hist"]) <= n_series),
+        (
+            "2nd run requests, closed market",
+            len(second["hist"]),
+            n_series,
+            len(second["hist"]) / n_series,
+            f"<= {n_series}",
+            len(second["hist"]) <= n_series,
+        ),
+        (
+            "2nd run requests, next day 09:30",
+            len(nextday["hist"]),
+            n_series,
+            len(nextday["hist"]) / n_series,
+            f"<= {n_series}",
+            len(nextday["hist"]) <= n_series,
+        ),
         ("back-fill rows == rows served", "yes" if rows_ok else "no", "-", None, "check", rows_ok),
-        ("cached candles == kiteconnect's", "yes" if all(same_as_client.values()) else "no", "-", None, "check", all(same_as_client.values())),
+        (
+            "cached candles == kiteconnect's",
+            "yes" if all(same_as_client.values()) else "no",
+            "-",
+            None,
+            "check",
+            all(same_as_client.values()),
+        ),
     ]
     print()
     head = ("metric", "mde", "floor/peer", "ratio", "goal", "")
@@ -512,9 +637,11 @@ def main() -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     failed = [row[0].strip() for row in table if row[5] is False]
     print()
-    print(f"summary: {sum(row[5] is True for row in table)} PASS, {len(failed)} FAIL"
-          + (f" ({'; '.join(failed)})" if failed else "")
-          + f"; bench took {time.monotonic() - t_begin:.0f}s")
+    print(
+        f"summary: {sum(row[5] is True for row in table)} PASS, {len(failed)} FAIL"
+        + (f" ({'; '.join(failed)})" if failed else "")
+        + f"; bench took {time.monotonic() - t_begin:.0f}s"
+    )
 
 
 if __name__ == "__main__":

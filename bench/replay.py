@@ -110,8 +110,16 @@ def engine_for(cache: Path, now: datetime) -> Any:
 def mde_e2e(cache: Path, now: datetime, first: date, last: date) -> Any:
     from mde.replay import run_replay
 
-    return run_replay(engine_for(cache, now), "sma_cross", [SYMBOL], TF, first, last,
-                      params={"fast": FAST, "slow": SLOW}, costs="none")
+    return run_replay(
+        engine_for(cache, now),
+        "sma_cross",
+        [SYMBOL],
+        TF,
+        first,
+        last,
+        params={"fast": FAST, "slow": SLOW},
+        costs="none",
+    )
 
 
 def mde_series(cache: Path, now: datetime) -> Any:
@@ -148,8 +156,16 @@ def mde_loop(data: Any, dense: bool = False) -> Any:
 
 
 def trades_of_frame(t: Any) -> list[Trade]:
-    return list(zip(t["entry_ts"].dt.epoch("us").to_list(), t["entry_price"].to_list(),
-                    t["exit_ts"].dt.epoch("us").to_list(), t["exit_price"].to_list(), t["qty"].to_list(), strict=True))
+    return list(
+        zip(
+            t["entry_ts"].dt.epoch("us").to_list(),
+            t["entry_price"].to_list(),
+            t["exit_ts"].dt.epoch("us").to_list(),
+            t["exit_price"].to_list(),
+            t["qty"].to_list(),
+            strict=True,
+        )
+    )
 
 
 def trades_of_broker(broker: Any) -> list[Trade]:
@@ -165,7 +181,7 @@ def paise_sign(close: Any, fast: int, slow: int) -> Any:
     csum = np.concatenate(([0], np.cumsum(x)))
     out = np.full(len(x), np.nan)
     i = np.arange(slow - 1, len(x))
-    out[slow - 1:] = np.sign((csum[i + 1] - csum[i + 1 - fast]) * slow - (csum[i + 1] - csum[i + 1 - slow]) * fast)
+    out[slow - 1 :] = np.sign((csum[i + 1] - csum[i + 1 - fast]) * slow - (csum[i + 1] - csum[i + 1 - slow]) * fast)
     return out
 
 
@@ -206,8 +222,9 @@ def bt_run(df: Any, strategy: type) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bt = Backtest(df, strategy, cash=BT_CASH, commission=0.0, spread=0.0, trade_on_close=False,
-                      finalize_trades=True)
+        bt = Backtest(
+            df, strategy, cash=BT_CASH, commission=0.0, spread=0.0, trade_on_close=False, finalize_trades=True
+        )
         return bt.run(n_bars=len(df))
 
 
@@ -312,8 +329,13 @@ def ist(text: str) -> datetime:
 
 def run_child(mode: str, *args: str, cwd: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MDE_", "KITE_"))}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", mode, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", mode, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child {mode} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
@@ -387,13 +409,21 @@ def prepare(tmp: Path) -> None:
         cols = {c: df[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}
         npz = tmp / f"{name}.npz"
         np.savez(npz, ts=ts_us, **cols)
-        out[name] = {"n": df.height, "cache": str(cache), "now": now.isoformat(), "npz": str(npz),
-                     "first": df["ts"][0].date().isoformat(), "last": last_ts.date().isoformat(),
-                     "last_close_us": int(now.timestamp() * 1_000_000)}
-    out["note"] = (f"generated {full.height:,} candles ({sessions:,} sessions, seed {SEED}) in {t_gen:.1f} s; "
-                   f"1y = {frames['1y'].height:,} ({out['1y']['first']} .. {out['1y']['last']}), "
-                   f"1M = {frames['1M'].height:,} ({out['1M']['first']} .. {out['1M']['last']}); "
-                   f"caches written in {time.perf_counter() - t0 - t_gen:.1f} s")
+        out[name] = {
+            "n": df.height,
+            "cache": str(cache),
+            "now": now.isoformat(),
+            "npz": str(npz),
+            "first": df["ts"][0].date().isoformat(),
+            "last": last_ts.date().isoformat(),
+            "last_close_us": int(now.timestamp() * 1_000_000),
+        }
+    out["note"] = (
+        f"generated {full.height:,} candles ({sessions:,} sessions, seed {SEED}) in {t_gen:.1f} s; "
+        f"1y = {frames['1y'].height:,} ({out['1y']['first']} .. {out['1y']['last']}), "
+        f"1M = {frames['1M'].height:,} ({out['1M']['first']} .. {out['1M']['last']}); "
+        f"caches written in {time.perf_counter() - t0 - t_gen:.1f} s"
+    )
     (tmp / "meta.json").write_text(json.dumps(out))
 
 
@@ -421,8 +451,10 @@ def bench(tmp: Path) -> None:
 
     t_start = time.perf_counter()
     versions = "  ".join(f"{p} {version(p)}" for p in ("polars", "backtesting", "pandas", "numpy"))
-    print(f"mde bench/replay.py  {datetime.now():%Y-%m-%d %H:%M}  nproc={os.cpu_count()}  python "
-          f"{platform.python_version()}  {versions}  (mde {version('mde')} from {Path(__file__).resolve().parents[1]})")
+    print(
+        f"mde bench/replay.py  {datetime.now():%Y-%m-%d %H:%M}  nproc={os.cpu_count()}  python "
+        f"{platform.python_version()}  {versions}  (mde {version('mde')} from {Path(__file__).resolve().parents[1]})"
+    )
     print(f"load average at start: {load_avg()}", flush=True)
     run_child("prepare", str(tmp), cwd=tmp)
     meta = json.loads((tmp / "meta.json").read_text())
@@ -430,7 +462,9 @@ def bench(tmp: Path) -> None:
 
     # -- peak memory, 1M candles, one subprocess per contender, while this process is still small
     d = meta["1M"]
-    section(f"peak memory, {d['n']:,} candles, one subprocess each   [ru_maxrss after the run; ratio = mde / backtesting.py]")
+    section(
+        f"peak memory, {d['n']:,} candles, one subprocess each   [ru_maxrss after the run; ratio = mde / backtesting.py]"
+    )
     parent_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     base_mde = run_child("base-mde", cwd=tmp)
     base_bt = run_child("base-bt", cwd=tmp)
@@ -439,21 +473,43 @@ def bench(tmp: Path) -> None:
     m_bt = run_child("bt", d["npz"], cwd=tmp)
     assert m_mde["candles"] == m_loop["candles"] == m_bt["candles"] == d["n"]
     assert m_mde["trades"] == m_loop["trades"] == m_bt["trades"]
-    row("1M (a) run_replay from Parquet vs Backtest.run", fmt_mib(m_mde["maxrss_kib"]), fmt_mib(m_bt["maxrss_kib"]),
-        m_mde["maxrss_kib"] / m_bt["maxrss_kib"], "<= 1x", m_mde["maxrss_kib"] <= m_bt["maxrss_kib"])
-    row("1M (b) history + SeriesData + loop (info)", fmt_mib(m_loop["maxrss_kib"]), fmt_mib(m_bt["maxrss_kib"]),
-        m_loop["maxrss_kib"] / m_bt["maxrss_kib"], "(info)", None)
-    row("baseline: python + imports (info)", fmt_mib(base_mde["maxrss_kib"]), fmt_mib(base_bt["maxrss_kib"]),
-        base_mde["maxrss_kib"] / base_bt["maxrss_kib"], "(info)", None)
+    row(
+        "1M (a) run_replay from Parquet vs Backtest.run",
+        fmt_mib(m_mde["maxrss_kib"]),
+        fmt_mib(m_bt["maxrss_kib"]),
+        m_mde["maxrss_kib"] / m_bt["maxrss_kib"],
+        "<= 1x",
+        m_mde["maxrss_kib"] <= m_bt["maxrss_kib"],
+    )
+    row(
+        "1M (b) history + SeriesData + loop (info)",
+        fmt_mib(m_loop["maxrss_kib"]),
+        fmt_mib(m_bt["maxrss_kib"]),
+        m_loop["maxrss_kib"] / m_bt["maxrss_kib"],
+        "(info)",
+        None,
+    )
+    row(
+        "baseline: python + imports (info)",
+        fmt_mib(base_mde["maxrss_kib"]),
+        fmt_mib(base_bt["maxrss_kib"]),
+        base_mde["maxrss_kib"] / base_bt["maxrss_kib"],
+        "(info)",
+        None,
+    )
     hwm = [x.get("vmhwm_kib") for x in (m_mde, m_loop, m_bt, base_mde, base_bt)]
     if all(hwm):
-        print(f"  VmHWM check (MiB): mde {hwm[0] / 1024:,.0f}, loop {hwm[1] / 1024:,.0f}, backtesting.py {hwm[2] / 1024:,.0f}, "
-              f"baselines {hwm[3] / 1024:,.0f} / {hwm[4] / 1024:,.0f}; this process when they started "
-              f"{parent_kib / 1024:,.0f} MiB")
-    print(f"  (mde: python + polars + mde.replay; backtesting.py: python + backtesting + pandas + numpy, its frame from a "
-          f".npz. Their own timings: run_replay {m_mde['seconds']:.2f} s, loop {m_loop['seconds']:.2f} s, "
-          f"Backtest.run {m_bt['seconds']:.2f} s; trades {m_mde['trades']} / {m_loop['trades']} / {m_bt['trades']})",
-          flush=True)
+        print(
+            f"  VmHWM check (MiB): mde {hwm[0] / 1024:,.0f}, loop {hwm[1] / 1024:,.0f}, backtesting.py {hwm[2] / 1024:,.0f}, "
+            f"baselines {hwm[3] / 1024:,.0f} / {hwm[4] / 1024:,.0f}; this process when they started "
+            f"{parent_kib / 1024:,.0f} MiB"
+        )
+    print(
+        f"  (mde: python + polars + mde.replay; backtesting.py: python + backtesting + pandas + numpy, its frame from a "
+        f".npz. Their own timings: run_replay {m_mde['seconds']:.2f} s, loop {m_loop['seconds']:.2f} s, "
+        f"Backtest.run {m_bt['seconds']:.2f} s; trades {m_mde['trades']} / {m_loop['trades']} / {m_bt['trades']})",
+        flush=True,
+    )
 
     # -- speed and trade lists, in this process
     data = load_data(tmp)
@@ -463,49 +519,100 @@ def bench(tmp: Path) -> None:
     for size in ("1y", "1M"):
         d = data[size]
         n = d["n"]
-        section(f"sma_cross {FAST}/{SLOW} on {n:,} generated 1m candles   [candles/s, median; ratio = mde / backtesting.py]")
+        section(
+            f"sma_cross {FAST}/{SLOW} on {n:,} generated 1m candles   [candles/s, median; ratio = mde / backtesting.py]"
+        )
         t0 = time.perf_counter()
         series = mde_series(d["cache"], d["now"])
         t_series = time.perf_counter() - t0
         df = bt_frame(d["ts_us"], *(d["cols"][c] for c in ("open", "high", "low", "close", "volume")))
         # (the runs happen in this iteration: the defaults bind this size's data, as the names would)
-        got = interleaved({"e2e": lambda d=d: mde_e2e(d["cache"], d["now"], d["first"], d["last"]),
-                           "loop": lambda series=series: mde_loop(series),
-                           "dense": lambda series=series: mde_loop(series, dense=True),
-                           "bt": lambda df=df: bt_run(df, strategy)}, REPS[size])
+        got = interleaved(
+            {
+                "e2e": lambda d=d: mde_e2e(d["cache"], d["now"], d["first"], d["last"]),
+                "loop": lambda series=series: mde_loop(series),
+                "dense": lambda series=series: mde_loop(series, dense=True),
+                "bt": lambda df=df: bt_run(df, strategy),
+            },
+            REPS[size],
+        )
         (t_e2e, c_e2e, result), (t_loop, c_loop, broker), (t_bt, c_bt, stats) = got["e2e"], got["loop"], got["bt"]
         t_dense, dense_broker = got["dense"][0], got["dense"][2]
         del got
         assert result.events == n, f"run_replay processed {result.events} candles, not {n}"
 
         rates[(size, "e2e")], rates[(size, "loop")], rates[(size, "bt")] = n / t_e2e, n / t_loop, n / t_bt
-        row(f"{size} (a) run_replay end-to-end vs Backtest.run", fmt_rate(n / t_e2e), fmt_rate(n / t_bt), t_bt / t_e2e,
-            ">= 5x", t_bt / t_e2e >= 5)
-        row(f"{size} (b) StrategyRunner loop alone vs Backtest.run", fmt_rate(n / t_loop), fmt_rate(n / t_bt),
-            t_bt / t_loop, ">= 5x", t_bt / t_loop >= 5)
-        row(f"{size} (c) loop, on_candle at every candle (info)", fmt_rate(n / t_dense), fmt_rate(n / t_bt), t_bt / t_dense,
-            "(info)", None)
-        row(f"{size} (a) by CPU time of the process", fmt_rate(n / c_e2e), fmt_rate(n / c_bt), c_bt / c_e2e, "(info)", None)
-        row(f"{size} (b) by CPU time of the process", fmt_rate(n / c_loop), fmt_rate(n / c_bt), c_bt / c_loop, "(info)", None)
-        print(f"  {size} medians of {REPS[size]} interleaved rounds, wall (CPU): run_replay {t_e2e:.3f} s ({c_e2e:.3f}), "
-              f"loop {t_loop:.3f} s ({c_loop:.3f}), Backtest.run {t_bt:.3f} s ({c_bt:.3f}); building the SeriesData "
-              f"(engine.history + lists, not in (b)) {t_series:.3f} s", flush=True)
+        row(
+            f"{size} (a) run_replay end-to-end vs Backtest.run",
+            fmt_rate(n / t_e2e),
+            fmt_rate(n / t_bt),
+            t_bt / t_e2e,
+            ">= 5x",
+            t_bt / t_e2e >= 5,
+        )
+        row(
+            f"{size} (b) StrategyRunner loop alone vs Backtest.run",
+            fmt_rate(n / t_loop),
+            fmt_rate(n / t_bt),
+            t_bt / t_loop,
+            ">= 5x",
+            t_bt / t_loop >= 5,
+        )
+        row(
+            f"{size} (c) loop, on_candle at every candle (info)",
+            fmt_rate(n / t_dense),
+            fmt_rate(n / t_bt),
+            t_bt / t_dense,
+            "(info)",
+            None,
+        )
+        row(
+            f"{size} (a) by CPU time of the process",
+            fmt_rate(n / c_e2e),
+            fmt_rate(n / c_bt),
+            c_bt / c_e2e,
+            "(info)",
+            None,
+        )
+        row(
+            f"{size} (b) by CPU time of the process",
+            fmt_rate(n / c_loop),
+            fmt_rate(n / c_bt),
+            c_bt / c_loop,
+            "(info)",
+            None,
+        )
+        print(
+            f"  {size} medians of {REPS[size]} interleaved rounds, wall (CPU): run_replay {t_e2e:.3f} s ({c_e2e:.3f}), "
+            f"loop {t_loop:.3f} s ({c_loop:.3f}), Backtest.run {t_bt:.3f} s ({c_bt:.3f}); building the SeriesData "
+            f"(engine.history + lists, not in (b)) {t_series:.3f} s",
+            flush=True,
+        )
 
         got_e2e, got_loop = trades_of_frame(result.trades), trades_of_broker(broker)
         want = trades_of_bt(stats, df, d["last_close_us"])
-        diff = (first_difference(got_e2e, want) or first_difference(got_loop, got_e2e)
-                or first_difference(trades_of_broker(dense_broker), got_e2e))
+        diff = (
+            first_difference(got_e2e, want)
+            or first_difference(got_loop, got_e2e)
+            or first_difference(trades_of_broker(dense_broker), got_e2e)
+        )
         end_open = sum(1 for r in result.trades["exit_reason"].to_list() if r == "end of replay")
-        print(f"  {size} trades: run_replay {len(got_e2e)}, loop {len(got_loop)} (every candle: "
-              f"{len(dense_broker.trades)}), backtesting.py {len(want)} "
-              f"({end_open} still open at the end)", flush=True)
+        print(
+            f"  {size} trades: run_replay {len(got_e2e)}, loop {len(got_loop)} (every candle: "
+            f"{len(dense_broker.trades)}), backtesting.py {len(want)} "
+            f"({end_open} still open at the end)",
+            flush=True,
+        )
         bt_pnl = sum(round((x[3] - x[1]) * x[4] * 100) for x in want) / 100
         mde_pnl = result.metrics["net_pnl"]
         ok = diff is None and round(mde_pnl * 100) == round(bt_pnl * 100)
         print(f"  {size} total P&L: mde {mde_pnl:,.2f}  backtesting.py {bt_pnl:,.2f}", flush=True)
         checks.append((size, ok, diff))
-        print(f"  {size} identical trade lists and P&L: {'PASS' if ok else 'FAIL'}"
-              + (f"  first difference: {diff}" if diff else ""), flush=True)
+        print(
+            f"  {size} identical trade lists and P&L: {'PASS' if ok else 'FAIL'}"
+            + (f"  first difference: {diff}" if diff else ""),
+            flush=True,
+        )
         del result, broker, dense_broker, series, stats, df
 
     for _size, ok, _ in checks:
@@ -513,11 +620,14 @@ def bench(tmp: Path) -> None:
     npass, nfail, ninfo = ROWS.count("PASS"), ROWS.count("FAIL"), ROWS.count("info")
     print(f"\nload average at end: {load_avg()}")
     verdicts = " ".join(f"{s}={'PASS' if ok else 'FAIL'}" for s, ok, _ in checks)
-    print(f"SUMMARY: {npass} PASS, {nfail} FAIL, {ninfo} info; trade lists {verdicts}; "
-          f"mde/backtesting.py candles/s 1y e2e {rates[('1y', 'e2e')] / rates[('1y', 'bt')]:.1f}x loop "
-          f"{rates[('1y', 'loop')] / rates[('1y', 'bt')]:.1f}x, 1M e2e {rates[('1M', 'e2e')] / rates[('1M', 'bt')]:.1f}x loop "
-          f"{rates[('1M', 'loop')] / rates[('1M', 'bt')]:.1f}x; peak RSS 1M mde {fmt_mib(m_mde['maxrss_kib'])} vs "
-          f"backtesting.py {fmt_mib(m_bt['maxrss_kib'])}  ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    print(
+        f"SUMMARY: {npass} PASS, {nfail} FAIL, {ninfo} info; trade lists {verdicts}; "
+        f"mde/backtesting.py candles/s 1y e2e {rates[('1y', 'e2e')] / rates[('1y', 'bt')]:.1f}x loop "
+        f"{rates[('1y', 'loop')] / rates[('1y', 'bt')]:.1f}x, 1M e2e {rates[('1M', 'e2e')] / rates[('1M', 'bt')]:.1f}x loop "
+        f"{rates[('1M', 'loop')] / rates[('1M', 'bt')]:.1f}x; peak RSS 1M mde {fmt_mib(m_mde['maxrss_kib'])} vs "
+        f"backtesting.py {fmt_mib(m_bt['maxrss_kib'])}  ({time.perf_counter() - t_start:.0f} s)",
+        flush=True,
+    )
 
 
 def profile(tmp: Path) -> None:
@@ -535,7 +645,9 @@ def profile(tmp: Path) -> None:
     broker = mde_loop(series)
     prof.disable()
     profiled = time.perf_counter() - t0
-    print(f"mde loop on {len(series):,} candles ({len(broker.trades)} trades): {plain:.2f} s plain, {profiled:.2f} s under cProfile")
+    print(
+        f"mde loop on {len(series):,} candles ({len(broker.trades)} trades): {plain:.2f} s plain, {profiled:.2f} s under cProfile"
+    )
     for key in ("tottime", "cumulative"):
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(15)

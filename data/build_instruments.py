@@ -34,8 +34,11 @@ def build(csv: Path = HERE / "instruments.csv", out: Path = BUNDLED_DUMP) -> pl.
     with atomic_write(out) as fh:
         table.write_parquet(fh, compression="zstd", compression_level=19, statistics=False)
     with atomic_write(out.with_name(BUNDLED_META), "w") as fh:
-        json.dump({"fetched_at": f"{BUNDLED_DATE}T00:00:00+05:30", "rows": table.height,
-                   "source": "data/instruments.csv"}, fh, indent=1)
+        json.dump(
+            {"fetched_at": f"{BUNDLED_DATE}T00:00:00+05:30", "rows": table.height, "source": "data/instruments.csv"},
+            fh,
+            indent=1,
+        )
         fh.write("\n")
     return table
 

@@ -78,7 +78,9 @@ def build(out: Path = OUT, source_dir: Path = HERE / "nse", quiet: bool = False)
             }
         )
         if not quiet:
-            print(f"{inst.key:<16} {tf.name:>4} {df.height:>7} rows from {read} read, {dropped} outside sessions dropped")
+            print(
+                f"{inst.key:<16} {tf.name:>4} {df.height:>7} rows from {read} read, {dropped} outside sessions dropped"
+            )
     index["end"] = end.isoformat()
     (out / "index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
     return index

@@ -47,7 +47,9 @@ def _text(help_text: str | None) -> str:
 
 def _help(help_text: str | None) -> str:
     """A command's help: `Example:  mde ...` paragraphs become code blocks."""
-    return re.sub(r"(?m)^(Example[^:\n]*):\s+(mde .*)$", lambda m: f"{m.group(1)}:\n\n```\n{m.group(2)}\n```", _text(help_text))
+    return re.sub(
+        r"(?m)^(Example[^:\n]*):\s+(mde .*)$", lambda m: f"{m.group(1)}:\n\n```\n{m.group(2)}\n```", _text(help_text)
+    )
 
 
 def _is_argument(param: Any) -> bool:
@@ -64,8 +66,17 @@ def _type(param: Any) -> str:
         return " \\| ".join(str(getattr(c, "value", c)) for c in kind.choices)
     if getattr(param, "is_flag", False) and not getattr(param, "count", False):
         return "flag"
-    name = {"str": "TEXT", "text": "TEXT", "int": "INTEGER", "integer": "INTEGER", "float": "FLOAT",
-            "bool": "BOOLEAN", "boolean": "BOOLEAN", "path": "PATH", "file": "FILE"}.get(getattr(kind, "name", "") or "", (getattr(kind, "name", "") or "VALUE").upper())
+    name = {
+        "str": "TEXT",
+        "text": "TEXT",
+        "int": "INTEGER",
+        "integer": "INTEGER",
+        "float": "FLOAT",
+        "bool": "BOOLEAN",
+        "boolean": "BOOLEAN",
+        "path": "PATH",
+        "file": "FILE",
+    }.get(getattr(kind, "name", "") or "", (getattr(kind, "name", "") or "VALUE").upper())
     if getattr(param, "multiple", False) or param.nargs == -1:
         name += " ..."
     return name

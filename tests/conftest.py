@@ -61,7 +61,9 @@ def engine(settings: Settings) -> MarketDataEngine:
 
 def engine_at(settings: Settings, now: str) -> MarketDataEngine:
     """An engine whose clock is pinned, as MDE_NOW would pin it."""
-    return MarketDataEngine(settings.with_overrides(now=load(environ={"MDE_NOW": now}, cache_dir=settings.cache_dir).now))
+    return MarketDataEngine(
+        settings.with_overrides(now=load(environ={"MDE_NOW": now}, cache_dir=settings.cache_dir).now)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +84,9 @@ def nifty_1m_q2() -> pl.DataFrame:
     return read_candles(NSE_DATA / "NIFTY50_1m_2024Q2.csv", parse("1m")).candles
 
 
-def run_mde(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_mde(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the real `mde` entry point in a subprocess (what cron or a user runs)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MDE_", "KITE_"))}
     full_env.update(env or {})

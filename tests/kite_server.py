@@ -379,7 +379,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 _ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
     # (method, path regex, handler name, rate class)
-    ("GET", re.compile(r"^/instruments/historical/(?P<token>[^/]+)/(?P<interval>[^/]+)$"), "_r_historical", "historical"),
+    (
+        "GET",
+        re.compile(r"^/instruments/historical/(?P<token>[^/]+)/(?P<interval>[^/]+)$"),
+        "_r_historical",
+        "historical",
+    ),
     ("GET", re.compile(r"^/instruments$"), "_r_instruments", "other"),
     ("GET", re.compile(r"^/instruments/(?P<exchange>[^/]+)$"), "_r_instruments", "other"),
     ("GET", re.compile(r"^/user/profile$"), "_r_profile", "other"),
@@ -627,8 +632,12 @@ class KiteServer:
         self._add_fault(_Fault("delay", times, path_prefix, seconds=seconds))
 
     def raw_next(
-        self, body: bytes | str | Any, status: int = 200, content_type: str = "application/json",
-        times: int = 1, path_prefix: str | None = None,
+        self,
+        body: bytes | str | Any,
+        status: int = 200,
+        content_type: str = "application/json",
+        times: int = 1,
+        path_prefix: str | None = None,
     ) -> None:
         """Answer with exactly this body (bytes/str as is, anything else as JSON), e.g. a
         malformed "success" envelope."""
@@ -699,7 +708,7 @@ class KiteServer:
         if delay is not None:
             self._stopping.wait(delay.seconds)
             if generation != self._generation:  # reset while it slept: its client is gone, and the
-                return _Drop()                   # next test's faults and rate windows are not its own
+                return _Drop()  # next test's faults and rate windows are not its own
         fault = self._take_fault(rec.path, delay=False)
         trickle = 0.0
         if fault is not None and fault.kind == "trickle":
@@ -947,8 +956,13 @@ class KiteServer:
                 today = series.range(day0, last_ts)[:-1] + [(last_ts, last_row)]
                 agg = _aggregate(today)
                 snap.update(
-                    last_price=last_row[3], open=agg[0], high=agg[1], low=agg[2],
-                    volume=agg[4], oi=last_row[5], last_ts=last_ts,
+                    last_price=last_row[3],
+                    open=agg[0],
+                    high=agg[1],
+                    low=agg[2],
+                    volume=agg[4],
+                    oi=last_row[5],
+                    last_ts=last_ts,
                 )
                 day_series = self._series.get((token, "day"))  # type: ignore[arg-type]
                 prev = (day_series or series).last_at_or_before(day0 - timedelta(microseconds=1))

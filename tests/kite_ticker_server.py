@@ -135,11 +135,23 @@ def encode_packet(tick: ScriptTick, mode: str) -> bytes:
         return struct.pack(">II", tick.token, tick.price)
     if is_index(tick.token):
         # token, ltp, high, low, open, close, change (ignored by the client: it computes it)
-        body = struct.pack(">7I", tick.token, tick.price, tick.day_high, tick.day_low, tick.day_open, tick.prev_close, 0)
+        body = struct.pack(
+            ">7I", tick.token, tick.price, tick.day_high, tick.day_low, tick.day_open, tick.prev_close, 0
+        )
         return body if mode == "quote" else body + struct.pack(">I", tick.ts)
     body = struct.pack(
-        ">11I", tick.token, tick.price, tick.last_qty, tick.avg_price, tick.volume or 0, tick.buy_qty, tick.sell_qty,
-        tick.day_open, tick.day_high, tick.day_low, tick.prev_close,
+        ">11I",
+        tick.token,
+        tick.price,
+        tick.last_qty,
+        tick.avg_price,
+        tick.volume or 0,
+        tick.buy_qty,
+        tick.sell_qty,
+        tick.day_open,
+        tick.day_high,
+        tick.day_low,
+        tick.prev_close,
     )
     if mode == "quote":
         return body
@@ -158,8 +170,12 @@ def expected_tick(tick: ScriptTick, mode: str) -> dict[str, Any]:
     """What the client should make of `tick` in `mode`, written from the protocol notes
     (kite-api.md §8), not from the client's code, so a test compares two readings."""
     d = divisor(tick.token)
-    out: dict[str, Any] = {"tradable": not is_index(tick.token), "mode": mode, "instrument_token": tick.token,
-                           "last_price": tick.price / d}
+    out: dict[str, Any] = {
+        "tradable": not is_index(tick.token),
+        "mode": mode,
+        "instrument_token": tick.token,
+        "last_price": tick.price / d,
+    }
     if mode == "ltp":
         return out
     ohlc = {"open": tick.day_open / d, "high": tick.day_high / d, "low": tick.day_low / d, "close": tick.prev_close / d}
@@ -169,13 +185,20 @@ def expected_tick(tick: ScriptTick, mode: str) -> dict[str, Any]:
         if mode == "full":
             out["exchange_timestamp"] = datetime.fromtimestamp(tick.ts)
         return out
-    out.update(last_traded_quantity=tick.last_qty, average_traded_price=tick.avg_price / d, volume_traded=tick.volume or 0,
-               total_buy_quantity=tick.buy_qty, total_sell_quantity=tick.sell_qty)
+    out.update(
+        last_traded_quantity=tick.last_qty,
+        average_traded_price=tick.avg_price / d,
+        volume_traded=tick.volume or 0,
+        total_buy_quantity=tick.buy_qty,
+        total_sell_quantity=tick.sell_qty,
+    )
     if mode == "full":
         levels = tick.depth_levels()
         out.update(
             last_trade_time=datetime.fromtimestamp(tick.ts if tick.last_trade_ts is None else tick.last_trade_ts),
-            oi=tick.oi, oi_day_high=tick.oi_high, oi_day_low=tick.oi_low,
+            oi=tick.oi,
+            oi_day_high=tick.oi_high,
+            oi_day_low=tick.oi_low,
             exchange_timestamp=datetime.fromtimestamp(tick.ts),
             depth={
                 "buy": [{"quantity": q, "price": p / d, "orders": o} for q, p, o in levels[:5]],
@@ -302,7 +325,9 @@ class KiteTickerServer:
         sock.listen(16)
         self.port = sock.getsockname()[1]
         self._listener = sock
-        self._accept_thread = threading.Thread(target=self._accept_loop, args=(sock,), name="kite-ticker-accept", daemon=True)
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, args=(sock,), name="kite-ticker-accept", daemon=True
+        )
         self._accept_thread.start()
         return self
 
@@ -500,20 +525,32 @@ class KiteTickerServer:
             headers[name.strip().lower()] = value.strip()
         parts = urlsplit(target)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        ok = (not self.reject and query.get("api_key") == self.api_key and query.get("access_token") == self.access_token
-              and "sec-websocket-key" in headers)
+        ok = (
+            not self.reject
+            and query.get("api_key") == self.api_key
+            and query.get("access_token") == self.access_token
+            and "sec-websocket-key" in headers
+        )
         with self.cond:
             self.handshakes.append(Handshake(parts.path, query, headers, ok))
             self.cond.notify_all()
         if not ok:
             body = b'{"status": "error", "message": "Invalid access_token or api_key", "error_type": "TokenException"}'
-            sock.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            sock.sendall(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body
+            )
             sock.close()
             return None
         accept = base64.b64encode(hashlib.sha1((headers["sec-websocket-key"] + GUID).encode()).digest()).decode()
-        sock.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        sock.sendall(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            ).encode()
+        )
         with self.cond:
             conn = Connection(self, sock, len(self.connections))
             self.connections.append(conn)
@@ -592,8 +629,12 @@ class ReactorThread:
                 return
             running = threading.Event()
             reactor.callWhenRunning(running.set)  # type: ignore[attr-defined]
-            cls._thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},  # type: ignore[attr-defined]
-                                           name="twisted-reactor", daemon=True)
+            cls._thread = threading.Thread(
+                target=reactor.run,
+                kwargs={"installSignalHandlers": False},  # type: ignore[attr-defined]
+                name="twisted-reactor",
+                daemon=True,
+            )
             cls._thread.start()
             if not running.wait(10):
                 raise RuntimeError("the Twisted reactor did not start")
@@ -646,8 +687,9 @@ class LiveTicker:
     def start(self) -> LiveTicker:
         from kiteconnect import KiteTicker
 
-        kt = KiteTicker(self.server.api_key, self.access_token or self.server.access_token, root=self.server.url,
-                        **self.kwargs)
+        kt = KiteTicker(
+            self.server.api_key, self.access_token or self.server.access_token, root=self.server.url, **self.kwargs
+        )
 
         def on_connect(ws: Any, response: Any) -> None:
             self._record("connect")

@@ -67,7 +67,10 @@ class Server:
         self.log = Path(tempfile.mkstemp(prefix="serve-", suffix=".log", dir=cache.parent)[1])
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mde", "serve", "--host", host, "--port", "0", *args],
-            env=env or base_env(cache), stdout=self.log.open("w"), stderr=subprocess.STDOUT, cwd=cache.parent,
+            env=env or base_env(cache),
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            cwd=cache.parent,
         )
         try:
             self.port = serving_port(self.proc, self.log)
@@ -98,8 +101,27 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = run_mde("refresh", "--symbols", "NIFTY", "BANKNIFTY", env=env, cwd=root)
     assert done.returncode == 0, done.stderr
     done = run_mde(
-        "paper", "--strategy", "sma_cross", "-s", "NIFTY", "--source", "sample", "--date", "2024-06-14",
-        "--speed", "0", "--session", "t1", "--segment", "futures", "-p", "fast=3", "-p", "slow=8", env=env, cwd=root,
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--source",
+        "sample",
+        "--date",
+        "2024-06-14",
+        "--speed",
+        "0",
+        "--session",
+        "t1",
+        "--segment",
+        "futures",
+        "-p",
+        "fast=3",
+        "-p",
+        "slow=8",
+        env=env,
+        cwd=root,
     )
     assert done.returncode == 0, done.stderr
     return cache
@@ -161,9 +183,13 @@ def test_window_defaults_to_50_candles_of_5m_oldest_first_in_ist(client: httpx.C
 def test_as_of_returns_only_candles_complete_then(client: httpx.Client, cache: Path) -> None:
     res = client.get(WINDOW, params={"symbol": "BANKNIFTY", "limit": 3, "as_of": "2024-06-14T11:02"})
     assert [c["ts"] for c in res.json()["candles"]] == [
-        "2024-06-14T10:45:00+05:30", "2024-06-14T10:50:00+05:30", "2024-06-14T10:55:00+05:30",
+        "2024-06-14T10:45:00+05:30",
+        "2024-06-14T10:50:00+05:30",
+        "2024-06-14T10:55:00+05:30",
     ]
-    expected = json.loads(cli(cache, "window", "BANKNIFTY", "-n", "3", "--as-of", "2024-06-14T11:02", "-f", "json").stdout)
+    expected = json.loads(
+        cli(cache, "window", "BANKNIFTY", "-n", "3", "--as-of", "2024-06-14T11:02", "-f", "json").stdout
+    )
     assert res.json() == expected
 
 
@@ -176,7 +202,10 @@ def test_a_refresh_by_another_process_shows_in_the_next_window(tmp_path: Path) -
     try:
         with httpx.Client(base_url=srv.url, timeout=10) as c:
             for _ in range(3):  # the first read is cold, the others come from memory
-                assert c.get(WINDOW, params={"symbol": "NIFTY", "limit": 2}).json()["candles"][-1]["ts"] == "2024-06-14T11:55:00+05:30"
+                assert (
+                    c.get(WINDOW, params={"symbol": "NIFTY", "limit": 2}).json()["candles"][-1]["ts"]
+                    == "2024-06-14T11:55:00+05:30"
+                )
             done = run_mde("refresh", "--symbols", "NIFTY", env=base_env(cache), cwd=tmp_path)
             assert done.returncode == 0, done.stderr
             after = c.get(WINDOW, params={"symbol": "NIFTY", "limit": 2}).json()
@@ -229,7 +258,9 @@ def test_bad_input_is_422_with_the_cli_message(client: httpx.Client, cli_errors:
     assert res.json() == {"error": cli_errors[case]}
 
 
-def test_a_symbol_not_in_the_cache_is_404_with_the_cli_message(client: httpx.Client, cli_errors: dict[str, str]) -> None:
+def test_a_symbol_not_in_the_cache_is_404_with_the_cli_message(
+    client: httpx.Client, cli_errors: dict[str, str]
+) -> None:
     res = client.get(WINDOW, params={"symbol": "INFY"})
     assert res.status_code == 404
     assert res.json() == {"error": cli_errors["not-cached"]}
@@ -255,8 +286,18 @@ def test_limits_1_and_1000_are_allowed(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     "symbol",
-    ["../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "%2e%2e%2f%2e%2e", "/etc/passwd", "NIFTY/../../x", "..\\..\\x", "NIFTY\x00",
-     "NSE:../../x", "....//....//etc", "NIFTY 50/../../../etc/passwd"],
+    [
+        "../etc/passwd",
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e%2f%2e%2e",
+        "/etc/passwd",
+        "NIFTY/../../x",
+        "..\\..\\x",
+        "NIFTY\x00",
+        "NSE:../../x",
+        "....//....//etc",
+        "NIFTY 50/../../../etc/passwd",
+    ],
 )
 def test_a_symbol_never_reaches_outside_the_cache(client: httpx.Client, symbol: str) -> None:
     res = client.get(WINDOW, params={"symbol": symbol})
@@ -266,7 +307,14 @@ def test_a_symbol_never_reaches_outside_the_cache(client: httpx.Client, symbol: 
 
 
 @pytest.mark.parametrize(
-    "raw_query", ["symbol=..%2F..%2Fetc%2Fpasswd", "symbol=%2e%2e%2f%2e%2e%2fetc", "symbol=%2F", "symbol=NIFTY%00", "symbol=%5C..%5C"]
+    "raw_query",
+    [
+        "symbol=..%2F..%2Fetc%2Fpasswd",
+        "symbol=%2e%2e%2f%2e%2e%2fetc",
+        "symbol=%2F",
+        "symbol=NIFTY%00",
+        "symbol=%5C..%5C",
+    ],
 )
 def test_percent_encoded_traversal_is_rejected(server: Server, raw_query: str) -> None:
     # sent byte for byte, not re-encoded by the client
@@ -274,7 +322,10 @@ def test_percent_encoded_traversal_is_rejected(server: Server, raw_query: str) -
     assert res.status_code == 422 and list(res.json()) == ["error"]
 
 
-@pytest.mark.parametrize("path", ["/static/../pyproject.toml", "/static/%2e%2e/api.py", "/static/..%2fapi.py", "/api/paper/sessions/..%2F..%2Fx"])
+@pytest.mark.parametrize(
+    "path",
+    ["/static/../pyproject.toml", "/static/%2e%2e/api.py", "/static/..%2fapi.py", "/api/paper/sessions/..%2F..%2Fx"],
+)
 def test_no_path_serves_a_file_outside_the_web_folder(server: Server, path: str) -> None:
     res = httpx.get(server.url + path)
     assert res.status_code in (404, 422)
@@ -302,8 +353,12 @@ def test_paper_sessions_come_from_the_journal(client: httpx.Client, cache: Path)
     assert one["net_pnl"] == round(one["gross_pnl"] - one["charges"], 2)
 
 
-@pytest.mark.parametrize(("name", "status"), [("nope", {404}), ("..", {404, 422}), ("a.b", {422}), ("x%00", {422}), ("%2e%2e", {404, 422})])
-def test_an_unknown_or_invalid_session_name_is_an_error(client: httpx.Client, cache: Path, name: str, status: set[int]) -> None:
+@pytest.mark.parametrize(
+    ("name", "status"), [("nope", {404}), ("..", {404, 422}), ("a.b", {422}), ("x%00", {422}), ("%2e%2e", {404, 422})]
+)
+def test_an_unknown_or_invalid_session_name_is_an_error(
+    client: httpx.Client, cache: Path, name: str, status: set[int]
+) -> None:
     res = client.get(f"/api/paper/sessions/{name}")
     assert res.status_code in status and list(res.json()) == ["error"]
     assert str(cache) not in res.json()["error"]  # no server path in the message
@@ -313,11 +368,19 @@ def test_healthz_clock_and_openapi(client: httpx.Client) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     assert client.get("/api/clock").json() == {"now": "2024-06-14T15:30:00+05:30", "market_open": False, "pinned": True}
     schema = client.get("/openapi.json").json()
-    assert {"/api/market_data/window", "/api/series", "/api/paper/sessions", "/api/paper/sessions/{name}", "/healthz"} <= set(schema["paths"])
+    assert {
+        "/api/market_data/window",
+        "/api/series",
+        "/api/paper/sessions",
+        "/api/paper/sessions/{name}",
+        "/healthz",
+    } <= set(schema["paths"])
     window = schema["paths"]["/api/market_data/window"]["get"]
     assert [p["name"] for p in window["parameters"]] == ["symbol", "timeframe", "limit", "as_of"]
     assert window["parameters"][0]["required"] is True
-    assert set(window["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1:]) == {"WindowOut"}
+    assert set(window["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1:]) == {
+        "WindowOut"
+    }
 
 
 def test_the_api_is_read_only(client: httpx.Client) -> None:
@@ -351,7 +414,12 @@ def test_no_cors_headers_unless_configured(client: httpx.Client, cache: Path) ->
 
 
 def test_200_concurrent_requests_are_all_answered_correctly(server: Server) -> None:
-    cases = [{"symbol": s, "timeframe": tf, "limit": n} for s in ("NIFTY", "BANKNIFTY") for tf in ("5m", "15m") for n in (1, 50)]
+    cases = [
+        {"symbol": s, "timeframe": tf, "limit": n}
+        for s in ("NIFTY", "BANKNIFTY")
+        for tf in ("5m", "15m")
+        for n in (1, 50)
+    ]
     with httpx.Client(base_url=server.url) as c:
         expected = [c.get(WINDOW, params=p).json() for p in cases]
     assert all(e["count"] in (1, 50) for e in expected)
@@ -370,10 +438,21 @@ def test_200_concurrent_requests_are_all_answered_correctly(server: Server) -> N
 def test_a_port_in_use_or_an_address_not_here_is_one_line_and_exit_2(server: Server, cache: Path) -> None:
     taken = run_mde("serve", "--port", str(server.port), env=base_env(cache), cwd=cache.parent, timeout=20)
     assert taken.returncode == 2, taken.stderr
-    assert taken.stderr == f"error: port {server.port} on 127.0.0.1 is already in use (another mde serve?); stop that or pass --port N\n"
+    assert (
+        taken.stderr
+        == f"error: port {server.port} on 127.0.0.1 is already in use (another mde serve?); stop that or pass --port N\n"
+    )
     assert httpx.get(server.url + "/healthz").status_code == 200  # the running server is untouched
-    foreign = run_mde("serve", "--host", "192.0.2.1", "--port", str(free_port()), env=base_env(cache, MDE_API_TOKEN="t" * 16),
-                      cwd=cache.parent, timeout=20)  # TEST-NET-1: never an address of this machine
+    foreign = run_mde(
+        "serve",
+        "--host",
+        "192.0.2.1",
+        "--port",
+        str(free_port()),
+        env=base_env(cache, MDE_API_TOKEN="t" * 16),
+        cwd=cache.parent,
+        timeout=20,
+    )  # TEST-NET-1: never an address of this machine
     assert foreign.returncode == 2 and foreign.stderr.count("\n") == 1
     assert foreign.stderr.startswith("error: cannot listen on 192.0.2.1:") and "t" * 16 not in foreign.stderr
 
@@ -383,7 +462,9 @@ def test_a_public_address_without_a_token_refuses_to_start(cache: Path) -> None:
     port = free_port()
     done = run_mde("serve", "--host", "0.0.0.0", "--port", str(port), env=base_env(cache), cwd=cache.parent, timeout=20)
     assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: refusing to serve on 0.0.0.0 without an API token")
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(
+        "error: refusing to serve on 0.0.0.0 without an API token"
+    )
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens
 
@@ -415,8 +496,20 @@ def test_a_token_is_required_on_every_api_request(cache: Path, how: str) -> None
 # -- configuration of `mde serve` -----------------------------------------------------------------
 @pytest.mark.parametrize(
     ("host", "loopback"),
-    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True), ("localhost", True), ("LocalHost", True),
-     ("0.0.0.0", False), ("::", False), ("192.168.1.5", False), ("10.0.0.1", False), ("example.com", False), ("", False)],
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LocalHost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.5", False),
+        ("10.0.0.1", False),
+        ("example.com", False),
+        ("", False),
+    ],
 )
 def test_only_loopback_addresses_may_serve_without_a_token(host: str, loopback: bool) -> None:
     from mde.config import ServeSettings, is_loopback

@@ -48,7 +48,9 @@ def test_a_tokenless_server_refuses_a_foreign_host_name(open_server: Server) -> 
         assert "Host header refused" in res.json()["error"]
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}", "127.0.0.1", "[::1]:{port}"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}", "127.0.0.1", "[::1]:{port}"]
+)
 def test_a_tokenless_server_answers_its_loopback_names(open_server: Server, host: str) -> None:
     res = get(open_server, "/api/market_data/window?symbol=NIFTY&limit=2", host=host.format(port=open_server.port))
     assert res.status_code == 200
@@ -92,7 +94,10 @@ def test_a_token_in_a_query_string_never_reaches_the_access_log(cache: Path) -> 
     log = cache.parent / "verbose.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mde", "-v", "serve", "--port", "0"],
-        env=base_env(cache), stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=cache.parent,
+        env=base_env(cache),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=cache.parent,
     )
     try:
         port = serving_port(proc, log)

@@ -86,7 +86,9 @@ def test_ground_modules_import_nothing_of_mde_above_them(name: str) -> None:
 
 def test_the_ground_checker_catches_a_lazy_import_from_above(tmp_path: Path) -> None:
     clock = tmp_path / "clock.py"
-    clock.write_text("from datetime import datetime\n\ndef now():\n    from .calendar import nse\n    from . import errors\n")
+    clock.write_text(
+        "from datetime import datetime\n\ndef now():\n    from .calendar import nse\n    from . import errors\n"
+    )
     assert mde_imports(clock, "mde.clock") == {"mde.calendar", "mde.errors"}
     candles = tmp_path / "candles.py"
     candles.write_text("import polars as pl\nfrom .errors import InputError\nimport mde.store\n")
@@ -112,7 +114,9 @@ def test_public_names_are_sorted_and_importable() -> None:
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return set(out.split())
 
@@ -153,7 +157,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -200,6 +204,8 @@ def test_the_seams_and_the_candle_import_nothing_of_mde_above_them(tmp_path: Pat
     assert not {i for i in runtime_imports_of(PKG / "protocols.py", tmp_path) if i.startswith("mde")}
     assert {i for i in imports_of(PKG / "candles.py") if i.startswith("mde")} <= {"mde.clock", "mde.errors"}
     assert not _hits(imports_of(PKG / "engine.py"), {"mde.strategy"})
+
+
 # -- the CLI is a client of the library's public names ----------------------------------------
 # "Public" is what a Python user may import: a module-level name without a leading underscore,
 # in a module whose path has none (mde.__all__ is the curated subset of those; a check against
@@ -221,14 +227,24 @@ def private_uses(path: Path, name: str | None = None) -> set[str]:
 
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            module = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) \
-                if node.level else (node.module or "")
+            module = (
+                ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+                if node.level
+                else (node.module or "")
+            )
             if module.split(".")[0] != "mde":
                 continue
-            found.update(f"{module}.{alias.name}" for alias in node.names
-                         if private(alias.name) or any(private(p) for p in module.split(".")))
+            found.update(
+                f"{module}.{alias.name}"
+                for alias in node.names
+                if private(alias.name) or any(private(p) for p in module.split("."))
+            )
         elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.split(".")[0] == "mde" and any(private(p) for p in a.name.split(".")))
+            found.update(
+                a.name
+                for a in node.names
+                if a.name.split(".")[0] == "mde" and any(private(p) for p in a.name.split("."))
+            )
         elif isinstance(node, ast.Attribute) and private(node.attr):
             found.add(f"{ast.unparse(node.value)}.{node.attr}")
     return found

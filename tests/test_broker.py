@@ -124,7 +124,10 @@ def test_fifo_lots_make_one_trade_per_matched_quantity_and_reversals_open_the_re
     candle(b, 2, 110.0, 110.0, 110.0)
     b.place("s", "X", -1, 5, decide_at_close_of(2))  # closes 3 long, opens 2 short
     candle(b, 3, 120.0, 120.0, 120.0)
-    assert [(t.qty, t.entry_price, t.exit_price, t.side) for t in b.trades] == [(2, 100.0, 120.0, 1), (1, 110.0, 120.0, 1)]
+    assert [(t.qty, t.entry_price, t.exit_price, t.side) for t in b.trades] == [
+        (2, 100.0, 120.0, 1),
+        (1, 110.0, 120.0, 1),
+    ]
     assert b.positions[("s", "X")].qty == -2
     assert b.cash == 100_000.0 - 200.0 - 110.0 + 600.0
 
@@ -136,7 +139,9 @@ def test_charges_are_booked_when_a_trade_closes() -> None:
     assert b.charges_paid == 0
     b.place("s", "X", -1, 75, decide_at_close_of(1))
     candle(b, 2, 24100.0, 24100.0, 24100.0)
-    expected = CostModel(load_table(), "futures").round_trip("long", 75, 24000.0, date(2024, 6, 3), 24100.0, date(2024, 6, 3))
+    expected = CostModel(load_table(), "futures").round_trip(
+        "long", 75, 24000.0, date(2024, 6, 3), 24100.0, date(2024, 6, 3)
+    )
     assert b.trades[0].charges == expected.total > 0
     assert b.cash == pytest.approx(1_000_000.0 + 7500.0 - expected.total)
 

@@ -168,7 +168,9 @@ def check_intraday(name: str, bar_minutes: int) -> list[dt.date]:
         for s in starts:
             # The bar must start inside a session; its end may be clipped by the session end (Kite's last
             # 60m bar of a 09:15-15:30 session is 15:15-15:30).
-            assert any(a <= s < b for a, b in sessions), f"{name}: {day} bar at {s // 60:02d}:{s % 60:02d} outside sessions"
+            assert any(a <= s < b for a, b in sessions), (
+                f"{name}: {day} bar at {s // 60:02d}:{s % 60:02d} outside sessions"
+            )
             if bar_minutes < 60:
                 assert any(a <= s and s + bar_minutes <= b for a, b in sessions)
         for a, b in sessions:

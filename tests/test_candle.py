@@ -40,8 +40,9 @@ def _run(frame: pl.DataFrame) -> Recorder:
     data = SeriesData("NIFTY", TF, with_close(frame, TF, nse()))
     strat = Recorder()
     model = cost_model("none", None, None, "NIFTY")
-    runner = StrategyRunner([strat], None, symbols=["NIFTY"], timeframe=TF,
-                            broker=SimBroker(1e6, lambda _s: model, lambda _s: 0.05))
+    runner = StrategyRunner(
+        [strat], None, symbols=["NIFTY"], timeframe=TF, broker=SimBroker(1e6, lambda _s: model, lambda _s: 0.05)
+    )
     runner.add_series(data)
     runner.run(merge_events([data], [0], [len(data)]), data.ts_us[0])
     return strat
@@ -56,7 +57,12 @@ def test_the_engine_and_a_strategy_give_the_same_candle(engine: MarketDataEngine
     assert latest.ts == datetime.combine(DAY, time(10, 55), IST) and latest.closes_at == at
     row = frame.filter(pl.col("ts") == latest.ts).row(0, named=True)
     assert (latest.open, latest.high, latest.low, latest.close, latest.volume) == (
-        row["open"], row["high"], row["low"], row["close"], row["volume"])
+        row["open"],
+        row["high"],
+        row["low"],
+        row["close"],
+        row["volume"],
+    )
     assert latest.oi is None
 
     strat = _run(frame)
@@ -93,8 +99,10 @@ def test_a_series_grown_live_keeps_its_open_interest() -> None:
     assert plain.oi is None and plain.candle(0).oi is None
 
 
-@given(st.integers(min_value=as_us(datetime(1990, 1, 1, tzinfo=IST)), max_value=as_us(datetime(2099, 12, 31, tzinfo=IST))),
-       st.integers(min_value=1, max_value=1440))
+@given(
+    st.integers(min_value=as_us(datetime(1990, 1, 1, tzinfo=IST)), max_value=as_us(datetime(2099, 12, 31, tzinfo=IST))),
+    st.integers(min_value=1, max_value=1440),
+)
 def test_the_candle_times_agree_with_its_datetimes(ts_us: int, minutes: int) -> None:
     close_us = ts_us + minutes * 60_000_000
     candle = Candle("NIFTY", "5m", ts_us, 1.0, 2.0, 0.5, 1.5, None, close_us, 0)

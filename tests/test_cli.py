@@ -45,7 +45,9 @@ def test_refresh_prints_one_summary_line_when_not_on_a_terminal_and_fills_the_ca
     assert result.exit_code == 0
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("refresh: 2 ok, 0 failed; 2000 candles added; 2 requests, 0 rate-limited (429)")
+    assert len(lines) == 1 and lines[0].startswith(
+        "refresh: 2 ok, 0 failed; 2000 candles added; 2 requests, 0 rate-limited (429)"
+    )
     assert cli("-q", "refresh", "--symbols", "NIFTY").stdout == ""
     eng = engine_for(cache_dir)
     assert eng.load_cache("NIFTY", "5m").height == 1000
@@ -117,14 +119,19 @@ def test_window_footer_says_stale_when_the_clock_has_moved_on(cli, refreshed) ->
 
 
 def test_window_json_is_exactly_the_api_shape_and_matches_the_library(cli, refreshed, cache_dir: Path) -> None:
-    result = cli("window", "NIFTY", "--timeframe", "15m", "--limit", "4", "--format", "json", "--as-of", "2024-12-31T11:00")
+    result = cli(
+        "window", "NIFTY", "--timeframe", "15m", "--limit", "4", "--format", "json", "--as-of", "2024-12-31T11:00"
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert list(doc) == ["symbol", "timeframe", "count", "candles"]
     assert doc["symbol"] == "NIFTY" and doc["timeframe"] == "15m" and doc["count"] == 4
     assert [list(c) for c in doc["candles"]] == [["ts", "open", "high", "low", "close", "volume"]] * 4
     assert [c["ts"] for c in doc["candles"]] == [
-        "2024-12-31T10:00:00+05:30", "2024-12-31T10:15:00+05:30", "2024-12-31T10:30:00+05:30", "2024-12-31T10:45:00+05:30",
+        "2024-12-31T10:00:00+05:30",
+        "2024-12-31T10:15:00+05:30",
+        "2024-12-31T10:30:00+05:30",
+        "2024-12-31T10:45:00+05:30",
     ]
     lib = engine_for(cache_dir).get_window("NIFTY", "15m", limit=4, as_of="2024-12-31T11:00")
     assert [c["close"] for c in doc["candles"]] == lib["close"].to_list()
@@ -148,7 +155,10 @@ def test_window_csv_parses_back_to_the_same_candles(cli, refreshed, cache_dir: P
         (["window", "NIFTY", "-n", "1001"], "limit must be between 1 and 1000, got 1001"),
         (["window", "NIFTY", "--as-of", "noon"], "bad as_of 'noon'"),
         (["window", "../../etc/passwd"], "invalid symbol"),
-        (["window", "INFY"], "no cached 5m candles for INFY, and the sample has none to fetch (it has 60m, 1d for INFY)"),
+        (
+            ["window", "INFY"],
+            "no cached 5m candles for INFY, and the sample has none to fetch (it has 60m, 1d for INFY)",
+        ),
         (["fetch", "NIFTY", "--from", "2024-13-01"], "bad start date '2024-13-01'; use YYYY-MM-DD"),
         (["fetch", "NIFTY", "--from", "2024-06-10", "--to", "2024-06-01"], "is after end"),
         (["fetch", "NOPE", "--from", "2024-06-10"], "unknown symbol 'NOPE'"),
@@ -164,7 +174,11 @@ def test_bad_input_is_one_line_on_stderr_with_exit_code_2(cli, refreshed, args: 
 
 def test_bad_input_leaves_the_cache_byte_identical(cli, refreshed, cache_dir: Path) -> None:
     before = {p: p.read_bytes() for p in cache_dir.rglob("*") if p.is_file()}
-    for args in (["fetch", "NIFTY", "-t", "5m", "--from", "2024-13-01"], ["window", "NIFTY", "-n", "5000"], ["fetch", "NIFTY", "-t", "2h", "--from", "2024-06-01"]):
+    for args in (
+        ["fetch", "NIFTY", "-t", "5m", "--from", "2024-13-01"],
+        ["window", "NIFTY", "-n", "5000"],
+        ["fetch", "NIFTY", "-t", "2h", "--from", "2024-06-01"],
+    ):
         assert cli(*args).exit_code == 2
     assert {p: p.read_bytes() for p in cache_dir.rglob("*") if p.is_file()} == before
 
@@ -175,7 +189,7 @@ def test_fetch_stores_exactly_the_range_and_reports_it(cli, cache_dir: Path) -> 
     assert "750 candles" in result.stdout and "750 new" in result.stdout
     df = engine_for(cache_dir).load_cache("NIFTY", "1m")
     assert df.height == 750
-    assert str(df["ts"][0]) .startswith("2024-06-10 09:15") and str(df["ts"][-1]).startswith("2024-06-11 15:29")
+    assert str(df["ts"][0]).startswith("2024-06-10 09:15") and str(df["ts"][-1]).startswith("2024-06-11 15:29")
 
 
 def test_ls_lists_series_with_source_rows_and_coverage(cli, refreshed) -> None:
@@ -200,7 +214,9 @@ def test_import_of_the_old_json_cache_and_a_csv(cli, tmp_path: Path, cache_dir: 
     assert "read 150 rows" in result.stdout and "150 new" in result.stdout
     eng = engine_for(cache_dir)
     assert eng.load_cache("NIFTY", "5m")["close"].to_list() == src["close"].to_list()
-    assert eng.store.manifest(eng.resolve("NIFTY"), __import__("mde.timeframes").timeframes.parse("5m")).source == "kite"
+    assert (
+        eng.store.manifest(eng.resolve("NIFTY"), __import__("mde.timeframes").timeframes.parse("5m")).source == "kite"
+    )
 
     q1 = REPO / "data" / "nse" / "NIFTY50_1m_2024Q1.csv"
     result = cli("import", str(q1), "--symbol", "NIFTY", "-t", "1m")
@@ -254,7 +270,9 @@ def test_every_command_is_documented_in_the_readme() -> None:
 def test_the_real_entry_point_maps_errors_to_exit_codes(tmp_path: Path) -> None:
     cache = tmp_path / "c"
     ok = run_mde("--cache-dir", str(cache), "refresh", "--symbols", "NIFTY", env=SAMPLE_ENV)
-    assert ok.returncode == 0 and ok.stdout.startswith("refresh: 1 ok, 0 failed; 1000 candles added") and ok.stderr == ""
+    assert (
+        ok.returncode == 0 and ok.stdout.startswith("refresh: 1 ok, 0 failed; 1000 candles added") and ok.stderr == ""
+    )
     out = run_mde("--cache-dir", str(cache), "window", "NIFTY", "-n", "2", "-f", "json", env=SAMPLE_ENV)
     assert out.returncode == 0 and json.loads(out.stdout)["count"] == 2
     bad = run_mde("--cache-dir", str(cache), "window", "NIFTY", "-t", "2h", env=SAMPLE_ENV)

@@ -14,8 +14,14 @@ from mde.columns import grow, to_array, to_series, view
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
 
-@given(parts=st.lists(st.lists(finite, max_size=30), min_size=1, max_size=5), cut=st.integers(0, 10), code=st.sampled_from(["d", "q"]))
-def test_views_and_arrays_hold_the_values_of_chunked_and_sliced_columns(parts: list[list[float]], cut: int, code: str) -> None:
+@given(
+    parts=st.lists(st.lists(finite, max_size=30), min_size=1, max_size=5),
+    cut=st.integers(0, 10),
+    code=st.sampled_from(["d", "q"]),
+)
+def test_views_and_arrays_hold_the_values_of_chunked_and_sliced_columns(
+    parts: list[list[float]], cut: int, code: str
+) -> None:
     dtype = pl.Float64 if code == "d" else pl.Int64
     chunks = [pl.Series("x", [v if code == "d" else int(v) % 10**12 for v in p], dtype=dtype) for p in parts]
     column = pl.concat(chunks, rechunk=False)

@@ -36,7 +36,7 @@ def test_relative_cache_dir_is_relative_to_the_config_file(tmp_path: Path) -> No
 def test_lookup_order_flag_then_mde_config_then_local_file(tmp_path: Path) -> None:
     a = write(tmp_path / "a.toml", '[source]\nkind = "sample"\n')
     b = write(tmp_path / "b.toml", '[source]\nkind = "kite"\n')
-    write(Path.cwd() / "mde.toml", '[refresh]\ncount = 7\n')
+    write(Path.cwd() / "mde.toml", "[refresh]\ncount = 7\n")
     assert load(environ={}).refresh.count == 7  # ./mde.toml
     assert load(environ={"MDE_CONFIG": str(a)}).source == "sample"
     assert load(b, environ={"MDE_CONFIG": str(a)}).source == "kite"

@@ -41,7 +41,9 @@ def test_futures_round_trip_matches_hand_computation() -> None:
     # 75 NIFTY futures bought at 24000, sold at 24100: turnover 18,00,000 and 18,07,500.
     # brokerage 20 + 20 (0.03% capped); STT 0.02% sell = 361.5; exchange 0.00173% = 31.14 + 31.26975;
     # SEBI 1.8 + 1.8075; stamp 0.002% buy = 36; GST 18% of (20+31.14+1.8) and of (20+31.26975+1.8075)
-    expected = 40 + 361.5 + 31.14 + 31.26975 + 1.8 + 1.8075 + 36 + 0.18 * (20 + 31.14 + 1.8) + 0.18 * (20 + 31.26975 + 1.8075)
+    expected = (
+        40 + 361.5 + 31.14 + 31.26975 + 1.8 + 1.8075 + 36 + 0.18 * (20 + 31.14 + 1.8) + 0.18 * (20 + 31.26975 + 1.8075)
+    )
     charges = CostModel(load_table(), "futures").round_trip("long", 75, 24000.0, DAY, 24100.0, DAY)
     assert charges.total == pytest.approx(expected, abs=0.05)
     assert expected == pytest.approx(522.60, abs=0.01)
@@ -50,7 +52,17 @@ def test_futures_round_trip_matches_hand_computation() -> None:
 def test_options_round_trip_matches_hand_computation() -> None:
     # 75 options bought at 100, sold at 120: flat Rs 20 per order, STT 0.1% of the sell premium,
     # exchange 0.03503%, stamp 0.003% on the buy.
-    expected = 40 + 9.0 + 2.62725 + 3.1527 + 0.0075 + 0.009 + 0.225 + 0.18 * (20 + 2.62725 + 0.0075) + 0.18 * (20 + 3.1527 + 0.009)
+    expected = (
+        40
+        + 9.0
+        + 2.62725
+        + 3.1527
+        + 0.0075
+        + 0.009
+        + 0.225
+        + 0.18 * (20 + 2.62725 + 0.0075)
+        + 0.18 * (20 + 3.1527 + 0.009)
+    )
     charges = CostModel(load_table(), "options").round_trip("long", 75, 100.0, DAY, 120.0, DAY)
     assert charges.total == pytest.approx(expected, abs=0.05)
     assert charges.stt == pytest.approx(9.0, abs=0.01)

@@ -49,8 +49,15 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,900",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,900",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
     ):
         options.add_argument(flag)
@@ -67,7 +74,9 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def test_the_page_draws_the_chart_and_its_table_matches_the_api(server: Server, browser: object, tmp_path: Path) -> None:
+def test_the_page_draws_the_chart_and_its_table_matches_the_api(
+    server: Server, browser: object, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -89,7 +98,10 @@ def test_the_page_draws_the_chart_and_its_table_matches_the_api(server: Server, 
 
     # the table is the newest candles of the API, newest first
     rows = driver.find_elements(By.CSS_SELECTOR, "#candles tbody tr")  # type: ignore[attr-defined]
-    api = httpx.get(server.url + "/api/market_data/window", params={"symbol": "NSE:NIFTY 50", "timeframe": "15m", "limit": len(rows)}).json()
+    api = httpx.get(
+        server.url + "/api/market_data/window",
+        params={"symbol": "NSE:NIFTY 50", "timeframe": "15m", "limit": len(rows)},
+    ).json()
     assert len(rows) == 20 == api["count"]
     expected = list(reversed(api["candles"]))
     for row, candle in zip(rows, expected, strict=True):
@@ -152,10 +164,29 @@ def test_a_running_paper_session_shows_its_positions_pnl_and_fills(server: Serve
     at = lambda hh, mm: int(datetime(2024, 6, 14, hh, mm, tzinfo=IST).timestamp() * 1e6)  # noqa: E731
     state = TradeState(journal)
     state.own()  # held by this process while the page looks: a running session owns its journal
-    state.set_meta({"status": "running", "strategy": "sma_cross", "symbols": "NIFTY", "timeframe": "5m", "day": "2024-06-14",
-                    "costs": "zerodha", "segment": "futures"})
-    state.record("fill", at(10, 0), {"order": 1, "side": 1, "qty": 50, "price": 23400.0, "ts_us": at(10, 0), "reason": "market"}, "NIFTY")
-    state.record("fill", at(11, 0), {"order": 2, "side": -1, "qty": 25, "price": 23450.0, "ts_us": at(11, 0), "reason": "market"}, "NIFTY")
+    state.set_meta(
+        {
+            "status": "running",
+            "strategy": "sma_cross",
+            "symbols": "NIFTY",
+            "timeframe": "5m",
+            "day": "2024-06-14",
+            "costs": "zerodha",
+            "segment": "futures",
+        }
+    )
+    state.record(
+        "fill",
+        at(10, 0),
+        {"order": 1, "side": 1, "qty": 50, "price": 23400.0, "ts_us": at(10, 0), "reason": "market"},
+        "NIFTY",
+    )
+    state.record(
+        "fill",
+        at(11, 0),
+        {"order": 2, "side": -1, "qty": 25, "price": 23450.0, "ts_us": at(11, 0), "reason": "market"},
+        "NIFTY",
+    )
     try:
         # P&L: the fills' cash flow plus the open 25 at the last close (15:25 candle, 23454.15)
         view = httpx.get(server.url + "/api/paper/sessions/live_1").json()
@@ -168,8 +199,10 @@ def test_a_running_paper_session_shows_its_positions_pnl_and_fills(server: Serve
         panel = driver.find_element(By.ID, "paper")  # type: ignore[attr-defined]
         assert panel.get_attribute("hidden") is None
         text = panel.text
-        assert (f"live_1 (sma_cross, 5m) net P&L {view['net_pnl']:.2f} (gross 2603.75, charges {view['charges']:.2f})"
-                in text) and "positions: NIFTY 25" in text
+        assert (
+            f"live_1 (sma_cross, 5m) net P&L {view['net_pnl']:.2f} (gross 2603.75, charges {view['charges']:.2f})"
+            in text
+        ) and "positions: NIFTY 25" in text
         assert "2024-06-14 11:00 SELL 25 NIFTY @ 23450.00 (market)" in text
         state.close()  # the process "dies": the session is no longer shown as running
         assert httpx.get(server.url + "/api/paper/sessions/live_1").json()["status"] == "stopped"
@@ -223,4 +256,8 @@ def test_the_update_time_is_ist_whatever_the_browser_zone(server: Server, new_yo
     assert shown.startswith("updated ") and shown.endswith(" IST"), shown
     hms = shown.removeprefix("updated ").removesuffix(" IST")
     # between the two readings of the IST clock (a day that turns over in between is allowed for)
-    assert before.strftime("%H:%M:%S") <= hms <= after.strftime("%H:%M:%S") or after.date() != before.date(), (hms, before, after)
+    assert before.strftime("%H:%M:%S") <= hms <= after.strftime("%H:%M:%S") or after.date() != before.date(), (
+        hms,
+        before,
+        after,
+    )

@@ -47,17 +47,23 @@ def test_the_cli_reference_names_every_command_and_option(gen):
 
 def test_the_ctx_table_is_up_to_date(gen):
     text = _read("strategy-api.md")
-    assert text == gen.render_strategy_api(text), f"the ctx table of docs/strategy-api.md is out of date: run `{gen.REGENERATE}`"
+    assert text == gen.render_strategy_api(text), (
+        f"the ctx table of docs/strategy-api.md is out of date: run `{gen.REGENERATE}`"
+    )
 
 
 def test_every_public_context_member_is_documented():
     from mde.strategy import Context
 
     text = _read("strategy-api.md")
-    public = {n for n in dir(Context) if not n.startswith("_")} | {n for n in Context.__slots__ if not n.startswith("_")}
+    public = {n for n in dir(Context) if not n.startswith("_")} | {
+        n for n in Context.__slots__ if not n.startswith("_")
+    }
     assert public, "Context has no public members?"
     documented = set(re.findall(r"^\| `ctx\.(\w+)", text, flags=re.M))
-    assert documented == public, f"missing: {sorted(public - documented)}; no longer exist: {sorted(documented - public)}"
+    assert documented == public, (
+        f"missing: {sorted(public - documented)}; no longer exist: {sorted(documented - public)}"
+    )
     for name in public:
         member = inspect.getattr_static(Context, name)
         doc = inspect.getdoc(member) if isinstance(member, property) or callable(member) else None
@@ -65,7 +71,9 @@ def test_every_public_context_member_is_documented():
         assert row.split(" | ", 1)[1].strip(" |"), f"ctx.{name} has no description in docs/strategy-api.md"
         if doc:
             first_words = " ".join(doc.split()[:4])
-            assert first_words in row, f"ctx.{name}: its docstring ({first_words} ...) is not what docs/strategy-api.md says"
+            assert first_words in row, (
+                f"ctx.{name}: its docstring ({first_words} ...) is not what docs/strategy-api.md says"
+            )
 
 
 def _exit_table() -> dict[int, str]:
@@ -106,7 +114,9 @@ def test_the_exit_code_table_equals_the_codes_mde_uses():
     assert set(table) == expected
     named = {code: set(re.findall(r"`(\w+)`", cell)) for code, cell in table.items()}
     for cls in classes:
-        assert cls.__name__ in named[cls.exit_code], f"{cls.__name__} (exit {cls.exit_code}) is not in the row of {cls.exit_code}"
+        assert cls.__name__ in named[cls.exit_code], (
+            f"{cls.__name__} (exit {cls.exit_code}) is not in the row of {cls.exit_code}"
+        )
     every = {cls.__name__ for cls in classes}
     for code, names in named.items():
         assert names <= every, f"the row of exit {code} names {sorted(names - every)}, which mde does not define"
@@ -138,7 +148,9 @@ def test_the_configuration_page_names_every_key_and_variable():
         body = re.split(rf"^\[{section}\][^\n]*\n", toml, flags=re.M)[1]
         body = re.split(r"^\[(?!" + section + r"\.)", body, flags=re.M)[0]
         for key in keys:
-            assert re.search(rf"^(\[{section}\.)?{key}\b", body, flags=re.M), f"[{section}] {key} is not in docs/configuration.md"
+            assert re.search(rf"^(\[{section}\.)?{key}\b", body, flags=re.M), (
+                f"[{section}] {key} is not in docs/configuration.md"
+            )
     for section in FREE_SECTIONS:
         assert f"[{section}]" in toml
     names = _env_names()
@@ -219,4 +231,6 @@ def test_the_cache_page_names_every_timeframes_partition():
         file = partition_key(datetime(2024, 5, 14, 9, 15, tzinfo=IST), tf) + ".parquet"
         line = next((line for line in layout.splitlines() if line.strip().startswith(file)), None)
         assert line is not None, f"{file} ({name}) is not in the layout of docs/cache-format.md"
-        assert re.search(rf"(?<![\w]){re.escape(name)}\b", line), f"docs/cache-format.md does not say {name} is kept in {file}"
+        assert re.search(rf"(?<![\w]){re.escape(name)}\b", line), (
+            f"docs/cache-format.md does not say {name} is kept in {file}"
+        )

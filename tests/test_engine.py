@@ -135,14 +135,18 @@ def test_refresh_on_a_clock_before_the_cached_candles_fetches_up_to_that_clock(s
     report = early.refresh("NIFTY", "5m", count=50)
     assert report.added == 50
     assert early.get_window("NIFTY", "5m", 2)["ts"].to_list() == [
-        datetime(2024, 6, 14, 10, 55, tzinfo=IST), datetime(2024, 6, 14, 11, 0, tzinfo=IST)]
+        datetime(2024, 6, 14, 10, 55, tzinfo=IST),
+        datetime(2024, 6, 14, 11, 0, tzinfo=IST),
+    ]
     calls = len(src.calls)
     assert early.update_cache("NIFTY", "5m") == 0 and len(src.calls) == calls
     # an hour later on that clock, the 12 candles closed since (11:05 .. 12:00) are added
     later, _ = counting_engine(settings, "2024-06-14T12:07")
     assert later.update_cache("NIFTY", "5m") == 12
     # and the December candles are still there, untouched
-    assert late.get_window("NIFTY", "5m", 50).equals(counting_engine(settings, "2024-12-31T15:30")[0].get_window("NIFTY", "5m", 50))
+    assert late.get_window("NIFTY", "5m", 50).equals(
+        counting_engine(settings, "2024-12-31T15:30")[0].get_window("NIFTY", "5m", 50)
+    )
     assert late.load_cache("NIFTY", "5m")["ts"][-1] == datetime(2024, 12, 31, 15, 25, tzinfo=IST)
 
 
@@ -231,7 +235,9 @@ def test_cli_prints_the_same_limit_message(cache_dir: Path, limit: str) -> None:
 
     with pytest.raises(InputError) as info:
         MarketDataEngine(load(cache_dir=cache_dir, source="sample", environ={})).get_window("NIFTY", "5m", limit=limit)
-    result = CliRunner().invoke(app, ["window", "NIFTY", "--limit", limit], env={"MDE_CACHE_DIR": str(cache_dir), "MDE_SOURCE": "sample"})
+    result = CliRunner().invoke(
+        app, ["window", "NIFTY", "--limit", limit], env={"MDE_CACHE_DIR": str(cache_dir), "MDE_SOURCE": "sample"}
+    )
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {info.value}"
 
@@ -301,22 +307,32 @@ def cached_engine(tmp_path_factory: pytest.TempPathFactory) -> MarketDataEngine:
 RANGE_LO = datetime(2024, 6, 3, 8, 0, tzinfo=IST)
 RANGE_HI = datetime(2024, 6, 22, 12, 0, tzinfo=IST)
 instants = st.integers(0, int((RANGE_HI - RANGE_LO).total_seconds())).map(lambda s: RANGE_LO + timedelta(seconds=s))
-on_minutes = st.integers(0, int((RANGE_HI - RANGE_LO).total_seconds()) // 60).map(lambda m: RANGE_LO + timedelta(minutes=m))
+on_minutes = st.integers(0, int((RANGE_HI - RANGE_LO).total_seconds()) // 60).map(
+    lambda m: RANGE_LO + timedelta(minutes=m)
+)
 PROPS = hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @PROPS
 @given(as_of=st.one_of(instants, on_minutes), limit=st.integers(1, 200))
-def test_window_as_of_never_shows_a_candle_before_its_close(cached_engine: MarketDataEngine, as_of: datetime, limit: int) -> None:
+def test_window_as_of_never_shows_a_candle_before_its_close(
+    cached_engine: MarketDataEngine, as_of: datetime, limit: int
+) -> None:
     window = cached_engine.get_window("NIFTY", "5m", limit=limit, as_of=as_of)
     assert closes(window, "5m").max() is None or closes(window, "5m").max() <= as_of
     everything = cached_engine.load_cache("NIFTY", "5m")
-    expected = with_close(everything, parse("5m"), CAL).filter(pl.col("closes_at") <= as_of).drop("closes_at").tail(limit)
+    expected = (
+        with_close(everything, parse("5m"), CAL).filter(pl.col("closes_at") <= as_of).drop("closes_at").tail(limit)
+    )
     assert window.equals(expected)
 
 
 @PROPS
-@given(as_of=st.one_of(instants, on_minutes), limit=st.integers(1, 60), tf=st.sampled_from(["10m", "15m", "30m", "60m", "1d"]))
+@given(
+    as_of=st.one_of(instants, on_minutes),
+    limit=st.integers(1, 60),
+    tf=st.sampled_from(["10m", "15m", "30m", "60m", "1d"]),
+)
 def test_window_of_an_uncached_timeframe_is_the_resampled_visible_5m(
     cached_engine: MarketDataEngine, as_of: datetime, limit: int, tf: str
 ) -> None:
@@ -361,7 +377,13 @@ def test_get_latest_candle(cached_engine: MarketDataEngine) -> None:
     assert c.ts == datetime(2024, 6, 14, 11, 0, tzinfo=IST)
     assert c.closes_at == datetime(2024, 6, 14, 11, 5, tzinfo=IST)
     row = cached_engine.load_cache("NIFTY", "5m").filter(pl.col("ts") == c.ts).row(0, named=True)
-    assert (c.open, c.high, c.low, c.close, c.volume) == (row["open"], row["high"], row["low"], row["close"], row["volume"])
+    assert (c.open, c.high, c.low, c.close, c.volume) == (
+        row["open"],
+        row["high"],
+        row["low"],
+        row["close"],
+        row["volume"],
+    )
     hour = cached_engine.get_latest_candle("NIFTY", "1h", as_of="2024-06-14T15:30")
     assert hour is not None and (hour.ts.hour, hour.ts.minute, hour.closes_at.minute) == (15, 15, 30)
     assert cached_engine.get_latest_candle("NIFTY", "5m", as_of="2024-06-01T12:00") is None
@@ -386,7 +408,15 @@ def test_replay_yields_complete_candles_in_time_order_inside_the_range(settings:
     # instants as bounds are inclusive
     part = list(later.replay("NIFTY", "5m", "2024-06-13T15:00", "2024-06-14T09:25"))
     assert [c.ts.strftime("%d %H:%M") for c in part] == [
-        "13 15:00", "13 15:05", "13 15:10", "13 15:15", "13 15:20", "13 15:25", "14 09:15", "14 09:20", "14 09:25",
+        "13 15:00",
+        "13 15:05",
+        "13 15:10",
+        "13 15:15",
+        "13 15:20",
+        "13 15:25",
+        "14 09:15",
+        "14 09:20",
+        "14 09:25",
     ]
     with pytest.raises(NotCached):
         list(later.replay("NIFTY", "15m", "2024-06-13", "2024-06-14"))
@@ -434,5 +464,7 @@ def test_pinned_clock_from_an_offset_datetime_is_ist(cache_dir) -> None:  # noqa
 
     from mde.config import load
 
-    settings = load(cache_dir=cache_dir, source="sample", environ={}, now=datetime.fromisoformat("2024-12-31T15:30+05:30"))
+    settings = load(
+        cache_dir=cache_dir, source="sample", environ={}, now=datetime.fromisoformat("2024-12-31T15:30+05:30")
+    )
     assert str(settings.now.tzinfo) == "Asia/Kolkata"

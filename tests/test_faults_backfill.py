@@ -95,7 +95,9 @@ def refresh(kite: Kite, kill_after: int | None = None) -> subprocess.CompletedPr
     env = _child_env(kite.environ(NOW, KILL_AFTER_WRITES=str(kill_after or 0)))
     import sys
 
-    return subprocess.run([sys.executable, "-c", _KILLING_MAIN, *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", _KILLING_MAIN, *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def state(kite: Kite) -> tuple[pl.DataFrame, list]:

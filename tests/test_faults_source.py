@@ -117,8 +117,19 @@ def test_a_trickling_answer_is_cut_at_the_total_deadline(kite):
 def test_cli_fetch_from_a_trickling_server_exits_5_within_the_configured_deadline(kite):
     kite.srv.trickle_next(0.2, times=50, path_prefix=HIST)
     started = time.monotonic()
-    res = kite.cli("2024-06-14T18:00:00+05:30", "fetch", "NIFTY", "-t", "5m", "--from", "2024-06-10", "--to", "2024-06-14",
-                   fast=True, env={"MDE_KITE_DEADLINE": "1"})
+    res = kite.cli(
+        "2024-06-14T18:00:00+05:30",
+        "fetch",
+        "NIFTY",
+        "-t",
+        "5m",
+        "--from",
+        "2024-06-10",
+        "--to",
+        "2024-06-14",
+        fast=True,
+        env={"MDE_KITE_DEADLINE": "1"},
+    )
     assert res.returncode == 5, res.stdout + res.stderr
     assert time.monotonic() - started < RetryPolicy().attempts * 1.0 + 20
     assert error_lines(res) == [res.stderr.strip()] and "did not finish answering within 1s" in res.stderr
@@ -151,7 +162,8 @@ def test_ints_and_floats_mixed_in_one_answer_are_prices(kite):
     got = eng.load_cache("NIFTY", "5m")
     assert rep.received == 2
     assert got.select("open", "high", "low", "close", "volume").rows() == [
-        (23883.0, 23890.5, 23880.0, 23889.0, 0), (23889.25, 23900.0, 23885.5, 23899.0, 12),
+        (23883.0, 23890.5, 23880.0, 23889.0, 0),
+        (23889.25, 23900.0, 23885.5, 23899.0, 12),
     ]
 
 
@@ -241,12 +253,18 @@ class SimClock:
 def sim_engine(kite, clock: SimClock, workers: int) -> MarketDataEngine:
     kite.srv.rate_window = 1.0
     kite.srv.clock = clock
-    limiters = {k: RateLimiter(n, window=1.0, clock=clock, sleep=clock.sleep) for k, n in (("historical", 3), ("quote", 1), ("other", 10))}
+    limiters = {
+        k: RateLimiter(n, window=1.0, clock=clock, sleep=clock.sleep)
+        for k, n in (("historical", 3), ("quote", 1), ("other", 10))
+    }
     now = "2025-01-31T16:00:00+05:30"
     kite.srv.now = ist(now)
     env = kite.environ(now)
-    settings = load(environ={k: env[k] for k in ("KITE_API_KEY", "KITE_ACCESS_TOKEN", "MDE_KITE_ROOT", "MDE_NOW")},
-                    cache_dir=kite.cache, source="kite")
+    settings = load(
+        environ={k: env[k] for k in ("KITE_API_KEY", "KITE_ACCESS_TOKEN", "MDE_KITE_ROOT", "MDE_NOW")},
+        cache_dir=kite.cache,
+        source="kite",
+    )
     source = KiteSource(settings, retry=RetryPolicy(**FAST), limiters=limiters, max_workers=workers)
     return MarketDataEngine(settings, source)
 
@@ -319,7 +337,9 @@ def test_the_limiter_is_strictly_safe_whatever_the_delays():
                     continue
                 slot, wait = limiter.try_acquire()
                 if slot is None:
-                    heapq.heappush(events, (clock() + max(wait if wait is not None else 0.01, 0.001), next(seq), w, "want", None))
+                    heapq.heappush(
+                        events, (clock() + max(wait if wait is not None else 0.01, 0.001), next(seq), w, "want", None)
+                    )
                     continue
                 now = clock()
                 send_delay, answer_delay = todo.pop(0)
@@ -380,7 +400,12 @@ def test_cli_with_a_clock_out_of_range_exits_2_in_one_line(tmp_path):
     from conftest import run_mde
 
     for value in ("0001-01-01T00:00", "9999-12-31T23:59"):
-        res = run_mde("refresh", "--symbols", "NIFTY", env={"MDE_NOW": value, "MDE_SOURCE": "sample", "MDE_CACHE_DIR": str(tmp_path)})
+        res = run_mde(
+            "refresh",
+            "--symbols",
+            "NIFTY",
+            env={"MDE_NOW": value, "MDE_SOURCE": "sample", "MDE_CACHE_DIR": str(tmp_path)},
+        )
         assert res.returncode == 2 and res.stderr.strip().startswith("error: MDE_NOW must be between"), res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
     assert load(environ={"MDE_NOW": "2099-12-31T10:00"}).now.year == 2099
@@ -406,13 +431,28 @@ def test_replay_warns_when_the_last_session_in_range_is_short(settings, nifty_5m
     assert any("2024-06-14" in w and "70 of its 75 5m candles" in w for w in result.warnings), result.warnings
 
     env = {"MDE_CACHE_DIR": str(settings.cache_dir), "MDE_SOURCE": "sample", "MDE_NOW": "2024-06-14T18:00:00+05:30"}
-    res = run_mde("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-06-10", "--to", "2024-06-14",
-                  "--costs", "none", "--json", env=env)
+    res = run_mde(
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-06-10",
+        "--to",
+        "2024-06-14",
+        "--costs",
+        "none",
+        "--json",
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     assert any("70 of its 75" in w for w in json.loads(res.stdout)["warnings"])
-    assert [line for line in res.stderr.splitlines() if line.startswith("warning:")] == [
-        line for line in res.stderr.splitlines() if "70 of its 75" in line
-    ] != []
+    assert (
+        [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+        == [line for line in res.stderr.splitlines() if "70 of its 75" in line]
+        != []
+    )
 
     # the advice, run as printed, brings the missing candles and the warning goes away
     (warning,) = [w for w in json.loads(res.stdout)["warnings"] if "70 of its 75" in w]
@@ -420,12 +460,27 @@ def test_replay_warns_when_the_last_session_in_range_is_short(settings, nifty_5m
     assert advice == ["mde", "fetch", "NIFTY", "--timeframe", "5m", "--from", "2024-06-14", "--to", "2024-06-14"]
     fetched = run_mde(*advice[1:], env=env)
     assert fetched.returncode == 0, fetched.stderr
-    again = run_mde("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-06-10", "--to", "2024-06-14",
-                    "--costs", "none", "--json", env=env)
+    again = run_mde(
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-06-10",
+        "--to",
+        "2024-06-14",
+        "--costs",
+        "none",
+        "--json",
+        env=env,
+    )
     assert again.returncode == 0 and not any("of its 75" in w for w in json.loads(again.stdout)["warnings"])
 
 
 def pl_between(first: str, last: str):
     import polars as pl
 
-    return (pl.col("ts").dt.date() >= datetime.fromisoformat(first).date()) & (pl.col("ts").dt.date() <= datetime.fromisoformat(last).date())
+    return (pl.col("ts").dt.date() >= datetime.fromisoformat(first).date()) & (
+        pl.col("ts").dt.date() <= datetime.fromisoformat(last).date()
+    )

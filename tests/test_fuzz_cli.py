@@ -56,52 +56,201 @@ class Known:
     files: tuple[str, ...] = ()
 
     def covers(self, name: str, line: str, stderr: str, problem: str, changed: set[str]) -> bool:
-        return ((self.command in ("*", name)) and problem.startswith(self.problem)
-                and all(f in line or f in stderr for f in self.fragments)
-                and (not changed or changed <= set(self.files)))
+        return (
+            (self.command in ("*", name))
+            and problem.startswith(self.problem)
+            and all(f in line or f in stderr for f in self.fragments)
+            and (not changed or changed <= set(self.files))
+        )
 
 
-KNOWN: list[Known] = [
-]
+KNOWN: list[Known] = []
 
 
 # --- the values ----------------------------------------------------------------------------------
 
-GARBAGE = st.sampled_from(["", " ", "-", "abc", "0", "-1", "1e400", "nan", "inf", "9" * 40, "ü", "日本語", "\udcff",
-                           "a,b", ",", "../..", "/", ".", "NULL", "None", "true", "'", '"', "[source]", "%s", "{}"])
-INTS = st.one_of(st.integers(-(10**20), 10**20).map(str),
-                 st.sampled_from(["0", "-1", "1", "2", "1000", "1001", str(2**31), str(2**63), str(10**30), "-0", "+5", "0x10", "1_000"]))
-FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                   st.sampled_from(["0", "-5", "1e308", "1e-308", "100000", "-inf", "nan", "1,000"]))
+GARBAGE = st.sampled_from(
+    [
+        "",
+        " ",
+        "-",
+        "abc",
+        "0",
+        "-1",
+        "1e400",
+        "nan",
+        "inf",
+        "9" * 40,
+        "ü",
+        "日本語",
+        "\udcff",
+        "a,b",
+        ",",
+        "../..",
+        "/",
+        ".",
+        "NULL",
+        "None",
+        "true",
+        "'",
+        '"',
+        "[source]",
+        "%s",
+        "{}",
+    ]
+)
+INTS = st.one_of(
+    st.integers(-(10**20), 10**20).map(str),
+    st.sampled_from(
+        ["0", "-1", "1", "2", "1000", "1001", str(2**31), str(2**63), str(10**30), "-0", "+5", "0x10", "1_000"]
+    ),
+)
+FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["0", "-5", "1e308", "1e-308", "100000", "-inf", "nan", "1,000"]),
+)
 TEXT = st.text(max_size=16)
-DATES = st.one_of(st.dates().map(lambda d: d.isoformat()),
-                  st.sampled_from(["2024-06-14", "2024-12-20", "2024-12-31", "2024-01-20", "2024-06-15", "2024-12-25",
-                                   "2024-02-30", "2024-13-01", "24-06-14", "2024/06/14", "20240614", "today", "0000-01-01"]))
-TIMESTAMPS = st.one_of(DATES, st.datetimes().map(lambda d: d.isoformat()),
-                       st.sampled_from(["2024-12-31T15:30:00+05:30", "2024-12-31 15:30", "2024-12-31T10:00:00Z",
-                                        "2024-12-31T15:30:00 05:30", "now", "1e12"]))
-TIMES = st.sampled_from(["09:15", "15:20", "15:30", "12:00", "00:00", "23:59", "25:00", "12:60", "-1:30", "9", "24:00",
-                         "12:30:45", "12:30:99", "1:2:3:4", "", "noon", "１２:００"])
-SYMBOLS = st.sampled_from(["NIFTY", "BANKNIFTY", "nifty", "NIFTI", "FOOBAR", "NSE:NIFTY 50", "NIFTY-FUT", "NIFTY-FUT2",
-                           "INFY", "NSE:INFY", "NFO:NIFTY24DECFUT", "NSE:", ":", "NIFTY,BANKNIFTY", "../x", "A" * 300,
-                           "NSE:../../etc", "nse:nifty 50", "BSE:SENSEX", "M&M"])
-TIMEFRAMES = st.sampled_from(["1m", "3m", "5m", "15m", "60m", "1h", "1d", "day", "5minute", "7m", "0m", "-5m", "5M", "1w",
-                              "99999m", ""])
-STRATEGIES = st.sampled_from(["sma_cross", "orb", "SMA_CROSS", "nope", "x.py:Cls", "/nonexistent.py:A", "sma_cross:",
-                              ":", "tests/factories.py:Nope", "os:system"])
-PARAMS = st.sampled_from(["fast=3", "slow=8", "fast=abc", "=", "fast", "fast=", "qty=-1", "qty=0", "fast=1e400",
-                          "slow=0", "fast=5,10", "nope=1", "fast=3=4", "qty=10**9", "fast=nan"])
+DATES = st.one_of(
+    st.dates().map(lambda d: d.isoformat()),
+    st.sampled_from(
+        [
+            "2024-06-14",
+            "2024-12-20",
+            "2024-12-31",
+            "2024-01-20",
+            "2024-06-15",
+            "2024-12-25",
+            "2024-02-30",
+            "2024-13-01",
+            "24-06-14",
+            "2024/06/14",
+            "20240614",
+            "today",
+            "0000-01-01",
+        ]
+    ),
+)
+TIMESTAMPS = st.one_of(
+    DATES,
+    st.datetimes().map(lambda d: d.isoformat()),
+    st.sampled_from(
+        [
+            "2024-12-31T15:30:00+05:30",
+            "2024-12-31 15:30",
+            "2024-12-31T10:00:00Z",
+            "2024-12-31T15:30:00 05:30",
+            "now",
+            "1e12",
+        ]
+    ),
+)
+TIMES = st.sampled_from(
+    [
+        "09:15",
+        "15:20",
+        "15:30",
+        "12:00",
+        "00:00",
+        "23:59",
+        "25:00",
+        "12:60",
+        "-1:30",
+        "9",
+        "24:00",
+        "12:30:45",
+        "12:30:99",
+        "1:2:3:4",
+        "",
+        "noon",
+        "１２:００",
+    ]
+)
+SYMBOLS = st.sampled_from(
+    [
+        "NIFTY",
+        "BANKNIFTY",
+        "nifty",
+        "NIFTI",
+        "FOOBAR",
+        "NSE:NIFTY 50",
+        "NIFTY-FUT",
+        "NIFTY-FUT2",
+        "INFY",
+        "NSE:INFY",
+        "NFO:NIFTY24DECFUT",
+        "NSE:",
+        ":",
+        "NIFTY,BANKNIFTY",
+        "../x",
+        "A" * 300,
+        "NSE:../../etc",
+        "nse:nifty 50",
+        "BSE:SENSEX",
+        "M&M",
+    ]
+)
+TIMEFRAMES = st.sampled_from(
+    ["1m", "3m", "5m", "15m", "60m", "1h", "1d", "day", "5minute", "7m", "0m", "-5m", "5M", "1w", "99999m", ""]
+)
+STRATEGIES = st.sampled_from(
+    [
+        "sma_cross",
+        "orb",
+        "SMA_CROSS",
+        "nope",
+        "x.py:Cls",
+        "/nonexistent.py:A",
+        "sma_cross:",
+        ":",
+        "tests/factories.py:Nope",
+        "os:system",
+    ]
+)
+PARAMS = st.sampled_from(
+    [
+        "fast=3",
+        "slow=8",
+        "fast=abc",
+        "=",
+        "fast",
+        "fast=",
+        "qty=-1",
+        "qty=0",
+        "fast=1e400",
+        "slow=0",
+        "fast=5,10",
+        "nope=1",
+        "fast=3=4",
+        "qty=10**9",
+        "fast=nan",
+    ]
+)
 TICKS = st.sampled_from(["1m", "5m", "1h", "0", "-1s", "abc", "", "0s", "1d", "60s", "1e400m"])  # none below a minute
 SPEEDS = st.sampled_from(["0", "-1", "nan", "inf", "abc", "", "1e308", "-inf"])  # none that sleeps for long
-HOSTS = st.sampled_from(["127.0.0.1", "::1", "localhost", "0.0.0.0", "", "::", "192.0.2.1", "127.0.0.1 ", "[::1]"])  # no DNS
-NAMES = st.one_of(st.sampled_from(["done", "nope", "sma_cross-2024-06-14", "../escape", "a/b", "", " ", "CON", "x" * 300]), TEXT)
+HOSTS = st.sampled_from(
+    ["127.0.0.1", "::1", "localhost", "0.0.0.0", "", "::", "192.0.2.1", "127.0.0.1 ", "[::1]"]
+)  # no DNS
+NAMES = st.one_of(
+    st.sampled_from(["done", "nope", "sma_cross-2024-06-14", "../escape", "a/b", "", " ", "CON", "x" * 300]), TEXT
+)
 
 
 def _paths(base: Path) -> st.SearchStrategy[str]:
-    return st.sampled_from([
-        str(base / "out.csv"), str(base / "out.html"), str(base), str(base / "missing" / "x.csv"), "", ".", "/",
-        str(base / "ü.csv"), "/proc/nope.csv", "/dev/null", "relative.csv",
-    ])
+    return st.sampled_from(
+        [
+            str(base / "out.csv"),
+            str(base / "out.html"),
+            str(base),
+            str(base / "missing" / "x.csv"),
+            "",
+            ".",
+            "/",
+            str(base / "ü.csv"),
+            "/proc/nope.csv",
+            "/dev/null",
+            "relative.csv",
+        ]
+    )
 
 
 def _import_files(base: Path) -> list[str]:
@@ -130,18 +279,44 @@ def _import_files(base: Path) -> list[str]:
 # Values that parse and mean something (GOOD: most draws, so that runs get past the parser and into
 # the library), then the domain's edge cases and anything at all.
 GOOD: dict[str, list[str]] = {
-    "symbol": ["NIFTY", "BANKNIFTY", "nifty", "NSE:NIFTY 50"], "timeframe": ["5m", "15m", "1d", "60m", "1m"],
+    "symbol": ["NIFTY", "BANKNIFTY", "nifty", "NSE:NIFTY 50"],
+    "timeframe": ["5m", "15m", "1d", "60m", "1m"],
     "start": ["2024-12-20", "2024-12-23", "2024-12-24", "2024-12-27", "2024-06-10"],
-    "end": ["2024-12-31", "2024-12-27"], "before": ["2024-12-20", "2024-06-12", "2024-01-01"],
-    "day": ["2024-06-14", "2024-06-10", "2024-01-20", "2024-12-31"], "as_of": ["2024-12-31T15:30:00+05:30", "2024-12-27", "2024-06-14T12:00:00+05:30"],
-    "until": ["12:00", "15:30", "10:15"], "square_off": ["15:20", "14:00"], "strategy": ["sma_cross", "orb"], "spec": ["sma_cross", "orb"],
-    "params": ["qty=1", "qty=2"], "session": ["fresh", "fresh", "done"], "tick": ["1m", "5m"], "speed": ["0"],
-    "host": ["127.0.0.1"], "port": ["0"], "origin": ["import", "kite"], "sort": ["net_pnl"], "workers": ["1"],
-    "limit": ["1", "5", "50", "1000"], "count": ["10", "1000", "1200"], "slippage": ["0", "1", "3"], "cash": ["100000", "1e6"],
-    "max_loss": ["5000", "1"], "max_qty": ["1", "75", "150"], "max_notional": ["1e6", "100"], "max_orders": ["1", "10"],
-    "search": ["nifty", "INFY"], "token": ["secret-token"], "request_token": ["abc123"],
+    "end": ["2024-12-31", "2024-12-27"],
+    "before": ["2024-12-20", "2024-06-12", "2024-01-01"],
+    "day": ["2024-06-14", "2024-06-10", "2024-01-20", "2024-12-31"],
+    "as_of": ["2024-12-31T15:30:00+05:30", "2024-12-27", "2024-06-14T12:00:00+05:30"],
+    "until": ["12:00", "15:30", "10:15"],
+    "square_off": ["15:20", "14:00"],
+    "strategy": ["sma_cross", "orb"],
+    "spec": ["sma_cross", "orb"],
+    "params": ["qty=1", "qty=2"],
+    "session": ["fresh", "fresh", "done"],
+    "tick": ["1m", "5m"],
+    "speed": ["0"],
+    "host": ["127.0.0.1"],
+    "port": ["0"],
+    "origin": ["import", "kite"],
+    "sort": ["net_pnl"],
+    "workers": ["1"],
+    "limit": ["1", "5", "50", "1000"],
+    "count": ["10", "1000", "1200"],
+    "slippage": ["0", "1", "3"],
+    "cash": ["100000", "1e6"],
+    "max_loss": ["5000", "1"],
+    "max_qty": ["1", "75", "150"],
+    "max_notional": ["1e6", "100"],
+    "max_orders": ["1", "10"],
+    "search": ["nifty", "INFY"],
+    "token": ["secret-token"],
+    "request_token": ["abc123"],
 }
-for _alias, _of in (("symbols", "symbol"), ("symbols_opt", "symbol"), ("more_symbols", "symbol"), ("timeframes", "timeframe")):
+for _alias, _of in (
+    ("symbols", "symbol"),
+    ("symbols_opt", "symbol"),
+    ("more_symbols", "symbol"),
+    ("timeframes", "timeframe"),
+):
     GOOD[_alias] = GOOD[_of]
 # options that nearly every real command line has
 USUAL = {"segment", "source", "strategy", "day"}
@@ -150,9 +325,14 @@ USUAL = {"segment", "source", "strategy", "day"}
 def _configs(base: Path) -> list[str]:
     """--config values: a folder, a missing file, bad TOML, a wrong key, non-UTF-8 bytes, an empty file."""
     base.mkdir(parents=True, exist_ok=True)
-    files = {"bad.toml": b"[source\n", "key.toml": b"[source]\nkindd = 1\n", "type.toml": b"[refresh]\ncount = 'many'\n",
-             "latin1.toml": b"[source]\nkind = \"sample\" # caf\xe9\n", "empty.toml": b"",
-             "risk.toml": b"[risk]\nmax_position_qty = 0\n"}
+    files = {
+        "bad.toml": b"[source\n",
+        "key.toml": b"[source]\nkindd = 1\n",
+        "type.toml": b"[refresh]\ncount = 'many'\n",
+        "latin1.toml": b'[source]\nkind = "sample" # caf\xe9\n',
+        "empty.toml": b"",
+        "risk.toml": b"[risk]\nmax_position_qty = 0\n",
+    }
     for name, data in files.items():
         (base / name).write_bytes(data)
     return [str(base), str(base / "missing.toml"), *(str(base / n) for n in files)]
@@ -161,17 +341,41 @@ def _configs(base: Path) -> list[str]:
 def _domain(name: str, base: Path, imports: list[str]) -> st.SearchStrategy[str] | None:
     """The domain's edge cases for this parameter (None: only generic ones)."""
     return {
-        "symbol": SYMBOLS, "symbols": SYMBOLS, "symbols_opt": SYMBOLS, "more_symbols": SYMBOLS,
-        "timeframe": TIMEFRAMES, "timeframes": TIMEFRAMES,
-        "start": DATES, "end": DATES, "before": DATES, "day": DATES, "as_of": TIMESTAMPS,
-        "until": TIMES, "square_off": TIMES,
-        "strategy": STRATEGIES, "spec": STRATEGIES, "params": PARAMS,
-        "trades": _paths(base), "report": _paths(base), "path": st.sampled_from(imports),
-        "session": NAMES, "tick": TICKS, "speed": SPEEDS, "host": HOSTS,
+        "symbol": SYMBOLS,
+        "symbols": SYMBOLS,
+        "symbols_opt": SYMBOLS,
+        "more_symbols": SYMBOLS,
+        "timeframe": TIMEFRAMES,
+        "timeframes": TIMEFRAMES,
+        "start": DATES,
+        "end": DATES,
+        "before": DATES,
+        "day": DATES,
+        "as_of": TIMESTAMPS,
+        "until": TIMES,
+        "square_off": TIMES,
+        "strategy": STRATEGIES,
+        "spec": STRATEGIES,
+        "params": PARAMS,
+        "trades": _paths(base),
+        "report": _paths(base),
+        "path": st.sampled_from(imports),
+        "session": NAMES,
+        "tick": TICKS,
+        "speed": SPEEDS,
+        "host": HOSTS,
         "origin": st.sampled_from(["import", "kite", "sample", "", "KITE", "other"]),
         "sort": st.sampled_from(["net_pnl", "sharpe", "trades", "bogus", ""]),
-        "limit": INTS, "count": INTS, "slippage": INTS, "workers": st.sampled_from(["1", "0", "-1", "abc"]),
-        "port": INTS, "max_qty": INTS, "max_orders": INTS, "cash": FLOATS, "max_loss": FLOATS, "max_notional": FLOATS,
+        "limit": INTS,
+        "count": INTS,
+        "slippage": INTS,
+        "workers": st.sampled_from(["1", "0", "-1", "abc"]),
+        "port": INTS,
+        "max_qty": INTS,
+        "max_orders": INTS,
+        "cash": FLOATS,
+        "max_loss": FLOATS,
+        "max_notional": FLOATS,
     }.get(name)
 
 
@@ -213,7 +417,9 @@ def command_line(draw: Any, name: str, base: Path, imports: list[str]) -> list[s
     positional: list[str] = []
     for param in command.params:
         if param.param_type_name == "argument":
-            count = draw(st.integers(0, 2)) if param.nargs == -1 else (1 if param.required or draw(st.booleans()) else 0)
+            count = (
+                draw(st.integers(0, 2)) if param.nargs == -1 else (1 if param.required or draw(st.booleans()) else 0)
+            )
             positional += [draw(_value(param, base, imports)) for _ in range(count)]
             continue
         if param.name == "help":
@@ -226,7 +432,9 @@ def command_line(draw: Any, name: str, base: Path, imports: list[str]) -> list[s
         if param.multiple:
             times = draw(st.integers(0, 2))
         else:
-            times = int(param.required or param.name in USUAL and draw(st.integers(0, 3)) > 0 or draw(st.integers(0, 2)) == 0)
+            times = int(
+                param.required or param.name in USUAL and draw(st.integers(0, 3)) > 0 or draw(st.integers(0, 2)) == 0
+            )
         if param.required and draw(st.integers(0, 15)) == 15:
             times = 0  # now and then leave a required option out
         for _ in range(times):
@@ -240,16 +448,31 @@ def command_line(draw: Any, name: str, base: Path, imports: list[str]) -> list[s
 
 # --- the cache ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fuzz")
     cache = root / "cache"
     runner = CliRunner()
     env = {"MDE_SOURCE": "sample"}
-    for args in (["refresh", "--symbols", "NIFTY", "BANKNIFTY"],
-                 ["fetch", "NIFTY", "--from", "2024-06-10", "--to", "2024-06-14"],
-                 ["paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures",
-                  "--session", "done", "--json"]):
+    for args in (
+        ["refresh", "--symbols", "NIFTY", "BANKNIFTY"],
+        ["fetch", "NIFTY", "--from", "2024-06-10", "--to", "2024-06-14"],
+        [
+            "paper",
+            "--strategy",
+            "sma_cross",
+            "-s",
+            "NIFTY",
+            "--date",
+            "2024-06-14",
+            "--segment",
+            "futures",
+            "--session",
+            "done",
+            "--json",
+        ],
+    ):
         result = runner.invoke(app, ["--cache-dir", str(cache), *args], env=env)
         assert result.exit_code == 0, (args, result.stderr)
     return cache
@@ -288,13 +511,29 @@ MAX_EXAMPLES = {"paper": 12, "replay": 25, "fetch": 20}  # bounded: the whole fi
 
 def _env(tmp_path: Path) -> dict[str, Any]:
     (tmp_path / "none.toml").write_text('[source]\nkind = "sample"\n')
-    return {"MDE_SOURCE": "sample", "MDE_KITE_ROOT": "http://127.0.0.1:9", "MDE_TOKEN_FILE": str(tmp_path / "token.json"),
-            "MDE_CONFIG": str(tmp_path / "none.toml"), "KITE_API_KEY": None, "KITE_API_SECRET": None,
-            "KITE_ACCESS_TOKEN": None, "MDE_API_TOKEN": None, "COLUMNS": "120"}
+    return {
+        "MDE_SOURCE": "sample",
+        "MDE_KITE_ROOT": "http://127.0.0.1:9",
+        "MDE_TOKEN_FILE": str(tmp_path / "token.json"),
+        "MDE_CONFIG": str(tmp_path / "none.toml"),
+        "KITE_API_KEY": None,
+        "KITE_API_SECRET": None,
+        "KITE_ACCESS_TOKEN": None,
+        "MDE_API_TOKEN": None,
+        "COLUMNS": "120",
+    }
 
 
-def check(runner: CliRunner, env: dict[str, Any], template: Path, work: Path, name: str, glob: list[str], argv: list[str],
-          cache_arg: str | None = None) -> list[str]:
+def check(
+    runner: CliRunner,
+    env: dict[str, Any],
+    template: Path,
+    work: Path,
+    name: str,
+    glob: list[str],
+    argv: list[str],
+    cache_arg: str | None = None,
+) -> list[str]:
     """Run `mde [glob] name argv` on a fresh copy of the cache; what went wrong (known findings aside)."""
     cache = work / "cache"
     shutil.copytree(template, cache)
@@ -320,8 +559,11 @@ def check(runner: CliRunner, env: dict[str, Any], template: Path, work: Path, na
     if os.environ.get("FUZZ_LOG"):  # to see what the fuzz does: FUZZ_LOG=/tmp/fuzz.log
         with open(os.environ["FUZZ_LOG"], "a") as log:
             log.write(f"{code} {line!r} {stderr.strip()[-300:]!r}\n")
-    return [f"mde {line}\n  -> {problem}\n  stderr: {stderr.strip()[-600:]}" for problem in problems
-            if not any(k.covers(name, line, stderr, problem, changed) for k in KNOWN)]
+    return [
+        f"mde {line}\n  -> {problem}\n  stderr: {stderr.strip()[-600:]}"
+        for problem in problems
+        if not any(k.covers(name, line, stderr, problem, changed) for k in KNOWN)
+    ]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -335,16 +577,26 @@ def test_fuzz_every_command(name: str, template: Path, tmp_path: Path, no_serve:
     # CI: a fixed, bounded set. To search further by hand: FUZZ_EXAMPLES=300 (random, not derandomized)
     wide = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 
-    @settings(max_examples=wide or MAX_EXAMPLES.get(name, 25), deadline=None, derandomize=not wide, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=wide or MAX_EXAMPLES.get(name, 25),
+        deadline=None,
+        derandomize=not wide,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
         work = Path(tempfile.mkdtemp(dir=tmp_path))
         out = work / "out"
         out.mkdir()
         try:
-            glob = data.draw(st.one_of(st.sampled_from([[], [], [], ["-v"], ["-q"]]),
-                                       st.sampled_from(configs).map(lambda c: ["--config", c])), label="global")
+            glob = data.draw(
+                st.one_of(
+                    st.sampled_from([[], [], [], ["-v"], ["-q"]]),
+                    st.sampled_from(configs).map(lambda c: ["--config", c]),
+                ),
+                label="global",
+            )
             argv = data.draw(command_line(name, out, imports), label="argv")
             findings.extend(check(runner, env, template, work, name, glob, argv))
         finally:
@@ -373,24 +625,167 @@ NASTY: list[tuple[str, ...]] = [
     ("window", "NIFTY", "--as-of", "0001-01-01"),
     ("window", "NIFTY", "-t", "1d", "-f", "csv"),
     ("window", "NIFTY", "-n", str(10**30)),
-    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
-     "--trades", "{out}/missing/t.csv"),
-    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
-     "--report", "{out}"),
-    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
-     "--cash", "nan"),
-    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
-     "--cash", "-1"),
-    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
-     "--slippage", str(10**30)),
-    ("replay", "--strategy", "orb", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
-     "--square-off", "12:99"),
-    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures",
-     "-p", "fast=3,5", "--workers", "1", "--sort", "bogus"),
-    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "0001-01-01", "--to", "9999-12-31", "--segment", "futures"),
-    ("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures", "--tick", "1e400m"),
-    ("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures", "--until", "25:00"),
-    ("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures", "--max-qty", "0"),
+    (
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-12-20",
+        "--to",
+        "2024-12-31",
+        "--segment",
+        "futures",
+        "--trades",
+        "{out}/missing/t.csv",
+    ),
+    (
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-12-20",
+        "--to",
+        "2024-12-31",
+        "--segment",
+        "futures",
+        "--report",
+        "{out}",
+    ),
+    (
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-12-20",
+        "--to",
+        "2024-12-31",
+        "--segment",
+        "futures",
+        "--cash",
+        "nan",
+    ),
+    (
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-12-20",
+        "--to",
+        "2024-12-31",
+        "--segment",
+        "futures",
+        "--cash",
+        "-1",
+    ),
+    (
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-12-20",
+        "--to",
+        "2024-12-31",
+        "--segment",
+        "futures",
+        "--slippage",
+        str(10**30),
+    ),
+    (
+        "replay",
+        "--strategy",
+        "orb",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-12-20",
+        "--to",
+        "2024-12-31",
+        "--segment",
+        "futures",
+        "--square-off",
+        "12:99",
+    ),
+    (
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-12-20",
+        "--to",
+        "2024-12-31",
+        "--segment",
+        "futures",
+        "-p",
+        "fast=3,5",
+        "--workers",
+        "1",
+        "--sort",
+        "bogus",
+    ),
+    (
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--from",
+        "0001-01-01",
+        "--to",
+        "9999-12-31",
+        "--segment",
+        "futures",
+    ),
+    (
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--date",
+        "2024-06-14",
+        "--segment",
+        "futures",
+        "--tick",
+        "1e400m",
+    ),
+    (
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--date",
+        "2024-06-14",
+        "--segment",
+        "futures",
+        "--until",
+        "25:00",
+    ),
+    (
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--date",
+        "2024-06-14",
+        "--segment",
+        "futures",
+        "--max-qty",
+        "0",
+    ),
     ("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-15", "--segment", "futures"),
     ("paper", "--status", "--session", "../escape"),
     ("paper", "--halt", "--session", "done"),
@@ -431,5 +826,17 @@ def test_nasty_command_lines(line: tuple[str, ...], template: Path, tmp_path: Pa
 
 
 def test_fuzz_covers_every_command() -> None:
-    assert {"window", "fetch", "refresh", "ls", "import", "prune", "login", "instruments", "replay", "paper", "serve",
-            "strategies"} <= set(COMMANDS)
+    assert {
+        "window",
+        "fetch",
+        "refresh",
+        "ls",
+        "import",
+        "prune",
+        "login",
+        "instruments",
+        "replay",
+        "paper",
+        "serve",
+        "strategies",
+    } <= set(COMMANDS)

@@ -32,7 +32,10 @@ NAMES = ["fast", "slow", "stop", "square_off", "mode"]
 @st.composite
 def list_specs(draw: st.DrawFn) -> list[str]:
     names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=4, unique=True))
-    return [f"{name}={','.join(draw(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=4, unique=True)))}" for name in names]
+    return [
+        f"{name}={','.join(draw(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=4, unique=True)))}"
+        for name in names
+    ]
 
 
 # -- lists: the same combinations as replay.param_grid -----------------------------------------------
@@ -78,7 +81,10 @@ def test_combinations_vary_the_last_parameter_fastest() -> None:
 def test_combo_at_index_is_the_product_order(sizes: list[int]) -> None:
     pairs = [f"p{i}={','.join(str(v) for v in range(n))}" for i, n in enumerate(sizes)]
     grid = parse_grid(pairs)
-    product = [dict(zip([f"p{i}" for i in range(len(sizes))], combo, strict=True)) for combo in itertools.product(*(range(n) for n in sizes))]
+    product = [
+        dict(zip([f"p{i}" for i in range(len(sizes))], combo, strict=True))
+        for combo in itertools.product(*(range(n) for n in sizes))
+    ]
     assert len(grid) == len(product) and list(grid) == product
 
 
@@ -211,8 +217,18 @@ def test_parse_walk_forward() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["train=6M", "test=1M", "train=6X,test=1M", "train=0M,test=1M", "train=6M,test=1M,train=3M", "6M,1M",
-             "train=M,test=1M", "train=6M,test=1M,rolling", ""],
+    "text",
+    [
+        "train=6M",
+        "test=1M",
+        "train=6X,test=1M",
+        "train=0M,test=1M",
+        "train=6M,test=1M,train=3M",
+        "6M,1M",
+        "train=M,test=1M",
+        "train=6M,test=1M,rolling",
+        "",
+    ],
 )
 def test_bad_walk_forward_specs(text: str) -> None:
     with pytest.raises(InputError, match="train=6M,test=1M") as info:
@@ -225,7 +241,8 @@ def test_monthly_folds_of_2023() -> None:
     folds = walk_forward("train=6M,test=1M", date(2023, 1, 1), date(2023, 12, 31))
     assert folds[0] == Fold(date(2023, 1, 2), date(2023, 6, 30), date(2023, 7, 3), date(2023, 7, 31))
     assert [(f.test_start, f.test_end) for f in folds[2:4]] == [
-        (date(2023, 9, 1), date(2023, 9, 29)), (date(2023, 10, 3), date(2023, 10, 31)),
+        (date(2023, 9, 1), date(2023, 9, 29)),
+        (date(2023, 10, 3), date(2023, 10, 31)),
     ]
     assert folds[-1] == Fold(date(2023, 6, 1), date(2023, 11, 30), date(2023, 12, 1), date(2023, 12, 29))
     assert len(folds) == 6
@@ -258,7 +275,9 @@ def _days(a: date, b: date) -> list[date]:
 
 
 @settings(max_examples=80, deadline=None)
-@example(start=date(2024, 11, 8), length=10, train=(1, "W"), test=(1, "D"), anchored=False)  # Nov 15 closed: train is still [start, start+1W)
+@example(
+    start=date(2024, 11, 8), length=10, train=(1, "W"), test=(1, "D"), anchored=False
+)  # Nov 15 closed: train is still [start, start+1W)
 @given(
     start=st.dates(date(2023, 1, 1), date(2025, 6, 30)),
     length=st.integers(1, 900),
@@ -267,7 +286,11 @@ def _days(a: date, b: date) -> list[date]:
     anchored=st.booleans(),
 )
 def test_walk_forward_invariants(
-    start: date, length: int, train: tuple[int, str], test: tuple[int, str], anchored: bool,
+    start: date,
+    length: int,
+    train: tuple[int, str],
+    test: tuple[int, str],
+    anchored: bool,
 ) -> None:
     cal = nse()
     end = start + timedelta(days=length)
@@ -324,7 +347,9 @@ def test_the_strategy_gets_the_same_parameters_as_through_param_grid(data: st.Da
     cls = load_strategy("orb")
     kinds = {name: kind for name, (kind, _) in cls.parameters().items()}
     names = data.draw(st.lists(st.sampled_from(sorted(ORB_VALUES)), min_size=1, max_size=5, unique=True))
-    pairs = [f"{n}={','.join(data.draw(st.lists(st.sampled_from(ORB_VALUES[n]), min_size=1, unique=True)))}" for n in names]
+    pairs = [
+        f"{n}={','.join(data.draw(st.lists(st.sampled_from(ORB_VALUES[n]), min_size=1, unique=True)))}" for n in names
+    ]
     ours = [{k: coerce_param(k, v, kinds[k]) for k, v in combo.items()} for combo in parse_grid(pairs, kinds).combos()]
     theirs = [{k: coerce_param(k, v, kinds[k]) for k, v in combo.items()} for combo in param_grid(pairs)]
     assert ours == theirs

@@ -80,12 +80,15 @@ def test_an_indicator_value_is_what_the_candles_closed_by_now_give(
     assert all(got == want for got, want in strat.seen), [x for x in strat.seen if x[0] != x[1]][:3]
 
 
-@pytest.mark.parametrize("leak", [
-    pytest.param(lambda f: pl.col("close").shift(-1), id="next close"),
-    pytest.param(lambda f: pl.col("close").rolling_mean(5, center=True), id="centred window"),
-    pytest.param(lambda f: pl.col("close") / pl.col("close").max(), id="scaled by the whole series"),
-    pytest.param(lambda f: pl.col("close").backward_fill().reverse().cum_max().reverse(), id="future maximum"),
-])
+@pytest.mark.parametrize(
+    "leak",
+    [
+        pytest.param(lambda f: pl.col("close").shift(-1), id="next close"),
+        pytest.param(lambda f: pl.col("close").rolling_mean(5, center=True), id="centred window"),
+        pytest.param(lambda f: pl.col("close") / pl.col("close").max(), id="scaled by the whole series"),
+        pytest.param(lambda f: pl.col("close").backward_fill().reverse().cum_max().reverse(), id="future maximum"),
+    ],
+)
 def test_an_indicator_that_looks_ahead_is_refused(cached: MarketDataEngine, leak: object) -> None:
     with pytest.raises(InputError, match="looks ahead"):
         run_replay(cached, Reader(leak), ["NIFTY"], "5m", DAYS[2], DAYS[-1], costs="none")
@@ -100,7 +103,9 @@ def test_an_indicator_that_fails_or_returns_the_wrong_shape_says_so(cached: Mark
 
 def test_an_indicator_follows_a_series_that_grows_as_in_a_live_session() -> None:
     full = series("NIFTY", 7)
-    head = SeriesData("NIFTY", TF, with_close(make_candles(DAYS, step=5, start_price=1000.0, seed=7), TF, nse()).head(150))
+    head = SeriesData(
+        "NIFTY", TF, with_close(make_candles(DAYS, step=5, start_price=1000.0, seed=7), TF, nse()).head(150)
+    )
     values = []
 
     class Live(Strategy):
@@ -112,12 +117,20 @@ def test_an_indicator_follows_a_series_that_grows_as_in_a_live_session() -> None
         def on_candle(self, ctx: Context, candle: Candle) -> None:
             values.append(self.sma.value)
 
-    runner = StrategyRunner(Live(), symbols=["NIFTY"], timeframe="5m",
-                            broker=SimBroker(1e6, lambda _s: cost_model("none", None, None, "NIFTY"), lambda _s: 0.05))
+    runner = StrategyRunner(
+        Live(),
+        symbols=["NIFTY"],
+        timeframe="5m",
+        broker=SimBroker(1e6, lambda _s: cost_model("none", None, None, "NIFTY"), lambda _s: 0.05),
+    )
     runner.add_series(head)
     runner.start(head.close_us[-1])
-    rest = full.frame.with_columns(closes_at=pl.Series(list(full.close_us)).cast(pl.Datetime("us")).dt.replace_time_zone(
-        "UTC").dt.convert_time_zone("Asia/Kolkata")).slice(150)
+    rest = full.frame.with_columns(
+        closes_at=pl.Series(list(full.close_us))
+        .cast(pl.Datetime("us"))
+        .dt.replace_time_zone("UTC")
+        .dt.convert_time_zone("Asia/Kolkata")
+    ).slice(150)
     for k in range(rest.height):  # one candle per tick, as paper appends them
         head.extend(rest.slice(k, 1))
         runner.process_span(head, 150 + k, 151 + k)
@@ -126,7 +139,11 @@ def test_an_indicator_follows_a_series_that_grows_as_in_a_live_session() -> None
 
 
 @hsettings(max_examples=40, deadline=None)
-@given(closes=st.lists(st.integers(9_000, 9_060), min_size=1, max_size=120), fast=st.integers(1, 6), extra=st.integers(1, 10))
+@given(
+    closes=st.lists(st.integers(9_000, 9_060), min_size=1, max_size=120),
+    fast=st.integers(1, 6),
+    extra=st.integers(1, 10),
+)
 def test_sma_cross_sign_is_the_exact_rule_in_paise(closes: list[int], fast: int, extra: int) -> None:
     """The vectorised sign against the rule written out per candle (prices on a 0.05 grid, many ties)."""
     slow = fast + extra
@@ -138,7 +155,7 @@ def test_sma_cross_sign_is_the_exact_rule_in_paise(closes: list[int], fast: int,
         if i + 1 < slow:
             want.append(None)
             continue
-        d = sum(paise[i + 1 - fast:i + 1]) * slow - sum(paise[i + 1 - slow:i + 1]) * fast
+        d = sum(paise[i + 1 - fast : i + 1]) * slow - sum(paise[i + 1 - slow : i + 1]) * fast
         want.append((d > 0) - (d < 0))
     assert got == want
 
@@ -162,7 +179,12 @@ class Random(Strategy):
         elif r < 0.2:
             ctx.sell(qty, limit=round(candle.close + 0.5, 2))
         elif r < 0.26:
-            ctx.buy(qty, stop=round(candle.high + 0.1, 2), stop_loss=round(candle.low - 2, 2), target=round(candle.high + 3, 2))
+            ctx.buy(
+                qty,
+                stop=round(candle.high + 0.1, 2),
+                stop_loss=round(candle.low - 2, 2),
+                target=round(candle.high + 3, 2),
+            )
         elif r < 0.34:
             ctx.close()
 

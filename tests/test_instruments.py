@@ -42,10 +42,16 @@ def token_in_dump(exchange: str, tradingsymbol: str) -> int:
 
 
 def futures_in_dump(name: str, today: date) -> list[tuple[str, date]]:
-    futs = dump().filter(
-        (pl.col("instrument_type") == "FUT") & (pl.col("segment") == "NFO-FUT") & (pl.col("name") == name)
-        & (pl.col("expiry") >= today)
-    ).sort("expiry")
+    futs = (
+        dump()
+        .filter(
+            (pl.col("instrument_type") == "FUT")
+            & (pl.col("segment") == "NFO-FUT")
+            & (pl.col("name") == name)
+            & (pl.col("expiry") >= today)
+        )
+        .sort("expiry")
+    )
     return list(zip(futs["tradingsymbol"].to_list(), futs["expiry"].to_list(), strict=True))
 
 
@@ -87,7 +93,9 @@ def make_catalog(server: KiteServer, primed: Path, tmp_path: Path) -> Callable[.
     (default: `now`, so it needs no download)."""
     folder = tmp_path / "_meta"
 
-    def make(now: datetime = DEC20, *, clock: Clock | None = None, fetched: datetime | None = None) -> InstrumentCatalog:
+    def make(
+        now: datetime = DEC20, *, clock: Clock | None = None, fetched: datetime | None = None
+    ) -> InstrumentCatalog:
         clock = clock or Clock(now)
         if not (folder / "instruments.parquet").exists():
             folder.mkdir(parents=True, exist_ok=True)
@@ -190,14 +198,23 @@ def test_bare_symbols_are_nse_equities(make_catalog, server: KiteServer) -> None
 def test_explicit_and_bare_fo_symbols(make_catalog) -> None:
     cat = make_catalog()
     fut = cat.resolve("NFO:NIFTY25DECFUT", {})
-    assert (fut.exchange, fut.tradingsymbol, fut.token) == ("NFO", "NIFTY25DECFUT", token_in_dump("NFO", "NIFTY25DECFUT"))
+    assert (fut.exchange, fut.tradingsymbol, fut.token) == (
+        "NFO",
+        "NIFTY25DECFUT",
+        token_in_dump("NFO", "NIFTY25DECFUT"),
+    )
     assert cat.resolve("NIFTY25DECFUT", {}) == fut and cat.resolve("nifty25decfut", {}).token == fut.token
     opt = cat.resolve("NIFTY25D2325800CE", {})
     assert (opt.key, opt.token) == ("NFO:NIFTY25D2325800CE", token_in_dump("NFO", "NIFTY25D2325800CE"))
     info = cat.instrument_info(opt)
     assert info == {
-        "token": opt.token, "tick_size": 0.05, "lot_size": 75, "segment": "NFO-OPT",
-        "expiry": date(2025, 12, 23), "instrument_type": "CE", "name": "NIFTY",
+        "token": opt.token,
+        "tick_size": 0.05,
+        "lot_size": 75,
+        "segment": "NFO-OPT",
+        "expiry": date(2025, 12, 23),
+        "instrument_type": "CE",
+        "name": "NIFTY",
     }
     with pytest.raises(InputError, match="not on NSE"):
         cat.resolve("NSE:NIFTY25DECFUT", {})
@@ -211,7 +228,11 @@ def test_nearest_futures_come_from_the_dump(make_catalog, name: str) -> None:
     cat = make_catalog(DEC20)
     for n, suffix in enumerate(["-FUT", "-FUT2", "-FUT3"]):
         inst = cat.resolve(name + suffix, {})
-        assert (inst.exchange, inst.tradingsymbol, inst.token) == ("NFO", listed[n][0], token_in_dump("NFO", listed[n][0]))
+        assert (inst.exchange, inst.tradingsymbol, inst.token) == (
+            "NFO",
+            listed[n][0],
+            token_in_dump("NFO", listed[n][0]),
+        )
         assert cat.instrument_info(inst)["expiry"] == listed[n][1]
     assert cat.resolve(name + "-FUT1", {}) == cat.resolve(name + "-FUT", {})
     assert cat.instrument_info(cat.resolve(name + "-FUT", {}))["expiry"] == date(2025, 12, 30)
@@ -297,8 +318,14 @@ def test_a_contract_stays_resolvable_after_it_leaves_the_dump(make_catalog, tmp_
     cat.resolve("NIFTY-FUT2", {})
     known = cat.known()
     assert known["NFO:NIFTY25DECFUT"] == {
-        "token": dec.token, "name": "NIFTY", "expiry": "2025-12-30", "instrument_type": "FUT",
-        "segment": "NFO-FUT", "lot_size": 75, "tick_size": 0.1, "first_seen": DEC20.isoformat(),
+        "token": dec.token,
+        "name": "NIFTY",
+        "expiry": "2025-12-30",
+        "instrument_type": "FUT",
+        "segment": "NFO-FUT",
+        "lot_size": 75,
+        "tick_size": 0.1,
+        "first_seen": DEC20.isoformat(),
     }
     assert "NFO:NIFTY26JANFUT" in known
     assert json.loads(cat.known_path.read_text())["NFO:NIFTY25DECFUT"]["token"] == dec.token

@@ -27,11 +27,14 @@ def test_the_sample_source_lists_the_shipped_dump_with_a_note(settings: Settings
     assert not settings.cache_dir.exists()  # offline and read-only
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"limit": 0}, "--limit must be at least 1, got 0"),
-    ({"refresh": True}, "--refresh downloads Kite's instruments list: add --source kite"),
-    ({"search": "  "}, "give some text to search for"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"limit": 0}, "--limit must be at least 1, got 0"),
+        ({"refresh": True}, "--refresh downloads Kite's instruments list: add --source kite"),
+        ({"search": "  "}, "give some text to search for"),
+    ],
+)
 def test_bad_requests_are_input_errors(settings: Settings, kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         list_instruments(settings, **kwargs)
@@ -70,9 +73,22 @@ def test_a_malformed_dump_is_a_source_error_caused_by_the_polars_error(tmp_path:
 def test_the_kite_catalog_reads_what_the_offline_one_reads(tmp_path: Path) -> None:
     folder = tmp_path / "_meta"
     folder.mkdir()
-    frame = dump_frame([{"instrument_token": 408065, "exchange_token": "1594", "tradingsymbol": "INFY",
-                         "name": "INFOSYS", "expiry": "", "lot_size": 1, "tick_size": 0.1,
-                         "instrument_type": "EQ", "segment": "NSE", "exchange": "NSE"}])
+    frame = dump_frame(
+        [
+            {
+                "instrument_token": 408065,
+                "exchange_token": "1594",
+                "tradingsymbol": "INFY",
+                "name": "INFOSYS",
+                "expiry": "",
+                "lot_size": 1,
+                "tick_size": 0.1,
+                "instrument_type": "EQ",
+                "segment": "NSE",
+                "exchange": "NSE",
+            }
+        ]
+    )
     frame.write_parquet(folder / "instruments.parquet")
     (folder / "instruments.json").write_text(json.dumps({"fetched_at": "2025-12-20T08:00:00+05:30", "rows": 1}))
     now = datetime(2025, 12, 20, 10, 0, tzinfo=IST)

@@ -122,8 +122,9 @@ def fetch(src: KiteSource) -> Any:
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)
-def test_every_kite_exception_maps_to_its_error_with_the_cause_kept(kite: KiteServer, tmp_path: Path,
-                                                                      case: tuple[Any, ...]) -> None:
+def test_every_kite_exception_maps_to_its_error_with_the_cause_kept(
+    kite: KiteServer, tmp_path: Path, case: tuple[Any, ...]
+) -> None:
     error_type, status, expected, exit_code, retried = case
     kite.fail_next(status, error_type, f"{error_type} from the test server", times=10, path_prefix=HIST)
     with pytest.raises(MdeError) as info:
@@ -154,8 +155,9 @@ def test_the_login_exchange_uses_the_same_map(kite: KiteServer, tmp_path: Path, 
     assert not (tmp_path / "token.json").exists()
 
 
-def test_a_kite_message_quoting_a_secret_is_redacted_in_the_error_and_its_cause(kite: KiteServer,
-                                                                                 tmp_path: Path) -> None:
+def test_a_kite_message_quoting_a_secret_is_redacted_in_the_error_and_its_cause(
+    kite: KiteServer, tmp_path: Path
+) -> None:
     """Kite does not echo tokens today; if an answer ever did, neither the message nor the
     printed chain may show it: the cause is then a redacted stand-in, not the raw exception."""
     echo = f"bad param token={kite.access_token} secret={kite.api_secret}"
@@ -169,8 +171,9 @@ def test_a_kite_message_quoting_a_secret_is_redacted_in_the_error_and_its_cause(
     assert_no_secret(err, kite.access_token, kite.api_secret)
 
 
-def test_network_failures_are_source_unavailable_with_the_requests_error_as_cause(kite: KiteServer,
-                                                                                   tmp_path: Path) -> None:
+def test_network_failures_are_source_unavailable_with_the_requests_error_as_cause(
+    kite: KiteServer, tmp_path: Path
+) -> None:
     import requests
 
     kite.drop_connection_next(times=2, path_prefix=HIST)  # both tries
@@ -199,17 +202,30 @@ _CLI = (
 
 # The CLI turns any MdeError's exit_code into the status in one place: one run per kind of
 # failure a user meets (a dead token, a rate limit, an outage) is enough; a subprocess costs ~1 s.
-@pytest.mark.parametrize("case", [c for c in CASES if _id(c) in ("TokenException-403", "NetworkException-429",
-                                                                "DataException-502")], ids=_id)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if _id(c) in ("TokenException-403", "NetworkException-429", "DataException-502")], ids=_id
+)
 def test_cli_exit_codes_follow_the_map(kite: KiteServer, tmp_path: Path, case: tuple[Any, ...]) -> None:
     error_type, status, _, exit_code, _ = case
     kite.fail_next(status, error_type, f"{error_type} from the test server", times=10, path_prefix="/instruments")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MDE_", "KITE_"))}
-    env.update(KITE_API_KEY=kite.api_key, KITE_ACCESS_TOKEN=kite.access_token, KITE_API_SECRET=kite.api_secret,
-               MDE_KITE_ROOT=kite.url, MDE_CACHE_DIR=str(tmp_path / "cache"), MDE_SOURCE="kite",
-               MDE_TOKEN_FILE=str(tmp_path / "token.json"))
-    done = subprocess.run([sys.executable, "-c", _CLI, "instruments", "-n", "1"], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=120)
+    env.update(
+        KITE_API_KEY=kite.api_key,
+        KITE_ACCESS_TOKEN=kite.access_token,
+        KITE_API_SECRET=kite.api_secret,
+        MDE_KITE_ROOT=kite.url,
+        MDE_CACHE_DIR=str(tmp_path / "cache"),
+        MDE_SOURCE="kite",
+        MDE_TOKEN_FILE=str(tmp_path / "token.json"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI, "instruments", "-n", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == exit_code, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "downloading the instruments list" in lines[0]
@@ -225,7 +241,8 @@ def test_the_map_is_the_only_place_that_knows_kiteconnects_exceptions() -> None:
     src = Path(mde.__file__).resolve().parent
     names = ("kiteconnect.exceptions", "import exceptions", "TokenException", "NetworkException", "DataException")
     offenders = sorted(
-        str(p.relative_to(src)) for p in src.rglob("*.py")
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
         if p.name != "errors.py" or p.parent.name != "kite"
         if any(n in p.read_text(encoding="utf-8") for n in names)
     )

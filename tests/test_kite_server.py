@@ -70,8 +70,13 @@ def test_historical_round_trip_matches_csv(kite, server):
         assert g["volume"] == 0 and "oi" not in g
     # The client sent IST wall clock without an offset, plus interval/continuous/oi.
     q = server.requests_to("/instruments/historical/")[-1].query
-    assert q == {"from": "2024-06-03 09:15:00", "to": "2024-06-03 15:29:00",
-                 "interval": "5minute", "continuous": "0", "oi": "0"}
+    assert q == {
+        "from": "2024-06-03 09:15:00",
+        "to": "2024-06-03 15:29:00",
+        "interval": "5minute",
+        "continuous": "0",
+        "oi": "0",
+    }
 
 
 def test_raw_wire_format_has_colonless_offset(server):
@@ -152,7 +157,14 @@ def test_intraday_built_from_minutes_with_partial_bucket_cut_by_to(kite):
 
     hourly = kite.historical_data(BANKNIFTY, "2024-04-02 09:15:00", "2024-04-02 15:29:00", "60minute")
     assert [c["date"].strftime("%H:%M") for c in hourly] == [
-        "09:15", "10:15", "11:15", "12:15", "13:15", "14:15", "15:15"]
+        "09:15",
+        "10:15",
+        "11:15",
+        "12:15",
+        "13:15",
+        "14:15",
+        "15:15",
+    ]
     assert _vals(hourly[-1]) == _ohlc(_minutes("2024-04-02", "15:15", "15:29"))
 
 
@@ -202,8 +214,7 @@ def test_generate_session_works_once(server):
     assert isinstance(sess["login_time"], datetime)
     assert kite.profile()["user_id"] == sess["user_id"]
     form = server.requests_to("/session/token", "POST")[-1].form
-    assert form["checksum"] == hashlib.sha256(
-        (server.api_key + "rt-123" + server.api_secret).encode()).hexdigest()
+    assert form["checksum"] == hashlib.sha256((server.api_key + "rt-123" + server.api_secret).encode()).hexdigest()
     with pytest.raises(kex.TokenException) as ei:
         kite.generate_session("rt-123", server.api_secret)  # single use
     assert ei.value.code == 403
@@ -323,14 +334,27 @@ def test_request_log_counts_and_spacing(server, kite):
 
 def test_context_manager_and_add_candles(tmp_path):
     with KiteServer(instruments_csv=None, access_token="tok") as s:
-        s.add_candles(42, "minute", [
-            (datetime(2024, 1, 1, 9, 15, tzinfo=IST), 1, 2, 0.5, 1.5, 10, 7),
-            ("2024-01-01T03:46:00+00:00", 1.5, 3, 1, 2, 5, 8),  # 09:16 IST given in UTC
-        ])
+        s.add_candles(
+            42,
+            "minute",
+            [
+                (datetime(2024, 1, 1, 9, 15, tzinfo=IST), 1, 2, 0.5, 1.5, 10, 7),
+                ("2024-01-01T03:46:00+00:00", 1.5, 3, 1, 2, 5, 8),  # 09:16 IST given in UTC
+            ],
+        )
         kite = s.make_client()
         got = kite.historical_data(42, "2024-01-01 09:15:00", "2024-01-01 09:20:00", "3minute", oi=True)
-        assert got == [{"date": datetime(2024, 1, 1, 9, 15, tzinfo=IST), "open": 1.0, "high": 3.0,
-                        "low": 0.5, "close": 2.0, "volume": 15, "oi": 8}]
+        assert got == [
+            {
+                "date": datetime(2024, 1, 1, 9, 15, tzinfo=IST),
+                "open": 1.0,
+                "high": 3.0,
+                "low": 0.5,
+                "close": 2.0,
+                "volume": 15,
+                "oi": 8,
+            }
+        ]
         assert kite.instruments() == []
         url = s.url
     with pytest.raises(requests.exceptions.ConnectionError):

@@ -132,7 +132,11 @@ class Kite:
 
     def new_limiters(self) -> None:
         w = self.srv.rate_window
-        self.limiters = {"historical": RateLimiter(3, window=w), "quote": RateLimiter(1, window=w), "other": RateLimiter(10, window=w)}
+        self.limiters = {
+            "historical": RateLimiter(3, window=w),
+            "quote": RateLimiter(1, window=w),
+            "other": RateLimiter(10, window=w),
+        }
 
     def environ(self, now: str, **extra: str) -> dict[str, str]:
         env = {
@@ -159,7 +163,9 @@ class Kite:
         source = KiteSource(settings, retry=retry or RetryPolicy(**FAST), limiters=self.limiters)
         return MarketDataEngine(settings, source)
 
-    def cli(self, now: str, *args: str, fast: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, now: str, *args: str, fast: bool = False, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         self.srv.now = ist(now)
         full = self.environ(now, **(env or {}))
         if not fast:
@@ -169,7 +175,11 @@ class Kite:
     def popen(self, now: str, *args: str) -> subprocess.Popen[str]:
         self.srv.now = ist(now)
         return subprocess.Popen(
-            _fast_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env(self.environ(now))
+            _fast_cmd(*args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_child_env(self.environ(now)),
         )
 
     def snapshot(self) -> dict[str, str]:
@@ -226,14 +236,26 @@ def assert_series_sound(eng: MarketDataEngine, symbol: str, tf: str) -> pl.DataF
     assert df["ts"].is_sorted() and df["ts"].is_unique().all()
     manifest = eng.store.manifest(inst, tf_parse(tf))
     assert manifest is not None and manifest.rows == df.height
-    assert not list(folder.glob(".*.tmp")) and not list(folder.parent.glob(f".{tf}.new")) and not list(folder.parent.glob(f".{tf}.old"))
+    assert (
+        not list(folder.glob(".*.tmp"))
+        and not list(folder.parent.glob(f".{tf}.new"))
+        and not list(folder.parent.glob(f".{tf}.old"))
+    )
     return df
 
 
 # -- chunking -------------------------------------------------------------------------------
 
-INTERVALS = [("1m", "minute"), ("3m", "3minute"), ("5m", "5minute"), ("10m", "10minute"),
-             ("15m", "15minute"), ("30m", "30minute"), ("60m", "60minute"), ("1d", "day")]
+INTERVALS = [
+    ("1m", "minute"),
+    ("3m", "3minute"),
+    ("5m", "5minute"),
+    ("10m", "10minute"),
+    ("15m", "15minute"),
+    ("30m", "30minute"),
+    ("60m", "60minute"),
+    ("1d", "day"),
+]
 
 
 @pytest.mark.parametrize(("tf", "interval"), INTERVALS)
@@ -245,8 +267,19 @@ def test_requests_are_chunked_at_each_interval_limit(kite, tf, interval):
     kite.srv.rate_window = 0.05
     kite.new_limiters()
     limit = MAX_DAYS[interval]
-    assert limit == {"minute": 60, "3minute": 100, "5minute": 100, "10minute": 100, "15minute": 200,
-                     "30minute": 200, "60minute": 400, "day": 2000}[interval]
+    assert (
+        limit
+        == {
+            "minute": 60,
+            "3minute": 100,
+            "5minute": 100,
+            "10minute": 100,
+            "15minute": 200,
+            "30minute": 200,
+            "60minute": 400,
+            "day": 2000,
+        }[interval]
+    )
     start = date(2003, 1, 1) if interval == "day" else date(2023, 1, 2)
     eng = kite.engine("2025-06-30T16:00:00+05:30")
     for days in (limit, limit + 1, 2 * limit + 5):
@@ -353,7 +386,9 @@ def test_in_session_refresh_is_one_request_per_series_and_never_stores_the_runni
             eng.refresh(sym, "5m", count=300)
         partial = server.candles(NIFTY, "5minute", datetime(2024, 6, 14, 11, 0), datetime(2024, 6, 14, 11, 2))
         full = {r[0]: r for r in rows_between("NIFTY50_5m_2024.csv", "2024-06-14T11:00", "2024-06-14T11:00")}
-        assert partial[-1][0] == datetime(2024, 6, 14, 11, 0) and partial[-1][1][3] != full["2024-06-14T11:00:00+05:30"][4]
+        assert (
+            partial[-1][0] == datetime(2024, 6, 14, 11, 0) and partial[-1][1][3] != full["2024-06-14T11:00:00+05:30"][4]
+        )
         for sym in ("NIFTY", "BANKNIFTY"):
             cached = eng.load_cache(sym, "5m")
             assert cached["ts"][-1] == ist("2024-06-14T10:55")  # the running 11:00 candle was dropped
@@ -397,7 +432,10 @@ def test_a_long_429_storm_ends_in_rate_limited_with_the_cache_unchanged(kite):
     eng = kite.engine("2024-06-14T18:00:00+05:30")
     with pytest.raises(RateLimited, match="too many requests"):
         eng.refresh("NIFTY", "5m")
-    assert len(hist(kite.srv)) == RetryPolicy().attempts_429 and eng.source.stats.rate_limited == RetryPolicy().attempts_429
+    assert (
+        len(hist(kite.srv)) == RetryPolicy().attempts_429
+        and eng.source.stats.rate_limited == RetryPolicy().attempts_429
+    )
     assert kite.snapshot() == before
 
 
@@ -475,7 +513,9 @@ def test_input_exception_is_an_input_error_with_kites_message(kite):
     # and Kite's own answer for a token it does not know
     tf = tf_parse("5m")
     with pytest.raises(InputError, match="invalid token"):
-        eng.source.historical(Instrument("NSE", "NOSUCH", 999_999_999), tf, ist("2024-06-14T09:15"), ist("2024-06-14T15:30"))
+        eng.source.historical(
+            Instrument("NSE", "NOSUCH", 999_999_999), tf, ist("2024-06-14T09:15"), ist("2024-06-14T15:30")
+        )
 
 
 # -- the CLI ---------------------------------------------------------------------------------
@@ -515,7 +555,9 @@ def test_cli_failures_exit_codes_one_line_errors_cache_unchanged_no_secrets(kite
     else:
         kite.srv.fail_next(500, "GeneralException", f"backend error for {SECRET_TOKEN}", times=50, path_prefix=five)
         kite.srv.html_error_next(502, times=50, path_prefix=day)
-    res = kite.cli("2024-06-14T18:00:00+05:30", "-v", "refresh", "NIFTY", "-t", "5m", "-t", "1d", env=SECRET_ENV, fast=True)
+    res = kite.cli(
+        "2024-06-14T18:00:00+05:30", "-v", "refresh", "NIFTY", "-t", "5m", "-t", "1d", env=SECRET_ENV, fast=True
+    )
     assert res.returncode == {"rate_limited": 4, "unavailable": 5}[case], res.stdout + res.stderr
     assert_no_secrets(kite, res)
     errors = error_lines(res)
@@ -548,12 +590,17 @@ def test_cli_token_expiry_mid_run_exit_3_and_no_request_after_the_first_403(kite
 
     watcher = threading.Thread(target=expire_when_banknifty_is_asked, daemon=True)
     watcher.start()
-    res = kite.cli("2024-06-14T18:00:00+05:30", "-v", "refresh", "NIFTY", "BANKNIFTY", "-t", "5m", "-t", "1d", env=SECRET_ENV)
+    res = kite.cli(
+        "2024-06-14T18:00:00+05:30", "-v", "refresh", "NIFTY", "BANKNIFTY", "-t", "5m", "-t", "1d", env=SECRET_ENV
+    )
     watcher.join(5)
     assert res.returncode == 3, res.stdout + res.stderr
     statuses = [(r.path, r.status) for r in kite.srv.requests]
     assert statuses[-1] == (f"{HIST}/{BANKNIFTY}/5minute", 403)  # the first 403 is the last request
-    assert {st for _, st in statuses[:-1]} == {200} and {p for p, _ in statuses[:-1]} == {f"{HIST}/{NIFTY}/5minute", f"{HIST}/{NIFTY}/day"}
+    assert {st for _, st in statuses[:-1]} == {200} and {p for p, _ in statuses[:-1]} == {
+        f"{HIST}/{NIFTY}/5minute",
+        f"{HIST}/{NIFTY}/day",
+    }
     assert_no_secrets(kite, res)
     errors = error_lines(res)
     assert [e.split(": ")[1] for e in errors] == ["BANKNIFTY 5m", "BANKNIFTY 1d"]
@@ -766,9 +813,17 @@ def test_the_fast_candle_parser_keeps_futures_oi_and_1m_candles(tmp_path):
 
     days = [date(2025, 12, d) for d in (15, 16, 17)]
     minutes = [
-        (datetime.combine(day, datetime.min.time(), IST).replace(hour=9, minute=15) + timedelta(minutes=i),
-         100.0 + i, 101.5 + i, 99.25 + i, 100.75 + i, 10 * i, 70_000 + i)
-        for day in days for i in range(375)
+        (
+            datetime.combine(day, datetime.min.time(), IST).replace(hour=9, minute=15) + timedelta(minutes=i),
+            100.0 + i,
+            101.5 + i,
+            99.25 + i,
+            100.75 + i,
+            10 * i,
+            70_000 + i,
+        )
+        for day in days
+        for i in range(375)
     ]
     with KiteServer(instruments_csv=INSTRUMENTS_CSV) as server:
         server.rate_window = WINDOW
@@ -792,9 +847,17 @@ def test_the_fast_candle_parser_keeps_futures_oi_and_1m_candles(tmp_path):
 @pytest.mark.parametrize(
     "text",
     [
-        "2024-11-14T09:15:00+0530", "2024-11-14T09:15:00+05:30", "2024-11-14T03:45:00Z", "2024-11-14T03:45:00+0000",
-        "2024-11-14T09:15:00.250000+0530", "2024-11-14 09:15:00+0530", "2024-11-14T09:15:00", "2024-11-14",
-        "2024-11-14T09:15:00-0400", "14 Nov 2024 09:15 +0530", "2024/11/14 09:15:00",
+        "2024-11-14T09:15:00+0530",
+        "2024-11-14T09:15:00+05:30",
+        "2024-11-14T03:45:00Z",
+        "2024-11-14T03:45:00+0000",
+        "2024-11-14T09:15:00.250000+0530",
+        "2024-11-14 09:15:00+0530",
+        "2024-11-14T09:15:00",
+        "2024-11-14",
+        "2024-11-14T09:15:00-0400",
+        "14 Nov 2024 09:15 +0530",
+        "2024/11/14 09:15:00",
     ],
 )
 def test_parse_candle_ts_matches_dateutil(text):

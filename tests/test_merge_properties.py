@@ -23,7 +23,9 @@ from mde.symbols import Instrument
 from mde.timeframes import parse
 
 PROPS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-STORE_PROPS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+STORE_PROPS = settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 MERGE_BASE = datetime(2024, 6, 3, 9, 15, tzinfo=IST)
 # 300 slots 6 hours apart from mid-November: the series spans three months and two years, so
@@ -49,7 +51,14 @@ def frame(rows: list[tuple[int, tuple]], base: datetime, step: timedelta) -> pl.
             "close": [v[3] for _, v in rows],
             "volume": [v[4] for _, v in rows],
         },
-        schema={"ts": pl.Datetime("us", "Asia/Kolkata"), "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64, "volume": pl.Int64},
+        schema={
+            "ts": pl.Datetime("us", "Asia/Kolkata"),
+            "open": pl.Float64,
+            "high": pl.Float64,
+            "low": pl.Float64,
+            "close": pl.Float64,
+            "volume": pl.Int64,
+        },
     )
     return normalize(raw)
 
@@ -142,7 +151,8 @@ def test_writing_disjoint_batches_in_any_split_and_order_equals_writing_all_at_o
         once = whole.write(INST, parse(tf), all_at_once, source="sample", now=NOW)
 
         results = [
-            pieces.write(INST, parse(tf), frame(batches[i], STORE_BASE, STORE_STEP), source="sample", now=NOW) for i in order
+            pieces.write(INST, parse(tf), frame(batches[i], STORE_BASE, STORE_STEP), source="sample", now=NOW)
+            for i in order
         ]
 
         assert once.added == len(slots) and once.replaced == 0

@@ -56,7 +56,7 @@ def test_metrics_match_a_hand_computed_small_series() -> None:
     m = compute(eq, trades([], []), 100.0, Basis(1, 4, (2024,)), 0.5, None)
     assert m["cagr_pct"] == pytest.approx(20.0) and m["years"] == 1.0
     m = compute(eq, trades([], []), 100.0, Basis(1, 2, (2024,)), 0.5, None)  # two years
-    assert m["cagr_pct"] == pytest.approx((1.2 ** 0.5 - 1) * 100, abs=0.01)
+    assert m["cagr_pct"] == pytest.approx((1.2**0.5 - 1) * 100, abs=0.01)
 
 
 def test_drawdown_from_the_start_counts_against_the_starting_cash_and_may_not_recover() -> None:

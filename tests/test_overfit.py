@@ -125,7 +125,9 @@ def test_pbo_of_a_dominant_combination_is_near_zero() -> None:
     st.randoms(use_true_random=False),
     st.sampled_from(["sharpe", "mean"]),
 )
-def test_pbo_does_not_depend_on_the_order_of_the_combinations(m: list[list[int]], rnd: random.Random, metric: str) -> None:
+def test_pbo_does_not_depend_on_the_order_of_the_combinations(
+    m: list[list[int]], rnd: random.Random, metric: str
+) -> None:
     # small integers: ties in sample and out of sample are common, and must not matter
     order = list(range(len(m[0])))
     rnd.shuffle(order)
@@ -133,7 +135,9 @@ def test_pbo_does_not_depend_on_the_order_of_the_combinations(m: list[list[int]]
     a = probability_of_backtest_overfitting(m, n_blocks=4, metric=metric)
     b = probability_of_backtest_overfitting(permuted, n_blocks=4, metric=metric)
     assert a.logits == pytest.approx(b.logits) and a.pbo == b.pbo
-    assert all(-math.log(len(m[0])) - 1e-9 <= lam <= math.log(len(m[0])) + 1e-9 for lam in a.logits)  # ω in [1/(N+1), N/(N+1)]
+    assert all(
+        -math.log(len(m[0])) - 1e-9 <= lam <= math.log(len(m[0])) + 1e-9 for lam in a.logits
+    )  # ω in [1/(N+1), N/(N+1)]
 
 
 @pytest.mark.parametrize(
@@ -191,7 +195,9 @@ def test_dsr_uses_the_returns_moments() -> None:
     d = deflated_sharpe_ratio(rets, n_trials=20, sr_variance=0.002)
     sr = m.mean / m.std
     assert d.sharpe == pytest.approx(sr) and d.n == 500
-    assert d.dsr == pytest.approx(probabilistic_sharpe_ratio(sr, expected_max_sharpe(20, 0.002), 500, m.skewness, m.kurtosis))
+    assert d.dsr == pytest.approx(
+        probabilistic_sharpe_ratio(sr, expected_max_sharpe(20, 0.002), 500, m.skewness, m.kurtosis)
+    )
     assert d.psr == pytest.approx(probabilistic_sharpe_ratio(sr, 0.0, 500, m.skewness, m.kurtosis))
 
 
@@ -268,12 +274,14 @@ def test_pbo_side_without_a_position_has_a_sharpe_of_exactly_zero() -> None:
     m = []
     for t in range(64):
         block = t // 8
-        m.append([
-            rng.gauss(0.001, 0.01),
-            rng.gauss(0.3, 0.01) if block < 2 else 0.0,  # trades in blocks 0-1 only, with a huge mean
-            0.0,  # never trades
-            rng.gauss(-0.2, 0.01) if block == 7 else 0.0,
-        ])
+        m.append(
+            [
+                rng.gauss(0.001, 0.01),
+                rng.gauss(0.3, 0.01) if block < 2 else 0.0,  # trades in blocks 0-1 only, with a huge mean
+                0.0,  # never trades
+                rng.gauss(-0.2, 0.01) if block == 7 else 0.0,
+            ]
+        )
     fast = probability_of_backtest_overfitting(m, n_blocks=8)
     slow = probability_of_backtest_overfitting(m, n_blocks=8, metric=sharpe)
     assert fast.logits == pytest.approx(slow.logits, rel=1e-12) and fast.pbo == slow.pbo
@@ -289,7 +297,9 @@ FLOATS = st.floats(allow_nan=False, allow_infinity=False)
 @example(rets=[0.0, 0.0, 2.5238670728775616e-123], srs=[0.0, 0.0], n=0)
 def test_dsr_of_any_numbers_is_a_probability_or_a_one_line_error(rets: list[float], srs: list[float], n: int) -> None:
     try:
-        d = deflated_sharpe_ratio(rets, trial_sharpes=srs or None, n_trials=n or None, sr_variance=None if srs else 0.01)
+        d = deflated_sharpe_ratio(
+            rets, trial_sharpes=srs or None, n_trials=n or None, sr_variance=None if srs else 0.01
+        )
     except InputError as exc:
         assert "\n" not in str(exc)
         return
@@ -302,7 +312,9 @@ def test_dsr_of_any_numbers_is_a_probability_or_a_one_line_error(rets: list[floa
     st.sampled_from([2, 4, 6]),
     st.sampled_from(["sharpe", "mean"]),
 )
-def test_pbo_of_any_numbers_is_a_probability_or_a_one_line_error(m: list[list[float]], blocks: int, metric: str) -> None:
+def test_pbo_of_any_numbers_is_a_probability_or_a_one_line_error(
+    m: list[list[float]], blocks: int, metric: str
+) -> None:
     try:
         r = probability_of_backtest_overfitting(m, n_blocks=blocks, metric=metric)
     except InputError as exc:

@@ -45,18 +45,33 @@ def mixed_settings(tmp_path: Path, cache: Path) -> Settings:
     return load(conf, cache_dir=cache, source="sample", environ={})
 
 
-def journal(cache: Path, name: str) -> tuple[dict[str, str], dict[str, int], list[tuple[str, str | None, dict[str, Any]]]]:
+def journal(
+    cache: Path, name: str
+) -> tuple[dict[str, str], dict[str, int], list[tuple[str, str | None, dict[str, Any]]]]:
     with TradeState(session_path(cache / "_paper", name), readonly=True) as state:
         return state.meta(), state.progress(), [(e.kind, e.symbol, e.payload) for e in state.events()]
 
 
 def test_each_symbol_trades_on_its_own_first_multi_tf_timeframe(cache: Path, tmp_path: Path) -> None:
     st = mixed_settings(tmp_path, cache)
-    assert {s: tf.name for s, tf in symbol_timeframes(st, ["NIFTY", "BANKNIFTY"]).items()} == {"NIFTY": "1m", "BANKNIFTY": "15m"}
-    assert {tf.name for tf in symbol_timeframes(st, ["NIFTY", "BANKNIFTY"], "5m").values()} == {"5m"}  # --timeframe: all
+    assert {s: tf.name for s, tf in symbol_timeframes(st, ["NIFTY", "BANKNIFTY"]).items()} == {
+        "NIFTY": "1m",
+        "BANKNIFTY": "15m",
+    }
+    assert {tf.name for tf in symbol_timeframes(st, ["NIFTY", "BANKNIFTY"], "5m").values()} == {
+        "5m"
+    }  # --timeframe: all
     lines: list[str] = []
-    result = run_session(st, "sma_cross", ["NIFTY", "BANKNIFTY"], day=DAY, name="mixed", params=PARAMS,
-                         segment="futures", log=lines.append)
+    result = run_session(
+        st,
+        "sma_cross",
+        ["NIFTY", "BANKNIFTY"],
+        day=DAY,
+        name="mixed",
+        params=PARAMS,
+        segment="futures",
+        log=lines.append,
+    )
     assert result.status == "finished" and result.candles == 375 + 25
     assert lines[0].startswith(f"session mixed: playing {DAY} NIFTY 1m, BANKNIFTY 15m as fast as possible")
     # each symbol's trades are exactly those of replaying it alone on its own timeframe
@@ -68,9 +83,11 @@ def test_each_symbol_trades_on_its_own_first_multi_tf_timeframe(cache: Path, tmp
     assert result.net_pnl == pytest.approx(result.summary.metrics["net_pnl"], abs=0.011)
     meta, progress, _ = journal(cache, "mixed")
     assert meta["timeframe"] == "1m,15m" and meta["symbols"] == "NIFTY,BANKNIFTY"
-    assert progress == {"NIFTY:1m": as_us(datetime(2024, 6, 14, 15, 30, tzinfo=IST)),
-                        "BANKNIFTY:15m": as_us(datetime(2024, 6, 14, 15, 30, tzinfo=IST)),
-                        "_end": progress["_end"]}
+    assert progress == {
+        "NIFTY:1m": as_us(datetime(2024, 6, 14, 15, 30, tzinfo=IST)),
+        "BANKNIFTY:15m": as_us(datetime(2024, 6, 14, 15, 30, tzinfo=IST)),
+        "_end": progress["_end"],
+    }
     (status,) = session_status(st, "mixed")
     assert status["timeframe"] == "1m,15m" and status["positions"] == {}
     assert status["net_pnl"] == pytest.approx(result.summary.metrics["net_pnl"], abs=0.011)
@@ -92,21 +109,43 @@ def test_the_strategy_sees_each_symbols_own_timeframe(cache: Path, tmp_path: Pat
     st = mixed_settings(tmp_path, cache)
     Recorder.seen = []
     run_session(st, Recorder, ["NIFTY", "BANKNIFTY"], day=DAY, name="recorder", costs="none", until="10:00")
-    assert set(Recorder.seen) == {("NIFTY", "1m", "1m", True, timedelta(minutes=15)),
-                                  # at 09:30 the day's first 15m candle (09:15) has closed: overnight from 15:15
-                                  ("NIFTY", "1m", "1m", True, timedelta(hours=18)),
-                                  ("BANKNIFTY", "15m", "15m", True, timedelta(minutes=1))}
+    assert set(Recorder.seen) == {
+        ("NIFTY", "1m", "1m", True, timedelta(minutes=15)),
+        # at 09:30 the day's first 15m candle (09:15) has closed: overnight from 15:15
+        ("NIFTY", "1m", "1m", True, timedelta(hours=18)),
+        ("BANKNIFTY", "15m", "15m", True, timedelta(minutes=1)),
+    }
     # close-time order: at 09:30 NIFTY's 09:29 1m candle, then BANKNIFTY's 09:15 15m candle (the symbols' order)
     assert [s[0] for s in Recorder.seen[13:17]] == ["NIFTY", "NIFTY", "BANKNIFTY", "NIFTY"]
     assert len(Recorder.seen) == 45 + 3  # closes 09:16..10:00, and 09:30, 09:45, 10:00
 
 
-def test_the_cli_trades_each_symbol_on_its_multi_tf_timeframe_and_timeframe_sets_one_for_all(cache: Path, tmp_path: Path) -> None:
+def test_the_cli_trades_each_symbol_on_its_multi_tf_timeframe_and_timeframe_sets_one_for_all(
+    cache: Path, tmp_path: Path
+) -> None:
     conf = tmp_path / "mde.toml"
     conf.write_text(MIXED)
     env = {"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"}
-    args = ("--config", str(conf), "paper", "--strategy", "sma_cross", "-s", "NIFTY", "BANKNIFTY", "--date", DAY,
-            "--segment", "futures", "-p", "fast=3", "-p", "slow=8", "--until", "11:00")
+    args = (
+        "--config",
+        str(conf),
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "BANKNIFTY",
+        "--date",
+        DAY,
+        "--segment",
+        "futures",
+        "-p",
+        "fast=3",
+        "-p",
+        "slow=8",
+        "--until",
+        "11:00",
+    )
     res = run_mde(*args, "--session", "cli-mixed", env=env)
     assert res.returncode == 0, res.stderr
     assert "session cli-mixed finished: 112 candles" in res.stdout  # by 11:00: 105 NIFTY 1m, 7 BANKNIFTY 15m
@@ -135,19 +174,35 @@ class Flaky(MarketDataEngine):
 
 def test_any_exception_from_a_cache_update_is_journaled_stale_and_the_session_goes_on(cache: Path) -> None:
     st = load(cache_dir=cache, source="sample", environ={})
-    clean = run_session(st, "sma_cross", ["NIFTY", "BANKNIFTY"], "5m", day=DAY, name="clean", params=PARAMS,
-                        segment="futures")
+    clean = run_session(
+        st, "sma_cross", ["NIFTY", "BANKNIFTY"], "5m", day=DAY, name="clean", params=PARAMS, segment="futures"
+    )
     end = datetime(2024, 6, 14, 23, 59, 59, 999999, tzinfo=IST)
-    engine = Flaky(st.with_overrides(now=end), {"BANKNIFTY": [RuntimeError("boom"), ZeroDivisionError("x"), OSError(5, "I/O")]})
+    engine = Flaky(
+        st.with_overrides(now=end), {"BANKNIFTY": [RuntimeError("boom"), ZeroDivisionError("x"), OSError(5, "I/O")]}
+    )
     lines: list[str] = []
-    flaky = run_session(st, "sma_cross", ["NIFTY", "BANKNIFTY"], "5m", day=DAY, name="flaky", params=PARAMS,
-                        segment="futures", engine=engine, log=lines.append)
+    flaky = run_session(
+        st,
+        "sma_cross",
+        ["NIFTY", "BANKNIFTY"],
+        "5m",
+        day=DAY,
+        name="flaky",
+        params=PARAMS,
+        segment="futures",
+        engine=engine,
+        log=lines.append,
+    )
     assert flaky.status == "finished" and flaky.candles == clean.candles  # the late candles were run once they came
     assert flaky.trades.select(COLS).equals(clean.trades.select(COLS))  # fills at the next open: nothing changes
     _, _, events = journal(cache, "flaky")
     stale = [(sym, p["error"]) for kind, sym, p in events if kind == "stale"]
-    assert stale == [("BANKNIFTY", "RuntimeError: boom"), ("BANKNIFTY", "ZeroDivisionError: x"),
-                     ("BANKNIFTY", "OSError: [Errno 5] I/O")]
+    assert stale == [
+        ("BANKNIFTY", "RuntimeError: boom"),
+        ("BANKNIFTY", "ZeroDivisionError: x"),
+        ("BANKNIFTY", "OSError: [Errno 5] I/O"),
+    ]
     assert "10:00:00 BANKNIFTY: cache update failed (RuntimeError: boom); going on with the cached data" in lines
 
 
@@ -163,7 +218,9 @@ class RaisesOnBankNifty(Strategy):
     flag: str = ""
 
 
-def test_a_strategy_that_raises_stops_the_session_resumably_naming_strategy_symbol_and_candle(cache: Path, tmp_path: Path) -> None:
+def test_a_strategy_that_raises_stops_the_session_resumably_naming_strategy_symbol_and_candle(
+    cache: Path, tmp_path: Path
+) -> None:
     st = mixed_settings(tmp_path, cache)
     flag = tmp_path / "fixed"
     kw: dict[str, Any] = dict(day=DAY, name="raises", params={"flag": str(flag)}, segment="futures")
@@ -177,8 +234,9 @@ def test_a_strategy_that_raises_stops_the_session_resumably_naming_strategy_symb
     flag.touch()  # fixed: the same session resumes at that candle and finishes
     done = run_session(st, RaisesOnBankNifty, ["NIFTY", "BANKNIFTY"], **kw)
     assert done.status == "finished" and done.resumed_from == 2
-    once = run_session(mixed_settings(tmp_path, cache), RaisesOnBankNifty, ["NIFTY", "BANKNIFTY"],
-                       **{**kw, "name": "raises-never"})
+    once = run_session(
+        mixed_settings(tmp_path, cache), RaisesOnBankNifty, ["NIFTY", "BANKNIFTY"], **{**kw, "name": "raises-never"}
+    )
     assert done.trades.select(COLS).equals(once.trades.select(COLS)) and once.trades.height >= 5
 
 
@@ -225,8 +283,18 @@ def test_a_tick_clock_and_tick_fills_plug_in_without_touching_the_engine(cache: 
 
         fills = PriceFills(quote, {"NIFTY": "NSE:NIFTY 50"}, via="tick", what="tick stream")
         engine = MarketDataEngine(st.with_overrides(now=start))
-        return PaperEngine(st, engine, "sma_cross", ["NIFTY"], symbol_timeframes(st, ["NIFTY"], "5m"), clock, fills,
-                           name=name, params=PARAMS, segment="futures")
+        return PaperEngine(
+            st,
+            engine,
+            "sma_cross",
+            ["NIFTY"],
+            symbol_timeframes(st, ["NIFTY"], "5m"),
+            clock,
+            fills,
+            name=name,
+            params=PARAMS,
+            segment="futures",
+        )
 
     whole = session("ticks", nine15).run()
     replay = run_replay(MarketDataEngine(st), "sma_cross", ["NIFTY"], "5m", DAY, DAY, params=PARAMS, segment="futures")

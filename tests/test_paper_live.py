@@ -70,8 +70,12 @@ class VirtualClock:
 
 
 def kite_settings(server: KiteServer, cache: Path) -> Settings:
-    env = {"KITE_API_KEY": server.api_key, "KITE_ACCESS_TOKEN": server.access_token, "MDE_KITE_ROOT": server.url,
-           "MDE_NOW": f"{DAY}T09:00:00+05:30"}  # for the token's validity only; the session has its own clock
+    env = {
+        "KITE_API_KEY": server.api_key,
+        "KITE_ACCESS_TOKEN": server.access_token,
+        "MDE_KITE_ROOT": server.url,
+        "MDE_NOW": f"{DAY}T09:00:00+05:30",
+    }  # for the token's validity only; the session has its own clock
     return load(environ=env, cache_dir=cache, source="kite")
 
 
@@ -96,8 +100,19 @@ def live(srv: KiteServer, cache: Path, clock: VirtualClock, **kw):
     st = kite_settings(srv, cache)
     kw.setdefault("name", "live")
     kw.setdefault("until", "11:00")
-    return run_live_session(st, "sma_cross", ["NIFTY", "BANKNIFTY"], "5m", params=PARAMS, segment="futures",
-                            tick=10.0, engine=kite_engine(st), clock=clock, sleep=clock.sleep, **kw)
+    return run_live_session(
+        st,
+        "sma_cross",
+        ["NIFTY", "BANKNIFTY"],
+        "5m",
+        params=PARAMS,
+        segment="futures",
+        tick=10.0,
+        engine=kite_engine(st),
+        clock=clock,
+        sleep=clock.sleep,
+        **kw,
+    )
 
 
 def journal(cache: Path, name: str, kind: str | None = None):
@@ -108,7 +123,12 @@ def journal(cache: Path, name: str, kind: str | None = None):
 def test_a_live_session_asks_one_ltp_per_tick_and_candles_only_when_one_closed(srv: KiteServer, cache: Path) -> None:
     clock = VirtualClock(srv, f"{DAY}T09:14:50")
     result = live(srv, cache, clock)
-    ticks = round((datetime.fromisoformat(f"{DAY}T11:00:00+05:30") - datetime.fromisoformat(f"{DAY}T09:14:50+05:30")).total_seconds() / 10)
+    ticks = round(
+        (
+            datetime.fromisoformat(f"{DAY}T11:00:00+05:30") - datetime.fromisoformat(f"{DAY}T09:14:50+05:30")
+        ).total_seconds()
+        / 10
+    )
     ltp = srv.requests_to("/quote/ltp")
     assert len(ltp) == ticks
     assert all(sorted(r.query_all["i"]) == sorted(KEYS.values()) for r in ltp)  # one batched request for the universe
@@ -203,17 +223,39 @@ def test_a_failing_update_or_ltp_is_recorded_and_the_session_goes_on(srv: KiteSe
     assert result.status == "finished"
     # the failed series caught up later: every candle of the window was processed once
     assert sorted(e.ts_us for e in journal(cache, "stale", "candle") if e.symbol == "NIFTY") == sorted(
-        set(e.ts_us for e in journal(cache, "stale", "candle") if e.symbol == "NIFTY"))
+        set(e.ts_us for e in journal(cache, "stale", "candle") if e.symbol == "NIFTY")
+    )
     assert sum(1 for e in journal(cache, "stale", "candle")) == result.candles == 2 * 8
 
 
-def test_mde_paper_source_kite_runs_live_and_never_prints_the_token(srv: KiteServer, cache: Path, tmp_path: Path) -> None:
+def test_mde_paper_source_kite_runs_live_and_never_prints_the_token(
+    srv: KiteServer, cache: Path, tmp_path: Path
+) -> None:
     srv.now = datetime.fromisoformat(f"{DAY}T10:15:01+05:30")
-    env = {"KITE_API_KEY": srv.api_key, "KITE_ACCESS_TOKEN": srv.access_token, "MDE_KITE_ROOT": srv.url,
-           "MDE_NOW": f"{DAY}T10:14:58+05:30", "MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "kite",
-           "MDE_TOKEN_FILE": str(tmp_path / "token.json")}
-    res = run_mde("paper", "--strategy", "sma_cross", "--symbols", "NIFTY", "BANKNIFTY", "--segment", "futures",
-                  "--tick", "1s", "--until", "10:15:03", env=env)
+    env = {
+        "KITE_API_KEY": srv.api_key,
+        "KITE_ACCESS_TOKEN": srv.access_token,
+        "MDE_KITE_ROOT": srv.url,
+        "MDE_NOW": f"{DAY}T10:14:58+05:30",
+        "MDE_CACHE_DIR": str(cache),
+        "MDE_SOURCE": "kite",
+        "MDE_TOKEN_FILE": str(tmp_path / "token.json"),
+    }
+    res = run_mde(
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "--symbols",
+        "NIFTY",
+        "BANKNIFTY",
+        "--segment",
+        "futures",
+        "--tick",
+        "1s",
+        "--until",
+        "10:15:03",
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     assert srv.access_token not in res.stdout + res.stderr
     assert "session sma_cross-2024-06-14 finished" in res.stdout
@@ -226,8 +268,18 @@ def test_mde_paper_source_kite_runs_live_and_never_prints_the_token(srv: KiteSer
 
 
 def test_mde_paper_without_kite_credentials_says_what_to_do(tmp_path: Path) -> None:
-    res = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--source", "kite", "--segment", "futures",
-                  env={"MDE_CACHE_DIR": str(tmp_path / "c"), "MDE_NOW": f"{DAY}T10:00:00+05:30"})
+    res = run_mde(
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--source",
+        "kite",
+        "--segment",
+        "futures",
+        env={"MDE_CACHE_DIR": str(tmp_path / "c"), "MDE_NOW": f"{DAY}T10:00:00+05:30"},
+    )
     assert res.returncode != 0 and "KITE_API_KEY" in res.stderr + res.stdout
     assert len((res.stderr + res.stdout).strip().splitlines()) == 1
 
@@ -292,7 +344,9 @@ print("done", flush=True)
 """
 
 
-def test_sigkill_of_a_live_session_at_random_moments_then_resume_gives_the_uninterrupted_fills(srv: KiteServer, cache: Path) -> None:
+def test_sigkill_of_a_live_session_at_random_moments_then_resume_gives_the_uninterrupted_fills(
+    srv: KiteServer, cache: Path
+) -> None:
     """kill -9 can land inside a SQLite commit, which no exception raised in-process can reach."""
     live(srv, cache, VirtualClock(srv, f"{DAY}T09:14:50"), name="whole", until="12:15")  # 10 signal fills by 12:10
     expected = [(e.symbol, e.payload) for e in journal(cache, "whole", "fill")]
@@ -304,7 +358,7 @@ def test_sigkill_of_a_live_session_at_random_moments_then_resume_gives_the_unint
         child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert child.stdout is not None and child.stdout.readline().strip() == "go"
         while child.stdout.readline().startswith("session "):  # die soon after an event (the start line is none):
-            pass                                                  # at a fill, mid-commit, between ticks
+            pass  # at a fill, mid-commit, between ticks
         time.sleep(rng.uniform(0, 0.03))
         if child.poll() is not None:
             break  # the session ended before this kill

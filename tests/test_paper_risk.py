@@ -50,14 +50,25 @@ def test_states_reducing_allows_only_exits_and_halted_is_final() -> None:
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("risk-cache")
-    MarketDataEngine(load(cache_dir=folder, source="sample", environ={})).download("NIFTY", "5m", "2024-05-01", "2024-06-30")
+    MarketDataEngine(load(cache_dir=folder, source="sample", environ={})).download(
+        "NIFTY", "5m", "2024-05-01", "2024-06-30"
+    )
     return folder
 
 
 def test_session_rejections_are_journaled_with_their_reason(cache: Path) -> None:
     st = load(cache_dir=cache, source="sample", environ={})
-    res = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name="capped", params={"fast": 3, "slow": 8, "lots": 2},
-                             segment="futures", risk=RiskLimits(max_position_qty=1))
+    res = run_sample_session(
+        st,
+        "sma_cross",
+        ["NIFTY"],
+        "5m",
+        "2024-06-14",
+        name="capped",
+        params={"fast": 3, "slow": 8, "lots": 2},
+        segment="futures",
+        risk=RiskLimits(max_position_qty=1),
+    )
     assert res.trades.height == 0
     with TradeState(session_path(cache / "_paper", "capped")) as state:
         rejects = state.events("reject")
@@ -68,16 +79,35 @@ def test_session_rejections_are_journaled_with_their_reason(cache: Path) -> None
 def test_max_loss_per_day_halts_flattens_and_stops_new_entries(cache: Path) -> None:
     st = load(cache_dir=cache, source="sample", environ={})
     # 2024-06-10: the first trade already loses more than Rs 5,000 (75 NIFTY futures)
-    free = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-10", name="free", params={"fast": 3, "slow": 8, "qty": 75},
-                              segment="futures")
+    free = run_sample_session(
+        st,
+        "sma_cross",
+        ["NIFTY"],
+        "5m",
+        "2024-06-10",
+        name="free",
+        params={"fast": 3, "slow": 8, "qty": 75},
+        segment="futures",
+    )
     assert free.trades.height >= 3
-    halted = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-10", name="halted",
-                                params={"fast": 3, "slow": 8, "qty": 75}, segment="futures", risk=RiskLimits(max_loss_per_day=3000.0))
+    halted = run_sample_session(
+        st,
+        "sma_cross",
+        ["NIFTY"],
+        "5m",
+        "2024-06-10",
+        name="halted",
+        params={"fast": 3, "slow": 8, "qty": 75},
+        segment="futures",
+        risk=RiskLimits(max_loss_per_day=3000.0),
+    )
     with TradeState(session_path(cache / "_paper", "halted")) as state:
         risk_events = state.events("risk")
         assert [e.payload["state"] for e in risk_events] == ["HALTED"]
         halted_at = risk_events[0].ts_us
-        later_entries = [e for e in state.events("fill") if e.ts_us > halted_at + 5 * MIN and e.payload["reason"] == "signal"]
+        later_entries = [
+            e for e in state.events("fill") if e.ts_us > halted_at + 5 * MIN and e.payload["reason"] == "signal"
+        ]
         assert later_entries == []  # nothing new after the halt (the flatten fills at the next open)
     assert halted.trades.height == 1 < free.trades.height
     assert halted.trades["exit_reason"].to_list() == ["risk halt"]
@@ -85,18 +115,44 @@ def test_max_loss_per_day_halts_flattens_and_stops_new_entries(cache: Path) -> N
 
 def test_risk_limits_come_from_mde_toml_and_flags_override(tmp_path: Path, cache: Path) -> None:
     toml = tmp_path / "mde.toml"
-    toml.write_text(f'[cache]\ndir = "{cache}"\n[source]\nkind = "sample"\n[risk]\nmax_position_qty = 5\nmax_loss_per_day = 2000\n')
+    toml.write_text(
+        f'[cache]\ndir = "{cache}"\n[source]\nkind = "sample"\n[risk]\nmax_position_qty = 5\nmax_loss_per_day = 2000\n'
+    )
     st = load(toml, environ={})
     assert limits_from(st) == RiskLimits(max_loss_per_day=2000.0, max_position_qty=5)
     assert limits_from(st, max_position_qty=1).max_position_qty == 1
     toml.write_text('[risk]\nmax_position_qty = "many"\n')
     with pytest.raises(ConfigError, match="max_position_qty"):
         load(toml, environ={})
-    res = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures",
-                  "--session", "flagged", "-p", "lots=2", "--max-qty", "1", env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"})
+    res = run_mde(
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--date",
+        "2024-06-14",
+        "--segment",
+        "futures",
+        "--session",
+        "flagged",
+        "-p",
+        "lots=2",
+        "--max-qty",
+        "1",
+        env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"},
+    )
     assert res.returncode == 0 and "0 trades" in res.stdout and "exceed the limit of 1" in res.stderr
-    status = json.loads(run_mde("paper", "--status", "--session", "flagged", "--json",
-                                env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"}).stdout)
+    status = json.loads(
+        run_mde(
+            "paper",
+            "--status",
+            "--session",
+            "flagged",
+            "--json",
+            env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"},
+        ).stdout
+    )
     assert status[0]["fills"] == 0
 
 
@@ -113,8 +169,19 @@ def test_kill_switch_from_another_process_flattens_and_stops_the_session(cache: 
             halts.append(run_mde("paper", "--halt", "--session", "killswitch", env=env))
 
     said: list[str] = []
-    result = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-10", name="killswitch", params={"fast": 3, "slow": 8},
-                                segment="futures", until="12:00", log=said.append, on_tick=on_tick)
+    result = run_sample_session(
+        st,
+        "sma_cross",
+        ["NIFTY"],
+        "5m",
+        "2024-06-10",
+        name="killswitch",
+        params={"fast": 3, "slow": 8},
+        segment="futures",
+        until="12:00",
+        log=said.append,
+        on_tick=on_tick,
+    )
     (halt,) = halts
     assert halt.returncode == 0 and "halt requested" in halt.stdout, halt.stderr
     assert result.status == "halted"

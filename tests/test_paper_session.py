@@ -39,13 +39,24 @@ def settings_for(cache: Path) -> Settings:
 def test_a_sample_session_makes_the_same_trades_as_replay_of_that_day(cache: Path, day: str) -> None:
     st = settings_for(cache)
     params = {"fast": 3, "slow": 8}
-    paper = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", day, name=f"parity-{day}", params=params, segment="futures")
+    paper = run_sample_session(
+        st, "sma_cross", ["NIFTY"], "5m", day, name=f"parity-{day}", params=params, segment="futures"
+    )
     replay = run_replay(MarketDataEngine(st), "sma_cross", ["NIFTY"], "5m", day, day, params=params, segment="futures")
     assert replay.trades.height >= 2
     assert paper.trades.select(COLS).equals(replay.trades.select(COLS))
     assert paper.candles == replay.events
     # the same summary as replay: metrics, equity curve, fill model
-    for key in ("net_pnl", "gross_pnl", "charges", "trades", "max_drawdown", "sharpe", "exposure_pct", "buy_and_hold_pct"):
+    for key in (
+        "net_pnl",
+        "gross_pnl",
+        "charges",
+        "trades",
+        "max_drawdown",
+        "sharpe",
+        "exposure_pct",
+        "buy_and_hold_pct",
+    ):
         assert paper.summary.metrics[key] == replay.metrics[key], key
     assert paper.summary.equity.equals(replay.equity) and paper.summary.fill_model == replay.fill_model
     assert paper.status == "finished"
@@ -59,7 +70,9 @@ def test_a_sample_day_plays_in_full_when_the_cache_already_holds_later_candles(t
     params = {"fast": 3, "slow": 8}
     paper = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", params=params, segment="futures")
     assert paper.candles == 75 and paper.status == "finished"
-    replay = run_replay(MarketDataEngine(st), "sma_cross", ["NIFTY"], "5m", "2024-06-14", "2024-06-14", params=params, segment="futures")
+    replay = run_replay(
+        MarketDataEngine(st), "sma_cross", ["NIFTY"], "5m", "2024-06-14", "2024-06-14", params=params, segment="futures"
+    )
     assert paper.trades.select(COLS).equals(replay.trades.select(COLS)) and replay.trades.height >= 2
 
 
@@ -77,13 +90,16 @@ print("done", flush=True)
 
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(cache: Path) -> None:
     st = settings_for(cache)
-    whole = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name="whole", params={"fast": 3, "slow": 8},
-                               segment="futures")
+    whole = run_sample_session(
+        st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name="whole", params={"fast": 3, "slow": 8}, segment="futures"
+    )
     rng = random.Random(3)
     killed = 0
     for _ in range(3):
         # 75 candles of 5 minutes at 6000x: 3.75 s a day; a resume re-runs the journaled part at once
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(cache), "killed", "6000"], stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(cache), "killed", "6000"], stdout=subprocess.PIPE, text=True
+        )
         assert child.stdout is not None and child.stdout.readline().strip() == "go"
         time.sleep(rng.uniform(0.2, 1.0))
         if child.poll() is None:
@@ -96,7 +112,9 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(ca
             assert [s["status"] for s in status] in ([], ["stopped"], ["finished"]), status
         child.wait()
     assert killed >= 2
-    final = subprocess.run([sys.executable, "-c", CHILD, str(cache), "killed", "0"], capture_output=True, text=True, timeout=120)
+    final = subprocess.run(
+        [sys.executable, "-c", CHILD, str(cache), "killed", "0"], capture_output=True, text=True, timeout=120
+    )
     assert final.returncode == 0, final.stderr  # a finished session re-makes its summary: 0 too
     from mde.paper.state import TradeState, session_path
 
@@ -112,18 +130,39 @@ def _journal_rows(path: Path) -> list[tuple]:
     import sqlite3
 
     with sqlite3.connect(path) as db:
-        return db.execute("SELECT * FROM events ORDER BY seq").fetchall() + db.execute("SELECT * FROM progress ORDER BY series").fetchall()
+        return (
+            db.execute("SELECT * FROM events ORDER BY seq").fetchall()
+            + db.execute("SELECT * FROM progress ORDER BY series").fetchall()
+        )
 
 
 def test_second_process_on_a_running_session_is_refused_and_finished_sessions_stay_finished(cache: Path) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys,time\nfrom mde.paper.state import TradeState\ns=TradeState(sys.argv[1]); s.own(); print('owned', flush=True); time.sleep(60)",
-         str(cache / "_paper" / "busy.sqlite")], stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys,time\nfrom mde.paper.state import TradeState\ns=TradeState(sys.argv[1]); s.own(); print('owned', flush=True); time.sleep(60)",
+            str(cache / "_paper" / "busy.sqlite"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "owned"
-        res = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures",
-                      "--session", "busy", env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"})
+        res = run_mde(
+            "paper",
+            "--strategy",
+            "sma_cross",
+            "-s",
+            "NIFTY",
+            "--date",
+            "2024-06-14",
+            "--segment",
+            "futures",
+            "--session",
+            "busy",
+            env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"},
+        )
         assert res.returncode == 2 and "running in another process" in res.stderr
     finally:
         child.kill()
@@ -141,13 +180,28 @@ def test_second_process_on_a_running_session_is_refused_and_finished_sessions_st
         run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-14", name="once", segment="futures")
 
 
-@pytest.mark.parametrize("mistake", [["-p", "fast=abc"], ["--strategy", "nope"], ["-s", "NOPE"], ["--costs", "zerodha"]])
+@pytest.mark.parametrize(
+    "mistake", [["-p", "fast=abc"], ["--strategy", "nope"], ["-s", "NOPE"], ["--costs", "zerodha"]]
+)
 def test_a_mistake_in_the_arguments_leaves_no_session_behind(tmp_path: Path, mistake: list[str]) -> None:
     """A bad parameter, strategy or symbol, or an index without --segment: one line, and the
     session name stays free (no journal that a corrected run would have to resume)."""
     env = {"MDE_CACHE_DIR": str(tmp_path / "cache"), "MDE_SOURCE": "sample"}
-    base = ["paper", "--strategy", "sma_cross", "-s", "NIFTY", "--source", "sample", "--date", "2024-06-13",
-            "--speed", "0", "--until", "10:00"]
+    base = [
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--source",
+        "sample",
+        "--date",
+        "2024-06-13",
+        "--speed",
+        "0",
+        "--until",
+        "10:00",
+    ]
     bad = run_mde(*base, *mistake, *([] if mistake[0] == "--costs" else ["--segment", "futures"]), env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1, bad.stderr
     assert not list((tmp_path / "cache" / "_paper").glob("*.sqlite"))
@@ -156,7 +210,9 @@ def test_a_mistake_in_the_arguments_leaves_no_session_behind(tmp_path: Path, mis
 
 
 def test_a_sample_session_without_a_date_says_what_to_add(cache: Path) -> None:
-    res = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"})
+    res = run_mde(
+        "paper", "--strategy", "sma_cross", "-s", "NIFTY", env={"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"}
+    )
     assert res.returncode == 2 and "add --date YYYY-MM-DD" in res.stderr and "--source kite" in res.stderr
 
 
@@ -164,8 +220,17 @@ def test_status_reports_the_journal_of_one_or_all_sessions(cache: Path) -> None:
     import json
 
     st = settings_for(cache)
-    run_sample_session(st, "sma_cross", ["NIFTY"], "5m", "2024-06-12", name="seen_by_status", params={"fast": 3, "slow": 8},
-                       segment="futures", until="12:00")
+    run_sample_session(
+        st,
+        "sma_cross",
+        ["NIFTY"],
+        "5m",
+        "2024-06-12",
+        name="seen_by_status",
+        params={"fast": 3, "slow": 8},
+        segment="futures",
+        until="12:00",
+    )
     env = {"MDE_CACHE_DIR": str(cache), "MDE_SOURCE": "sample"}
     one = json.loads(run_mde("paper", "--status", "--session", "seen_by_status", "--json", env=env).stdout)
     assert one[0]["session"] == "seen_by_status"  # the name as given, not its escaped file name
@@ -184,8 +249,17 @@ def test_each_tick_gives_the_dashboard_a_snapshot_it_can_draw(cache: Path) -> No
     from mde.render import paper_dashboard
 
     snaps: list[dict] = []
-    run_sample_session(settings_for(cache), "sma_cross", ["NIFTY"], "5m", "2024-06-11", name="dash",
-                       params={"fast": 3, "slow": 8}, segment="futures", on_tick=snaps.append)
+    run_sample_session(
+        settings_for(cache),
+        "sma_cross",
+        ["NIFTY"],
+        "5m",
+        "2024-06-11",
+        name="dash",
+        params={"fast": 3, "slow": 8},
+        segment="futures",
+        on_tick=snaps.append,
+    )
     assert len(snaps) == 75  # one per candle close of the day
     assert [s["clock"].strftime("%H:%M") for s in snaps[:2]] == ["09:20", "09:25"]
     holding = next(s for s in snaps if s["symbols"][0]["position"])
@@ -200,18 +274,60 @@ def test_each_tick_gives_the_dashboard_a_snapshot_it_can_draw(cache: Path) -> No
 
 def test_paper_slippage_flag_moves_fills_as_replay_slippage_does(cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "trades.csv"
-    res = run_mde("--cache-dir", str(cache), "paper", "--strategy", "sma_cross", "-s", "NIFTY", "--source", "sample",
-                  "--date", "2024-06-14", "-p", "fast=3", "-p", "slow=8", "--segment", "futures", "--slippage", "2",
-                  "--session", "slip", "--json", "--trades", str(out))
+    res = run_mde(
+        "--cache-dir",
+        str(cache),
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--source",
+        "sample",
+        "--date",
+        "2024-06-14",
+        "-p",
+        "fast=3",
+        "-p",
+        "slow=8",
+        "--segment",
+        "futures",
+        "--slippage",
+        "2",
+        "--session",
+        "slip",
+        "--json",
+        "--trades",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr
-    replay = run_replay(MarketDataEngine(settings_for(cache)), "sma_cross", ["NIFTY"], "5m", "2024-06-14", "2024-06-14",
-                        params={"fast": 3, "slow": 8}, segment="futures", slippage_ticks=2)
-    no_slip = run_replay(MarketDataEngine(settings_for(cache)), "sma_cross", ["NIFTY"], "5m", "2024-06-14", "2024-06-14",
-                         params={"fast": 3, "slow": 8}, segment="futures")
+    replay = run_replay(
+        MarketDataEngine(settings_for(cache)),
+        "sma_cross",
+        ["NIFTY"],
+        "5m",
+        "2024-06-14",
+        "2024-06-14",
+        params={"fast": 3, "slow": 8},
+        segment="futures",
+        slippage_ticks=2,
+    )
+    no_slip = run_replay(
+        MarketDataEngine(settings_for(cache)),
+        "sma_cross",
+        ["NIFTY"],
+        "5m",
+        "2024-06-14",
+        "2024-06-14",
+        params={"fast": 3, "slow": 8},
+        segment="futures",
+    )
     paper = pl.read_csv(out)
     assert paper["entry_price"].to_list() == replay.trades["entry_price"].to_list()
     # each entry 2 ticks (0.10) worse than without slippage
-    assert [round(a - b, 2) for a, b in zip(paper["entry_price"], no_slip.trades["entry_price"], strict=True)] == [0.1] * paper.height
+    assert [round(a - b, 2) for a, b in zip(paper["entry_price"], no_slip.trades["entry_price"], strict=True)] == [
+        0.1
+    ] * paper.height
 
 
 def test_a_strategy_sees_that_a_series_it_reads_is_stale(cache: Path) -> None:
@@ -228,8 +344,8 @@ def test_a_strategy_sees_that_a_series_it_reads_is_stale(cache: Path) -> None:
     eng = MarketDataEngine(st)
     eng.download("BANKNIFTY", "5m", "2024-06-01", "2024-06-13")
     run_replay(eng, Watch, ["NIFTY", "BANKNIFTY"], "5m", "2024-06-13", "2024-06-14", allow_gaps=True, costs="none")
-    assert ("NIFTY", False, False) in seen   # 2024-06-13: both have every candle
-    assert ("NIFTY", False, True) in seen    # 2024-06-14: BANKNIFTY's candles never came
+    assert ("NIFTY", False, False) in seen  # 2024-06-13: both have every candle
+    assert ("NIFTY", False, True) in seen  # 2024-06-14: BANKNIFTY's candles never came
     assert all(s != "BANKNIFTY" or not b for s, _, b in seen)
 
 
@@ -237,12 +353,14 @@ def test_the_default_timeframe_comes_from_multi_tf_through_aliases(tmp_path: Pat
     from mde.paper.rules import default_timeframe
 
     conf = tmp_path / "mde.toml"
-    conf.write_text('[refresh]\ntimeframes = ["15m"]\n[refresh.multi_tf]\n"NSE:NIFTY 50" = ["1m", "5m"]\nINFY = ["5m"]\n'
-                    '[aliases]\nMYNIFTY = "NSE:NIFTY 50"\n')
+    conf.write_text(
+        '[refresh]\ntimeframes = ["15m"]\n[refresh.multi_tf]\n"NSE:NIFTY 50" = ["1m", "5m"]\nINFY = ["5m"]\n'
+        '[aliases]\nMYNIFTY = "NSE:NIFTY 50"\n'
+    )
     st = load(conf, cache_dir=tmp_path / "c", environ={})
-    assert default_timeframe(st, ["NIFTY"]) == "1m"        # the built-in alias finds the instrument's entry
-    assert default_timeframe(st, ["mynifty"]) == "1m"      # so does a user alias
-    assert default_timeframe(st, ["RELIANCE"]) == "15m"    # no entry: [refresh] timeframes[0]
+    assert default_timeframe(st, ["NIFTY"]) == "1m"  # the built-in alias finds the instrument's entry
+    assert default_timeframe(st, ["mynifty"]) == "1m"  # so does a user alias
+    assert default_timeframe(st, ["RELIANCE"]) == "15m"  # no entry: [refresh] timeframes[0]
     assert default_timeframe(st, ["NIFTY", "RELIANCE"]) == "1m"
     with pytest.raises(InputError, match="NIFTY 1m, INFY 5m.*pass --timeframe"):
         default_timeframe(st, ["NIFTY", "INFY"])

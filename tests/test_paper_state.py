@@ -37,7 +37,10 @@ def test_events_and_progress_persist_across_reopen_in_wal_mode(tmp_path: Path) -
         state.processed("NIFTY:5m", 1_000, [("fill", 7, {"qty": 1, "price": 101.5}, "NIFTY")])
     with TradeState(path) as again:
         assert again.meta()["strategy"] == "sma_cross"
-        assert [(e.seq, e.kind, e.payload) for e in again.events()] == [(seq, "note", {"text": "hello"}), (seq + 1, "fill", {"price": 101.5, "qty": 1})]
+        assert [(e.seq, e.kind, e.payload) for e in again.events()] == [
+            (seq, "note", {"text": "hello"}),
+            (seq + 1, "fill", {"price": 101.5, "qty": 1}),
+        ]
         assert [e.symbol for e in again.events("fill")] == ["NIFTY"]
         assert again.progress() == {"NIFTY:5m": 1_000}
 
@@ -74,8 +77,14 @@ def test_sigkill_during_writes_never_leaves_a_partial_candle(tmp_path: Path) -> 
 def test_a_session_belongs_to_one_process_until_it_dies(tmp_path: Path) -> None:
     path = session_path(tmp_path, "owned_by_one")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys,time\nfrom mde.paper.state import TradeState\ns=TradeState(sys.argv[1]); s.own(); print('owned', flush=True); time.sleep(60)", str(path)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys,time\nfrom mde.paper.state import TradeState\ns=TradeState(sys.argv[1]); s.own(); print('owned', flush=True); time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "owned"

@@ -19,7 +19,9 @@ def _type_checking_imports() -> dict[str, tuple[str, str]]:
     """name -> (module, attribute) of the imports under `if TYPE_CHECKING:` in mde/__init__.py."""
     tree = ast.parse(INIT.read_text(encoding="utf-8"))
     found: dict[str, tuple[str, str]] = {}
-    blocks = [n for n in tree.body if isinstance(n, ast.If) and isinstance(n.test, ast.Name) and n.test.id == "TYPE_CHECKING"]
+    blocks = [
+        n for n in tree.body if isinstance(n, ast.If) and isinstance(n.test, ast.Name) and n.test.id == "TYPE_CHECKING"
+    ]
     assert blocks, "mde/__init__.py has no `if TYPE_CHECKING:` block"
     for block in blocks:
         for node in block.body:
@@ -74,14 +76,28 @@ def test_one_candle_type_for_the_engine_and_the_strategies() -> None:
 def test_the_strategy_author_names_are_those_of_mde_strategy() -> None:
     import mde.strategy
 
-    for name in ("Strategy", "Context", "Candle", "Indicator", "PerSymbolIndicator", "Order", "Note", "StrategyRunner",
-                 "SeriesData", "load_strategy"):
+    for name in (
+        "Strategy",
+        "Context",
+        "Candle",
+        "Indicator",
+        "PerSymbolIndicator",
+        "Order",
+        "Note",
+        "StrategyRunner",
+        "SeriesData",
+        "load_strategy",
+    ):
         assert getattr(mde, name) is getattr(mde.strategy, name), name
 
 
 def test_importing_mde_imports_none_of_its_public_modules() -> None:
-    out = subprocess.run([sys.executable, "-c", "import mde, sys; print(' '.join(sys.modules))"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", "import mde, sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     lazy = {module for module, _ in mde._WHERE.values()}
     assert not lazy & set(out), sorted(lazy & set(out))
     assert "polars" not in out

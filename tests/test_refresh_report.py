@@ -32,7 +32,12 @@ def test_symbols_and_timeframes_default_to_the_refresh_section(settings: Setting
     eng = with_refresh(settings, symbols=("SBIN", "INFY"), timeframes=("60m", "1d"), count=20)
     report = eng.refresh_many()
     assert isinstance(report, RefreshReport)
-    assert [(r.symbol, r.timeframe) for r in report.results] == [("SBIN", "60m"), ("SBIN", "1d"), ("INFY", "60m"), ("INFY", "1d")]
+    assert [(r.symbol, r.timeframe) for r in report.results] == [
+        ("SBIN", "60m"),
+        ("SBIN", "1d"),
+        ("INFY", "60m"),
+        ("INFY", "1d"),
+    ]
     assert report.ok == 4 and report.failed == 0 and report.exit_code == 0 and report.worst_error is None
     assert all(r.report is not None and r.report.rows == 20 for r in report.results)
     assert cached_rows(eng, "INFY", "1d") == 20
@@ -42,13 +47,20 @@ def test_symbols_and_timeframes_default_to_the_refresh_section(settings: Setting
 
 
 def test_multi_tf_gives_a_symbol_its_own_timeframes_unless_timeframes_are_given(settings: Settings) -> None:
-    eng = MarketDataEngine(settings.with_overrides(refresh=RefreshSettings(
-        symbols=("NIFTY", "SBIN"), timeframes=("1d",), count=5, multi_tf={"NIFTY": ("15m", "60m")})))
+    eng = MarketDataEngine(
+        settings.with_overrides(
+            refresh=RefreshSettings(
+                symbols=("NIFTY", "SBIN"), timeframes=("1d",), count=5, multi_tf={"NIFTY": ("15m", "60m")}
+            )
+        )
+    )
     assert [(r.symbol, r.timeframe) for r in eng.refresh_many()] == [("NIFTY", "15m"), ("NIFTY", "60m"), ("SBIN", "1d")]
     assert [(r.symbol, r.timeframe) for r in eng.refresh_many(timeframes=["1d"])] == [("NIFTY", "1d"), ("SBIN", "1d")]
 
 
-@pytest.mark.parametrize("symbols", ["NIFTY,BANKNIFTY", ["NIFTY,BANKNIFTY"], [" NIFTY ", "BANKNIFTY,"], ["NIFTY", ",", "BANKNIFTY"]])
+@pytest.mark.parametrize(
+    "symbols", ["NIFTY,BANKNIFTY", ["NIFTY,BANKNIFTY"], [" NIFTY ", "BANKNIFTY,"], ["NIFTY", ",", "BANKNIFTY"]]
+)
 def test_symbols_are_split_on_commas_and_stripped(settings: Settings, symbols: object) -> None:
     eng = MarketDataEngine(settings)
     report = eng.refresh_many(symbols, ["1d"], count=3)  # type: ignore[arg-type]
@@ -58,9 +70,13 @@ def test_symbols_are_split_on_commas_and_stripped(settings: Settings, symbols: o
 
 
 @pytest.mark.parametrize("symbols", [None, [], ["", " , "], ""])
-def test_no_symbols_anywhere_is_a_config_error_before_anything_is_written(settings: Settings, cache_dir: Path, symbols: object) -> None:
+def test_no_symbols_anywhere_is_a_config_error_before_anything_is_written(
+    settings: Settings, cache_dir: Path, symbols: object
+) -> None:
     eng = MarketDataEngine(settings)
-    with pytest.raises(ConfigError, match=r"no symbols to refresh: give --symbols NIFTY BANKNIFTY or set \[refresh\] symbols") as err:
+    with pytest.raises(
+        ConfigError, match=r"no symbols to refresh: give --symbols NIFTY BANKNIFTY or set \[refresh\] symbols"
+    ) as err:
         eng.refresh_many(symbols)  # type: ignore[arg-type]
     assert err.value.exit_code == 2
     assert not cache_dir.exists() or not any(cache_dir.rglob("*.parquet"))
@@ -104,11 +120,27 @@ def test_the_cli_json_is_the_library_report(tmp_path: Path) -> None:
     """`mde refresh --json` prints the report's summary: the same run through the library on a
     second cache gives the same figures (the time taken aside)."""
     cli_cache, lib_cache = tmp_path / "cli", tmp_path / "lib"
-    res = run_mde("--cache-dir", str(cli_cache), "refresh", "--source", "sample", "-s", "NIFTY,NOSUCH", "SBIN", "-t", "1d",
-                  "--count", "7", "--json", cwd=tmp_path)
+    res = run_mde(
+        "--cache-dir",
+        str(cli_cache),
+        "refresh",
+        "--source",
+        "sample",
+        "-s",
+        "NIFTY,NOSUCH",
+        "SBIN",
+        "-t",
+        "1d",
+        "--count",
+        "7",
+        "--json",
+        cwd=tmp_path,
+    )
     assert res.returncode == 2, res.stderr
     printed = json.loads(res.stdout)
-    report = MarketDataEngine(load(cache_dir=lib_cache, source="sample", environ={})).refresh_many(["NIFTY,NOSUCH", "SBIN"], ["1d"], 7)
+    report = MarketDataEngine(load(cache_dir=lib_cache, source="sample", environ={})).refresh_many(
+        ["NIFTY,NOSUCH", "SBIN"], ["1d"], 7
+    )
     assert report.exit_code == res.returncode
     for figures in (printed, report.summary):
         figures.pop("seconds")
@@ -123,9 +155,28 @@ def test_on_a_terminal_each_series_gets_a_progress_row(tmp_path: Path) -> None:
     primary, secondary = pty.openpty()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mde", "--cache-dir", str(tmp_path / "cache"), "refresh", "--source", "sample",
-             "-s", "NIFTY", "NOSUCH", "-t", "1d", "--count", "4"],
-            stdout=secondary, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "mde",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "refresh",
+                "--source",
+                "sample",
+                "-s",
+                "NIFTY",
+                "NOSUCH",
+                "-t",
+                "1d",
+                "--count",
+                "4",
+            ],
+            stdout=secondary,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=tmp_path,
         )
         os.close(secondary)
         chunks = []

@@ -31,13 +31,23 @@ BASE = ("replay", "--strategy", "sma_cross", "--symbol", "NIFTY", "--from", "202
 def test_replay_prints_metrics_costs_basis_and_fill_model(cache: Path) -> None:
     res = mde(cache, *BASE, "--segment", "futures")
     assert res.returncode == 0, res.stderr
-    for text in ("net P&L", "Sharpe", "max drawdown", "buy and hold", "zerodha: futures", "sessions/year", "OPEN of candle t+1"):
+    for text in (
+        "net P&L",
+        "Sharpe",
+        "max drawdown",
+        "buy and hold",
+        "zerodha: futures",
+        "sessions/year",
+        "OPEN of candle t+1",
+    ):
         assert text in res.stdout
 
 
 def test_replay_json_trades_and_report_agree(cache: Path, tmp_path: Path) -> None:
     trades, report = tmp_path / "trades.csv", tmp_path / "report.html"
-    res = mde(cache, *BASE, "--costs", "none", "--param", "fast=5", "--trades", str(trades), "--report", str(report), "--json")
+    res = mde(
+        cache, *BASE, "--costs", "none", "--param", "fast=5", "--trades", str(trades), "--report", str(report), "--json"
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)  # stdout is the JSON object and nothing else
     assert summary["params"] == {"fast": 5, "slow": 30, "qty": 0, "lots": 1}
@@ -48,7 +58,18 @@ def test_replay_json_trades_and_report_agree(cache: Path, tmp_path: Path) -> Non
     assert summary["mde_version"]
     with trades.open() as fh:
         rows = list(csv.reader(fh))
-    assert rows[0][:10] == ["symbol", "side", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price", "gross_pnl", "charges", "net_pnl"]
+    assert rows[0][:10] == [
+        "symbol",
+        "side",
+        "qty",
+        "entry_ts",
+        "entry_price",
+        "exit_ts",
+        "exit_price",
+        "gross_pnl",
+        "charges",
+        "net_pnl",
+    ]
     assert len(rows) - 1 == summary["metrics"]["trades"] > 0
     assert rows[1][3].endswith("+05:30")
     assert sum(float(r[9]) for r in rows[1:]) == pytest.approx(summary["metrics"]["net_pnl"], abs=0.05)
@@ -85,7 +106,19 @@ def test_bad_input_exits_2_with_one_line(cache: Path, extra: tuple[str, ...], me
 
 
 def test_uncached_range_names_the_fetch_and_allow_gaps_runs_anyway(cache: Path) -> None:
-    args = ("replay", "--strategy", "sma_cross", "--symbol", "NIFTY", "--from", "2024-03-01", "--to", "2024-04-30", "--costs", "none")
+    args = (
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "--symbol",
+        "NIFTY",
+        "--from",
+        "2024-03-01",
+        "--to",
+        "2024-04-30",
+        "--costs",
+        "none",
+    )
     res = mde(cache, *args)
     assert res.returncode == 2
     assert "mde fetch NIFTY --timeframe 5m --from 2024-04-01 --to 2024-04-30" in res.stderr
@@ -94,14 +127,31 @@ def test_uncached_range_names_the_fetch_and_allow_gaps_runs_anyway(cache: Path) 
 
 
 def test_sweep_runs_every_combination_sorted_by_the_chosen_metric(cache: Path) -> None:
-    res = mde(cache, *BASE, "--costs", "none", "-p", "fast=5,10", "-p", "slow=20,30", "--sort", "sharpe", "--json", "--workers", "2")
+    res = mde(
+        cache,
+        *BASE,
+        "--costs",
+        "none",
+        "-p",
+        "fast=5,10",
+        "-p",
+        "slow=20,30",
+        "--sort",
+        "sharpe",
+        "--json",
+        "--workers",
+        "2",
+    )
     assert res.returncode == 0, res.stderr
     rows = json.loads(res.stdout)
     assert sorted((r["params"]["fast"], r["params"]["slow"]) for r in rows) == [(5, 20), (5, 30), (10, 20), (10, 30)]
     sharpes = [r["metrics"]["sharpe"] for r in rows]
     assert sharpes == sorted(sharpes, reverse=True)
     single = json.loads(mde(cache, *BASE, "--costs", "none", "-p", "fast=10", "-p", "slow=20", "--json").stdout)
-    assert next(r for r in rows if r["params"] == {"fast": 10, "slow": 20, "qty": 0, "lots": 1})["metrics"] == single["metrics"]
+    assert (
+        next(r for r in rows if r["params"] == {"fast": 10, "slow": 20, "qty": 0, "lots": 1})["metrics"]
+        == single["metrics"]
+    )
 
 
 def test_unwritable_trades_path_is_a_one_line_error(cache: Path, tmp_path: Path) -> None:
@@ -119,7 +169,13 @@ def test_strategies_lists_builtins_and_a_user_file_with_parameters(cache: Path, 
     mine = tmp_path / "mine.py"
     mine.write_text('from mde import Strategy\nclass Mine(Strategy):\n    """Does little."""\n    lookback: int = 7\n')
     items = json.loads(mde(cache, "strategies", f"{mine}:Mine", "--format", "json").stdout)
-    assert items == [{"strategy": f"{mine}:Mine", "summary": "Does little.", "intraday": False,
-                      "params": {"lookback": {"type": "int", "default": 7}}}]
+    assert items == [
+        {
+            "strategy": f"{mine}:Mine",
+            "summary": "Does little.",
+            "intraday": False,
+            "params": {"lookback": {"type": "int", "default": 7}},
+        }
+    ]
     res = mde(cache, "strategies", "nope")
     assert res.returncode == 2 and "unknown strategy" in res.stderr

@@ -75,7 +75,7 @@ def paise_sign(close: np.ndarray, fast: int, slow: int) -> np.ndarray:
     i = np.arange(slow - 1, len(x))
     fast_sum = csum[i + 1] - csum[i + 1 - fast]
     slow_sum = csum[i + 1] - csum[i + 1 - slow]
-    out[slow - 1:] = np.sign(fast_sum * slow - slow_sum * fast)
+    out[slow - 1 :] = np.sign(fast_sum * slow - slow_sum * fast)
     return out
 
 
@@ -102,15 +102,25 @@ class BtSmaCross(BtStrategy):
 def to_pandas(frame: pl.DataFrame) -> pd.DataFrame:
     """backtesting's input: Open/High/Low/Close/Volume on a tz-aware DatetimeIndex (no pyarrow needed)."""
     index = pd.to_datetime(frame["ts"].dt.epoch("us").to_numpy(), unit="us", utc=True).tz_convert("Asia/Kolkata")
-    return pd.DataFrame({c.capitalize(): frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume")},
-                        index=index)
+    return pd.DataFrame(
+        {c.capitalize(): frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}, index=index
+    )
 
 
 def run_backtesting(frame: pl.DataFrame, fast: int, slow: int) -> tuple[pd.Series, BtSmaCross]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. bokeh/pandas deprecations; not ours to fix
-        bt = Backtest(to_pandas(frame), BtSmaCross, cash=BT_CASH, commission=0.0, spread=0.0,
-                      trade_on_close=False, exclusive_orders=False, hedging=False, finalize_trades=True)
+        bt = Backtest(
+            to_pandas(frame),
+            BtSmaCross,
+            cash=BT_CASH,
+            commission=0.0,
+            spread=0.0,
+            trade_on_close=False,
+            exclusive_orders=False,
+            hedging=False,
+            finalize_trades=True,
+        )
         stats = bt.run(fast=fast, slow=slow, n_bars=frame.height)
     return stats, stats._strategy
 
@@ -140,11 +150,14 @@ CASES = [
 
 
 @pytest.mark.parametrize(("symbol", "tf", "fast", "slow"), CASES, ids=[f"{s}-{t}-{f}x{w}" for s, t, f, w in CASES])
-def test_sma_cross_trades_match_backtesting_py(engine: MarketDataEngine, symbol: str, tf: str, fast: int, slow: int) -> None:
+def test_sma_cross_trades_match_backtesting_py(
+    engine: MarketDataEngine, symbol: str, tf: str, fast: int, slow: int
+) -> None:
     cached = engine.load_cache(symbol, tf)
     first, last = cached["ts"][0].date(), cached["ts"][-1].date()
-    result = run_replay(engine, "sma_cross", [symbol], tf, first, last, params={"fast": fast, "slow": slow},
-                        costs="none")
+    result = run_replay(
+        engine, "sma_cross", [symbol], tf, first, last, params={"fast": fast, "slow": slow}, costs="none"
+    )
     assert result.events == cached.height  # the whole cache was replayed: no warm-up on either side
     replayed = result.candles[symbol]
     assert replayed["ts"].equals(cached["ts"]) and replayed["close"].equals(cached["close"])
@@ -170,15 +183,25 @@ def test_sma_cross_trades_match_backtesting_py(engine: MarketDataEngine, symbol:
 
     t = result.trades
     assert set(t["side"].to_list()) <= {"long"}
-    got = [Trade(*row) for row in zip(t["entry_ts"].dt.epoch("us").to_list(), t["entry_price"].to_list(),
-                                      t["exit_ts"].dt.epoch("us").to_list(), t["exit_price"].to_list(),
-                                      t["qty"].to_list(), strict=True)]
+    got = [
+        Trade(*row)
+        for row in zip(
+            t["entry_ts"].dt.epoch("us").to_list(),
+            t["entry_price"].to_list(),
+            t["exit_ts"].dt.epoch("us").to_list(),
+            t["exit_price"].to_list(),
+            t["qty"].to_list(),
+            strict=True,
+        )
+    ]
     first_diff = next((k for k, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), None)
-    assert first_diff is None, f"trade #{first_diff} differs: mde {got[first_diff]} vs backtesting.py {expected[first_diff]}"
+    assert first_diff is None, (
+        f"trade #{first_diff} differs: mde {got[first_diff]} vs backtesting.py {expected[first_diff]}"
+    )
     assert len(got) == len(expected), f"mde made {len(got)} trades, backtesting.py {len(expected)}"
     reasons = t["exit_reason"].to_list()
     assert reasons.count("end of replay") == len(finalized)
-    assert all(r == "signal" for r in reasons[:len(reasons) - len(finalized)])
+    assert all(r == "signal" for r in reasons[: len(reasons) - len(finalized)])
 
     # equal total P&L, to the paisa: mde's equity curve and trade sum vs backtesting's final equity
     bt_pnl = stats["Equity Final [$]"] - BT_CASH + adjust

@@ -53,10 +53,9 @@ def random_walk(n_days: int, seed: int, start_price: float = 1000.0) -> pl.DataF
         .with_columns(close=start_price + pl.col("step").cum_sum())
         .with_columns(open=pl.col("close").shift(1).fill_null(start_price))
         .select(
-            (
-                pl.lit(opens).gather(pl.col("i") // BARS_PER_DAY)
-                + pl.duration(minutes=pl.col("i") % BARS_PER_DAY)
-            ).dt.replace_time_zone(IST).alias("ts"),
+            (pl.lit(opens).gather(pl.col("i") // BARS_PER_DAY) + pl.duration(minutes=pl.col("i") % BARS_PER_DAY))
+            .dt.replace_time_zone(IST)
+            .alias("ts"),
             "open",
             (pl.max_horizontal("open", "close") + pl.col("up")).alias("high"),
             (pl.min_horizontal("open", "close") - pl.col("dn")).alias("low"),
@@ -83,8 +82,10 @@ def make_trades(candles: dict[str, pl.DataFrame], n: int, seed: int) -> pl.DataF
                     "symbol": [sym] * m,
                     "side": [rng.choice(["long", "short"]) for _ in range(m)],
                     "qty": pl.Series([rng.choice([25, 50, 75]) for _ in range(m)], dtype=pl.Int64),
-                    "entry_ts": c["ts"].gather(a), "entry_price": c["close"].gather(a),
-                    "exit_ts": c["ts"].gather(b), "exit_price": c["close"].gather(b),
+                    "entry_ts": c["ts"].gather(a),
+                    "entry_price": c["close"].gather(a),
+                    "exit_ts": c["ts"].gather(b),
+                    "exit_price": c["close"].gather(b),
                     "exit_reason": [rng.choice(reasons) for _ in range(m)],
                 },
                 schema_overrides={"symbol": pl.String, "side": pl.String, "exit_reason": pl.String},
@@ -93,11 +94,24 @@ def make_trades(candles: dict[str, pl.DataFrame], n: int, seed: int) -> pl.DataF
     sign = pl.when(pl.col("side") == "long").then(1.0).otherwise(-1.0)
     return (
         pl.concat(parts)
-        .with_columns(gross_pnl=(pl.col("exit_price") - pl.col("entry_price")) * pl.col("qty") * sign,
-                      charges=20.0 + 0.0003 * pl.col("qty") * (pl.col("entry_price") + pl.col("exit_price")))
+        .with_columns(
+            gross_pnl=(pl.col("exit_price") - pl.col("entry_price")) * pl.col("qty") * sign,
+            charges=20.0 + 0.0003 * pl.col("qty") * (pl.col("entry_price") + pl.col("exit_price")),
+        )
         .with_columns(net_pnl=pl.col("gross_pnl") - pl.col("charges"))
-        .select("symbol", "side", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price",
-                "gross_pnl", "charges", "net_pnl", "exit_reason")
+        .select(
+            "symbol",
+            "side",
+            "qty",
+            "entry_ts",
+            "entry_price",
+            "exit_ts",
+            "exit_price",
+            "gross_pnl",
+            "charges",
+            "net_pnl",
+            "exit_reason",
+        )
         .sort("entry_ts")
     )
 
@@ -107,7 +121,10 @@ def make_equity(ts: pl.Series, cash: float, seed: int, spike_at: int | None = No
     eq = pl.DataFrame({"ts": ts}).with_columns(equity=cash + (_noise(n, seed, 300.0) + 2.0).cum_sum())
     if spike_at is not None:  # one bar far above everything else: the picture must keep it
         eq = eq.with_columns(
-            pl.when(pl.int_range(pl.len()) == spike_at).then(pl.col("equity").max() + 1_000_000.0).otherwise("equity").alias("equity")
+            pl.when(pl.int_range(pl.len()) == spike_at)
+            .then(pl.col("equity").max() + 1_000_000.0)
+            .otherwise("equity")
+            .alias("equity")
         )
     return eq.with_columns(drawdown=pl.col("equity") - pl.col("equity").cum_max())
 
@@ -116,11 +133,16 @@ FILL_MODEL = "Signals act at the next bar's open.\nStops fill at the stop price,
 BASIS = "252 trading days × 375 one-minute bars; risk-free rate 0"
 
 
-def make_result(candles: dict[str, pl.DataFrame], trades: pl.DataFrame, equity: pl.DataFrame, **over: object) -> SimpleNamespace:
+def make_result(
+    candles: dict[str, pl.DataFrame], trades: pl.DataFrame, equity: pl.DataFrame, **over: object
+) -> SimpleNamespace:
     fingerprint = [
         {
-            "symbol": sym, "timeframe": "1m", "rows": df.height,
-            "first_ts": df["ts"][0] if df.height else None, "last_ts": df["ts"][-1] if df.height else None,
+            "symbol": sym,
+            "timeframe": "1m",
+            "rows": df.height,
+            "first_ts": df["ts"][0] if df.height else None,
+            "last_ts": df["ts"][-1] if df.height else None,
             "sha256": hashlib.sha256(f"{sym}:{df.height}".encode()).hexdigest(),
         }
         for sym, df in candles.items()
@@ -140,11 +162,24 @@ def make_result(candles: dict[str, pl.DataFrame], trades: pl.DataFrame, equity: 
         basis=BASIS,
         generated_at=datetime(2025, 1, 2, 10, 30, 5),
         metrics={
-            "net_pnl": 12345.678, "return_pct": 1.2345678, "cagr_pct": 1.23, "max_drawdown": -5432.1,
-            "max_drawdown_pct": -0.54, "max_drawdown_duration": "12d 03:10", "sharpe": 0.871, "sortino": None,
-            "win_rate_pct": 51.5, "profit_factor": float("inf"), "expectancy": 61.73, "avg_holding": timedelta(minutes=25),
-            "exposure_pct": 12.0, "trades": trades.height, "gross_pnl": 20000.0, "charges": 7654.32,
-            "buy_and_hold_pct": 3.3, "custom_thing": 7,
+            "net_pnl": 12345.678,
+            "return_pct": 1.2345678,
+            "cagr_pct": 1.23,
+            "max_drawdown": -5432.1,
+            "max_drawdown_pct": -0.54,
+            "max_drawdown_duration": "12d 03:10",
+            "sharpe": 0.871,
+            "sortino": None,
+            "win_rate_pct": 51.5,
+            "profit_factor": float("inf"),
+            "expectancy": 61.73,
+            "avg_holding": timedelta(minutes=25),
+            "exposure_pct": 12.0,
+            "trades": trades.height,
+            "gross_pnl": 20000.0,
+            "charges": 7654.32,
+            "buy_and_hold_pct": 3.3,
+            "custom_thing": 7,
         },
         trades=trades,
         equity=equity,
@@ -181,7 +216,9 @@ class Page(HTMLParser):
         self.tags.append(tag)
         self.attrs.extend((tag, k, v) for k, v in a.items())
         if tag == "svg":
-            self.svgs.append({"chart": a.get("data-chart"), "bodies": [], "polylines": [], "markers": [], "polygons": [], "nums": []})
+            self.svgs.append(
+                {"chart": a.get("data-chart"), "bodies": [], "polylines": [], "markers": [], "polygons": [], "nums": []}
+            )
         if self.svgs and "svg" in self.stack + ([] if closes else ["svg"]):
             svg = self.svgs[-1]
             for k in ("x", "y", "width", "height", "x1", "x2", "y1", "y2"):
@@ -255,7 +292,9 @@ def year_page(year: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -
     return path, text, Page(text)
 
 
-def test_a_year_of_minutes_gives_one_small_well_formed_file(year: SimpleNamespace, year_page: tuple[Path, str, Page]) -> None:
+def test_a_year_of_minutes_gives_one_small_well_formed_file(
+    year: SimpleNamespace, year_page: tuple[Path, str, Page]
+) -> None:
     path, text, page = year_page
     assert year.candles["NIFTY24DECFUT"].height == 93_750
     assert path.is_file()
@@ -273,7 +312,9 @@ def test_nothing_is_fetched_from_the_network(year_page: tuple[Path, str, Page]) 
     assert "script" not in page.tags and "link" not in page.tags and "@import" not in text
 
 
-def test_candles_are_merged_into_at_most_600_bodies_per_symbol(year: SimpleNamespace, year_page: tuple[Path, str, Page]) -> None:
+def test_candles_are_merged_into_at_most_600_bodies_per_symbol(
+    year: SimpleNamespace, year_page: tuple[Path, str, Page]
+) -> None:
     _, _, page = year_page
     charts = page.charts("candles")
     assert len(charts) == len(year.symbols) == 2
@@ -286,7 +327,9 @@ def test_candles_are_merged_into_at_most_600_bodies_per_symbol(year: SimpleNames
             assert float(b["height"]) > 0 and 0 < float(b["y"]) < 360
 
 
-def test_equity_line_is_downsampled_but_keeps_the_spike(year: SimpleNamespace, year_page: tuple[Path, str, Page]) -> None:
+def test_equity_line_is_downsampled_but_keeps_the_spike(
+    year: SimpleNamespace, year_page: tuple[Path, str, Page]
+) -> None:
     _, _, page = year_page
     (eq,) = page.charts("equity")
     (line,) = eq["polylines"]
@@ -337,14 +380,16 @@ def test_every_trade_is_a_row_and_markers_are_drawn(year: SimpleNamespace, year_
     assert 200 < n_markers <= 400  # an entry and an exit per trade, a few merged where they overlap
 
 
-def test_header_fill_model_costs_basis_and_fingerprint(year: SimpleNamespace, year_page: tuple[Path, str, Page]) -> None:
+def test_header_fill_model_costs_basis_and_fingerprint(
+    year: SimpleNamespace, year_page: tuple[Path, str, Page]
+) -> None:
     _, text, page = year_page
     for fp in year.fingerprint:
         assert fp["sha256"] in text
     fp_rows = page.tables["fingerprint-table"][1:]
     assert [r[0] for r in fp_rows] == ["NIFTY24DECFUT", "RELIANCE"]
     assert fp_rows[0][2] == "93,750" and fp_rows[0][3] == "2024-01-01T09:15:00+05:30"
-    assert "<pre id=\"fill-model\">" + FILL_MODEL.replace("'", "&#x27;") + "</pre>" in text
+    assert '<pre id="fill-model">' + FILL_MODEL.replace("'", "&#x27;") + "</pre>" in text
     assert "costs: zerodha (segment futures)" in text
     assert BASIS in text
     assert "2025-01-02T10:30:05" in text and "0.1.0" in text and "sma_cross" in text
@@ -370,10 +415,17 @@ def test_markers_sit_on_the_bucket_holding_the_trade() -> None:
     c = candles["X"]
     trades = pl.DataFrame(
         {
-            "symbol": ["X"], "side": ["short"], "qty": [1],
-            "entry_ts": [c["ts"][301] + timedelta(seconds=30)], "entry_price": [c["close"][301]],
-            "exit_ts": [c["ts"][1499]], "exit_price": [c["close"][1499]],
-            "gross_pnl": [1.0], "charges": [0.0], "net_pnl": [1.0], "exit_reason": ["end of replay"],
+            "symbol": ["X"],
+            "side": ["short"],
+            "qty": [1],
+            "entry_ts": [c["ts"][301] + timedelta(seconds=30)],
+            "entry_price": [c["close"][301]],
+            "exit_ts": [c["ts"][1499]],
+            "exit_price": [c["close"][1499]],
+            "gross_pnl": [1.0],
+            "charges": [0.0],
+            "net_pnl": [1.0],
+            "exit_reason": ["end of replay"],
         }
     )
     page = Page(render_report(make_result(candles, trades, make_equity(c["ts"], 1e6, seed=1))))
@@ -391,13 +443,23 @@ def test_markers_sit_on_the_bucket_holding_the_trade() -> None:
 
 def test_an_empty_result_renders(tmp_path: Path) -> None:
     ts = pl.Series("ts", [datetime(2024, 1, 1, 9, 15)]).dt.replace_time_zone(IST)
-    tiny = {"X": pl.DataFrame({"ts": ts, "open": [100.0], "high": [100.0], "low": [100.0], "close": [100.0], "volume": [0]})}
+    tiny = {
+        "X": pl.DataFrame({"ts": ts, "open": [100.0], "high": [100.0], "low": [100.0], "close": [100.0], "volume": [0]})
+    }
     no_trades = make_trades(tiny, 0, seed=0)
-    flat = pl.DataFrame({"ts": pl.concat([ts, ts + timedelta(minutes=1)]), "equity": [1e6, 1e6], "drawdown": [0.0, 0.0]})
+    flat = pl.DataFrame(
+        {"ts": pl.concat([ts, ts + timedelta(minutes=1)]), "equity": [1e6, 1e6], "drawdown": [0.0, 0.0]}
+    )
     empty_eq = flat.clear()
     for equity in (flat, empty_eq):
-        result = make_result({**tiny, "Y": tiny["X"].clear()}, no_trades, equity,
-                             metrics={"net_pnl": 0.0, "sharpe": None}, costs="none", segment=None)
+        result = make_result(
+            {**tiny, "Y": tiny["X"].clear()},
+            no_trades,
+            equity,
+            metrics={"net_pnl": 0.0, "sharpe": None},
+            costs="none",
+            segment=None,
+        )
         path = tmp_path / "empty.html"
         write_report(str(path), result)
         text = path.read_text(encoding="utf-8")
@@ -420,9 +482,13 @@ def test_special_characters_are_escaped() -> None:
     candles = {"A&B<1>": random_walk(1, seed=5)}
     evil = '<script>alert("x")</script> & co'
     result = make_result(
-        candles, make_trades(candles, 3, seed=1), make_equity(candles["A&B<1>"]["ts"], 1e5, seed=2),
-        strategy=evil, params={"<b>key</b>": "</td><img src=x>", "q": "it's \"quoted\""},
-        fill_model="fills <at> open & close", basis="x < y",
+        candles,
+        make_trades(candles, 3, seed=1),
+        make_equity(candles["A&B<1>"]["ts"], 1e5, seed=2),
+        strategy=evil,
+        params={"<b>key</b>": "</td><img src=x>", "q": 'it\'s "quoted"'},
+        fill_model="fills <at> open & close",
+        basis="x < y",
     )
     text = render_report(result)
     page = Page(text)

@@ -101,9 +101,7 @@ def test_dr_drill_day_buckets_stay_inside_the_sessions(nifty_5m: pl.DataFrame, d
     for tf_name in ("10m", "15m", "30m", "60m"):
         tf = TF(tf_name)
         out = with_close(resample(bars, tf, CAL), tf, CAL)
-        grid = bars.with_columns(
-            (pl.col("ts").dt.hour().cast(pl.Int64) * 60 + pl.col("ts").dt.minute()).alias("m")
-        )
+        grid = bars.with_columns((pl.col("ts").dt.hour().cast(pl.Int64) * 60 + pl.col("ts").dt.minute()).alias("m"))
         for row in out.iter_rows(named=True):
             start = row["ts"]
             close_min = row["closes_at"].hour * 60 + row["closes_at"].minute
@@ -170,7 +168,10 @@ def test_vendor_1m_q2_resampled_to_5m_agrees_with_kite_5m(symbol: str, all_four:
 
 def _check_daily(intraday: pl.DataFrame, daily: pl.DataFrame) -> None:
     per_day = intraday.group_by(pl.col("ts").dt.date().alias("d"), maintain_order=True).agg(
-        pl.col("open").first(), pl.col("high").max(), pl.col("low").min(), pl.col("close").last(),
+        pl.col("open").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").last(),
         pl.len().alias("n"),
     )
     assert daily.height == per_day.height
@@ -314,8 +315,14 @@ def to_minute(d: date, hh: int, mm: int) -> int:
 
 
 @PROPS
-@given(st.lists(st.integers(0, 366 * 1440 - 1), min_size=1, max_size=80), st.sampled_from(["1m", "3m", "5m", "15m", "60m", "1d"]))
-@example([to_minute(date(2024, 11, 1), 18, 45), to_minute(date(2024, 3, 2), 11, 30), to_minute(date(2024, 1, 26), 10, 0)], "60m")
+@given(
+    st.lists(st.integers(0, 366 * 1440 - 1), min_size=1, max_size=80),
+    st.sampled_from(["1m", "3m", "5m", "15m", "60m", "1d"]),
+)
+@example(
+    [to_minute(date(2024, 11, 1), 18, 45), to_minute(date(2024, 3, 2), 11, 30), to_minute(date(2024, 1, 26), 10, 0)],
+    "60m",
+)
 def test_the_python_close_rule_for_small_frames_equals_the_expression(minutes: list[int], target: str) -> None:
     """A live tick's few rows take close times from plain Python; any minute of 2024 (holidays,
     weekends, special sessions, after hours) must get the same close as the polars rule."""
@@ -324,7 +331,12 @@ def test_the_python_close_rule_for_small_frames_equals_the_expression(minutes: l
     tf = TF(target)
     base = to_minute(date(2024, 1, 1), 0, 0)
     ts = sorted({base + m for m in minutes})
-    df = pl.DataFrame({"ts": pl.Series([(m - 330) * 60_000_000 for m in ts], dtype=pl.Int64)
-                       .cast(pl.Datetime("us", "UTC")).dt.convert_time_zone("Asia/Kolkata")})
+    df = pl.DataFrame(
+        {
+            "ts": pl.Series([(m - 330) * 60_000_000 for m in ts], dtype=pl.Int64)
+            .cast(pl.Datetime("us", "UTC"))
+            .dt.convert_time_zone("Asia/Kolkata")
+        }
+    )
     expr = df.select(close_minutes(tf, CAL)).to_series().to_list()
     assert [close_minute(m, tf, CAL) for m in ts] == expr

@@ -153,13 +153,23 @@ def test_sample_source_answers_the_bundled_series(symbol: str, tf: str, first_da
     part = src.historical(inst, parse(tf), lo, datetime.combine(last_day, time(23, 59), IST))
     assert part.height >= 1 and (part["ts"] >= lo).all()
     if parse(tf).minutes == 60:
-        assert part["ts"].dt.strftime("%H:%M").to_list() == ["09:15", "10:15", "11:15", "12:15", "13:15", "14:15", "15:15"]
+        assert part["ts"].dt.strftime("%H:%M").to_list() == [
+            "09:15",
+            "10:15",
+            "11:15",
+            "12:15",
+            "13:15",
+            "14:15",
+            "15:15",
+        ]
 
 
 def test_sample_source_builds_larger_timeframes_and_refuses_smaller_ones() -> None:
     src = SampleSource()
     nifty = src.resolve("NIFTY")
-    day = src.historical(nifty, parse("15m"), datetime(2024, 6, 14, tzinfo=IST), datetime(2024, 6, 14, 23, 59, tzinfo=IST))
+    day = src.historical(
+        nifty, parse("15m"), datetime(2024, 6, 14, tzinfo=IST), datetime(2024, 6, 14, 23, 59, tzinfo=IST)
+    )
     assert day.height == 25 and day["ts"][0] == datetime(2024, 6, 14, 9, 15, tzinfo=IST)
     rel = src.resolve("RELIANCE")
     with pytest.raises(InputError, match=r"no 5m candles for NSE:RELIANCE \(it has 1d, 60m\)"):
@@ -169,7 +179,9 @@ def test_sample_source_builds_larger_timeframes_and_refuses_smaller_ones() -> No
         src.historical(rel, parse("60m"), datetime(2023, 1, 1, tzinfo=IST), datetime(2023, 2, 1, tzinfo=IST))
 
 
-@pytest.mark.parametrize(("typo", "suggestion"), [("RELIANC", "RELIANCE"), ("NIFTYY", "NIFTY"), ("SBI", "SBIN"), ("BANKNIFT", "BANKNIFTY")])
+@pytest.mark.parametrize(
+    ("typo", "suggestion"), [("RELIANC", "RELIANCE"), ("NIFTYY", "NIFTY"), ("SBI", "SBIN"), ("BANKNIFT", "BANKNIFTY")]
+)
 def test_unknown_symbol_suggests_close_matches(typo: str, suggestion: str) -> None:
     with pytest.raises(InputError) as info:
         SampleSource().resolve(typo)
@@ -219,7 +231,9 @@ def test_bundle_works_from_a_copy_of_the_package_alone(tmp_path: Path) -> None:
         """
     )
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(out["mde"]).is_relative_to(site)

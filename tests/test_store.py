@@ -75,7 +75,9 @@ def stats(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.parquet")}
 
 
-def write(store: CandleStore, df: pl.DataFrame, tf: str = "5m", *, source: str = "sample", covered=None, now=NOW, inst=NIFTY):
+def write(
+    store: CandleStore, df: pl.DataFrame, tf: str = "5m", *, source: str = "sample", covered=None, now=NOW, inst=NIFTY
+):
     return store.write(inst, parse(tf), df, source=source, covered=covered, now=now)
 
 
@@ -190,7 +192,9 @@ def test_month_partition_follows_ist_not_utc(cache_dir: Path) -> None:
     write(store, candles_at([ist("2024-06-01T00:00:00")]), "1m")
     folder = store.series_dir(NIFTY, parse("1m"))
     assert [p.name for p in folder.glob("*.parquet")] == ["2024-06.parquet"]
-    assert store.read(NIFTY, parse("1m"), start=ist("2024-06-01T00:00:00"))["ts"].to_list() == [ist("2024-06-01T00:00:00")]
+    assert store.read(NIFTY, parse("1m"), start=ist("2024-06-01T00:00:00"))["ts"].to_list() == [
+        ist("2024-06-01T00:00:00")
+    ]
 
 
 @pytest.mark.parametrize("tf", ["5m", "10m", "15m", "30m", "60m"])
@@ -314,7 +318,12 @@ def test_new_candles_replace_cached_ones_with_the_same_ts(cache_dir: Path) -> No
 
 def test_out_of_order_input_with_duplicates_is_stored_sorted_and_unique(cache_dir: Path) -> None:
     store = CandleStore(cache_dir)
-    ts = [ist("2024-06-03T09:25:00"), ist("2024-06-03T09:15:00"), ist("2024-06-03T09:20:00"), ist("2024-06-03T09:15:00")]
+    ts = [
+        ist("2024-06-03T09:25:00"),
+        ist("2024-06-03T09:15:00"),
+        ist("2024-06-03T09:20:00"),
+        ist("2024-06-03T09:15:00"),
+    ]
     df = pl.concat([candles_at(ts[:3], price=100), candles_at(ts[3:], price=200)])
     result = write(store, df)
     assert (result.added, result.replaced, result.rows) == (3, 0, 3)
@@ -344,7 +353,11 @@ def test_merge_candles_new_wins_on_equal_ts() -> None:
     a = candles_at([ist("2024-06-03T09:15:00"), ist("2024-06-03T09:20:00")], price=1)
     b = candles_at([ist("2024-06-03T09:20:00"), ist("2024-06-03T09:10:00")], price=2)
     merged = merge_candles(a, b)
-    assert merged["ts"].to_list() == [ist("2024-06-03T09:10:00"), ist("2024-06-03T09:15:00"), ist("2024-06-03T09:20:00")]
+    assert merged["ts"].to_list() == [
+        ist("2024-06-03T09:10:00"),
+        ist("2024-06-03T09:15:00"),
+        ist("2024-06-03T09:20:00"),
+    ]
     assert merged["close"].to_list() == [2.0, 1.0, 2.0]
 
 
@@ -390,7 +403,12 @@ def test_engine_download_of_a_weekend_is_refused_and_records_nothing(engine: Mar
 def test_touching_and_overlapping_covered_ranges_are_unioned(cache_dir: Path) -> None:
     store = CandleStore(cache_dir)
     empty = candles_at([]).clear()
-    a, b, c, d = ist("2024-06-03T09:15:00"), ist("2024-06-03T12:00:00"), ist("2024-06-03T15:30:00"), ist("2024-06-04T15:30:00")
+    a, b, c, d = (
+        ist("2024-06-03T09:15:00"),
+        ist("2024-06-03T12:00:00"),
+        ist("2024-06-03T15:30:00"),
+        ist("2024-06-04T15:30:00"),
+    )
     write(store, empty, covered=(a, b))
     write(store, empty, covered=(c, d))
     assert store.manifest(NIFTY, parse("5m")).coverage == [(a, b), (c, d)]  # type: ignore[union-attr]
@@ -425,11 +443,21 @@ def test_manifest_rows_track_the_files_across_writes(cache_dir: Path) -> None:
 # -- one source per series ------------------------------------------------------------------
 def test_mixing_sources_in_one_series_is_refused_and_changes_no_file(cache_dir: Path) -> None:
     store = CandleStore(cache_dir)
-    write(store, make_candles(date(2024, 6, 3), step=5), source="sample", covered=(ist("2024-06-03T00:00:00"), ist("2024-06-03T23:59:00")))
+    write(
+        store,
+        make_candles(date(2024, 6, 3), step=5),
+        source="sample",
+        covered=(ist("2024-06-03T00:00:00"), ist("2024-06-03T23:59:00")),
+    )
     before = snapshot(cache_dir)
 
     with pytest.raises(InputError) as err:
-        write(store, make_candles(date(2024, 6, 4), step=5), source="kite", covered=(ist("2024-06-04T00:00:00"), ist("2024-06-04T23:59:00")))
+        write(
+            store,
+            make_candles(date(2024, 6, 4), step=5),
+            source="kite",
+            covered=(ist("2024-06-04T00:00:00"), ist("2024-06-04T23:59:00")),
+        )
 
     message = str(err.value)
     assert "'sample'" in message and "'kite'" in message and "NSE:NIFTY 50" in message
@@ -438,7 +466,9 @@ def test_mixing_sources_in_one_series_is_refused_and_changes_no_file(cache_dir: 
     assert snapshot(cache_dir) == before
 
 
-def test_engine_import_with_another_origin_is_refused(engine: MarketDataEngine, cache_dir: Path, tmp_path: Path) -> None:
+def test_engine_import_with_another_origin_is_refused(
+    engine: MarketDataEngine, cache_dir: Path, tmp_path: Path
+) -> None:
     engine.save_cache("NIFTY", "5m", make_candles(date(2024, 6, 3), step=5))
     csv = tmp_path / "more.csv"
     make_candles(date(2024, 6, 4), step=5).with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%:z")).write_csv(csv)
@@ -453,7 +483,12 @@ def test_an_empty_write_from_another_source_is_refused_too(cache_dir: Path) -> N
     write(store, make_candles(date(2024, 6, 3), step=5), source="kite")
     before = snapshot(cache_dir)
     with pytest.raises(InputError):
-        write(store, candles_at([]).clear(), source="sample", covered=(ist("2024-06-15T00:00:00"), ist("2024-06-16T00:00:00")))
+        write(
+            store,
+            candles_at([]).clear(),
+            source="sample",
+            covered=(ist("2024-06-15T00:00:00"), ist("2024-06-16T00:00:00")),
+        )
     assert snapshot(cache_dir) == before
 
 
@@ -465,7 +500,9 @@ def _corrupt(path: Path, how: str) -> None:
     elif how == "garbage":
         path.write_bytes(b"this is not a parquet file\n" * 50)
     elif how == "wrong-schema":
-        pl.DataFrame({"ts": ["2024-06-03 09:15"], "open": [1.0], "high": [1.0], "low": [1.0], "close": [1.0], "volume": [1.5]}).write_parquet(path)
+        pl.DataFrame(
+            {"ts": ["2024-06-03 09:15"], "open": [1.0], "high": [1.0], "low": [1.0], "close": [1.0], "volume": [1.5]}
+        ).write_parquet(path)
     elif how == "float-volume":
         df = pl.read_parquet(path).with_columns(pl.col("volume").cast(pl.Float64))
         df.write_parquet(path)
@@ -508,7 +545,9 @@ def test_corrupt_partition_raises_cache_error_naming_the_file_and_leaves_it_alon
 
 
 @pytest.mark.parametrize("how", ["truncated", "garbage", "wrong-schema"])
-def test_writing_into_a_corrupt_partition_is_refused_not_overwritten(nifty_cached: Path, cache_dir: Path, how: str) -> None:
+def test_writing_into_a_corrupt_partition_is_refused_not_overwritten(
+    nifty_cached: Path, cache_dir: Path, how: str
+) -> None:
     _corrupt(nifty_cached, how)
     before = snapshot(cache_dir)
     store = CandleStore(cache_dir)
@@ -519,7 +558,9 @@ def test_writing_into_a_corrupt_partition_is_refused_not_overwritten(nifty_cache
 
 
 @pytest.mark.parametrize("how", ["truncated", "garbage", "wrong-schema"])
-def test_cli_window_on_a_corrupt_cache_exits_6_with_one_error_line(nifty_cached: Path, cache_dir: Path, how: str) -> None:
+def test_cli_window_on_a_corrupt_cache_exits_6_with_one_error_line(
+    nifty_cached: Path, cache_dir: Path, how: str
+) -> None:
     _corrupt(nifty_cached, how)
     before = snapshot(cache_dir)
     proc = run_mde("--cache-dir", str(cache_dir), "window", "NIFTY", "--timeframe", "5m", env={"MDE_SOURCE": "sample"})
@@ -595,7 +636,9 @@ def test_engine_prune_with_an_empty_symbol_or_timeframe_is_refused_not_widened_t
     assert snapshot(cache_dir) == before
 
 
-def test_symbol_of_64_characters_is_accepted_and_stays_inside_the_cache(engine: MarketDataEngine, cache_dir: Path) -> None:
+def test_symbol_of_64_characters_is_accepted_and_stays_inside_the_cache(
+    engine: MarketDataEngine, cache_dir: Path
+) -> None:
     symbol = "NSE:" + "A" * 60
     engine.save_cache(symbol, "5m", make_candles(date(2024, 6, 3), step=5))
     assert (cache_dir / "NSE" / ("A" * 60) / "5m" / "2024.parquet").is_file()
@@ -619,7 +662,9 @@ def q2_1m(cache_dir: Path, nifty_1m_q2: pl.DataFrame) -> CandleStore:
     return store
 
 
-def test_prune_drops_whole_partitions_and_rewrites_the_straddling_one(q2_1m: CandleStore, nifty_1m_q2: pl.DataFrame) -> None:
+def test_prune_drops_whole_partitions_and_rewrites_the_straddling_one(
+    q2_1m: CandleStore, nifty_1m_q2: pl.DataFrame
+) -> None:
     store, tf = q2_1m, parse("1m")
     folder = store.series_dir(NIFTY, tf)
     june_before = stats(folder)["2024-06.parquet"]
@@ -654,7 +699,9 @@ def test_prune_after_everything_cached_removes_the_series(q2_1m: CandleStore, ni
     assert q2_1m.read(NIFTY, tf).is_empty()
 
 
-def test_prune_dry_run_reports_but_changes_nothing(q2_1m: CandleStore, cache_dir: Path, nifty_1m_q2: pl.DataFrame) -> None:
+def test_prune_dry_run_reports_but_changes_nothing(
+    q2_1m: CandleStore, cache_dir: Path, nifty_1m_q2: pl.DataFrame
+) -> None:
     before = snapshot(cache_dir)
     cutoff = ist("2024-05-15T00:00:00")
     affected, dropped = q2_1m.prune(NIFTY, parse("1m"), cutoff, now=NOW, dry_run=True)
@@ -669,7 +716,9 @@ def test_prune_before_everything_cached_changes_nothing(q2_1m: CandleStore, cach
     assert snapshot(cache_dir) == before
 
 
-def test_engine_prune_by_date_only_touches_the_chosen_series(engine: MarketDataEngine, cache_dir: Path, nifty_1m_q2: pl.DataFrame) -> None:
+def test_engine_prune_by_date_only_touches_the_chosen_series(
+    engine: MarketDataEngine, cache_dir: Path, nifty_1m_q2: pl.DataFrame
+) -> None:
     engine.save_cache("NIFTY", "1m", nifty_1m_q2)
     engine.save_cache("BANKNIFTY", "1m", nifty_1m_q2)
     bank_before = snapshot(cache_dir / "NSE" / "NIFTY_BANK")
@@ -689,7 +738,9 @@ def test_engine_prune_by_date_only_touches_the_chosen_series(engine: MarketDataE
 def test_cli_prune_dry_run_changes_nothing(cache_dir: Path, nifty_1m_q2: pl.DataFrame) -> None:
     write(CandleStore(cache_dir), nifty_1m_q2, "1m")
     before = snapshot(cache_dir)
-    proc = run_mde("--cache-dir", str(cache_dir), "prune", "--before", "2024-05-15", "--dry-run", env={"MDE_SOURCE": "sample"})
+    proc = run_mde(
+        "--cache-dir", str(cache_dir), "prune", "--before", "2024-05-15", "--dry-run", env={"MDE_SOURCE": "sample"}
+    )
     assert proc.returncode == 0, proc.stderr
     assert "would drop" in proc.stdout and "2024-04, 2024-05" in proc.stdout
     assert snapshot(cache_dir) == before
@@ -844,8 +895,11 @@ def partitions_from_files(folder: Path) -> dict[str, dict]:
     for path in sorted(folder.glob("*.parquet")):
         df, st = pl.read_parquet(path), path.stat()
         out[path.stem] = {
-            "rows": df.height, "first": df["ts"][0].isoformat(), "last": df["ts"][-1].isoformat(),
-            "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "rows": df.height,
+            "first": df["ts"][0].isoformat(),
+            "last": df["ts"][-1].isoformat(),
+            "bytes": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
         }
         # candles a source gave that fail validate.check, counted ({} when none)
         out[path.stem]["implausible"] = implausible(df, parse(folder.name), nse())
@@ -871,7 +925,13 @@ def five_months(cache_dir: Path) -> tuple[CandleStore, pl.DataFrame]:
     df = make_candles(trading_days(date(2024, 1, 1), 100), step=15)
     store = CandleStore(cache_dir)
     write(store, df, "1m")
-    assert [p.stem for p in store.partitions(NIFTY, parse("1m"))] == ["2024-01", "2024-02", "2024-03", "2024-04", "2024-05"]
+    assert [p.stem for p in store.partitions(NIFTY, parse("1m"))] == [
+        "2024-01",
+        "2024-02",
+        "2024-03",
+        "2024-04",
+        "2024-05",
+    ]
     return store, df
 
 
@@ -899,7 +959,9 @@ def test_appends_to_one_partition_among_many_keep_the_manifest_equal_to_the_file
     assert store.read(NIFTY, tf).equals(CandleStore(cache_dir).read(NIFTY, tf))  # the read cache is not stale
 
 
-def test_an_append_decodes_only_the_partition_it_writes(five_months, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_append_decodes_only_the_partition_it_writes(
+    five_months, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, df = five_months
     decodes = count_decodes(monkeypatch)
     fresh = CandleStore(cache_dir)
@@ -930,7 +992,11 @@ def test_a_manifest_entry_that_no_longer_matches_its_file_is_recomputed(five_mon
             else:
                 entry["first"], entry["last"] = "garbage", "2024-02-01T09:15:00"  # no offset
         (folder / MANIFEST).write_text(json.dumps(raw))
-    assert CandleStore(cache_dir).read(NIFTY, tf).equals(pl.concat([pl.read_parquet(p) for p in sorted(folder.glob("*.parquet"))]))
+    assert (
+        CandleStore(cache_dir)
+        .read(NIFTY, tf)
+        .equals(pl.concat([pl.read_parquet(p) for p in sorted(folder.glob("*.parquet"))]))
+    )
 
     write(CandleStore(cache_dir), candles_at([df["ts"][-1] + timedelta(minutes=15)]), "1m")
 
@@ -974,7 +1040,9 @@ def count_listings(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return calls
 
 
-def test_the_partition_listing_is_reused_while_the_folder_is_unchanged(five_months, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_partition_listing_is_reused_while_the_folder_is_unchanged(
+    five_months, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store, df = five_months
     tf = parse("1m")
     _age(store.series_dir(NIFTY, tf))
@@ -1027,8 +1095,12 @@ def test_the_listing_sees_a_partition_written_by_another_process(five_months, ca
         "CandleStore(sys.argv[1]).write(Instrument('NSE', 'NIFTY 50'), parse('1m'), pl.read_parquet(sys.argv[2]), "
         "source='sample', now=datetime.fromisoformat(sys.argv[3]))"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(cache_dir), str(tmp_path / "june.parquet"), NOW.isoformat()],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(cache_dir), str(tmp_path / "june.parquet"), NOW.isoformat()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
 
     assert [p.stem for p in store.partitions(NIFTY, tf)][-1] == "2024-06"
@@ -1036,7 +1108,9 @@ def test_the_listing_sees_a_partition_written_by_another_process(five_months, ca
     assert store.manifest(NIFTY, tf).partitions == partitions_from_files(folder)  # type: ignore[union-attr]
 
 
-def test_a_full_read_decodes_the_files_in_one_call_and_caches_each(five_months, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_read_decodes_the_files_in_one_call_and_caches_each(
+    five_months, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, df = five_months
     tf = parse("1m")
     fresh = CandleStore(cache_dir)
@@ -1095,7 +1169,9 @@ def test_normalize_returns_a_normalized_frame_as_it_is_and_still_fixes_the_rest(
     reordered = df.select("ts", "volume", "open", "high", "low", "close")
     assert normalize(reordered).columns == list(COLUMNS)
     with pytest.raises(InputError, match="empty timestamp"):
-        normalize(df.with_columns(pl.when(pl.col("volume") >= 0).then(None).otherwise(pl.col("ts")).alias("ts")).head(1))
+        normalize(
+            df.with_columns(pl.when(pl.col("volume") >= 0).then(None).otherwise(pl.col("ts")).alias("ts")).head(1)
+        )
 
 
 # -- the window table: one row of multi-line cells prints what one row per candle prints ---------
@@ -1121,7 +1197,9 @@ def _window_table_row_per_candle(df: pl.DataFrame, symbol: str, status, console)
     console.print(table)
 
 
-def test_the_window_table_prints_exactly_what_one_row_per_candle_prints(engine: MarketDataEngine, nifty_5m: pl.DataFrame) -> None:
+def test_the_window_table_prints_exactly_what_one_row_per_candle_prints(
+    engine: MarketDataEngine, nifty_5m: pl.DataFrame
+) -> None:
     import io
 
     from rich.console import Console
@@ -1129,19 +1207,34 @@ def test_the_window_table_prints_exactly_what_one_row_per_candle_prints(engine: 
     from mde.render import window_table
 
     engine.save_cache("NIFTY", "5m", nifty_5m)
-    engine.save_cache("NIFTY", "1d", candles_at([ist("2024-12-30T00:00:00"), ist("2024-12-31T00:00:00")], price=23_644.9, volume=0))
+    engine.save_cache(
+        "NIFTY", "1d", candles_at([ist("2024-12-30T00:00:00"), ist("2024-12-31T00:00:00")], price=23_644.9, volume=0)
+    )
     window = engine.get_window("NIFTY", "5m", limit=50)
     status = engine.status("NIFTY", "5m")
-    no_volume = window.with_columns(pl.when(pl.col("volume") % 3 == 0).then(None).otherwise(pl.col("volume")).alias("volume"))
-    cases = [(window, status), (no_volume, status), (window.head(1), status), (window.head(0), status),
-             (engine.get_window("NIFTY", "1d", limit=5), engine.status("NIFTY", "1d"))]
+    no_volume = window.with_columns(
+        pl.when(pl.col("volume") % 3 == 0).then(None).otherwise(pl.col("volume")).alias("volume")
+    )
+    cases = [
+        (window, status),
+        (no_volume, status),
+        (window.head(1), status),
+        (window.head(0), status),
+        (engine.get_window("NIFTY", "1d", limit=5), engine.status("NIFTY", "1d")),
+    ]
     for df, st in cases:
         for width in (12, 30, 45, 60, 79, 80, 100, 160):
             for terminal in (False, True):
                 outputs = []
                 for render in (window_table, _window_table_row_per_candle):
                     buf = io.StringIO()
-                    console = Console(file=buf, width=width, highlight=False, force_terminal=terminal, color_system="truecolor" if terminal else None)
+                    console = Console(
+                        file=buf,
+                        width=width,
+                        highlight=False,
+                        force_terminal=terminal,
+                        color_system="truecolor" if terminal else None,
+                    )
                     render(df, "NIFTY", st, console)
                     outputs.append(buf.getvalue())
                 assert outputs[0] == outputs[1], (df.height, width, terminal)

@@ -35,7 +35,7 @@ from mde.symbols import Instrument
 from mde.timeframes import parse
 
 # Shared by the writer process and this test: what op i writes, and how.
-OPS = r'''
+OPS = r"""
 import polars as pl
 
 BASE_US = 1704080700000000  # 2024-01-01 09:15 IST
@@ -80,7 +80,7 @@ def apply(store, inst, tf, i, now):
     if is_swap(i):
         return store.replace_series(inst, tf, batch(i), source="sample", coverage=[], now=now)
     return store.write(inst, tf, batch(i), source="sample", now=now)
-'''
+"""
 _OPS: dict[str, Any] = {}
 exec(OPS, _OPS)  # the same definitions here, named below
 BASE_US: int = _OPS["BASE_US"]
@@ -90,16 +90,16 @@ op_rows: Callable[[int], tuple[int, int]] = _OPS["op_rows"]
 apply: Callable[..., WriteResult] = _OPS["apply"]
 
 WRITER = (
-    r'''
+    r"""
 import sys
 from datetime import datetime
 from mde.clock import IST
 from mde.store import CandleStore
 from mde.symbols import Instrument
 from mde.timeframes import parse
-'''
+"""
     + OPS
-    + r'''
+    + r"""
 store = CandleStore(sys.argv[1])
 inst, tf = Instrument("NSE", "CRASH TEST"), parse("1m")
 now = datetime(2025, 1, 1, tzinfo=IST)
@@ -113,10 +113,10 @@ while True:
     apply(store, inst, tf, i, now)
     print(i, flush=True)
     i += 1
-'''
+"""
 )
 
-APPENDER = r'''
+APPENDER = r"""
 import sys
 import time
 from datetime import datetime, timedelta
@@ -139,7 +139,7 @@ for j in range(50):
     one = pl.DataFrame({"ts": [ts], "open": [1.0], "high": [2.0], "low": [0.5], "close": [float(n)], "volume": [parity]})
     store.write(inst, tf, one, source="sample", now=datetime(2025, 1, 1, tzinfo=IST))
 print("done", time.monotonic(), flush=True)
-'''
+"""
 
 KILLS = 25
 MAX_DELAY_S = 0.3

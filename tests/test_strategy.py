@@ -31,11 +31,15 @@ def nifty_engine(tmp_path_factory: pytest.TempPathFactory) -> MarketDataEngine:
     return eng
 
 
-def expected_sma_trades(candles: pl.DataFrame, fast: int, slow: int) -> list[tuple[datetime, float, datetime | None, float]]:
+def expected_sma_trades(
+    candles: pl.DataFrame, fast: int, slow: int
+) -> list[tuple[datetime, float, datetime | None, float]]:
     """The rule of the issue, computed independently with polars in integer paise."""
-    df = candles.with_columns(x=(pl.col("close") * 100).round().cast(pl.Int64)).with_columns(
-        d=pl.col("x").rolling_sum(fast) * slow - pl.col("x").rolling_sum(slow) * fast
-    ).with_columns(prev=pl.col("d").shift(1))
+    df = (
+        candles.with_columns(x=(pl.col("close") * 100).round().cast(pl.Int64))
+        .with_columns(d=pl.col("x").rolling_sum(fast) * slow - pl.col("x").rolling_sum(slow) * fast)
+        .with_columns(prev=pl.col("d").shift(1))
+    )
     cross_up = ((pl.col("d") > 0) & (pl.col("prev") <= 0)).fill_null(False)
     cross_down = ((pl.col("d") < 0) & (pl.col("prev") >= 0)).fill_null(False)
     rows = df.with_columns(up=cross_up, down=cross_down).select("ts", "open", "close", "up", "down").rows()
@@ -55,7 +59,9 @@ def expected_sma_trades(candles: pl.DataFrame, fast: int, slow: int) -> list[tup
 def test_sma_cross_trades_follow_the_rule_and_fill_at_the_next_open(nifty_engine: MarketDataEngine) -> None:
     result = run_replay(nifty_engine, "sma_cross", ["NIFTY"], "5m", "2024-01-01", "2024-06-30", costs="none")
     candles = result.candles["NIFTY"]
-    got = [(r["entry_ts"], r["entry_price"], r["exit_ts"], r["exit_price"]) for r in result.trades.iter_rows(named=True)]
+    got = [
+        (r["entry_ts"], r["entry_price"], r["exit_ts"], r["exit_price"]) for r in result.trades.iter_rows(named=True)
+    ]
     assert len(got) > 50
     assert got == expected_sma_trades(candles, 10, 30)
     assert result.trades["exit_reason"][-1] in ("signal", "end of replay")
@@ -96,7 +102,9 @@ def test_warm_up_history_before_from_is_visible_but_on_candle_starts_at_from(nif
     run_replay(nifty_engine, probe, ["NIFTY"], "5m", "2024-03-01", "2024-03-05", costs="none")
     assert probe.start_window.height == 500
     assert probe.start_window["ts"][-1] < datetime(2024, 3, 1, tzinfo=probe.start_now.tzinfo)
-    assert probe.first is not None and probe.first.ts.date() == date(2024, 3, 1) and probe.first.ts.time() == time(9, 15)
+    assert (
+        probe.first is not None and probe.first.ts.date() == date(2024, 3, 1) and probe.first.ts.time() == time(9, 15)
+    )
     cal = nifty_engine.calendar
     # 1, 4 and 5 March, plus the Saturday 2 March DR-drill session: every candle, once
     expected = sum(cal.candles_per_day(date(2024, 3, d), parse("5m")) for d in range(1, 6))
@@ -123,7 +131,11 @@ def test_a_15m_window_inside_a_5m_replay_excludes_the_unfinished_bucket(nifty_en
 @hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     primary=st.sampled_from(["1m", "3m", "5m"]),
-    asks=st.lists(st.tuples(st.sampled_from(["1m", "3m", "5m", "15m", "30m", "60m", "1d"]), st.integers(1, 40)), min_size=1, max_size=3),
+    asks=st.lists(
+        st.tuples(st.sampled_from(["1m", "3m", "5m", "15m", "30m", "60m", "1d"]), st.integers(1, 40)),
+        min_size=1,
+        max_size=3,
+    ),
     stride=st.integers(7, 40),
 )
 def test_no_strategy_can_see_a_candle_before_its_close_at_any_timeframe(
@@ -161,7 +173,9 @@ def test_orb_squares_off_intraday_positions_at_the_1520_candle_open(nifty_engine
     assert (squared["exit_ts"].dt.time() == time(15, 20)).all()
     candles = result.candles["NIFTY"]
     opens = dict(zip(candles["ts"].to_list(), candles["open"].to_list(), strict=True))
-    assert all(opens[t] == p for t, p in zip(squared["exit_ts"].to_list(), squared["exit_price"].to_list(), strict=True))
+    assert all(
+        opens[t] == p for t, p in zip(squared["exit_ts"].to_list(), squared["exit_price"].to_list(), strict=True)
+    )
     assert set(trades["exit_reason"]) <= {"square-off", "stop", "target"}
     assert (trades["entry_ts"].dt.time() < time(15, 20)).all()
 
@@ -213,7 +227,16 @@ def test_user_strategy_file_loads_by_path(tmp_path: Path, nifty_engine: MarketDa
     )
     cls = load_strategy(f"{path}:Breakout")
     assert cls.parameters() == {"lookback": (int, 20)}
-    result = run_replay(nifty_engine, f"{path}:Breakout", ["NIFTY"], "5m", "2024-03-01", "2024-03-31", params={"lookback": "30"}, costs="none")
+    result = run_replay(
+        nifty_engine,
+        f"{path}:Breakout",
+        ["NIFTY"],
+        "5m",
+        "2024-03-01",
+        "2024-03-31",
+        params={"lookback": "30"},
+        costs="none",
+    )
     assert result.params == {"lookback": 30} and result.trades.height > 0
     with pytest.raises(InputError, match="no Strategy subclass named 'Nope'"):
         load_strategy(f"{path}:Nope")

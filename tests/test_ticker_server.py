@@ -35,12 +35,26 @@ def _ticks(tokens: list[int], ts: int = T0) -> list[ScriptTick]:
     """One tick per token, fields far from zero and distinct, some near the uint32 limit."""
     out = []
     for i, token in enumerate(tokens):
-        out.append(ScriptTick(
-            token, ts + i, 2_245_535 + i, volume=4_000_000_000 + i, last_qty=75 + i, avg_price=2_244_010,
-            buy_qty=123_456, sell_qty=654_321, day_open=2_240_000, day_high=2_250_005, day_low=2_230_010,
-            prev_close=2_235_000 if i % 2 else 0, oi=9_876_543, oi_high=9_900_000, oi_low=9_800_000,
-            last_trade_ts=ts + i - 3,
-        ))
+        out.append(
+            ScriptTick(
+                token,
+                ts + i,
+                2_245_535 + i,
+                volume=4_000_000_000 + i,
+                last_qty=75 + i,
+                avg_price=2_244_010,
+                buy_qty=123_456,
+                sell_qty=654_321,
+                day_open=2_240_000,
+                day_high=2_250_005,
+                day_low=2_230_010,
+                prev_close=2_235_000 if i % 2 else 0,
+                oi=9_876_543,
+                oi_high=9_900_000,
+                oi_low=9_800_000,
+                last_trade_ts=ts + i - 3,
+            )
+        )
     return out
 
 
@@ -68,7 +82,9 @@ def test_every_packet_kind_parses_as_scripted(ticker_server: KiteTickerServer, m
         got = client.wait_ticks(len(ticks))
     assert got == [expected_tick(t, mode) for t in ticks]
     # the divisors the client applies, segment by segment
-    assert [g["last_price"] for g in got] == [t.price / d for t, d in zip(ticks, (100, 100, 100, 1e7, 1e4, 1e4, 100), strict=True)]
+    assert [g["last_price"] for g in got] == [
+        t.price / d for t, d in zip(ticks, (100, 100, 100, 1e7, 1e4, 1e4, 100), strict=True)
+    ]
     if mode == "full":
         assert [g["exchange_timestamp"].timestamp() for g in got] == [t.ts for t in ticks]
         assert "volume_traded" not in got[0] and got[1]["volume_traded"] == 4_000_000_001
@@ -83,7 +99,9 @@ def test_frames_split_anyhow_arrive_whole_and_in_order(ticker_server: KiteTicker
         @given(n=st.integers(1, 40), split=st.lists(st.integers(1, 12), max_size=8))
         def check(n: int, split: list[int]) -> None:
             before = len(client.ticks)
-            ticks = [ScriptTick(tokens[i % 2], T0 + i, 100_000 + i, None if i % 2 == 0 else 10 * i + 1) for i in range(n)]
+            ticks = [
+                ScriptTick(tokens[i % 2], T0 + i, 100_000 + i, None if i % 2 == 0 else 10 * i + 1) for i in range(n)
+            ]
             assert ticker_server.send(ticks, split) == n
             got = client.wait_ticks(before + n)[before:]
             assert got == [expected_tick(t, "full") for t in ticks]
@@ -230,7 +248,9 @@ def test_client_in_its_own_process(ticker_server: KiteTickerServer, tmp_path: Pa
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "TZ": "America/New_York"}  # the naive-local timestamps still round-trip
-    child = subprocess.Popen([sys.executable, str(script), ticker_server.url, "3"], stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, str(script), ticker_server.url, "3"], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         ticker_server.wait_subscribed([NIFTY], timeout=30)
         ticks = [ScriptTick(NIFTY, T0 + i, 2_245_500 + 5 * i) for i in range(3)]

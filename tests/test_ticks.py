@@ -95,18 +95,26 @@ def expect(source: pl.DataFrame, tf: str, base: str = "1m") -> pl.DataFrame:
 # -- the tick paths -------------------------------------------------------------------------
 
 
-@given(lo=st.integers(1, 10_000), spread=st.integers(0, 500), fo=st.floats(0, 1), fc=st.floats(0, 1),
-       extra=st.integers(0, 10), seed=st.integers(0, 2**32))
+@given(
+    lo=st.integers(1, 10_000),
+    spread=st.integers(0, 500),
+    fo=st.floats(0, 1),
+    fc=st.floats(0, 1),
+    extra=st.integers(0, 10),
+    seed=st.integers(0, 2**32),
+)
 def test_a_path_starts_at_the_open_visits_high_and_low_and_ends_at_the_close(
-        lo: int, spread: int, fo: float, fc: float, extra: int, seed: int) -> None:
+    lo: int, spread: int, fo: float, fc: float, extra: int, seed: int
+) -> None:
     hi = lo + spread
     o, c = lo + round(spread * fo), lo + round(spread * fc)
     path = candle_path(o, hi, lo, c, random.Random(seed), extra)
     assert path[0] == o and path[-1] == c and max(path) == hi and min(path) == lo and len(path) == 4 + extra
 
 
-@pytest.mark.parametrize("source,token,tf", [("NIFTY50_1m_2024Q2.csv", NIFTY, "1m"),
-                                             ("RELIANCE_60m_2024-12_2026-01.csv", RELIANCE, "60m")])
+@pytest.mark.parametrize(
+    "source,token,tf", [("NIFTY50_1m_2024Q2.csv", NIFTY, "1m"), ("RELIANCE_60m_2024-12_2026-01.csv", RELIANCE, "60m")]
+)
 def test_ticks_from_real_candles_reproduce_each_candle(source: str, token: int, tf: str) -> None:
     df = candles(source, tf, NIFTY_DAY if tf == "1m" else RELIANCE_DAY, days=2)
     ticks = ticks_from_candles(df, token, tf, seed=7, extra=5)
@@ -129,7 +137,9 @@ def test_ticks_from_real_candles_reproduce_each_candle(source: str, token: int, 
             continue
         if row["ts"].time().strftime("%H:%M") == "09:15":
             prev_cum = 0
-        increments = [b - a for a, b in zip([prev_cum] + [t.volume for t in group], [t.volume for t in group], strict=False)]
+        increments = [
+            b - a for a, b in zip([prev_cum] + [t.volume for t in group], [t.volume for t in group], strict=False)
+        ]
         assert all(i >= 1 for i in increments) and sum(increments) == row["volume"]
         prev_cum = group[-1].volume
 
@@ -155,12 +165,14 @@ class Driver:
             clock = min(clock + step - clock % step if step == 60 else clock + step, end)
             self.sent += self.server.advance(clock, heartbeats)
             ticks = self.client.wait_ticks(self.sent)
-            self.builder.add(ticks[self.fed:])
+            self.builder.add(ticks[self.fed :])
             self.fed = len(ticks)
             self.outs.append(self.builder.poll(datetime.fromtimestamp(clock, IST)))
 
 
-def test_candles_from_the_real_client_equal_the_source_candles(ticker_server: KiteTickerServer, nifty_day: pl.DataFrame) -> None:
+def test_candles_from_the_real_client_equal_the_source_candles(
+    ticker_server: KiteTickerServer, nifty_day: pl.DataFrame
+) -> None:
     """A whole NIFTY session, minute by minute on the fake clock, polled every minute."""
     ticker_server.load(ticks_from_candles(nifty_day, NIFTY, "1m", seed=3))
     start = at(2024, 6, 3, 9, 10)
@@ -177,7 +189,9 @@ def test_candles_from_the_real_client_equal_the_source_candles(ticker_server: Ki
     assert built[(NIFTY, "1m")].get_column("volume").null_count() == 375  # an index has no volume
 
 
-def test_volumes_from_cumulative_ticks_equal_the_source(ticker_server: KiteTickerServer, reliance_60m: pl.DataFrame) -> None:
+def test_volumes_from_cumulative_ticks_equal_the_source(
+    ticker_server: KiteTickerServer, reliance_60m: pl.DataFrame
+) -> None:
     """Two equities with real volumes, two sessions, one connection: 60m candles exactly, and
     the 1m candles built on the way add up to them."""
     infy = candles("INFY_60m_2024-12_2026-01.csv", "60m", RELIANCE_DAY, days=2)
@@ -222,7 +236,8 @@ def test_a_heartbeat_only_minute_has_no_candle(ticker_server: KiteTickerServer, 
 
 
 def test_a_disconnect_mid_candle_taints_it_and_the_rest_is_exact(
-        ticker_server: KiteTickerServer, nifty_day: pl.DataFrame) -> None:
+    ticker_server: KiteTickerServer, nifty_day: pl.DataFrame
+) -> None:
     """The server cuts the connection at 10:00:30; the client reconnects by itself; ticks of
     the market meanwhile are lost. Those buckets come out tainted, never half-built."""
     morning = nifty_day.filter(pl.col("ts") < at(2024, 6, 3, 10, 30))
@@ -245,11 +260,17 @@ def test_a_disconnect_mid_candle_taints_it_and_the_rest_is_exact(
         driver.run(at(2024, 6, 3, 10, 31), step=30)
     assert lost == 0  # nobody was connected: those ticks are gone
     built, tainted = collect(driver.outs)
-    assert spans(tainted) == {("1m", "10:00", "10:02"), ("5m", "10:00", "10:05"), ("15m", "10:00", "10:15"),
-                              ("60m", "09:15", "10:15")}
+    assert spans(tainted) == {
+        ("1m", "10:00", "10:02"),
+        ("5m", "10:00", "10:05"),
+        ("15m", "10:00", "10:15"),
+        ("60m", "09:15", "10:15"),
+    }
     for tf in ("1m", "5m", "15m"):
         bad = [(t.start, t.end) for t in tainted if t.timeframe.name == tf]
-        keep = expect(morning, tf).filter(~pl.any_horizontal([(pl.col("ts") >= a) & (pl.col("ts") < b) for a, b in bad]))
+        keep = expect(morning, tf).filter(
+            ~pl.any_horizontal([(pl.col("ts") >= a) & (pl.col("ts") < b) for a, b in bad])
+        )
         assert_frame_equal(built[(NIFTY, tf)], keep)
     assert (NIFTY, "60m") not in built  # 09:15 is tainted, 10:15 not over at 10:31
 
@@ -264,15 +285,18 @@ def client_ticks(script: list[ScriptTick], mode: str = "full") -> list[dict]:
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32), max_delay=st.integers(0, 59), dup=st.floats(0, 0.5), poll_every=st.integers(1, 200))
 def test_any_arrival_order_duplicates_and_poll_split_give_the_same_candles(
-        seed: int, max_delay: int, dup: float, poll_every: int) -> None:
+    seed: int, max_delay: int, dup: float, poll_every: int
+) -> None:
     """Each tick arrives up to `max_delay` s after its exchange time (so out of order across
     buckets too), some twice; polls fall anywhere. With a grace longer than the delays nothing
     is late, and the candles are the source's exactly, for an index and a volume series."""
     rng = random.Random(seed)
     nifty = candles("NIFTY50_1m_2024Q2.csv", "1m", NIFTY_DAY).head(40)
     reliance = candles("RELIANCE_60m_2024-12_2026-01.csv", "60m", RELIANCE_DAY).head(2)
-    feeds = [(NIFTY, nifty, "1m", ticks_from_candles(nifty, NIFTY, "1m", seed=seed)),
-             (RELIANCE, reliance, "60m", ticks_from_candles(reliance, RELIANCE, "60m", seed=seed, extra=60))]
+    feeds = [
+        (NIFTY, nifty, "1m", ticks_from_candles(nifty, NIFTY, "1m", seed=seed)),
+        (RELIANCE, reliance, "60m", ticks_from_candles(reliance, RELIANCE, "60m", seed=seed, extra=60)),
+    ]
     for token, source, tf, script in feeds:
         arrivals = [(t.ts + rng.uniform(0, max_delay), t) for t in script]
         arrivals += [(t.ts + rng.uniform(0, max_delay), t) for t in script if rng.random() < dup]
@@ -331,7 +355,10 @@ def test_a_start_inside_a_bucket_taints_it(nifty_day: pl.DataFrame) -> None:
     builder.add(client_ticks(script))
     built, tainted = collect([builder.poll(at(2024, 6, 3, 10, 16))])
     assert sorted((t.timeframe.name, t.start.strftime("%H:%M"), t.end.strftime("%H:%M")) for t in tainted) == [
-        ("1m", "10:00", "10:01"), ("5m", "10:00", "10:05"), ("60m", "09:15", "10:15")]
+        ("1m", "10:00", "10:01"),
+        ("5m", "10:00", "10:05"),
+        ("60m", "09:15", "10:15"),
+    ]
     assert_frame_equal(built[(NIFTY, "1m")], source.filter(pl.col("ts") >= at(2024, 6, 3, 10, 1)))
     assert set(built) == {(NIFTY, "1m")}
 
@@ -350,10 +377,14 @@ def test_a_gap_between_the_volume_baseline_and_a_bucket_taints_it() -> None:
     builder.add([_tick(RELIANCE, at(2024, 12, 5, 10, 20, 10), 10.0, 100)])
     builder.disconnected(at(2024, 12, 5, 10, 20, 30))
     builder.connected(at(2024, 12, 5, 10, 20, 50))  # a trade at 10:20:40 (volume 150) was lost
-    builder.add([_tick(RELIANCE, at(2024, 12, 5, 10, 22, 5), 11.0, 170),
-                 _tick(RELIANCE, at(2024, 12, 5, 10, 23, 5), 12.0, 180)])
+    builder.add(
+        [_tick(RELIANCE, at(2024, 12, 5, 10, 22, 5), 11.0, 170), _tick(RELIANCE, at(2024, 12, 5, 10, 23, 5), 12.0, 180)]
+    )
     built, tainted = collect([builder.poll(at(2024, 12, 5, 10, 30))])
-    assert [(t.start.strftime("%H:%M"), t.end.strftime("%H:%M")) for t in tainted] == [("10:20", "10:21"), ("10:22", "10:23")]
+    assert [(t.start.strftime("%H:%M"), t.end.strftime("%H:%M")) for t in tainted] == [
+        ("10:20", "10:21"),
+        ("10:22", "10:23"),
+    ]
     assert built[(RELIANCE, "1m")].rows() == [(at(2024, 12, 5, 10, 23), 12.0, 12.0, 12.0, 12.0, 10)]
 
 
@@ -363,15 +394,21 @@ def test_untimed_ticks_blind_the_series_until_its_next_timed_tick() -> None:
     start = at(2024, 12, 5, 9, 0)
     builder = CandleBuilder([RELIANCE, NIFTY], ["1m"], now=start)
     builder.connected(start)
-    builder.add([_tick(RELIANCE, at(2024, 12, 5, 10, 20, 10), 10.0, 100),
-                 _tick(NIFTY, at(2024, 12, 5, 10, 20, 10), 20000.0),
-                 _tick(RELIANCE, at(2024, 12, 5, 10, 20, 40), 9.0, 150, timed=False),
-                 _tick(RELIANCE, at(2024, 12, 5, 10, 22, 5), 11.0, 170),
-                 _tick(RELIANCE, at(2024, 12, 5, 10, 23, 5), 12.0, 180),
-                 _tick(NIFTY, at(2024, 12, 5, 10, 22, 5), 20010.0)])
+    builder.add(
+        [
+            _tick(RELIANCE, at(2024, 12, 5, 10, 20, 10), 10.0, 100),
+            _tick(NIFTY, at(2024, 12, 5, 10, 20, 10), 20000.0),
+            _tick(RELIANCE, at(2024, 12, 5, 10, 20, 40), 9.0, 150, timed=False),
+            _tick(RELIANCE, at(2024, 12, 5, 10, 22, 5), 11.0, 170),
+            _tick(RELIANCE, at(2024, 12, 5, 10, 23, 5), 12.0, 180),
+            _tick(NIFTY, at(2024, 12, 5, 10, 22, 5), 20010.0),
+        ]
+    )
     built, tainted = collect([builder.poll(at(2024, 12, 5, 10, 30))])
     assert builder.stats.untimed == 1
-    assert [(t.token, t.start.strftime("%H:%M"), t.end.strftime("%H:%M")) for t in tainted] == [(RELIANCE, "10:20", "10:23")]
+    assert [(t.token, t.start.strftime("%H:%M"), t.end.strftime("%H:%M")) for t in tainted] == [
+        (RELIANCE, "10:20", "10:23")
+    ]
     assert built[(RELIANCE, "1m")].get_column("volume").to_list() == [10]
     assert built[(NIFTY, "1m")].get_column("close").to_list() == [20000.0, 20010.0]
 
@@ -381,23 +418,33 @@ def test_quote_updates_do_not_open_a_bucket() -> None:
     start = at(2024, 12, 5, 9, 0)
     builder = CandleBuilder([RELIANCE], ["1m"], now=start)
     builder.connected(start)
-    builder.add([_tick(RELIANCE, at(2024, 12, 5, 9, 15, 59), 10.0, 100),
-                 _tick(RELIANCE, at(2024, 12, 5, 9, 16, 1), 10.0, 100),  # no trade: old price
-                 _tick(RELIANCE, at(2024, 12, 5, 9, 16, 5), 12.0, 130),
-                 _tick(RELIANCE, at(2024, 12, 5, 9, 17, 1), 12.0, 130)])  # a minute with no trade
+    builder.add(
+        [
+            _tick(RELIANCE, at(2024, 12, 5, 9, 15, 59), 10.0, 100),
+            _tick(RELIANCE, at(2024, 12, 5, 9, 16, 1), 10.0, 100),  # no trade: old price
+            _tick(RELIANCE, at(2024, 12, 5, 9, 16, 5), 12.0, 130),
+            _tick(RELIANCE, at(2024, 12, 5, 9, 17, 1), 12.0, 130),
+        ]
+    )  # a minute with no trade
     built, _ = collect([builder.poll(at(2024, 12, 5, 9, 30))])
-    assert built[(RELIANCE, "1m")].rows() == [(at(2024, 12, 5, 9, 15), 10.0, 10.0, 10.0, 10.0, 100),
-                                              (at(2024, 12, 5, 9, 16), 12.0, 12.0, 12.0, 12.0, 30)]
+    assert built[(RELIANCE, "1m")].rows() == [
+        (at(2024, 12, 5, 9, 15), 10.0, 10.0, 10.0, 10.0, 100),
+        (at(2024, 12, 5, 9, 16), 12.0, 12.0, 12.0, 12.0, 30),
+    ]
 
 
 def test_ticks_outside_sessions_and_of_unknown_tokens_are_counted() -> None:
     start = at(2024, 12, 5, 9, 0)
     builder = CandleBuilder([RELIANCE], ["1m"], now=start, index_volume=0)
     builder.connected(start)
-    builder.add([_tick(RELIANCE, at(2024, 12, 5, 9, 7, 30), 10.0, 50),  # pre-open
-                 _tick(RELIANCE, at(2024, 12, 5, 15, 35), 10.0, 60),  # closing session
-                 _tick(RELIANCE, at(2024, 12, 7, 10, 0), 10.0, 60),  # a Saturday
-                 _tick(NIFTY, at(2024, 12, 5, 10, 0), 20000.0)])
+    builder.add(
+        [
+            _tick(RELIANCE, at(2024, 12, 5, 9, 7, 30), 10.0, 50),  # pre-open
+            _tick(RELIANCE, at(2024, 12, 5, 15, 35), 10.0, 60),  # closing session
+            _tick(RELIANCE, at(2024, 12, 7, 10, 0), 10.0, 60),  # a Saturday
+            _tick(NIFTY, at(2024, 12, 5, 10, 0), 20000.0),
+        ]
+    )
     assert (builder.stats.outside, builder.stats.unknown, builder.stats.used) == (3, 1, 0)
     assert not builder.poll(at(2024, 12, 9, 9, 0))
 
@@ -407,7 +454,9 @@ def test_index_volume_is_null_or_what_the_caller_says() -> None:
     for index_volume in (None, 0):
         builder = CandleBuilder([NIFTY], ["1m", "5m"], now=start, index_volume=index_volume)
         builder.connected(start)
-        builder.add([_tick(NIFTY, at(2024, 12, 5, 9, 15, 1), 20000.0), _tick(NIFTY, at(2024, 12, 5, 9, 16, 1), 20001.0)])
+        builder.add(
+            [_tick(NIFTY, at(2024, 12, 5, 9, 15, 1), 20000.0), _tick(NIFTY, at(2024, 12, 5, 9, 16, 1), 20001.0)]
+        )
         built, _ = collect([builder.poll(at(2024, 12, 5, 9, 21))])
         assert built[(NIFTY, "1m")].get_column("volume").to_list() == [index_volume] * 2
         assert built[(NIFTY, "5m")].get_column("volume").to_list() == [index_volume]
@@ -418,8 +467,12 @@ def test_a_naive_exchange_timestamp_is_host_local_as_the_client_makes_it() -> No
     builder = CandleBuilder([NIFTY], ["1m"], now=start)
     builder.connected(start)
     when = epoch(at(2024, 12, 5, 9, 15, 30))
-    builder.add([{"instrument_token": NIFTY, "last_price": 1.5, "exchange_timestamp": datetime.fromtimestamp(when)},
-                 {"instrument_token": NIFTY, "last_price": 2.5, "exchange_timestamp": when + 1}])
+    builder.add(
+        [
+            {"instrument_token": NIFTY, "last_price": 1.5, "exchange_timestamp": datetime.fromtimestamp(when)},
+            {"instrument_token": NIFTY, "last_price": 2.5, "exchange_timestamp": when + 1},
+        ]
+    )
     built, _ = collect([builder.poll(at(2024, 12, 5, 9, 17))])
     assert built[(NIFTY, "1m")].rows() == [(at(2024, 12, 5, 9, 15), 1.5, 2.5, 1.5, 2.5, None)]
 
@@ -429,17 +482,23 @@ def test_the_builder_starts_disconnected() -> None:
     builder = CandleBuilder([NIFTY], ["5m"], now=start)
     builder.add([_tick(NIFTY, at(2024, 12, 5, 9, 15, 1), 20000.0)])
     out = builder.poll(at(2024, 12, 5, 9, 21))
-    assert not out.candles and [(t.start, t.end) for t in out.tainted] == [(at(2024, 12, 5, 9, 15), at(2024, 12, 5, 9, 20))]
+    assert not out.candles and [(t.start, t.end) for t in out.tainted] == [
+        (at(2024, 12, 5, 9, 15), at(2024, 12, 5, 9, 20))
+    ]
 
 
-@pytest.mark.parametrize("name,tf,day,index_volume,targets", [
-    # a DR-test Saturday: 09:15-10:00 and 11:30-12:30 (the second session starts off the 09:15 grid)
-    ("NIFTY50_1m_2024Q1.csv", "1m", date(2024, 3, 2), None, ["1m", "5m", "15m", "60m", "1d"]),
-    # Muhurat 18:00-19:00: its own grid; Kite's own 5m candles (index volume 0, as Kite sends it)
-    ("NIFTY50_5m_2024.csv", "5m", date(2024, 11, 1), 0, ["5m", "15m", "30m", "60m", "1d"]),
-])
-def test_special_sessions_use_the_same_grid_as_resample(name: str, tf: str, day: date, index_volume: int | None,
-                                                       targets: list[str]) -> None:
+@pytest.mark.parametrize(
+    "name,tf,day,index_volume,targets",
+    [
+        # a DR-test Saturday: 09:15-10:00 and 11:30-12:30 (the second session starts off the 09:15 grid)
+        ("NIFTY50_1m_2024Q1.csv", "1m", date(2024, 3, 2), None, ["1m", "5m", "15m", "60m", "1d"]),
+        # Muhurat 18:00-19:00: its own grid; Kite's own 5m candles (index volume 0, as Kite sends it)
+        ("NIFTY50_5m_2024.csv", "5m", date(2024, 11, 1), 0, ["5m", "15m", "30m", "60m", "1d"]),
+    ],
+)
+def test_special_sessions_use_the_same_grid_as_resample(
+    name: str, tf: str, day: date, index_volume: int | None, targets: list[str]
+) -> None:
     source = candles(name, tf, day)
     assert source.get_column("ts").dt.date().unique().to_list() == [day]
     start = datetime(day.year, day.month, day.day, 0, 0, tzinfo=IST)
@@ -457,14 +516,19 @@ def test_shuffled_split_and_repeated_ticks_through_the_real_client(ticker_server
     into frames, with the real client parsing every frame: the candles stay the source's."""
     nifty = candles("NIFTY50_1m_2024Q2.csv", "1m", NIFTY_DAY).head(15)
     reliance = candles("RELIANCE_60m_2024-12_2026-01.csv", "60m", RELIANCE_DAY).head(1)
-    feeds = [(NIFTY, nifty, "1m", ticks_from_candles(nifty, NIFTY, "1m", seed=12)),
-             (RELIANCE, reliance, "60m", ticks_from_candles(reliance, RELIANCE, "60m", seed=13, extra=80))]
+    feeds = [
+        (NIFTY, nifty, "1m", ticks_from_candles(nifty, NIFTY, "1m", seed=12)),
+        (RELIANCE, reliance, "60m", ticks_from_candles(reliance, RELIANCE, "60m", seed=13, extra=80)),
+    ]
     with LiveTicker(ticker_server, [NIFTY, RELIANCE]) as client:
         ticker_server.wait_subscribed([NIFTY, RELIANCE])
 
         @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-        @given(seed=st.integers(0, 2**32), split=st.lists(st.integers(1, 30), min_size=1, max_size=20),
-               repeat=st.floats(0, 0.3))
+        @given(
+            seed=st.integers(0, 2**32),
+            split=st.lists(st.integers(1, 30), min_size=1, max_size=20),
+            repeat=st.floats(0, 0.3),
+        )
         def check(seed: int, split: list[int], repeat: float) -> None:
             rng = random.Random(seed)
             for token, source, tf, script in feeds:
@@ -493,10 +557,14 @@ def test_gaps_of_earlier_days_are_forgotten_and_the_next_day_is_clean() -> None:
     builder.connected(start)
     builder.disconnected(at(2024, 12, 5, 11, 0))
     builder.connected(at(2024, 12, 5, 11, 5))
-    builder.add([_tick(RELIANCE, at(2024, 12, 5, 10, 0, 1), 10.0, 100), _tick(RELIANCE, at(2024, 12, 5, 11, 0, 1), 9.0, 150)])
+    builder.add(
+        [_tick(RELIANCE, at(2024, 12, 5, 10, 0, 1), 10.0, 100), _tick(RELIANCE, at(2024, 12, 5, 11, 0, 1), 9.0, 150)]
+    )
     day1 = builder.poll(at(2024, 12, 5, 16, 0))
     assert {t.timeframe.name for t in day1.tainted} == {"1m", "1d"} and len(builder._gaps) == 2
-    builder.add([_tick(RELIANCE, at(2024, 12, 6, 9, 15, 1), 11.0, 40), _tick(RELIANCE, at(2024, 12, 6, 9, 16, 1), 12.0, 70)])
+    builder.add(
+        [_tick(RELIANCE, at(2024, 12, 6, 9, 15, 1), 11.0, 40), _tick(RELIANCE, at(2024, 12, 6, 9, 16, 1), 12.0, 70)]
+    )
     built, tainted = collect([builder.poll(at(2024, 12, 6, 16, 0))])
     assert tainted == [] and builder._gaps == []
     assert built[(RELIANCE, "1m")].get_column("volume").to_list() == [40, 30]  # the day's volume starts at 0

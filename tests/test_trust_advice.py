@@ -28,7 +28,11 @@ REPLAY = ["replay", "--strategy", "sma_cross", "--symbol", "NIFTY", "--segment",
 def snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and ".lock" not in p.name}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".lock" not in p.name
+    }
 
 
 def advised(stderr: str) -> list[str]:
@@ -81,7 +85,9 @@ def test_replay_over_the_sample_span_is_told_the_span_and_allow_gaps_runs(cli) -
     first, again = follow(cli, [*REPLAY, "-t", "1m", "--from", "2024-06-24", "--to", "2024-07-05"])
     assert "--from 2024-06-24 --to 2024-06-28" in first.stderr
     assert again.exit_code == 2 and not advised(again.stderr) and "outside what the sample has" in again.stderr
-    _, allowed = follow(cli, [*REPLAY, "-t", "1m", "--from", "2024-06-24", "--to", "2024-07-05"], extra_args=["--allow-gaps"])
+    _, allowed = follow(
+        cli, [*REPLAY, "-t", "1m", "--from", "2024-06-24", "--to", "2024-07-05"], extra_args=["--allow-gaps"]
+    )
     assert allowed.exit_code == 0 and "skipped (--allow-gaps)" in allowed.output
 
 
@@ -100,9 +106,15 @@ def test_window_of_an_uncached_series_advises_a_refresh_that_fills_it(cli, tf: s
 
 
 def test_a_series_the_sample_cannot_give_gets_no_advice(cli) -> None:
-    for args in (["window", "INFY", "-t", "5m"], ["window", "TCS"], [*REPLAY[:4], "INFY", "-t", "5m", "--from", "2024-12-09", "--to", "2024-12-13", "--costs", "none"]):
+    for args in (
+        ["window", "INFY", "-t", "5m"],
+        ["window", "TCS"],
+        [*REPLAY[:4], "INFY", "-t", "5m", "--from", "2024-12-09", "--to", "2024-12-13", "--costs", "none"],
+    ):
         res = cli(*args)
-        assert res.exit_code == 2 and not advised(res.stderr) and "the sample has none to fetch" in res.stderr, res.stderr
+        assert res.exit_code == 2 and not advised(res.stderr) and "the sample has none to fetch" in res.stderr, (
+            res.stderr
+        )
 
 
 def test_an_unreadable_cache_file_names_the_fetch_that_replaces_it(cli, cache_dir: Path, tmp_path: Path) -> None:
@@ -111,7 +123,10 @@ def test_an_unreadable_cache_file_names_the_fetch_that_replaces_it(cli, cache_di
     bad.write_bytes(b"PAR1 not really")
     first = cli("window", "NIFTY", "-t", "1m", "-n", "3")
     assert first.exit_code == 6
-    assert "move it aside, then run `mde fetch 'NSE:NIFTY 50' --timeframe 1m --from 2024-06-01 --to 2024-06-30`" in first.stderr
+    assert (
+        "move it aside, then run `mde fetch 'NSE:NIFTY 50' --timeframe 1m --from 2024-06-01 --to 2024-06-30`"
+        in first.stderr
+    )
     shutil.move(bad, tmp_path / "aside.parquet")  # the first half of the advice
     (command,) = advised(first.stderr)
     assert cli(*command).exit_code == 0
@@ -124,7 +139,10 @@ def test_refusing_to_mix_sources_names_the_prune_that_clears_the_way(cli, cache_
     csv = tmp_path / "mine.csv"
     csv.write_text("ts,open,high,low,close,volume\n2024-12-09T09:15:00+05:30,100,101,99,100,5\n")
     first, again = follow(cli, ["import", str(csv), "--symbol", "NIFTY", "-t", "5m"])
-    assert "refusing to mix" in first.stderr and "run `mde prune --before 2024-12-07 --symbol 'NSE:NIFTY 50' --timeframe 5m`" in first.stderr
+    assert (
+        "refusing to mix" in first.stderr
+        and "run `mde prune --before 2024-12-07 --symbol 'NSE:NIFTY 50' --timeframe 5m`" in first.stderr
+    )
     assert again.exit_code == 0 and "1 new" in again.stdout
 
 
@@ -150,7 +168,9 @@ def test_a_fetch_across_the_sample_span_records_only_what_the_sample_has(cli) ->
     assert entry["coverage"] == [["2024-06-24T00:00:00+05:30", "2024-06-28T15:30:00+05:30"]]
 
 
-@pytest.mark.parametrize(("lo", "hi"), [("2024-12-07", "2024-12-08"), ("2024-12-25", "2024-12-25"), ("2024-11-01", "2024-11-01")])
+@pytest.mark.parametrize(
+    ("lo", "hi"), [("2024-12-07", "2024-12-08"), ("2024-12-25", "2024-12-25"), ("2024-11-01", "2024-11-01")]
+)
 def test_ranges_without_a_session_are_refused_by_fetch_and_replay(cli, cache_dir: Path, lo: str, hi: str) -> None:
     if lo == "2024-11-01":  # Diwali: a holiday with a Muhurat session, so it is a session day
         assert cli("fetch", "NIFTY", "-t", "5m", "--from", lo, "--to", hi).exit_code == 0
@@ -187,8 +207,15 @@ def test_a_kite_empty_answer_is_recorded_as_empty_and_replay_does_not_loop(tmp_p
         srv.load_csv(256265, "5minute", NSE_DATA / "NIFTY50_5m_2024.csv")
         now = "2024-12-31T15:31:00+05:30"
         srv.now = datetime.fromisoformat(now)
-        env = {"KITE_API_KEY": srv.api_key, "KITE_ACCESS_TOKEN": srv.access_token, "MDE_KITE_ROOT": srv.url,
-               "MDE_NOW": now, "MDE_SOURCE": "kite", "MDE_CACHE_DIR": str(cache), "MDE_TOKEN_FILE": str(tmp_path / "t.json")}
+        env = {
+            "KITE_API_KEY": srv.api_key,
+            "KITE_ACCESS_TOKEN": srv.access_token,
+            "MDE_KITE_ROOT": srv.url,
+            "MDE_NOW": now,
+            "MDE_SOURCE": "kite",
+            "MDE_CACHE_DIR": str(cache),
+            "MDE_TOKEN_FILE": str(tmp_path / "t.json"),
+        }
         replay = [*REPLAY, "-t", "5m", "--from", "2010-01-04", "--to", "2010-01-08"]
         first = run_mde(*replay, env=env)
         assert first.returncode == 2
@@ -201,7 +228,9 @@ def test_a_kite_empty_answer_is_recorded_as_empty_and_replay_does_not_loop(tmp_p
         assert again.returncode == 2 and again.stderr != first.stderr and not advised(again.stderr)
         assert "answered no 5m candles of NIFTY between 2010-01-04 and 2010-01-08" in again.stderr
         # a later answer with candles takes the empty mark away
-        assert run_mde("fetch", "NIFTY", "-t", "5m", "--from", "2024-12-02", "--to", "2024-12-06", env=env).returncode == 0
+        assert (
+            run_mde("fetch", "NIFTY", "-t", "5m", "--from", "2024-12-02", "--to", "2024-12-06", env=env).returncode == 0
+        )
         (entry,) = json.loads(run_mde("ls", "-f", "json", env=env).stdout)
         assert entry["empty"] == [["2010-01-04T00:00:00+05:30", "2010-01-08T23:59:59.999999+05:30"]]
         assert all(not c[0].startswith("2010") for c in entry["coverage"])
@@ -237,8 +266,15 @@ def test_a_kite_refresh_of_an_instrument_with_no_candles_does_not_loop(tmp_path:
     with KiteServer(instruments_csv=REPO / "data" / "instruments.csv") as srv:
         now = "2024-12-31T15:31:00+05:30"
         srv.now = datetime.fromisoformat(now)
-        env = {"KITE_API_KEY": srv.api_key, "KITE_ACCESS_TOKEN": srv.access_token, "MDE_KITE_ROOT": srv.url,
-               "MDE_NOW": now, "MDE_SOURCE": "kite", "MDE_CACHE_DIR": str(tmp_path / "cache"), "MDE_TOKEN_FILE": str(tmp_path / "t.json")}
+        env = {
+            "KITE_API_KEY": srv.api_key,
+            "KITE_ACCESS_TOKEN": srv.access_token,
+            "MDE_KITE_ROOT": srv.url,
+            "MDE_NOW": now,
+            "MDE_SOURCE": "kite",
+            "MDE_CACHE_DIR": str(tmp_path / "cache"),
+            "MDE_TOKEN_FILE": str(tmp_path / "t.json"),
+        }
         first = run_mde("window", "INFY", "-t", "5m", env=env)
         assert first.returncode == 2
         (command,) = advised(first.stderr)

@@ -30,7 +30,9 @@ SAMPLE = {"MDE_SOURCE": "sample"}
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """NIFTY and BANKNIFTY 5m from the sample, the last 1000 candles of 2024 (read-only for these tests)."""
     path = tmp_path_factory.mktemp("trust-cli") / "cache"
-    result = CliRunner().invoke(app, ["--cache-dir", str(path), "refresh", "--symbols", "NIFTY", "BANKNIFTY"], env=SAMPLE)
+    result = CliRunner().invoke(
+        app, ["--cache-dir", str(path), "refresh", "--symbols", "NIFTY", "BANKNIFTY"], env=SAMPLE
+    )
     assert result.exit_code == 0, result.stderr
     return path
 
@@ -48,18 +50,42 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
 
 # --- 1. usage errors: one line, exit 2 ---------------------------------------------------------
 
-@pytest.mark.parametrize(("args", "line"), [
-    (["window", "NIFTY", "-n", "abc"], "error: --limit: 'abc' is not an integer; see mde window --help"),
-    (["window", "NIFTY", "--format", "xml"], "error: --format: 'xml' is not one of 'table', 'json', 'csv'; see mde window --help"),
-    (["window"], "error: missing argument 'symbol'; see mde window --help"),
-    (["window", "NIFTY", "--zzzzzzzz"], "error: no such option: --zzzzzzzz; see mde window --help"),
-    (["window", "NIFTY", "--limt", "3"], "error: no such option: --limt (Possible options: --limit, --quiet); see mde window --help"),
-    (["window", "NIFTY", "--limit"], "error: option '--limit' requires an argument; see mde window --help"),
-    (["nosuchcommand"], "error: no such command 'nosuchcommand'; see mde --help"),
-    (["replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-12-20", "--to", "2024-12-31", "--cash", "lots"],
-     "error: --cash: 'lots' is not a number; see mde replay --help"),
-    (["fetch", "NIFTY"], "error: missing option '--from'; see mde fetch --help"),
-])
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["window", "NIFTY", "-n", "abc"], "error: --limit: 'abc' is not an integer; see mde window --help"),
+        (
+            ["window", "NIFTY", "--format", "xml"],
+            "error: --format: 'xml' is not one of 'table', 'json', 'csv'; see mde window --help",
+        ),
+        (["window"], "error: missing argument 'symbol'; see mde window --help"),
+        (["window", "NIFTY", "--zzzzzzzz"], "error: no such option: --zzzzzzzz; see mde window --help"),
+        (
+            ["window", "NIFTY", "--limt", "3"],
+            "error: no such option: --limt (Possible options: --limit, --quiet); see mde window --help",
+        ),
+        (["window", "NIFTY", "--limit"], "error: option '--limit' requires an argument; see mde window --help"),
+        (["nosuchcommand"], "error: no such command 'nosuchcommand'; see mde --help"),
+        (
+            [
+                "replay",
+                "--strategy",
+                "sma_cross",
+                "-s",
+                "NIFTY",
+                "--from",
+                "2024-12-20",
+                "--to",
+                "2024-12-31",
+                "--cash",
+                "lots",
+            ],
+            "error: --cash: 'lots' is not a number; see mde replay --help",
+        ),
+        (["fetch", "NIFTY"], "error: missing option '--from'; see mde fetch --help"),
+    ],
+)
 def test_usage_errors_are_one_line_and_exit_2(cache: Path, args: list[str], line: str) -> None:
     proc = mde(cache, *args)
     assert proc.returncode == 2
@@ -99,20 +125,36 @@ def test_quiet_and_verbose_work_after_the_command_too(cache: Path) -> None:
 
 # --- 2. one option vocabulary --------------------------------------------------------------------
 
-REPLAY = ["replay", "--strategy", "sma_cross", "--from", "2024-12-20", "--to", "2024-12-31", "--segment", "futures", "--json"]
+REPLAY = [
+    "replay",
+    "--strategy",
+    "sma_cross",
+    "--from",
+    "2024-12-20",
+    "--to",
+    "2024-12-31",
+    "--segment",
+    "futures",
+    "--json",
+]
 
 
-@pytest.mark.parametrize("spelling", [
-    ["--symbols", "NIFTY", "BANKNIFTY"],
-    ["--symbol", "NIFTY", "BANKNIFTY"],
-    ["--symbol", "NIFTY", "--symbol", "BANKNIFTY"],
-    ["-s", "NIFTY", "-s", "BANKNIFTY"],
-    ["--symbols", "NIFTY,BANKNIFTY"],
-    ["-s", "NIFTY", "BANKNIFTY"],
-])
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        ["--symbols", "NIFTY", "BANKNIFTY"],
+        ["--symbol", "NIFTY", "BANKNIFTY"],
+        ["--symbol", "NIFTY", "--symbol", "BANKNIFTY"],
+        ["-s", "NIFTY", "-s", "BANKNIFTY"],
+        ["--symbols", "NIFTY,BANKNIFTY"],
+        ["-s", "NIFTY", "BANKNIFTY"],
+    ],
+)
 def test_replay_takes_every_spelling_of_several_symbols(cache: Path, spelling: list[str]) -> None:
     runner = CliRunner()
-    want = runner.invoke(app, ["--cache-dir", str(cache), *REPLAY, "--symbol", "NIFTY", "--symbol", "BANKNIFTY"], env=SAMPLE)
+    want = runner.invoke(
+        app, ["--cache-dir", str(cache), *REPLAY, "--symbol", "NIFTY", "--symbol", "BANKNIFTY"], env=SAMPLE
+    )
     assert want.exit_code == 0, want.stderr
     got = runner.invoke(app, ["--cache-dir", str(cache), *REPLAY, *spelling], env=SAMPLE)
     assert got.exit_code == 0, got.stderr
@@ -127,7 +169,10 @@ def test_replay_without_a_symbol_says_so(cache: Path) -> None:
     assert "needs a symbol" in one_error_line(proc)
 
 
-@pytest.mark.parametrize("spelling", [["--symbol", "NIFTY", "BANKNIFTY"], ["-s", "NIFTY", "-s", "BANKNIFTY"], ["--symbols", "NIFTY,BANKNIFTY"]])
+@pytest.mark.parametrize(
+    "spelling",
+    [["--symbol", "NIFTY", "BANKNIFTY"], ["-s", "NIFTY", "-s", "BANKNIFTY"], ["--symbols", "NIFTY,BANKNIFTY"]],
+)
 def test_refresh_takes_every_spelling(cache: Path, spelling: list[str]) -> None:
     got = CliRunner().invoke(app, ["--cache-dir", str(cache), "refresh", *spelling, "--json"], env=SAMPLE)
     assert got.exit_code == 0, got.stderr
@@ -138,10 +183,30 @@ def test_refresh_takes_every_spelling(cache: Path, spelling: list[str]) -> None:
 def test_paper_takes_every_spelling(tmp_path: Path) -> None:
     runner = CliRunner()
     outs = []
-    for i, spelling in enumerate((["--symbols", "NIFTY", "BANKNIFTY"], ["--symbol", "NIFTY", "--symbol", "BANKNIFTY"], ["-s", "NIFTY,BANKNIFTY"])):
-        got = runner.invoke(app, ["--cache-dir", str(tmp_path / f"c{i}"), "paper", "--strategy", "sma_cross", *spelling,
-                                  "--source", "sample", "--date", "2024-06-14", "--segment", "futures", "--json",
-                                  "--session", "spell"], env=SAMPLE)
+    for i, spelling in enumerate(
+        (["--symbols", "NIFTY", "BANKNIFTY"], ["--symbol", "NIFTY", "--symbol", "BANKNIFTY"], ["-s", "NIFTY,BANKNIFTY"])
+    ):
+        got = runner.invoke(
+            app,
+            [
+                "--cache-dir",
+                str(tmp_path / f"c{i}"),
+                "paper",
+                "--strategy",
+                "sma_cross",
+                *spelling,
+                "--source",
+                "sample",
+                "--date",
+                "2024-06-14",
+                "--segment",
+                "futures",
+                "--json",
+                "--session",
+                "spell",
+            ],
+            env=SAMPLE,
+        )
         assert got.exit_code == 0, got.stderr
         outs.append(json.loads(got.stdout))
     assert outs[0] == outs[1] == outs[2]
@@ -152,7 +217,9 @@ def test_source_flag_on_window_and_replay_overrides_the_configured_source(cache:
     runner = CliRunner()
     env = {"MDE_SOURCE": "kite", "MDE_KITE_ROOT": "http://127.0.0.1:9"}
     want = runner.invoke(app, ["--cache-dir", str(cache), "window", "NIFTY", "-n", "5", "-f", "json"], env=SAMPLE)
-    got = runner.invoke(app, ["--cache-dir", str(cache), "window", "NIFTY", "-n", "5", "-f", "json", "--source", "sample"], env=env)
+    got = runner.invoke(
+        app, ["--cache-dir", str(cache), "window", "NIFTY", "-n", "5", "-f", "json", "--source", "sample"], env=env
+    )
     assert got.exit_code == 0, got.stderr
     assert got.stdout == want.stdout
     want = runner.invoke(app, ["--cache-dir", str(cache), *REPLAY, "-s", "NIFTY"], env=SAMPLE)
@@ -205,11 +272,21 @@ def test_help_names_the_section_and_its_key_together() -> None:
 
 # --- 4. paper risk flags -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad", [
-    {"max_position_qty": 0}, {"max_position_qty": -3}, {"max_position_qty": 1.5},
-    {"max_loss_per_day": -5}, {"max_loss_per_day": 0}, {"max_loss_per_day": float("nan")},
-    {"max_position_notional": float("inf")}, {"max_orders_per_minute": 0}, {"max_position_qty": True},
-])
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_position_qty": 0},
+        {"max_position_qty": -3},
+        {"max_position_qty": 1.5},
+        {"max_loss_per_day": -5},
+        {"max_loss_per_day": 0},
+        {"max_loss_per_day": float("nan")},
+        {"max_position_notional": float("inf")},
+        {"max_orders_per_minute": 0},
+        {"max_position_qty": True},
+    ],
+)
 def test_risk_limits_refuse_zero_negative_and_non_finite(bad: dict) -> None:
     with pytest.raises(InputError) as err:
         RiskLimits(**bad)
@@ -231,15 +308,39 @@ def test_limits_from_flags_do_not_turn_zero_into_unlimited(tmp_path: Path) -> No
         limits_from(st, max_loss_per_day=-5.0)
 
 
-@pytest.mark.parametrize(("flag", "value", "says"), [
-    ("--max-qty", "0", "--max-qty"), ("--max-loss", "-5", "--max-loss"), ("--max-notional", "nan", "--max-notional"),
-    ("--max-orders-per-minute", "0", "--max-orders-per-minute"), ("--until", "25:00", "--until '25:00'"),
-    ("--until", "12:60", "--until '12:60'"), ("--until", "-1:30", "--until '-1:30'"),
-])
-def test_paper_refuses_bad_risk_flags_in_one_line_and_leaves_no_journal(tmp_path: Path, flag: str, value: str, says: str) -> None:
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--max-qty", "0", "--max-qty"),
+        ("--max-loss", "-5", "--max-loss"),
+        ("--max-notional", "nan", "--max-notional"),
+        ("--max-orders-per-minute", "0", "--max-orders-per-minute"),
+        ("--until", "25:00", "--until '25:00'"),
+        ("--until", "12:60", "--until '12:60'"),
+        ("--until", "-1:30", "--until '-1:30'"),
+    ],
+)
+def test_paper_refuses_bad_risk_flags_in_one_line_and_leaves_no_journal(
+    tmp_path: Path, flag: str, value: str, says: str
+) -> None:
     cache = tmp_path / "cache"
-    proc = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--source", "sample", "--date", "2024-06-14",
-                   "--segment", "futures", "--session", "bad", f"{flag}={value}", env={"MDE_CACHE_DIR": str(cache)})
+    proc = run_mde(
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--source",
+        "sample",
+        "--date",
+        "2024-06-14",
+        "--segment",
+        "futures",
+        "--session",
+        "bad",
+        f"{flag}={value}",
+        env={"MDE_CACHE_DIR": str(cache)},
+    )
     assert proc.returncode == 2
     assert says in one_error_line(proc)
     assert not (cache / "_paper" / "bad.sqlite").exists()
@@ -272,26 +373,33 @@ def _boom(*args: str) -> subprocess.CompletedProcess[str]:
 def test_an_unexpected_exception_is_one_line_and_exit_70() -> None:
     proc = _boom("boom")
     assert proc.returncode == 70
-    assert one_error_line(proc) == "error: internal error: ValueError: boom with *** inside (run with -v for the traceback)"
+    assert (
+        one_error_line(proc)
+        == "error: internal error: ValueError: boom with *** inside (run with -v for the traceback)"
+    )
 
 
 def test_verbose_adds_the_traceback_without_secrets() -> None:
     proc = _boom("-v", "boom")
     assert proc.returncode == 70
     assert "Traceback (most recent call last)" in proc.stderr and "ValueError" in proc.stderr
-    assert proc.stderr.splitlines()[-1] == "error: internal error: ValueError: boom with *** inside (run with -v for the traceback)"
+    assert (
+        proc.stderr.splitlines()[-1]
+        == "error: internal error: ValueError: boom with *** inside (run with -v for the traceback)"
+    )
     assert "s3cret" not in proc.stderr
 
 
 def test_readme_documents_every_exit_code() -> None:
     text = (REPO / "README.md").read_text()
-    table = text[text.index("## Errors and exit codes"):]
+    table = text[text.index("## Errors and exit codes") :]
     table = table[: table.index("\n## ", 10)]
     codes = {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)}
     assert {0, 1, 2, 3, 4, 5, 6, 7, 70} <= codes
 
 
 # --- found by the fuzz test (tests/test_fuzz_cli.py) -------------------------------------------
+
 
 def test_a_non_utf8_config_is_one_line_exit_2(tmp_path: Path) -> None:
     conf = tmp_path / "mde.toml"
@@ -304,7 +412,10 @@ def test_a_non_utf8_config_is_one_line_exit_2(tmp_path: Path) -> None:
 def test_a_config_that_is_a_folder_says_so(tmp_path: Path) -> None:
     proc = run_mde("--config", str(tmp_path), "ls")
     assert proc.returncode == 2
-    assert one_error_line(proc) == f"error: config file {tmp_path} is a folder, not a file; give the path of a TOML file like mde.toml"
+    assert (
+        one_error_line(proc)
+        == f"error: config file {tmp_path} is a folder, not a file; give the path of a TOML file like mde.toml"
+    )
 
 
 @pytest.mark.parametrize("count", ["100000000", "0", "-5"])
@@ -312,7 +423,10 @@ def test_refresh_count_out_of_range_is_one_line_and_touches_nothing(cache: Path,
     before = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
     proc = mde(cache, "refresh", "--symbols", "NIFTY", "BANKNIFTY", "--count", count)
     assert proc.returncode == 2
-    assert one_error_line(proc) == f"error: count must be between 1 and 1,000,000 (about ten years of 1m candles), got {int(count):,}"
+    assert (
+        one_error_line(proc)
+        == f"error: count must be between 1 and 1,000,000 (about ten years of 1m candles), got {int(count):,}"
+    )
     assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before
 
 
@@ -332,13 +446,47 @@ def test_a_huge_count_in_the_library_stops_at_the_calendars_start_instead_of_ove
     assert report.rows > 1000
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["window", "NIFTY", "--as-of", "0001-01-01"], "error: bad as_of '0001-01-01'; mde handles the years 1900 to 2199"),
-    (["replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "0001-01-01", "--to", "9999-12-31", "--segment", "futures"],
-     "error: bad --from date '0001-01-01'; mde handles the years 1900 to 2199"),
-    (["paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures", "--tick", "1e400m"],
-     "error: --tick '1e400m' is longer than a day"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["window", "NIFTY", "--as-of", "0001-01-01"],
+            "error: bad as_of '0001-01-01'; mde handles the years 1900 to 2199",
+        ),
+        (
+            [
+                "replay",
+                "--strategy",
+                "sma_cross",
+                "-s",
+                "NIFTY",
+                "--from",
+                "0001-01-01",
+                "--to",
+                "9999-12-31",
+                "--segment",
+                "futures",
+            ],
+            "error: bad --from date '0001-01-01'; mde handles the years 1900 to 2199",
+        ),
+        (
+            [
+                "paper",
+                "--strategy",
+                "sma_cross",
+                "-s",
+                "NIFTY",
+                "--date",
+                "2024-06-14",
+                "--segment",
+                "futures",
+                "--tick",
+                "1e400m",
+            ],
+            "error: --tick '1e400m' is longer than a day",
+        ),
+    ],
+)
 def test_dates_and_durations_out_of_range_are_input_errors(cache: Path, args: list[str], says: str) -> None:
     proc = mde(cache, *args)
     assert proc.returncode == 2

@@ -64,7 +64,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
         return {"": root.read_bytes()}
     return {
         str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
     }
 
 
@@ -106,7 +107,9 @@ def read_only(folder: Path) -> Iterator[str]:
         pytest.skip("root ignores permission bits and there is no `mount` to make a read-only bind mount")
     res = _mount("--bind", "-o", "ro", str(folder), str(folder))
     if res.returncode != 0:
-        pytest.skip(f"root ignores permission bits and a read-only bind mount is not permitted here: {res.stderr.strip()}")
+        pytest.skip(
+            f"root ignores permission bits and a read-only bind mount is not permitted here: {res.stderr.strip()}"
+        )
     try:
         if os.access(folder, os.W_OK):  # old mount(8): --bind ignores ro; remount it
             _mount("-o", "remount,bind,ro", str(folder))
@@ -168,17 +171,32 @@ def test_a_config_path_that_is_a_folder_says_so(tmp_path: Path) -> None:
 
 
 # -- 3. a cache dir that is a file --------------------------------------------------------------
-@pytest.mark.parametrize("args", [
-    ("ls",),
-    ("window", "NIFTY"),
-    ("fetch", "NIFTY", "--from", "2024-06-03", "--to", "2024-06-04"),
-    ("refresh", "NIFTY"),
-    ("prune", "--before", "2024-06-01"),
-    ("prune", "--before", "2024-06-01", "--dry-run"),
-    ("replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-06-03", "--to", "2024-06-28", "--segment", "futures"),
-    ("paper", "--status"),
-    ("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("ls",),
+        ("window", "NIFTY"),
+        ("fetch", "NIFTY", "--from", "2024-06-03", "--to", "2024-06-04"),
+        ("refresh", "NIFTY"),
+        ("prune", "--before", "2024-06-01"),
+        ("prune", "--before", "2024-06-01", "--dry-run"),
+        (
+            "replay",
+            "--strategy",
+            "sma_cross",
+            "-s",
+            "NIFTY",
+            "--from",
+            "2024-06-03",
+            "--to",
+            "2024-06-28",
+            "--segment",
+            "futures",
+        ),
+        ("paper", "--status"),
+        ("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-14", "--segment", "futures"),
+    ],
+)
 def test_a_cache_dir_that_is_a_file_is_one_line_everywhere(tmp_path: Path, args: tuple[str, ...]) -> None:
     not_a_folder = tmp_path / "cache"
     not_a_folder.write_text("not a folder")
@@ -203,8 +221,20 @@ def test_a_read_only_cache_refuses_writers_in_one_line_and_serves_readers(cache:
             res = mde(cache, *args, env=env)
             err = assert_error_lines(res, 6)
             assert err[0].endswith(line.removeprefix("error: ")), err
-        res = mde(cache, "paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-18", "--segment", "futures",
-                  "--session", "s2")
+        res = mde(
+            cache,
+            "paper",
+            "--strategy",
+            "sma_cross",
+            "-s",
+            "NIFTY",
+            "--date",
+            "2024-06-18",
+            "--segment",
+            "futures",
+            "--session",
+            "s2",
+        )
         assert_error_lines(res, 6, f"cannot write the cache at {cache}: {reason}")
 
         # readers work
@@ -214,8 +244,21 @@ def test_a_read_only_cache_refuses_writers_in_one_line_and_serves_readers(cache:
         assert res.returncode == 0 and len(json.loads(res.stdout)) == 3, res.stderr
         res = mde(cache, "prune", "--before", "2024-06-10", "--dry-run")
         assert res.returncode == 0 and "would drop" in res.stdout, res.stderr
-        res = mde(cache, "replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-06-03", "--to", "2024-06-28",
-                  "--segment", "futures", "--json")
+        res = mde(
+            cache,
+            "replay",
+            "--strategy",
+            "sma_cross",
+            "-s",
+            "NIFTY",
+            "--from",
+            "2024-06-03",
+            "--to",
+            "2024-06-28",
+            "--segment",
+            "futures",
+            "--json",
+        )
         assert res.returncode == 0 and json.loads(res.stdout)["candles_processed"] > 0, res.stderr
         res = mde(cache, "paper", "--status", "--json")
         assert res.returncode == 0, res.stderr
@@ -235,7 +278,9 @@ def test_a_journal_opened_for_status_is_opened_read_only(cache: Path) -> None:
 
 # -- 5. a full disk -------------------------------------------------------------------------------
 @pytest.mark.parametrize("failing", [1, 2, 3, 4])
-def test_enospc_in_the_atomic_writer_changes_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch, failing: int) -> None:
+def test_enospc_in_the_atomic_writer_changes_nothing(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, failing: int
+) -> None:
     """The disk fills up while the `failing`-th file of a write is put down (three new monthly
     partitions, then the manifest): one CacheError, every file as it was, no temp file left,
     and the same write succeeds once there is room."""
@@ -283,7 +328,9 @@ def test_a_full_disk_during_fetch_is_one_line_and_leaves_ledger_and_files_consis
     disk = tmp_path / "disk"
     with tiny_tmpfs(disk, "256k"):
         cache = disk / "cache"
-        MarketDataEngine(load(cache_dir=cache, source="sample", environ={})).download("BANKNIFTY", "5m", "2024-12-20", "2024-12-31")
+        MarketDataEngine(load(cache_dir=cache, source="sample", environ={})).download(
+            "BANKNIFTY", "5m", "2024-12-20", "2024-12-31"
+        )
         before = snapshot(cache)
         # three monthly 1m files of ~100 KB each: the third does not fit
         res = mde(cache, "fetch", "NIFTY", "-t", "1m", "--from", "2024-04-01", "--to", "2024-06-30")
@@ -312,8 +359,9 @@ def test_prune_with_a_corrupt_file_it_would_only_summarise_changes_nothing(cache
 
     store = CandleStore(cache)
     later = make_candles(trading_days(date(2025, 1, 6), 2), step=5)
-    store.write(Instrument("NSE", "NIFTY BANK"), parse("5m"), later, source="sample",
-                now=datetime(2025, 1, 8, tzinfo=IST))
+    store.write(
+        Instrument("NSE", "NIFTY BANK"), parse("5m"), later, source="sample", now=datetime(2025, 1, 8, tzinfo=IST)
+    )
     bad = cache / "NSE" / "NIFTY_BANK" / "5m" / "2025.parquet"
     bad.write_bytes(bad.read_bytes()[:100])
     before = snapshot(cache)
@@ -360,17 +408,36 @@ def test_a_manifest_moved_aside_is_rebuilt_with_its_ledger(cache: Path) -> None:
     # nothing new to fetch (the clock is at the last candle's close): refresh still rebuilds it
     res = mde(cache, "refresh", "NIFTY", env={"MDE_NOW": "2024-06-28T15:30:00+05:30"})
     assert res.returncode == 0, res.stderr
-    assert "rebuilt" in res.stderr and "19 session(s)" in res.stderr  # June 2024 from the 3rd: 19 sessions (the 17th is a holiday)
+    assert (
+        "rebuilt" in res.stderr and "19 session(s)" in res.stderr
+    )  # June 2024 from the 3rd: 19 sessions (the 17th is a holiday)
     rebuilt = Manifest.from_json((folder / MANIFEST).read_text())
     assert rebuilt.rows == original.rows and rebuilt.source == "sample"
     assert rebuilt.partitions.keys() == original.partitions.keys()
-    assert [(a.date(), b) for a, b in rebuilt.coverage] == [(date(2024, 6, 3), datetime(2024, 6, 28, 15, 30, tzinfo=IST))]
-    res = mde(cache, "replay", "--strategy", "sma_cross", "-s", "NIFTY", "--from", "2024-06-03", "--to", "2024-06-28",
-              "--segment", "futures", "--json")
+    assert [(a.date(), b) for a, b in rebuilt.coverage] == [
+        (date(2024, 6, 3), datetime(2024, 6, 28, 15, 30, tzinfo=IST))
+    ]
+    res = mde(
+        cache,
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-06-03",
+        "--to",
+        "2024-06-28",
+        "--segment",
+        "futures",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
 
 
-def test_a_rebuilt_ledger_leaves_out_sessions_with_candles_missing(cache: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_rebuilt_ledger_leaves_out_sessions_with_candles_missing(
+    cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     folder = cache / "NSE" / "NIFTY_50" / "5m"
     part = folder / "2024.parquet"
     df = pl.read_parquet(part)
@@ -388,8 +455,7 @@ def test_a_rebuilt_ledger_leaves_out_sessions_with_candles_missing(cache: Path, 
 
 
 @hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(holes=st.dictionaries(st.integers(0, 9), st.integers(0, 74), max_size=6),
-       tf_name=st.sampled_from(["5m", "15m"]))
+@given(holes=st.dictionaries(st.integers(0, 9), st.integers(0, 74), max_size=6), tf_name=st.sampled_from(["5m", "15m"]))
 def test_a_rebuilt_ledger_covers_exactly_the_complete_sessions(holes: dict[int, int], tf_name: str) -> None:
     """Ten sessions of candles with one candle missing on some of them: the ledger rebuilt from
     the files covers every other session (and the weekends between), and no holed one."""
@@ -451,8 +517,20 @@ def test_paper_status_names_each_bad_journal_and_lists_the_others(journals: Path
 @pytest.mark.parametrize("name", ["paged", "empty"])
 def test_resuming_a_corrupt_journal_is_one_line(journals: Path, name: str) -> None:
     before = snapshot(journals)
-    res = mde(journals, "paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-13", "--segment", "futures",
-              "--session", name)
+    res = mde(
+        journals,
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--date",
+        "2024-06-13",
+        "--segment",
+        "futures",
+        "--session",
+        name,
+    )
     assert_error_lines(res, 6, f"{name}.sqlite is corrupt", "move it aside")
     assert snapshot(journals) == before  # a 0-byte journal is not taken for a fresh session
 
@@ -503,15 +581,23 @@ def test_a_corrupt_known_instruments_file_is_named_not_taken_for_an_empty_cache(
         fut = catalog.resolve("NIFTY-FUT")
     store = CandleStore(cache)
     days = [date(2025, 12, 15), date(2025, 12, 16)]
-    store.write(Instrument(fut.exchange, fut.tradingsymbol), parse("5m"), make_candles(days, step=5), source="kite",
-                now=now)
+    store.write(
+        Instrument(fut.exchange, fut.tradingsymbol), parse("5m"), make_candles(days, step=5), source="kite", now=now
+    )
     known = meta / "known_instruments.json"
     known.write_text("{truncated")
     before = snapshot(cache)
-    env = {"MDE_SOURCE": "kite", "KITE_API_KEY": "k", "KITE_ACCESS_TOKEN": "t", "MDE_KITE_ROOT": "http://127.0.0.1:9",
-           "MDE_NOW": now.isoformat()}
-    for args in (("window", "NIFTY-FUT"),
-                 ("replay", "--strategy", "sma_cross", "-s", "NIFTY-FUT", "--from", "2025-12-15", "--to", "2025-12-16")):
+    env = {
+        "MDE_SOURCE": "kite",
+        "KITE_API_KEY": "k",
+        "KITE_ACCESS_TOKEN": "t",
+        "MDE_KITE_ROOT": "http://127.0.0.1:9",
+        "MDE_NOW": now.isoformat(),
+    }
+    for args in (
+        ("window", "NIFTY-FUT"),
+        ("replay", "--strategy", "sma_cross", "-s", "NIFTY-FUT", "--from", "2025-12-15", "--to", "2025-12-16"),
+    ):
         res = run_mde("--cache-dir", str(cache), *args, env=env)
         assert_error_lines(res, 6, f"{known} is unreadable", "move it aside")
     assert snapshot(cache) == before

@@ -114,11 +114,26 @@ def test_the_html_report_counts_rejections(eng: MarketDataEngine, tmp_path: Path
 
 def test_the_cli_summary_counts_rejections_by_reason(eng: MarketDataEngine, tmp_path: Path) -> None:
     strat = tmp_path / "absurd.py"
-    strat.write_text("from mde.strategy import Strategy\n\nclass Absurd(Strategy):\n"
-                     "    def on_candle(self, ctx, candle):\n        if ctx.position() == 0:\n            ctx.buy(10**9)\n")
+    strat.write_text(
+        "from mde.strategy import Strategy\n\nclass Absurd(Strategy):\n"
+        "    def on_candle(self, ctx, candle):\n        if ctx.position() == 0:\n            ctx.buy(10**9)\n"
+    )
     env = {"MDE_CACHE_DIR": str(eng.settings.cache_dir), "MDE_SOURCE": "sample", "COLUMNS": "200"}
-    args = ("replay", "--strategy", f"{strat}:Absurd", "--symbol", "NIFTY", "-t", "5m", "--from", "2024-01-02",
-            "--to", "2024-01-02", "--costs", "none")
+    args = (
+        "replay",
+        "--strategy",
+        f"{strat}:Absurd",
+        "--symbol",
+        "NIFTY",
+        "-t",
+        "5m",
+        "--from",
+        "2024-01-02",
+        "--to",
+        "2024-01-02",
+        "--costs",
+        "none",
+    )
     table = run_mde(*args, env=env, cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert "rejected orders" in table.stdout and "buying power" in table.stdout
@@ -193,8 +208,13 @@ def test_margins_file_overrides_the_bundled_rates(tmp_path: Path) -> None:
     table = load_margins(settings.margins_file)
     assert table.margin("futures", 75, 20_000.0, DAY) == 750_000.0
     assert load_margins().margin("futures", 75, 20_000.0, DAY) == 225_000.0
-    b = SimBroker(300_000.0, lambda s: CostModel(None, None), lambda s: 0.05,
-                  contracts={"X": Contract("futures", lot_size=75)}, margins=table)
+    b = SimBroker(
+        300_000.0,
+        lambda s: CostModel(None, None),
+        lambda s: 0.05,
+        contracts={"X": Contract("futures", lot_size=75)},
+        margins=table,
+    )
     b.place("s", "X", 1, 75, placed_after(0))
     candle(b, 1, 20_000.0, 20_000.0, 20_000.0)
     assert b.fills == [] and b.rejections[0].code == "buying power"
@@ -238,8 +258,9 @@ def test_builtins_trade_one_lot_on_futures_and_one_unit_on_cash(eng: MarketDataE
     assert orb.trades.height > 5 and set(orb.trades["qty"].to_list()) == {75}
     assert orb.rejections_by_reason().get("lot size") is None and orb.rejections_by_reason().get("bracket side") is None
     with pytest.raises(InputError, match="give qty or lots, not both"):
-        run_replay(eng, "orb", ["NIFTY"], "5m", "2024-01-01", "2024-01-31", params={"qty": 75, "lots": 2},
-                   segment="futures")
+        run_replay(
+            eng, "orb", ["NIFTY"], "5m", "2024-01-01", "2024-01-31", params={"qty": 75, "lots": 2}, segment="futures"
+        )
 
 
 # -- ticks --------------------------------------------------------------------------------
@@ -252,7 +273,9 @@ def on_grid(p: float, tick: float) -> bool:
 
 @hsettings(max_examples=300, deadline=None)
 @given(asked=st.floats(1.0, 100_000.0), tick=TICKS, side=st.sampled_from([1, -1]), up=st.booleans())
-def test_rounded_prices_are_on_the_tick_and_never_better_than_asked(asked: float, tick: float, side: int, up: bool) -> None:
+def test_rounded_prices_are_on_the_tick_and_never_better_than_asked(
+    asked: float, tick: float, side: int, up: bool
+) -> None:
     assert on_grid(to_tick(asked, tick, up), tick)
     limit, _, _, _ = round_order_prices(side, tick, asked, None, None, None)
     _, stop, _, _ = round_order_prices(side, tick, None, asked, None, None)
@@ -268,8 +291,14 @@ def test_rounded_prices_are_on_the_tick_and_never_better_than_asked(asked: float
 
 
 @hsettings(max_examples=300, deadline=None)
-@given(asked=st.floats(90.0, 110.0), side=st.sampled_from([1, -1]), kind=st.sampled_from(["limit", "stop"]),
-       n_open=st.integers(1700, 2300), n_high=st.integers(0, 200), n_low=st.integers(0, 200))
+@given(
+    asked=st.floats(90.0, 110.0),
+    side=st.sampled_from([1, -1]),
+    kind=st.sampled_from(["limit", "stop"]),
+    n_open=st.integers(1700, 2300),
+    n_high=st.integers(0, 200),
+    n_low=st.integers(0, 200),
+)
 def test_a_rounded_order_triggers_on_exactly_the_candles_the_asked_one_would(
     asked: float, side: int, kind: str, n_open: int, n_high: int, n_low: int
 ) -> None:
@@ -315,7 +344,10 @@ def test_a_limit_entrys_bracket_is_judged_against_its_limit() -> None:
     ok = b.place("s", "X", 1, 1, placed_after(0), limit=100.0, stop_loss=99.0, target=103.0)
     assert b.vet(ok, reference=120.0) is None  # the limit, not the last close, is the entry
     bad = b.place("s", "X", 1, 1, placed_after(0), limit=100.0, stop_loss=101.0)
-    assert b.vet(bad, reference=120.0) == ("bracket side", "stop_loss 101.00 of a long entry is not below the entry 100.00")
+    assert b.vet(bad, reference=120.0) == (
+        "bracket side",
+        "stop_loss 101.00 of a long entry is not below the entry 100.00",
+    )
 
 
 # -- paper ----------------------------------------------------------------------------------
@@ -331,8 +363,9 @@ def test_paper_journals_rejections_with_their_reasons(tmp_path: Path) -> None:
     )
     settings = load(cache_dir=tmp_path / "cache", source="sample", environ={})
     MarketDataEngine(settings).download("NIFTY", "5m", "2024-06-01", "2024-06-13")
-    result = run_sample_session(settings, f"{strat}:Greedy", ["NIFTY"], "5m", "2024-06-14", name="greedy",
-                                segment="futures", until="10:00")
+    result = run_sample_session(
+        settings, f"{strat}:Greedy", ["NIFTY"], "5m", "2024-06-14", name="greedy", segment="futures", until="10:00"
+    )
     assert result.trades.height == 0
     with TradeState(session_path(tmp_path / "cache" / "_paper", "greedy")) as state:
         rejects = [e.payload for e in state.events("reject")]
@@ -366,11 +399,22 @@ def test_a_cached_kite_dump_gives_the_lot_of_the_runs_own_time(tmp_path: Path) -
     e.download("NIFTY", "5m", "2024-01-01", "2024-01-31")
     meta = tmp_path / "cache" / "_meta"
     meta.mkdir(parents=True)
-    rows = {"tradingsymbol": ["NIFTY24JANFUT", "NIFTY24FEBFUT", "NIFTY24DECFUT"], "exchange": ["NFO"] * 3,
-            "name": ["NIFTY"] * 3, "expiry": [date(2024, 1, 25), date(2024, 2, 29), date(2024, 12, 26)],
-            "lot_size": [50, 25, 75], "instrument_type": ["FUT"] * 3, "strike": [0.0] * 3, "tick_size": [0.05] * 3}
-    rows |= {"instrument_token": [1, 2, 3], "exchange_token": ["1", "2", "3"], "last_price": [0.0] * 3,
-             "segment": ["NFO-FUT"] * 3}
+    rows = {
+        "tradingsymbol": ["NIFTY24JANFUT", "NIFTY24FEBFUT", "NIFTY24DECFUT"],
+        "exchange": ["NFO"] * 3,
+        "name": ["NIFTY"] * 3,
+        "expiry": [date(2024, 1, 25), date(2024, 2, 29), date(2024, 12, 26)],
+        "lot_size": [50, 25, 75],
+        "instrument_type": ["FUT"] * 3,
+        "strike": [0.0] * 3,
+        "tick_size": [0.05] * 3,
+    }
+    rows |= {
+        "instrument_token": [1, 2, 3],
+        "exchange_token": ["1", "2", "3"],
+        "last_price": [0.0] * 3,
+        "segment": ["NFO-FUT"] * 3,
+    }
     from mde.instruments import SCHEMA
 
     pl.DataFrame(rows, schema=SCHEMA).write_parquet(meta / "instruments.parquet")  # as the Kite catalog writes it
@@ -426,8 +470,12 @@ def test_live_paper_journals_a_refused_fill_once_and_a_resume_keeps_it_refused(t
     with KiteServer(instruments_csv=REPO / "data" / "instruments.csv") as srv:
         srv.load_csv(256265, "5minute", NSE_DATA / "NIFTY50_5m_2024.csv")
         srv.enforce_rate_limits = False
-        env = {"KITE_API_KEY": srv.api_key, "KITE_ACCESS_TOKEN": srv.access_token, "MDE_KITE_ROOT": srv.url,
-               "MDE_NOW": "2024-06-14T09:00:00+05:30"}
+        env = {
+            "KITE_API_KEY": srv.api_key,
+            "KITE_ACCESS_TOKEN": srv.access_token,
+            "MDE_KITE_ROOT": srv.url,
+            "MDE_NOW": "2024-06-14T09:00:00+05:30",
+        }
         st = load(environ=env, cache_dir=tmp_path / "cache", source="kite")
 
         def engine() -> MarketDataEngine:
@@ -451,8 +499,20 @@ def test_live_paper_journals_a_refused_fill_once_and_a_resume_keeps_it_refused(t
                 raise Crash  # right after the refusal is journaled
 
         def run(log):  # type: ignore[no-untyped-def]
-            return run_live_session(st, f"{strat}:GreedyOnce", ["NIFTY"], "5m", name="greedy", segment="futures",
-                                    tick=10.0, until="09:40", engine=engine(), clock=lambda: now[0], sleep=sleep, log=log)
+            return run_live_session(
+                st,
+                f"{strat}:GreedyOnce",
+                ["NIFTY"],
+                "5m",
+                name="greedy",
+                segment="futures",
+                tick=10.0,
+                until="09:40",
+                engine=engine(),
+                clock=lambda: now[0],
+                sleep=sleep,
+                log=log,
+            )
 
         with pytest.raises(Crash):
             run(die)

@@ -23,7 +23,9 @@ PARAMS = {"fast": 3, "slow": 8}
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("paper-small") / "cache"
-    MarketDataEngine(load(cache_dir=folder, source="sample", environ={})).download("NIFTY", "5m", "2024-05-01", "2024-06-30")
+    MarketDataEngine(load(cache_dir=folder, source="sample", environ={})).download(
+        "NIFTY", "5m", "2024-05-01", "2024-06-30"
+    )
     return folder
 
 
@@ -48,8 +50,19 @@ def num(text: str) -> float:
 def test_progress_lines_tell_the_session_is_alive_and_agree_with_the_live_panel(cache: Path) -> None:
     lines: list[str] = []
     snaps: list[dict] = []
-    result = run_sample_session(settings_for(cache), "sma_cross", ["NIFTY"], "5m", DAY, name="progress-1", params=PARAMS,
-                                segment="futures", log=lines.append, on_tick=snaps.append, progress_every=0)
+    result = run_sample_session(
+        settings_for(cache),
+        "sma_cross",
+        ["NIFTY"],
+        "5m",
+        DAY,
+        name="progress-1",
+        params=PARAMS,
+        segment="futures",
+        log=lines.append,
+        on_tick=snaps.append,
+        progress_every=0,
+    )
     assert lines[0].startswith(f"session progress-1: playing {DAY} 5m NIFTY as fast as possible")
     progress = [m for line in lines if (m := PROGRESS.match(line))]
     assert len(progress) == len(snaps) == result.candles == 75  # one per tick here (every 0 s)
@@ -67,16 +80,55 @@ def test_progress_lines_tell_the_session_is_alive_and_agree_with_the_live_panel(
 
 
 def test_without_a_terminal_the_cli_says_at_once_that_the_session_runs(cache: Path) -> None:
-    done = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--source", "sample", "--date", DAY, "--segment",
-                   "futures", "-p", "fast=3", "-p", "slow=8", "--session", "cli-progress", env=env_for(cache), cwd=cache.parent)
+    done = run_mde(
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--source",
+        "sample",
+        "--date",
+        DAY,
+        "--segment",
+        "futures",
+        "-p",
+        "fast=3",
+        "-p",
+        "slow=8",
+        "--session",
+        "cli-progress",
+        env=env_for(cache),
+        cwd=cache.parent,
+    )
     assert done.returncode == 0, done.stderr
     first = done.stderr.splitlines()[0]
     assert first == (f"session cli-progress: playing {DAY} 5m NIFTY as fast as possible; a progress line every 60 s")
 
 
 def test_status_json_table_and_api_label_gross_charges_and_net(cache: Path) -> None:
-    run = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--source", "sample", "--date", DAY, "--segment",
-                  "futures", "-p", "fast=3", "-p", "slow=8", "--session", "pnl-1", "--json", env=env_for(cache), cwd=cache.parent)
+    run = run_mde(
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--source",
+        "sample",
+        "--date",
+        DAY,
+        "--segment",
+        "futures",
+        "-p",
+        "fast=3",
+        "-p",
+        "slow=8",
+        "--session",
+        "pnl-1",
+        "--json",
+        env=env_for(cache),
+        cwd=cache.parent,
+    )
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)["metrics"]
     done = run_mde("paper", "--status", "--session", "pnl-1", "--json", env=env_for(cache), cwd=cache.parent)
@@ -105,8 +157,9 @@ def test_status_json_table_and_api_label_gross_charges_and_net(cache: Path) -> N
 
     with TestClient(create_app(settings_for(cache)), base_url="http://127.0.0.1") as client:
         one = client.get("/api/paper/sessions/pnl-1").json()
-    assert {k: one[k] for k in ("gross_pnl", "charges", "net_pnl", "recent_fills", "fills")} == \
-        {k: status[k] for k in ("gross_pnl", "charges", "net_pnl", "recent_fills", "fills")}
+    assert {k: one[k] for k in ("gross_pnl", "charges", "net_pnl", "recent_fills", "fills")} == {
+        k: status[k] for k in ("gross_pnl", "charges", "net_pnl", "recent_fills", "fills")
+    }
 
 
 def test_a_stopped_session_is_marked_at_its_own_clock_not_at_the_end_of_the_sample(cache: Path) -> None:
@@ -120,8 +173,17 @@ def test_a_stopped_session_is_marked_at_its_own_clock_not_at_the_end_of_the_samp
             raise KeyboardInterrupt
 
     st = settings_for(cache)
-    result = run_sample_session(st, "sma_cross", ["NIFTY"], "5m", DAY, name="stopped-1", params=PARAMS,
-                                segment="futures", on_tick=stop_with_a_position_open)
+    result = run_sample_session(
+        st,
+        "sma_cross",
+        ["NIFTY"],
+        "5m",
+        DAY,
+        name="stopped-1",
+        params=PARAMS,
+        segment="futures",
+        on_tick=stop_with_a_position_open,
+    )
     assert result.status == "interrupted"
     snap = seen[-1]
     (status,) = session_status(st, "stopped-1")

@@ -48,38 +48,62 @@ def poisoned(tmp_path: Path) -> MarketDataEngine:
 
 
 def test_a_nan_price_in_the_range_is_refused_naming_the_candle(poisoned: MarketDataEngine) -> None:
-    with pytest.raises(InputError, match=r"NIFTY 5m: 1 candle\(s\) without a valid price \(first: 2024-06-12 10:00 close nan\)"):
+    with pytest.raises(
+        InputError, match=r"NIFTY 5m: 1 candle\(s\) without a valid price \(first: 2024-06-12 10:00 close nan\)"
+    ):
         run_replay(poisoned, "sma_cross", ["NIFTY"], "5m", "2024-06-11", "2024-06-14", costs="none")
 
 
 def test_a_nan_price_in_the_warm_up_is_a_warning(poisoned: MarketDataEngine) -> None:
     result = run_replay(poisoned, "sma_cross", ["NIFTY"], "5m", "2024-06-13", "2024-06-14", costs="none")
-    assert any("warm-up history before 2024-06-13: 1 candle(s) without a valid price (first: 2024-06-12 10:00 close nan), left out"
-               in w for w in result.warnings), result.warnings
+    assert any(
+        "warm-up history before 2024-06-13: 1 candle(s) without a valid price (first: 2024-06-12 10:00 close nan), left out"
+        in w
+        for w in result.warnings
+    ), result.warnings
     assert all(v == v for v in result.metrics.values() if isinstance(v, float))  # no NaN reached a number
 
 
 def test_until_before_the_first_candle_says_so_not_that_the_day_is_no_trading_day(tmp_path: Path) -> None:
     env = {"MDE_CACHE_DIR": str(tmp_path / "cache"), "MDE_SOURCE": "sample"}
-    done = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-13", "--until", "09:00",
-                   "--segment", "futures", env=env)
+    done = run_mde(
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTY",
+        "--date",
+        "2024-06-13",
+        "--until",
+        "09:00",
+        "--segment",
+        "futures",
+        env=env,
+    )
     assert done.returncode == 2
-    assert done.stderr == ("error: --until 09:00 ends the session before its first 5m candle closes (09:20); "
-                           "give a later --until\n")
-    holiday = run_mde("paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-15", "--segment", "futures", env=env)
+    assert done.stderr == (
+        "error: --until 09:00 ends the session before its first 5m candle closes (09:20); give a later --until\n"
+    )
+    holiday = run_mde(
+        "paper", "--strategy", "sma_cross", "-s", "NIFTY", "--date", "2024-06-15", "--segment", "futures", env=env
+    )
     assert holiday.returncode == 2 and "pick a trading day" in holiday.stderr
 
 
-def test_a_paper_session_leaves_a_nan_candle_out_and_says_so(poisoned: MarketDataEngine,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_a_paper_session_leaves_a_nan_candle_out_and_says_so(
+    poisoned: MarketDataEngine, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     from mde.paper.session import run_sample_session
 
     with caplog.at_level(logging.WARNING, logger="mde"):
-        result = run_sample_session(poisoned.settings, "sma_cross", ["NIFTY"], "5m", "2024-06-14", segment="futures",
-                                    name="nan-warmup")
+        result = run_sample_session(
+            poisoned.settings, "sma_cross", ["NIFTY"], "5m", "2024-06-14", segment="futures", name="nan-warmup"
+        )
     assert result.status == "finished" and result.candles == 75
-    assert any("1 candle(s) without a valid price (first: 2024-06-12 10:00 close nan), left out" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "1 candle(s) without a valid price (first: 2024-06-12 10:00 close nan), left out" in r.getMessage()
+        for r in caplog.records
+    )
     assert all(v == v for v in result.summary.metrics.values() if isinstance(v, float))

@@ -15,15 +15,18 @@ from mde.replay import run_replay
 from mde.report import LABELS, fmt_metric, metric_label, parse_duration
 
 
-@pytest.mark.parametrize(("value", "shown"), [
-    ("12:20:27.731092", "12 h 20 min"),
-    ("3 days, 4:00:00", "3 d 4 h"),
-    ("1 day, 0:00:00", "1 d"),
-    ("0:25:00", "25 min"),
-    ("0:00:45", "45 s"),
-    ("2:00:00", "2 h"),
-    (timedelta(hours=12, minutes=20, seconds=27), "12 h 20 min"),
-])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("12:20:27.731092", "12 h 20 min"),
+        ("3 days, 4:00:00", "3 d 4 h"),
+        ("1 day, 0:00:00", "1 d"),
+        ("0:25:00", "25 min"),
+        ("0:00:45", "45 s"),
+        ("2:00:00", "2 h"),
+        (timedelta(hours=12, minutes=20, seconds=27), "12 h 20 min"),
+    ],
+)
 def test_durations_read_as_people_write_them(value: object, shown: str) -> None:
     assert fmt_metric("avg_holding", value) == shown
 

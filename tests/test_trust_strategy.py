@@ -59,7 +59,9 @@ class Bands(Strategy):
         n, k = self.n, self.k
         self.trace: list[tuple] = []
         self.mid = ctx.indicator(lambda c: pl.col("close").rolling_mean(n), name="mid")
-        self.low = ctx.indicator(lambda c: pl.col("close").rolling_mean(n) - k * pl.col("close").rolling_std(n), name="low")
+        self.low = ctx.indicator(
+            lambda c: pl.col("close").rolling_mean(n) - k * pl.col("close").rolling_std(n), name="low"
+        )
         if self.wake:
             mid = pl.col("close").rolling_mean(n)
             low = mid - k * pl.col("close").rolling_std(n)
@@ -104,7 +106,8 @@ def test_an_indicator_made_without_symbol_follows_the_candles_symbol(eng: Market
 
         def on_candle(self, ctx, candle):  # noqa: ANN001, ANN201
             seen.setdefault(candle.symbol, []).append(
-                (candle.close, self.any.value, self.any.last(1)[0], self.nifty.value, self.any["NIFTY"].value))
+                (candle.close, self.any.value, self.any.last(1)[0], self.nifty.value, self.any["NIFTY"].value)
+            )
 
     run_replay(eng, Reader(), list(SYMBOLS), "5m", lo, date(2024, 2, 2), costs="none")
     for rows in seen.values():
@@ -123,8 +126,9 @@ def test_an_indicator_made_without_symbol_follows_the_candles_symbol(eng: Market
     first=st.dates(date(2024, 1, 1), date(2024, 3, 20)),
     days=st.integers(0, 40),
 )
-def test_a_two_symbol_run_is_the_union_of_the_one_symbol_runs(eng: MarketDataEngine, n: int, k: float, wake: bool,
-                                                              first: date, days: int) -> None:
+def test_a_two_symbol_run_is_the_union_of_the_one_symbol_runs(
+    eng: MarketDataEngine, n: int, k: float, wake: bool, first: date, days: int
+) -> None:
     """Decisions per symbol are independent: each symbol's trades, fills and every on_candle call
     (indicator values, position) in the two-symbol run are those of its one-symbol run."""
     last = min(first + timedelta(days=days), date(2024, 3, 31))
@@ -149,7 +153,7 @@ def test_wake_on_a_per_symbol_indicator_wakes_each_symbol_on_its_own_values(eng:
 
 
 # -- 2. a strategy that raises ----------------------------------------------------------------
-RAISER = '''
+RAISER = """
 import os
 from mde import Strategy
 
@@ -187,7 +191,7 @@ class RsiReversion(Strategy):
     def on_stop(self, ctx):
         if self.where == "on_stop":
             raise RuntimeError("stopping")  # ON_STOP
-'''
+"""
 
 
 def _line(marker: str) -> int:
@@ -202,73 +206,139 @@ def raiser(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_raising_on_candle_is_one_line_naming_file_line_symbol_and_candle(eng: MarketDataEngine, raiser: Path) -> None:
+def test_a_raising_on_candle_is_one_line_naming_file_line_symbol_and_candle(
+    eng: MarketDataEngine, raiser: Path
+) -> None:
     with pytest.raises(StrategyError) as info:
-        run_replay(eng, "mystrats.py:RsiReversion", ["NIFTY", "BANKNIFTY"], "5m", "2024-01-01", "2024-01-31",
-                   costs="none", params={"at": "10"})
+        run_replay(
+            eng,
+            "mystrats.py:RsiReversion",
+            ["NIFTY", "BANKNIFTY"],
+            "5m",
+            "2024-01-01",
+            "2024-01-31",
+            costs="none",
+            params={"at": "10"},
+        )
     err = info.value
     assert err.exit_code == 7 and isinstance(err, MdeError)
-    assert str(err) == (f"strategy RsiReversion raised ZeroDivisionError: division by zero at mystrats.py:{_line('HELPER')} "
-                        "on NIFTY 5m candle 2024-01-10 10:15+05:30 (run with -v for the traceback)")
+    assert str(err) == (
+        f"strategy RsiReversion raised ZeroDivisionError: division by zero at mystrats.py:{_line('HELPER')} "
+        "on NIFTY 5m candle 2024-01-10 10:15+05:30 (run with -v for the traceback)"
+    )
     assert "\n" not in str(err) and "Traceback" in err.traceback and "ZeroDivisionError" in err.traceback
     assert isinstance(err.__cause__, ZeroDivisionError)
 
 
-@pytest.mark.parametrize("where,marker,when", [
-    ("on_start", "ON_START", "in on_start at 2024-01-01 00:00+05:30"),
-    ("on_stop", "ON_STOP", "in on_stop at 2024-01-31 15:30+05:30"),
-    ("validate", "VALIDATE", "when created"),
-])
-def test_on_start_on_stop_and_validate_raising_are_one_line_too(eng: MarketDataEngine, raiser: Path, where: str,
-                                                               marker: str, when: str) -> None:
+@pytest.mark.parametrize(
+    "where,marker,when",
+    [
+        ("on_start", "ON_START", "in on_start at 2024-01-01 00:00+05:30"),
+        ("on_stop", "ON_STOP", "in on_stop at 2024-01-31 15:30+05:30"),
+        ("validate", "VALIDATE", "when created"),
+    ],
+)
+def test_on_start_on_stop_and_validate_raising_are_one_line_too(
+    eng: MarketDataEngine, raiser: Path, where: str, marker: str, when: str
+) -> None:
     with pytest.raises(StrategyError) as info:
-        run_replay(eng, "mystrats.py:RsiReversion", ["NIFTY"], "5m", "2024-01-01", "2024-01-31", costs="none",
-                   params={"where": where})
+        run_replay(
+            eng,
+            "mystrats.py:RsiReversion",
+            ["NIFTY"],
+            "5m",
+            "2024-01-01",
+            "2024-01-31",
+            costs="none",
+            params={"where": where},
+        )
     assert f"at mystrats.py:{_line(marker)} {when} (run with -v" in str(info.value)
     assert str(info.value).startswith("strategy RsiReversion raised ")
 
 
 def test_replay_cli_prints_one_line_and_exits_7_and_the_traceback_with_v(cache: Path, raiser: Path) -> None:
-    args = ("replay", "--strategy", "mystrats.py:RsiReversion", "-s", "NIFTY", "--from", "2024-01-01",
-            "--to", "2024-01-31", "--costs", "none")
+    args = (
+        "replay",
+        "--strategy",
+        "mystrats.py:RsiReversion",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-31",
+        "--costs",
+        "none",
+    )
     res = mde(cache, *args, cwd=raiser.parent)
     assert res.returncode == 7, res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: strategy RsiReversion raised ZeroDivisionError: division by zero at mystrats.py:"
-                      f"{_line('HELPER')} on NIFTY 5m candle 2024-01-10 10:15+05:30 (run with -v for the traceback)"]
+    assert errors == [
+        f"error: strategy RsiReversion raised ZeroDivisionError: division by zero at mystrats.py:"
+        f"{_line('HELPER')} on NIFTY 5m candle 2024-01-10 10:15+05:30 (run with -v for the traceback)"
+    ]
     assert "Traceback" not in res.stderr and res.stdout == ""
     verbose = mde(cache, "-v", *args, cwd=raiser.parent)
     assert verbose.returncode == 7
-    assert "Traceback (most recent call last)" in verbose.stderr and f"line {_line('CALL')}, in on_candle" in verbose.stderr
+    assert (
+        "Traceback (most recent call last)" in verbose.stderr
+        and f"line {_line('CALL')}, in on_candle" in verbose.stderr
+    )
     assert errors[0] in verbose.stderr.splitlines()
 
 
 def test_a_sweep_on_a_process_pool_reports_the_strategy_error_in_one_line(cache: Path, raiser: Path) -> None:
-    res = mde(cache, "replay", "--strategy", "mystrats.py:RsiReversion", "-s", "NIFTY", "--from", "2024-01-01",
-              "--to", "2024-01-31", "--costs", "none", "-p", "at=10,11,40", "--workers", "2", "--json", cwd=raiser.parent)
+    res = mde(
+        cache,
+        "replay",
+        "--strategy",
+        "mystrats.py:RsiReversion",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-31",
+        "--costs",
+        "none",
+        "-p",
+        "at=10,11,40",
+        "--workers",
+        "2",
+        "--json",
+        cwd=raiser.parent,
+    )
     assert res.returncode == 7, res.stderr
     assert "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and len(res.stderr.strip().splitlines()) == 1
-    assert re.fullmatch(r"error: strategy RsiReversion raised ZeroDivisionError: division by zero at mystrats\.py:\d+ "
-                        r"on NIFTY 5m candle 2024-01-10 10:15\+05:30 with at=10 \(2 of 3 combinations failed; .*\)", errors[0])
+    assert re.fullmatch(
+        r"error: strategy RsiReversion raised ZeroDivisionError: division by zero at mystrats\.py:\d+ "
+        r"on NIFTY 5m candle 2024-01-10 10:15\+05:30 with at=10 \(2 of 3 combinations failed; .*\)",
+        errors[0],
+    )
     rows = json.loads(res.stdout)  # the table of results still comes, the failures in their rows
     assert [("error" in r) for r in rows] == [False, True, True]
     assert rows[0]["params"]["at"] == 40
 
 
-def test_a_paper_session_whose_strategy_raises_stops_resumably(tmp_path: Path, raiser: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_paper_session_whose_strategy_raises_stops_resumably(
+    tmp_path: Path, raiser: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = load(cache_dir=tmp_path / "cache", source="sample", environ={})
     flag = tmp_path / "flag"
     monkeypatch.setenv("RAISER_FLAG", str(flag))
     common = dict(params={"where": "flag"}, segment="futures")
-    clean = run_sample_session(settings, "mystrats.py:RsiReversion", ["NIFTY"], "5m", "2024-06-14", name="clean", **common)
+    clean = run_sample_session(
+        settings, "mystrats.py:RsiReversion", ["NIFTY"], "5m", "2024-06-14", name="clean", **common
+    )
     assert clean.trades.height == 1
     flag.touch()
     lines: list[str] = []
     with pytest.raises(StrategyError) as info:
-        run_sample_session(settings, "mystrats.py:RsiReversion", ["NIFTY"], "5m", "2024-06-14", log=lines.append, **common)
+        run_sample_session(
+            settings, "mystrats.py:RsiReversion", ["NIFTY"], "5m", "2024-06-14", log=lines.append, **common
+        )
     assert f"at mystrats.py:{_line('FLAG')} on NIFTY 5m candle 2024-06-14 11:00+05:30" in str(info.value)
     name = "RsiReversion-2024-06-14"  # the default name: the class, not the file path
     (status,) = session_status(settings, name)
@@ -277,7 +347,9 @@ def test_a_paper_session_whose_strategy_raises_stops_resumably(tmp_path: Path, r
         (payload,) = [json.loads(p) for (p,) in db.execute("SELECT payload FROM events WHERE kind = 'error'")]
         notes = [json.loads(p)["line"] for (p,) in db.execute("SELECT payload FROM events WHERE kind = 'note'")]
     assert payload["error"] == str(info.value)
-    assert len(notes) == 1 and re.fullmatch(r"2024-06-14 10:00 RsiReversion NIFTY: bought at the close of [\d.]+", notes[0])
+    assert len(notes) == 1 and re.fullmatch(
+        r"2024-06-14 10:00 RsiReversion NIFTY: bought at the close of [\d.]+", notes[0]
+    )
     assert notes[0] in lines  # shown as well as journaled
     flag.unlink()  # the user fixes the cause and runs the same session again: it resumes and finishes
     done = run_sample_session(settings, "mystrats.py:RsiReversion", ["NIFTY"], "5m", "2024-06-14", **common)
@@ -290,14 +362,28 @@ def test_paper_cli_strategy_error_is_one_line_exit_7(tmp_path: Path, raiser: Pat
     flag = tmp_path / "flag"
     flag.touch()
     cache = tmp_path / "cache"
-    args = ("paper", "--strategy", "mystrats.py:RsiReversion", "-s", "NIFTY", "--source", "sample", "--date",
-            "2024-06-14", "--segment", "futures", "-p", "where=flag")
+    args = (
+        "paper",
+        "--strategy",
+        "mystrats.py:RsiReversion",
+        "-s",
+        "NIFTY",
+        "--source",
+        "sample",
+        "--date",
+        "2024-06-14",
+        "--segment",
+        "futures",
+        "-p",
+        "where=flag",
+    )
     res = mde(cache, *args, cwd=raiser.parent, env={"RAISER_FLAG": str(flag)})
     assert res.returncode == 7, res.stderr
     assert "Traceback" not in res.stderr
     assert [x for x in res.stderr.splitlines() if x.startswith("error:")] == [
         f"error: strategy RsiReversion raised RuntimeError: flag is set at mystrats.py:{_line('FLAG')} on NIFTY 5m "
-        "candle 2024-06-14 11:00+05:30 (run with -v for the traceback)"]
+        "candle 2024-06-14 11:00+05:30 (run with -v for the traceback)"
+    ]
     status = json.loads(mde(cache, "paper", "--status", "--json").stdout)
     assert [(s["session"], s["status"]) for s in status] == [("RsiReversion-2024-06-14", "stopped")]
     table = mde(cache, "paper", "--status").stdout
@@ -318,8 +404,21 @@ class Chatty(Strategy):
 
 
 def test_ctx_log_is_on_stderr_in_replay_but_not_with_q_and_json_stays_pure(cache: Path, raiser: Path) -> None:
-    args = ("replay", "--strategy", "mystrats.py:RsiReversion", "-s", "NIFTY", "--from", "2024-01-01",
-            "--to", "2024-01-31", "--costs", "none", "-p", "where=flag")
+    args = (
+        "replay",
+        "--strategy",
+        "mystrats.py:RsiReversion",
+        "-s",
+        "NIFTY",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-31",
+        "--costs",
+        "none",
+        "-p",
+        "where=flag",
+    )
     env = {"RAISER_FLAG": str(raiser.parent / "no-such-flag")}
     res = mde(cache, *args, "--json", cwd=raiser.parent, env=env)
     assert res.returncode == 0, res.stderr
@@ -377,8 +476,9 @@ def test_a_position_open_at_the_end_closes_at_its_own_symbols_last_candle(tmp_pa
     assert bank["exit_reason"] == "end of replay" and bank["exit_ts"].isoformat() == "2024-01-30T15:30:00+05:30"
 
 
-def test_the_paper_panel_shows_the_strategys_latest_log_lines(tmp_path: Path, raiser: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_paper_panel_shows_the_strategys_latest_log_lines(
+    tmp_path: Path, raiser: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from rich.console import Console
 
     from mde.render import paper_dashboard
@@ -386,10 +486,20 @@ def test_the_paper_panel_shows_the_strategys_latest_log_lines(tmp_path: Path, ra
     monkeypatch.setenv("RAISER_FLAG", str(tmp_path / "no-flag"))
     settings = load(cache_dir=tmp_path / "cache", source="sample", environ={})
     snaps: list[dict] = []
-    run_sample_session(settings, "mystrats.py:RsiReversion", ["NIFTY"], "5m", "2024-06-14", params={"where": "flag"},
-                       segment="futures", until="10:30", on_tick=snaps.append)
-    assert snaps[0]["log"] == ["2024-06-14 00:00 RsiReversion: warming up"] and re.fullmatch(r"2024-06-14 10:00 RsiReversion NIFTY: bought at the close of [\d.]+",
-                                                  snaps[-1]["log"][-1])
+    run_sample_session(
+        settings,
+        "mystrats.py:RsiReversion",
+        ["NIFTY"],
+        "5m",
+        "2024-06-14",
+        params={"where": "flag"},
+        segment="futures",
+        until="10:30",
+        on_tick=snaps.append,
+    )
+    assert snaps[0]["log"] == ["2024-06-14 00:00 RsiReversion: warming up"] and re.fullmatch(
+        r"2024-06-14 10:00 RsiReversion NIFTY: bought at the close of [\d.]+", snaps[-1]["log"][-1]
+    )
     console = Console(width=200, record=True, file=open(tmp_path / "panel.txt", "w"))  # noqa: SIM115
     console.print(paper_dashboard(snaps[-1]))
     text = console.export_text()

@@ -31,7 +31,11 @@ def mde(cache: Path, *args: str, **extra: str):
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+    return (
+        {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        if folder.exists()
+        else {}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +113,35 @@ def test_prune_known_symbol_with_nothing_cached_is_nothing_to_prune(nifty_cache:
 
 def test_replay_and_paper_unknown_symbol(nifty_cache: Path) -> None:
     before = snapshot(nifty_cache)
-    rep = mde(nifty_cache, "replay", "--strategy", "sma_cross", "-s", "NIFTI", "--from", "2024-12-02", "--to", "2024-12-31",
-              "--segment", "futures")
+    rep = mde(
+        nifty_cache,
+        "replay",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTI",
+        "--from",
+        "2024-12-02",
+        "--to",
+        "2024-12-31",
+        "--segment",
+        "futures",
+    )
     assert rep.returncode == 2 and "unknown symbol 'NIFTI'; did you mean NIFTY" in rep.stderr, rep.stderr
-    pap = mde(nifty_cache, "paper", "--strategy", "sma_cross", "-s", "NIFTI", "--source", "sample", "--date", "2024-06-14",
-              "--segment", "futures")
+    pap = mde(
+        nifty_cache,
+        "paper",
+        "--strategy",
+        "sma_cross",
+        "-s",
+        "NIFTI",
+        "--source",
+        "sample",
+        "--date",
+        "2024-06-14",
+        "--segment",
+        "futures",
+    )
     assert pap.returncode == 2 and "unknown symbol 'NIFTI'; did you mean NIFTY" in pap.stderr, pap.stderr
     assert snapshot(nifty_cache) == before  # no journal left behind
 
@@ -169,7 +197,9 @@ def test_api_unknown_symbol_is_422_with_suggestion_and_not_cached_is_404(setting
 
 
 _DUMP, _ = bundled_dump()
-_EQUITIES = sorted(_DUMP.filter((pl.col("exchange") == "NSE") & (pl.col("segment") == "NSE"))["tradingsymbol"].to_list())
+_EQUITIES = sorted(
+    _DUMP.filter((pl.col("exchange") == "NSE") & (pl.col("segment") == "NSE"))["tradingsymbol"].to_list()
+)
 _POOL = {s.upper() for s in _DUMP["tradingsymbol"].to_list()}
 
 
@@ -242,8 +272,11 @@ def test_instruments_on_the_sample_source_prefers_a_cached_kite_dump(settings: S
     (meta / "instruments.json").write_text(json.dumps({"fetched_at": "2026-03-02T08:00:00+05:30", "rows": 3}))
     cat = OfflineCatalog(meta, lambda: settings.now)  # type: ignore[arg-type,return-value]
     assert cat.table().height == 3 and not cat.bundled
-    done = run_mde("instruments", env={"MDE_CACHE_DIR": str(settings.cache_dir), "MDE_SOURCE": "sample"},
-                   cwd=settings.cache_dir.parent)
+    done = run_mde(
+        "instruments",
+        env={"MDE_CACHE_DIR": str(settings.cache_dir), "MDE_SOURCE": "sample"},
+        cwd=settings.cache_dir.parent,
+    )
     assert done.returncode == 0, done.stderr
     assert "3 of 3 instruments" in done.stdout and "2026-03-02" in done.stdout
 

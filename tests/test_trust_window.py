@@ -96,8 +96,14 @@ def test_the_base_named_is_the_one_the_window_was_built_from(tmp_path: Path) -> 
     from 1m, and the window says 1m, not the coarser 5m it tried first."""
     cache = tmp_path / "cache"
     now = "2024-06-14T15:30"
-    assert mde(cache, "fetch", "NIFTY", "-t", "1m", "--from", "2024-06-03", "--to", "2024-06-14", MDE_NOW=now).returncode == 0
-    assert mde(cache, "fetch", "NIFTY", "-t", "5m", "--from", "2024-06-14", "--to", "2024-06-14", MDE_NOW=now).returncode == 0
+    assert (
+        mde(cache, "fetch", "NIFTY", "-t", "1m", "--from", "2024-06-03", "--to", "2024-06-14", MDE_NOW=now).returncode
+        == 0
+    )
+    assert (
+        mde(cache, "fetch", "NIFTY", "-t", "5m", "--from", "2024-06-14", "--to", "2024-06-14", MDE_NOW=now).returncode
+        == 0
+    )
     eng = engine_for(cache, now)
     few = eng.read_window("NIFTY", "15m", limit=20)
     assert few.built_from == parse("5m") and few.candles.height == 20
@@ -193,8 +199,23 @@ def test_replay_on_a_built_timeframe_hands_the_strategy_its_base(nifty_5m_cache:
         "        if ctx.built_from() == '5m' and ctx.built_from(timeframe='5m') is None and ctx.position() == 0:\n"
         "            ctx.buy(lots=1)\n"
     )
-    done = mde(nifty_5m_cache, "replay", "--strategy", f"{mine}:Probe", "-s", "NIFTY", "-t", "15m",
-               "--from", "2024-12-30", "--to", "2024-12-31", "--segment", "futures", "--json")
+    done = mde(
+        nifty_5m_cache,
+        "replay",
+        "--strategy",
+        f"{mine}:Probe",
+        "-s",
+        "NIFTY",
+        "-t",
+        "15m",
+        "--from",
+        "2024-12-30",
+        "--to",
+        "2024-12-31",
+        "--segment",
+        "futures",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     summary = strict(done.stdout)
     assert summary["metrics"]["trades"] == 1  # the strategy saw built_from() == "5m" on the run's 15m series
@@ -215,8 +236,21 @@ def test_replay_names_each_series_base_and_notes_the_built_ones(tmp_path: Path) 
         "        if ctx.position() == 0 and ctx.window(timeframe='1d', n=2).height == 2:\n"
         "            ctx.buy(lots=1)\n"
     )
-    args = ("replay", "--strategy", f"{mine}:Daily", "-s", "NIFTY", "-t", "15m", "--from", "2024-12-30", "--to", "2024-12-31",
-            "--segment", "futures")
+    args = (
+        "replay",
+        "--strategy",
+        f"{mine}:Daily",
+        "-s",
+        "NIFTY",
+        "-t",
+        "15m",
+        "--from",
+        "2024-12-30",
+        "--to",
+        "2024-12-31",
+        "--segment",
+        "futures",
+    )
     done = mde(cache, *args, "--json")
     assert done.returncode == 0, done.stderr
     summary = strict(done.stdout)
@@ -267,10 +301,19 @@ def test_the_api_window_and_the_cli_json_are_the_same_bytes(client: httpx.Client
     assert out.stdout == res.text + "\n"
 
 
-@pytest.mark.parametrize("path", [
-    f"{WINDOW}?symbol=NIFTY&timeframe=1d&limit=3", f"{WINDOW}?symbol=NIFTY", "/api/series", "/api/clock",
-    "/api/paper/sessions", "/healthz", "/", "/openapi.json",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"{WINDOW}?symbol=NIFTY&timeframe=1d&limit=3",
+        f"{WINDOW}?symbol=NIFTY",
+        "/api/series",
+        "/api/clock",
+        "/api/paper/sessions",
+        "/healthz",
+        "/",
+        "/openapi.json",
+    ],
+)
 def test_head_answers_like_get_without_a_body(client: httpx.Client, path: str) -> None:
     got = client.get(path)
     head = client.head(path)
@@ -289,12 +332,15 @@ def test_head_on_errors_keeps_the_status_without_a_body(client: httpx.Client) ->
     assert client.post(WINDOW, params={"symbol": "NIFTY"}).status_code == 405
 
 
-@pytest.mark.parametrize("raw, encoded", [
-    ("2024-06-14T10:15:00+05:30", "2024-06-14T10:15:00+05:30"),
-    ("2024-06-14T10:15+05:30", "2024-06-14T10:15:00+05:30"),
-    ("2024-06-14T04:45:00+00:00", "2024-06-14T10:15:00+05:30"),
-    ("2024-06-14 10:15:00.5+05:30", "2024-06-14T10:15:00.5+05:30"),
-])
+@pytest.mark.parametrize(
+    "raw, encoded",
+    [
+        ("2024-06-14T10:15:00+05:30", "2024-06-14T10:15:00+05:30"),
+        ("2024-06-14T10:15+05:30", "2024-06-14T10:15:00+05:30"),
+        ("2024-06-14T04:45:00+00:00", "2024-06-14T10:15:00+05:30"),
+        ("2024-06-14 10:15:00.5+05:30", "2024-06-14T10:15:00.5+05:30"),
+    ],
+)
 def test_an_unencoded_plus_in_as_of_is_read_as_the_offset(client: httpx.Client, raw: str, encoded: str) -> None:
     # written into the URL as is: the server's query parser turns `+` into a space
     sent = client.get(f"{WINDOW}?symbol=NIFTY&limit=3&as_of={raw}")
@@ -356,7 +402,12 @@ def test_mde_window_json_is_valid_json_for_nan_and_infinite_prices(poisoned: Pat
     prices = [c[k] for c in doc["candles"] for k in ("open", "high", "low", "close")]
     if tf == "5m":  # the four poisoned candles are among the last 10, each with one null
         assert [[k for k in ("open", "high", "low", "close") if c[k] is None] for c in doc["candles"][-5:]] == [
-            ["open"], ["low"], ["high"], ["close"], []]
+            ["open"],
+            ["low"],
+            ["high"],
+            ["close"],
+            [],
+        ]
     assert all(p is None or math.isfinite(p) for p in prices)
 
 
@@ -373,20 +424,32 @@ def test_the_api_serves_the_same_valid_json_for_such_rows(poisoned: Path) -> Non
 
 
 def test_window_payload_and_body_agree_on_non_finite_prices() -> None:
-    df = pl.DataFrame({
-        "ts": pl.Series(["2024-06-14T09:15:00", "2024-06-14T09:20:00", "2024-06-14T09:25:00"]).str.to_datetime()
-        .dt.replace_time_zone("Asia/Kolkata"),
-        "open": [1.0, float("nan"), 3.0], "high": [float("inf"), 2.5, 3.5], "low": [0.5, float("-inf"), 2.5],
-        "close": [1.5, 2.0, float("nan")], "volume": [10, None, 30],
-    })
+    df = pl.DataFrame(
+        {
+            "ts": pl.Series(["2024-06-14T09:15:00", "2024-06-14T09:20:00", "2024-06-14T09:25:00"])
+            .str.to_datetime()
+            .dt.replace_time_zone("Asia/Kolkata"),
+            "open": [1.0, float("nan"), 3.0],
+            "high": [float("inf"), 2.5, 3.5],
+            "low": [0.5, float("-inf"), 2.5],
+            "close": [1.5, 2.0, float("nan")],
+            "volume": [10, None, 30],
+        }
+    )
     body = strict(window_body("NIFTY", "5m", df))
     assert body == window_payload("NIFTY", "5m", df)
-    assert body["candles"][0]["high"] is None and body["candles"][1]["open"] is None and body["candles"][2]["close"] is None
+    assert (
+        body["candles"][0]["high"] is None
+        and body["candles"][1]["open"] is None
+        and body["candles"][2]["close"] is None
+    )
 
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.tuples(inner, inner) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -424,7 +487,12 @@ def test_every_json_printer_writes_null_for_nan(tmp_path: Path) -> None:
     from mde.api import _json
 
     bad = {"pnl": float("nan"), "marks": {"NIFTY": float("inf")}, "fills": [(1, float("-inf"))]}
-    for text in (render.paper_status_json([bad]), render.sweep_json([bad]), render.strategies_json([bad]), _json([bad]).body):
+    for text in (
+        render.paper_status_json([bad]),
+        render.sweep_json([bad]),
+        render.strategies_json([bad]),
+        _json([bad]).body,
+    ):
         assert strict(text) == [{"pnl": None, "marks": {"NIFTY": None}, "fills": [[1, None]]}]
     instruments = pl.DataFrame({"tradingsymbol": ["X"], "strike": [float("nan")], "tick_size": [float("inf")]})
     assert strict(render.instruments_json(instruments)) == [{"tradingsymbol": "X", "strike": None, "tick_size": None}]

@@ -26,13 +26,21 @@ CAL = nse()
 @pytest.fixture(scope="module")
 def frames(nifty_5m: pl.DataFrame) -> dict[str, pl.DataFrame]:
     june = nifty_5m.filter(pl.col("ts").dt.month() == 6)
-    return {"5m": june, "15m": resample(june, parse("15m"), CAL), "60m": resample(june, parse("60m"), CAL),
-            "1d": resample(nifty_5m, parse("1d"), CAL)}
+    return {
+        "5m": june,
+        "15m": resample(june, parse("15m"), CAL),
+        "60m": resample(june, parse("60m"), CAL),
+        "1d": resample(nifty_5m, parse("1d"), CAL),
+    }
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(tf=st.sampled_from(["5m", "15m", "60m", "1d"]), rows=st.integers(1, 300), start=st.integers(0, 2000),
-       minutes=st.integers(-30, 24 * 60 * 3))
+@given(
+    tf=st.sampled_from(["5m", "15m", "60m", "1d"]),
+    rows=st.integers(1, 300),
+    start=st.integers(0, 2000),
+    minutes=st.integers(-30, 24 * 60 * 3),
+)
 def test_visible_in_python_equals_the_expression_path(
     frames: dict[str, pl.DataFrame], monkeypatch: pytest.MonkeyPatch, tf: str, rows: int, start: int, minutes: int
 ) -> None:
@@ -57,7 +65,11 @@ def test_window_body_is_the_payload_as_json(frames: dict[str, pl.DataFrame], tf:
 
 
 def test_window_body_keeps_null_volume_and_drops_other_columns(frames: dict[str, pl.DataFrame]) -> None:
-    df = frames["5m"].tail(3).with_columns(pl.lit(None, dtype=pl.Int64).alias("volume"), pl.lit(7, dtype=pl.Int64).alias("oi"))
+    df = (
+        frames["5m"]
+        .tail(3)
+        .with_columns(pl.lit(None, dtype=pl.Int64).alias("volume"), pl.lit(7, dtype=pl.Int64).alias("oi"))
+    )
     out = json.loads(window_body("NIFTY", "5m", df))
     assert out == window_payload("NIFTY", "5m", df)
     assert [c["volume"] for c in out["candles"]] == [None] * 3 and "oi" not in out["candles"][0]

@@ -45,8 +45,9 @@ def _split(total: int, parts: int, rng: random.Random) -> list[int]:
     return [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def ticks_from_candles(candles: pl.DataFrame, token: int, timeframe: str | Timeframe = "1m", *, seed: int = 0,
-                       extra: int = 2) -> list[ScriptTick]:
+def ticks_from_candles(
+    candles: pl.DataFrame, token: int, timeframe: str | Timeframe = "1m", *, seed: int = 0, extra: int = 2
+) -> list[ScriptTick]:
     """The ticks of `candles` (the cache schema: ts = start, IST) for instrument `token`.
 
     `extra` more points per candle besides open, high, low and close (fewer where the
@@ -88,14 +89,37 @@ def ticks_from_candles(candles: pl.DataFrame, token: int, timeframe: str | Timef
                 day_open = day_high = day_low = price
             day_high, day_low = max(day_high, price), min(day_low, price)
             if index:
-                out.append(ScriptTick(token, first_s + offset, price, None, day_open=day_open, day_high=day_high,
-                                      day_low=day_low, prev_close=prev_close))
+                out.append(
+                    ScriptTick(
+                        token,
+                        first_s + offset,
+                        price,
+                        None,
+                        day_open=day_open,
+                        day_high=day_high,
+                        day_low=day_low,
+                        prev_close=prev_close,
+                    )
+                )
                 continue
             cum += qty
             turnover += qty * price
-            out.append(ScriptTick(token, first_s + offset, price, cum, last_qty=qty, avg_price=turnover // cum,
-                                  buy_qty=1000 + qty, sell_qty=1200 + qty, day_open=day_open, day_high=day_high,
-                                  day_low=day_low, prev_close=prev_close))
+            out.append(
+                ScriptTick(
+                    token,
+                    first_s + offset,
+                    price,
+                    cum,
+                    last_qty=qty,
+                    avg_price=turnover // cum,
+                    buy_qty=1000 + qty,
+                    sell_qty=1200 + qty,
+                    day_open=day_open,
+                    day_high=day_high,
+                    day_low=day_low,
+                    prev_close=prev_close,
+                )
+            )
         last_close = c
     return out
 

@@ -75,10 +75,22 @@ _WHERE = {
     "PaperEngine": ("mde.paper.engine", "PaperEngine"),
     "run_session": ("mde.paper.engine", "run_session"),
     "SessionResult": ("mde.paper.book", "SessionResult"),
-    **{name: ("mde.errors", name) for name in (
-        "AuthError", "CacheError", "ConfigError", "InputError", "MdeError", "NotCached",
-        "RateLimited", "SessionBusy", "SourceError", "SourceUnavailable", "StrategyError",
-    )},
+    **{
+        name: ("mde.errors", name)
+        for name in (
+            "AuthError",
+            "CacheError",
+            "ConfigError",
+            "InputError",
+            "MdeError",
+            "NotCached",
+            "RateLimited",
+            "SessionBusy",
+            "SourceError",
+            "SourceUnavailable",
+            "StrategyError",
+        )
+    },
 }
 
 

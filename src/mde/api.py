@@ -45,7 +45,11 @@ from .store import NotInMemory
 log = logging.getLogger("mde.api")
 # MdeError classes -> HTTP status, most specific first (NotCached is an InputError)
 STATUS_OF: tuple[tuple[type[MdeError], int], ...] = (
-    (NotCached, 404), (InputError, 422), (SourceError, 503), (CacheError, 500), (MdeError, 500),
+    (NotCached, 404),
+    (InputError, 422),
+    (SourceError, 503),
+    (CacheError, 500),
+    (MdeError, 500),
 )
 __version__ = version("mde")
 WEB = Path(__file__).resolve().parent / "web"
@@ -57,9 +61,12 @@ SAFE_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"
 # one <style> element, hence 'unsafe-inline' for styles only.
 PAGE_HEADERS = (
     *SAFE_HEADERS,
-    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-     b"img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-     b"frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        b"img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        b"frame-ancestors 'none'",
+    ),
 )
 
 
@@ -85,14 +92,34 @@ class ErrorOut(BaseModel):
 
 
 WINDOW_PARAMETERS = [
-    {"name": "symbol", "in": "query", "required": True, "schema": {"type": "string"},
-     "description": "NIFTY, BANKNIFTY, INFY, NSE:INFY ..."},
-    {"name": "timeframe", "in": "query", "required": False, "schema": {"type": "string", "default": "5m"},
-     "description": "1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day)"},
-    {"name": "limit", "in": "query", "required": False,
-     "schema": {"type": "integer", "default": 50, "minimum": 1, "maximum": 1000}, "description": "how many candles"},
-    {"name": "as_of", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"},
-     "description": "only candles complete at this ISO 8601 time (default: now)"},
+    {
+        "name": "symbol",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "NIFTY, BANKNIFTY, INFY, NSE:INFY ...",
+    },
+    {
+        "name": "timeframe",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "default": "5m"},
+        "description": "1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day)",
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "default": 50, "minimum": 1, "maximum": 1000},
+        "description": "how many candles",
+    },
+    {
+        "name": "as_of",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "format": "date-time"},
+        "description": "only candles complete at this ISO 8601 time (default: now)",
+    },
 ]
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "missing or wrong API token"},
@@ -104,9 +131,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 BUILT_FROM = "X-Mde-Built-From"  # on a window built from a smaller cached timeframe: that timeframe
-BUILT_FROM_DOC: dict[str, Any] = {"headers": {BUILT_FROM: {
-    "description": "present when the timeframe is not cached and was built from this smaller cached one (e.g. 5m); "
-    "NSE's official daily close can differ from a built daily candle's", "schema": {"type": "string"}}}}
+BUILT_FROM_DOC: dict[str, Any] = {
+    "headers": {
+        BUILT_FROM: {
+            "description": "present when the timeframe is not cached and was built from this smaller cached one (e.g. 5m); "
+            "NSE's official daily close can differ from a built daily candle's",
+            "schema": {"type": "string"},
+        }
+    }
+}
 # `2024-06-14T10:15:00+05:30` sent unencoded: the query decodes `+` to a space
 _SPACE_FOR_PLUS = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?) (\d{2}:\d{2})")
 
@@ -146,7 +179,13 @@ class _Guard:
         if raw is None:
             return True  # HTTP/1.0 without Host: no browser sends that
         host = raw.decode("latin-1").strip().lower()
-        name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] if host.count(":") == 1 else host
+        name = (
+            host[1:].partition("]")[0]
+            if host.startswith("[")
+            else host.rpartition(":")[0]
+            if host.count(":") == 1
+            else host
+        )
         if is_loopback(name):
             return True
         if self.token is None:
@@ -165,8 +204,11 @@ class _Guard:
         else:
             header = NO_STORE
         if not self.host_allowed(scope["headers"]):
-            response = _error(421, "this server answers only for its own host names (Host header refused); "
-                              "use http://127.0.0.1:PORT/ or add the name to [serve] allowed_hosts (with a token)")
+            response = _error(
+                421,
+                "this server answers only for its own host names (Host header refused); "
+                "use http://127.0.0.1:PORT/ or add the name to [serve] allowed_hosts (with a token)",
+            )
             await response(scope, receive, send)
             return
         if self.token is not None and path.startswith("/api/"):
@@ -239,7 +281,7 @@ def create_app(
         title="mde: the Market Data Engine",
         version=__version__,
         description="Read-only candles from the mde cache (NSE via Zerodha Kite), its inventory and paper sessions. "
-        "Errors are `{\"error\": message}`.",
+        'Errors are `{"error": message}`.',
         docs_url="/docs",
         redoc_url=None,
     )
@@ -271,7 +313,10 @@ def create_app(
 
     # -- the API ----------------------------------------------------------------------------
     @app.get(
-        "/api/market_data/window", response_model=WindowOut, responses={**ERRORS, 200: BUILT_FROM_DOC}, tags=["market data"],
+        "/api/market_data/window",
+        response_model=WindowOut,
+        responses={**ERRORS, 200: BUILT_FROM_DOC},
+        tags=["market data"],
         openapi_extra={"parameters": WINDOW_PARAMETERS},
     )
     async def market_data_window(request: Request) -> Response:
@@ -338,7 +383,10 @@ def create_app(
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "HEAD"], allow_headers=["Authorization"],
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "HEAD"],
+            allow_headers=["Authorization"],
             expose_headers=[BUILT_FROM],
         )
     app.add_middleware(_Guard, token=token, allowed_hosts=settings.serve.allowed_hosts)
@@ -358,7 +406,6 @@ def _sessions(settings: Settings, name: str | None, engine: MarketDataEngine) ->
     return session_status(settings, name, engine=engine)
 
 
-
 def listen(host: str, port: int) -> socket.socket:
     """The server's socket, bound before anything is announced: a taken port or a foreign
     address is one clear line (InputError, exit 2), not a uvicorn log after a "serving" line."""
@@ -370,10 +417,16 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise InputError(f"port {port} on {host} is already in use (another mde serve?); stop that or pass --port N") from None
+            raise InputError(
+                f"port {port} on {host} is already in use (another mde serve?); stop that or pass --port N"
+            ) from None
         if exc.errno == errno.EACCES:
-            raise InputError(f"no permission to listen on port {port}; use a port above 1023, e.g. --port 8000") from None
-        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass --host with an address of this machine") from None
+            raise InputError(
+                f"no permission to listen on port {port}; use a port above 1023, e.g. --port 8000"
+            ) from None
+        raise InputError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass --host with an address of this machine"
+        ) from None
     sock.set_inheritable(True)
     return sock
 
@@ -392,7 +445,9 @@ class RedactSecrets(logging.Filter):
     """A client that puts `?token=...` in a URL gets it written by the access log: every line
     mde or uvicorn logs has such query values replaced by `***`."""
 
-    PATTERN = re.compile(r"((?:^|[?&;])(?:token|access_token|api_key|api_secret|request_token)=)[^&;\s\"']*", re.IGNORECASE)
+    PATTERN = re.compile(
+        r"((?:^|[?&;])(?:token|access_token|api_key|api_secret|request_token)=)[^&;\s\"']*", re.IGNORECASE
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         # Each argument on its own: uvicorn's access formatter unpacks record.args by position.

@@ -155,7 +155,9 @@ class SimBroker:
         self._tick = tick
         self.slippage_ticks = slippage_ticks
         self._slip: dict[str, float] = {}
-        self.pending: dict[str, list[Order]] = {}  # symbol -> live orders in placement order (a symbol's list is never replaced)
+        self.pending: dict[
+            str, list[Order]
+        ] = {}  # symbol -> live orders in placement order (a symbol's list is never replaced)
         self.positions: dict[tuple[str, str], Position] = {}
         self.net: dict[str, int] = {}  # symbol -> net quantity over strategies, open positions only
         self.fills: list[Fill] = []
@@ -177,24 +179,43 @@ class SimBroker:
         return self._next_id
 
     def place(
-        self, strategy: str, symbol: str, side: int, qty: int, placed_us: int, *,
-        limit: float | None = None, stop: float | None = None, stop_loss: float | None = None,
-        target: float | None = None, reason: str = "signal", tag: str = "",
+        self,
+        strategy: str,
+        symbol: str,
+        side: int,
+        qty: int,
+        placed_us: int,
+        *,
+        limit: float | None = None,
+        stop: float | None = None,
+        stop_loss: float | None = None,
+        target: float | None = None,
+        reason: str = "signal",
+        tag: str = "",
     ) -> Order:
         if isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
             raise InputError(f"order quantity must be a positive whole number, not {qty!r}")
         if limit is not None and stop is not None:
             raise InputError("an order is a limit or a stop order, not both")
         kind = LIMIT if limit is not None else STOP if stop is not None else MARKET
-        if limit is not None or stop is not None or stop_loss is not None or target is not None:  # a plain market order has no price
+        if (
+            limit is not None or stop is not None or stop_loss is not None or target is not None
+        ):  # a plain market order has no price
             for name, level in (("limit", limit), ("stop", stop), ("stop_loss", stop_loss), ("target", target)):
-                if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float)) or not level > 0
-                                          or level == float("inf")):
+                if level is not None and (
+                    isinstance(level, bool)
+                    or not isinstance(level, (int, float))
+                    or not level > 0
+                    or level == float("inf")
+                ):
                     raise InputError(f"{name} must be a positive price, not {level!r}")
-            limit, stop, stop_loss, target = round_order_prices(side, self._tick(symbol), limit, stop, stop_loss, target)
+            limit, stop, stop_loss, target = round_order_prices(
+                side, self._tick(symbol), limit, stop, stop_loss, target
+            )
         price = limit if limit is not None else stop
-        order = Order(self._next_id, strategy, symbol, side, qty, kind, price, placed_us, reason,
-                      stop_loss, target, tag=tag)
+        order = Order(
+            self._next_id, strategy, symbol, side, qty, kind, price, placed_us, reason, stop_loss, target, tag=tag
+        )
         self._next_id += 1
         self.pending.setdefault(symbol, []).append(order)
         return order
@@ -221,19 +242,23 @@ class SimBroker:
         """
         lot = self.contract(order.symbol).lot_size
         if lot > 1 and order.qty % lot:
-            return "lot size", (f"{order.symbol} trades in lots of {lot}: quantity {order.qty:,} is not a multiple "
-                                f"(use lots=N, or a quantity like {max(lot, order.qty // lot * lot):,})")
+            return "lot size", (
+                f"{order.symbol} trades in lots of {lot}: quantity {order.qty:,} is not a multiple "
+                f"(use lots=N, or a quantity like {max(lot, order.qty // lot * lot):,})"
+            )
         entry = order.price if order.price is not None else reference
         if entry is None:
             return None
         side, what = order.side, "long" if order.side > 0 else "short"
         ref = f"the entry {entry:,.2f}" + ("" if order.price is not None else " (last close when placed)")
         if order.stop_loss is not None and (order.stop_loss >= entry if side > 0 else order.stop_loss <= entry):
-            return "bracket side", (f"stop_loss {order.stop_loss:,.2f} of a {what} entry is not "
-                                    f"{'below' if side > 0 else 'above'} {ref}")
+            return "bracket side", (
+                f"stop_loss {order.stop_loss:,.2f} of a {what} entry is not {'below' if side > 0 else 'above'} {ref}"
+            )
         if order.target is not None and (order.target <= entry if side > 0 else order.target >= entry):
-            return "bracket side", (f"target {order.target:,.2f} of a {what} entry is not "
-                                    f"{'above' if side > 0 else 'below'} {ref}")
+            return "bracket side", (
+                f"target {order.target:,.2f} of a {what} entry is not {'above' if side > 0 else 'below'} {ref}"
+            )
         return None
 
     def cancel(self, order: Order) -> None:
@@ -270,7 +295,9 @@ class SimBroker:
         first = live[0]
         if len(live) == 1 and first.kind == MARKET and first.bracket_of is None and first.placed_us <= ts_us:
             self._fill(first, o + first.side * slip, ts_us)  # the common case: one market order
-            if live and live[0].bracket_of is not None:  # the fill replaced `first` with its bracket's legs  # its bracket legs, live from this fill
+            if (
+                live and live[0].bracket_of is not None
+            ):  # the fill replaced `first` with its bracket's legs  # its bracket legs, live from this fill
                 self._resolve_brackets(symbol, ts_us, o, h, low, slip, {live[0].bracket_of})
             return
         at_open: set[int] = set()
@@ -317,7 +344,9 @@ class SimBroker:
             return (o + slip, True) if o >= p else (p + slip, False) if h >= p else None
         return (o - slip, True) if o <= p else (p - slip, False) if low <= p else None
 
-    def _resolve_brackets(self, symbol: str, ts_us: int, o: float, h: float, low: float, slip: float, at_open: set[int]) -> None:
+    def _resolve_brackets(
+        self, symbol: str, ts_us: int, o: float, h: float, low: float, slip: float, at_open: set[int]
+    ) -> None:
         live = self.pending.get(symbol, [])
         for leg in [x for x in live if x.bracket_of is not None]:
             if leg.status != "pending" or leg.placed_us > ts_us:
@@ -389,8 +418,10 @@ class SimBroker:
         if need <= free + 1e-6:
             return None
         verb = "BUY" if order.side > 0 else "SELL"
-        return (f"{verb} {order.qty:,} {sym} @ {price:,.2f} needs Rs {need:,.2f} ({seg} margin + charges), "
-                f"Rs {max(free, 0.0):,.2f} is free")
+        return (
+            f"{verb} {order.qty:,} {sym} @ {price:,.2f} needs Rs {need:,.2f} ({seg} margin + charges), "
+            f"Rs {max(free, 0.0):,.2f} is free"
+        )
 
     def _fill(self, order: Order, price: float, ts_us: int, check: bool = True) -> None:
         why = self.buying_power_check(order, price, ts_us) if check else None
@@ -408,12 +439,38 @@ class SimBroker:
         legs = []
         exit_side = -entry.side
         if entry.stop_loss is not None:
-            legs.append(Order(self._next_id, entry.strategy, entry.symbol, exit_side, entry.qty, STOP, entry.stop_loss,
-                              ts_us, "stop", bracket_of=entry.id, tag=entry.tag))
+            legs.append(
+                Order(
+                    self._next_id,
+                    entry.strategy,
+                    entry.symbol,
+                    exit_side,
+                    entry.qty,
+                    STOP,
+                    entry.stop_loss,
+                    ts_us,
+                    "stop",
+                    bracket_of=entry.id,
+                    tag=entry.tag,
+                )
+            )
             self._next_id += 1
         if entry.target is not None:
-            legs.append(Order(self._next_id, entry.strategy, entry.symbol, exit_side, entry.qty, LIMIT, entry.target,
-                              ts_us, "target", bracket_of=entry.id, tag=entry.tag))
+            legs.append(
+                Order(
+                    self._next_id,
+                    entry.strategy,
+                    entry.symbol,
+                    exit_side,
+                    entry.qty,
+                    LIMIT,
+                    entry.target,
+                    ts_us,
+                    "target",
+                    bracket_of=entry.id,
+                    tag=entry.tag,
+                )
+            )
             self._next_id += 1
         if len(legs) == 2:
             legs[0].oco, legs[1].oco = legs[1].id, legs[0].id
@@ -439,14 +496,30 @@ class SimBroker:
             matched = min(abs(lot[0]), abs(remaining))
             side = 1 if lot[0] > 0 else -1
             model = self._costs(fill.symbol)
-            charges = model.round_trip(
-                "long" if side > 0 else "short", matched, lot[1], ist_date(lot[2]), fill.price, ist_date(fill.ts_us)
-            ) if model.table is not None else NO_CHARGES
+            charges = (
+                model.round_trip(
+                    "long" if side > 0 else "short", matched, lot[1], ist_date(lot[2]), fill.price, ist_date(fill.ts_us)
+                )
+                if model.table is not None
+                else NO_CHARGES
+            )
             total = charges.total
             self.cash -= total
             self.charges_paid += total
-            self.trades.append(ClosedTrade(fill.strategy, fill.symbol, side, matched, lot[2], lot[1], fill.ts_us,
-                                           fill.price, fill.reason, total))
+            self.trades.append(
+                ClosedTrade(
+                    fill.strategy,
+                    fill.symbol,
+                    side,
+                    matched,
+                    lot[2],
+                    lot[1],
+                    fill.ts_us,
+                    fill.price,
+                    fill.reason,
+                    total,
+                )
+            )
             lot[0] -= side * matched
             remaining += side * matched
             if lot[0] == 0:
@@ -501,9 +574,18 @@ class SimBroker:
                 "strategy": [x.strategy for x in t],
             },
             schema={
-                "symbol": pl.String, "side": pl.String, "qty": pl.Int64, "entry_ts": pl.Int64, "entry_price": pl.Float64,
-                "exit_ts": pl.Int64, "exit_price": pl.Float64, "gross_pnl": pl.Float64, "charges": pl.Float64,
-                "net_pnl": pl.Float64, "exit_reason": pl.String, "strategy": pl.String,
+                "symbol": pl.String,
+                "side": pl.String,
+                "qty": pl.Int64,
+                "entry_ts": pl.Int64,
+                "entry_price": pl.Float64,
+                "exit_ts": pl.Int64,
+                "exit_price": pl.Float64,
+                "gross_pnl": pl.Float64,
+                "charges": pl.Float64,
+                "net_pnl": pl.Float64,
+                "exit_reason": pl.String,
+                "strategy": pl.String,
             },
         )
 

@@ -77,8 +77,10 @@ class Candle(NamedTuple):
 
     def __repr__(self) -> str:
         oi = "" if self.oi is None else f" oi={self.oi}"
-        return (f"Candle({self.symbol} {self.timeframe} {self.ts:%Y-%m-%d %H:%M} "
-                f"o={self.open} h={self.high} l={self.low} c={self.close} v={self.volume}{oi})")
+        return (
+            f"Candle({self.symbol} {self.timeframe} {self.ts:%Y-%m-%d %H:%M} "
+            f"o={self.open} h={self.high} l={self.low} c={self.close} v={self.volume}{oi})"
+        )
 
 
 def empty_candles() -> pl.DataFrame:
@@ -111,7 +113,11 @@ def normalize(df: pl.DataFrame) -> pl.DataFrame:
     if ts.dtype == pl.String:
         ts = ts.str.to_datetime(time_zone="Asia/Kolkata", time_unit="us")
     elif isinstance(ts.dtype, pl.Datetime):
-        ts = ts.dt.replace_time_zone("Asia/Kolkata") if ts.dtype.time_zone is None else ts.dt.convert_time_zone("Asia/Kolkata")
+        ts = (
+            ts.dt.replace_time_zone("Asia/Kolkata")
+            if ts.dtype.time_zone is None
+            else ts.dt.convert_time_zone("Asia/Kolkata")
+        )
     cols: list[pl.Series | pl.Expr] = [ts.cast(TS_DTYPE).alias("ts")]
     cols += [pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close")]
     cols.append(pl.col("volume").cast(pl.Float64).round(0).cast(pl.Int64))
@@ -155,4 +161,6 @@ def merge_candles(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
         return new
     if new.is_empty():
         return old
-    return pl.concat([old, new], how="diagonal_relaxed").unique(subset="ts", keep="last", maintain_order=True).sort("ts")
+    return (
+        pl.concat([old, new], how="diagonal_relaxed").unique(subset="ts", keep="last", maintain_order=True).sort("ts")
+    )

@@ -40,13 +40,21 @@ class _Group(TyperGroup):
     typer's CliRunner all take the same path.
     """
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         prog_name = prog_name or "mde"  # also under `python -m mde`: the name the README and the errors use
 
         def call() -> Any:
-            return super(_Group, self).main(args, prog_name, complete_var, standalone_mode=False,
-                                            windows_expand_args=windows_expand_args, **extra)
+            return super(_Group, self).main(
+                args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
+            )
 
         if not standalone_mode:
             return call()
@@ -58,10 +66,20 @@ class _Command(TyperCommand):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for decls, attr, text in ((["--verbose", "-v"], "verbose", "Log what mde does to stderr (as mde -v)."),
-                                  (["--quiet", "-q"], "quiet", "Print nothing but errors (as mde -q).")):
-            self.params.append(TyperOption(param_decls=decls, is_flag=True, default=False, expose_value=False, help=text,
-                                           callback=functools.partial(_flag, attr)))
+        for decls, attr, text in (
+            (["--verbose", "-v"], "verbose", "Log what mde does to stderr (as mde -v)."),
+            (["--quiet", "-q"], "quiet", "Print nothing but errors (as mde -q)."),
+        ):
+            self.params.append(
+                TyperOption(
+                    param_decls=decls,
+                    is_flag=True,
+                    default=False,
+                    expose_value=False,
+                    help=text,
+                    callback=functools.partial(_flag, attr),
+                )
+            )
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:
@@ -229,8 +247,11 @@ def run_guarded(call: Callable[[], Any]) -> int:
     except typer.TyperException as exc:  # click's ClickException and its usage errors
         if type(exc).__name__ == "NoArgsIsHelpError":
             return 2  # `mde` alone: typer printed the help
-        _error_line(usage_message(exc) if isinstance(getattr(exc, "exit_code", None), int) and exc.exit_code == 2
-                    else " ".join(exc.format_message().split()))
+        _error_line(
+            usage_message(exc)
+            if isinstance(getattr(exc, "exit_code", None), int) and exc.exit_code == 2
+            else " ".join(exc.format_message().split())
+        )
         return int(getattr(exc, "exit_code", 1))
     except typer.Abort:
         _error_line("aborted")
@@ -273,11 +294,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    config: Annotated[Path | None, typer.Option("--config", help="Config file (default: $MDE_CONFIG, else ./mde.toml).")] = None,
-    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Cache folder (overrides MDE_CACHE_DIR and mde.toml).")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Config file (default: $MDE_CONFIG, else ./mde.toml).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Cache folder (overrides MDE_CACHE_DIR and mde.toml).")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what mde does to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     """Market Data Engine: fetch, cache and read NSE candles.
 
@@ -331,19 +358,39 @@ def _report_bad(errors: list[MdeError], worst: Callable[[list[MdeError]], MdeErr
 # -- options more than one command takes, defined once -------------------------------------
 # `replay` and `paper` share the run options (strategy, symbols, parameters, costs, cash,
 # slippage, output files); `-s`/positional symbols, --timeframe and --source are everywhere.
-SymbolsOpt = Annotated[list[str] | None, typer.Option(
-    "--symbols", "--symbol", "-s", show_default=False,
-    help="Symbols: --symbols NIFTY BANKNIFTY, -s NIFTY -s BANKNIFTY or NIFTY,BANKNIFTY.")]
-MoreSymbols = Annotated[list[str] | None, typer.Argument(
-    help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)]
-TimeframeOpt = Annotated[str, typer.Option("--timeframe", "-t", help="1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day).")]
-SourceOpt = Annotated[SourceKind | None, typer.Option("--source", case_sensitive=False, help="Where candles come from (default: \\[source] kind).")]
+SymbolsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--symbols",
+        "--symbol",
+        "-s",
+        show_default=False,
+        help="Symbols: --symbols NIFTY BANKNIFTY, -s NIFTY -s BANKNIFTY or NIFTY,BANKNIFTY.",
+    ),
+]
+MoreSymbols = Annotated[
+    list[str] | None, typer.Argument(help="More symbols (so that --symbols NIFTY BANKNIFTY works).", show_default=False)
+]
+TimeframeOpt = Annotated[
+    str, typer.Option("--timeframe", "-t", help="1m 3m 5m 10m 15m 30m 60m 1d (also 1h, 5minute, day).")
+]
+SourceOpt = Annotated[
+    SourceKind | None,
+    typer.Option("--source", case_sensitive=False, help="Where candles come from (default: \\[source] kind)."),
+]
 ListFormatOpt = Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")]
 FromOpt = Annotated[str, typer.Option("--from", help="First session, YYYY-MM-DD (inclusive).")]
 StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")]
-ParamsOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE; NAME=V1,V2 sweeps every combination.")]
-CostsOpt = Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha (dated Indian charges) or none.")]
-SegmentOpt = Annotated[Segment | None, typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")]
+ParamsOpt = Annotated[
+    list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE; NAME=V1,V2 sweeps every combination.")
+]
+CostsOpt = Annotated[
+    CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha (dated Indian charges) or none.")
+]
+SegmentOpt = Annotated[
+    Segment | None,
+    typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles)."),
+]
 CashOpt = Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")]
 SlippageOpt = Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill.")]
 TradesOpt = Annotated[Path | None, typer.Option("--trades", help="Write the closed trades as CSV.")]
@@ -356,8 +403,12 @@ def window(
     symbol: Annotated[str, typer.Argument(help="NIFTY, BANKNIFTY, INFY, NSE:INFY ...")],
     timeframe: TimeframeOpt = "5m",
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many candles (1..1000).")] = 50,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")] = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", case_sensitive=False, help="table, json (the HTTP API's shape) or csv.")] = Format.table,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Only candles complete at this ISO time (default: now).")
+    ] = None,
+    fmt: Annotated[
+        Format, typer.Option("--format", "-f", case_sensitive=False, help="table, json (the HTTP API's shape) or csv.")
+    ] = Format.table,
     source: SourceOpt = None,
 ) -> None:
     """Show the latest complete candles from the cache.
@@ -407,10 +458,20 @@ def fetch(
 @app.command()
 @handle_errors
 def refresh(
-    symbols: Annotated[list[str] | None, typer.Argument(help="Symbols (also --symbols; default: \\[refresh] symbols).", show_default=False)] = None,
+    symbols: Annotated[
+        list[str] | None,
+        typer.Argument(help="Symbols (also --symbols; default: \\[refresh] symbols).", show_default=False),
+    ] = None,
     symbols_opt: SymbolsOpt = None,
-    timeframes: Annotated[list[str] | None, typer.Option("--timeframe", "-t", help="Timeframe(s) (default: \\[refresh] timeframes, 5m).")] = None,
-    count: Annotated[int | None, typer.Option("--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000).")] = None,
+    timeframes: Annotated[
+        list[str] | None, typer.Option("--timeframe", "-t", help="Timeframe(s) (default: \\[refresh] timeframes, 5m).")
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(
+            "--count", help="Make sure at least N complete candles are cached (back-fills; new series default 1000)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     source: SourceOpt = None,
 ) -> None:
@@ -430,8 +491,13 @@ def refresh(
     eng = engine(source)
     on_tty = sys.stdout.isatty() and not STATE.quiet and not as_json
     with RefreshProgress(_stdout()) if on_tty else nullcontext() as progress:
-        report = eng.refresh_many([*(symbols_opt or []), *(symbols or [])], timeframes, count,
-                                  on_result=progress.result if progress else None, on_plan=progress.plan if progress else None)
+        report = eng.refresh_many(
+            [*(symbols_opt or []), *(symbols or [])],
+            timeframes,
+            count,
+            on_result=progress.result if progress else None,
+            on_plan=progress.plan if progress else None,
+        )
     for res in report.results:
         if res.error is not None:
             _error_line(f"{res.symbol} {res.timeframe}: {res.error.message}")
@@ -469,8 +535,14 @@ def import_(
     path: Annotated[Path, typer.Argument(help="A CSV (ts,open,high,low,close,volume) or the old JSON cache file.")],
     symbol: Annotated[str, typer.Option("--symbol", help="The symbol these candles belong to.")] = ...,  # type: ignore[assignment]
     timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Their timeframe.")] = ...,  # type: ignore[assignment]
-    origin: Annotated[str, typer.Option("--origin", help="Source label in the manifest (kite to continue with `mde refresh` on Kite).")] = "import",
-    drop_invalid: Annotated[bool, typer.Option("--drop-invalid", help="Drop implausible rows (counted by reason) instead of refusing the file.")] = False,
+    origin: Annotated[
+        str,
+        typer.Option("--origin", help="Source label in the manifest (kite to continue with `mde refresh` on Kite)."),
+    ] = "import",
+    drop_invalid: Annotated[
+        bool,
+        typer.Option("--drop-invalid", help="Drop implausible rows (counted by reason) instead of refusing the file."),
+    ] = False,
 ) -> None:
     """Load candles from a CSV or the previous version's JSON cache into the Parquet cache.
 
@@ -505,8 +577,12 @@ def prune(
 @app.command()
 @handle_errors
 def login(
-    request_token: Annotated[str | None, typer.Argument(help="The request_token, or the whole redirect URL (else read from stdin).")] = None,
-    status: Annotated[bool, typer.Option("--status", help="Say whether a token is stored and when it expires (never the token).")] = False,
+    request_token: Annotated[
+        str | None, typer.Argument(help="The request_token, or the whole redirect URL (else read from stdin).")
+    ] = None,
+    status: Annotated[
+        bool, typer.Option("--status", help="Say whether a token is stored and when it expires (never the token).")
+    ] = False,
 ) -> None:
     """Log in to Kite once a day: open the printed URL, log in, paste the redirect URL back.
 
@@ -529,16 +605,22 @@ def login(
         _stderr().print(f"Open this URL, log in, and paste the URL Kite redirects you to:\n{auth.login_url(client)}")
         request_token = sys.stdin.readline().strip()
     info = auth.complete_login(conf, client, request_token)
-    _say(f"logged in as {info.user_id}; token saved to {auth.token_path(conf)}, expires {info.expires_at:%Y-%m-%d %H:%M} IST")
+    _say(
+        f"logged in as {info.user_id}; token saved to {auth.token_path(conf)}, expires {info.expires_at:%Y-%m-%d %H:%M} IST"
+    )
 
 
 @app.command()
 @handle_errors
 def instruments(
     search: Annotated[str | None, typer.Option("--search", help="Case-insensitive text in the symbol or name.")] = None,
-    refresh_dump: Annotated[bool, typer.Option("--refresh", help="Download Kite's instruments list now (else at most once a day).")] = False,
+    refresh_dump: Annotated[
+        bool, typer.Option("--refresh", help="Download Kite's instruments list now (else at most once a day).")
+    ] = False,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to show.")] = 50,
-    fmt: Annotated[ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")] = ListFormat.table,
+    fmt: Annotated[
+        ListFormat, typer.Option("--format", "-f", case_sensitive=False, help="table or json.")
+    ] = ListFormat.table,
     source: SourceOpt = None,
 ) -> None:
     """Show Kite's instruments list (downloaded at most once a day and cached as Parquet; on the
@@ -572,11 +654,17 @@ def replay(
     segment: SegmentOpt = None,
     cash: CashOpt = 1_000_000.0,
     slippage: SlippageOpt = 0,
-    square_off: Annotated[str | None, typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")] = None,
+    square_off: Annotated[
+        str | None, typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")
+    ] = None,
     trades: TradesOpt = None,
     report: ReportOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object, nothing else.")] = False,
-    allow_gaps: Annotated[bool, typer.Option("--allow-gaps", help="Replay even if the cache lacks sessions of the range.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object, nothing else.")
+    ] = False,
+    allow_gaps: Annotated[
+        bool, typer.Option("--allow-gaps", help="Replay even if the cache lacks sessions of the range.")
+    ] = False,
     sort: Annotated[str, typer.Option("--sort", help="Sweep: the metric to sort rows by.")] = "net_pnl",
     workers: Annotated[int | None, typer.Option("--workers", help="Sweep: processes (default: all cores).")] = None,
     source: SourceOpt = None,
@@ -595,12 +683,22 @@ def replay(
     eng = engine(source)
     grid = param_grid(params or [])
     run: dict[str, Any] = dict(
-        symbols=names, timeframe=timeframe, start=start, end=end, costs=costs.value, segment=_value(segment), cash=cash,
-        slippage_ticks=slippage, allow_gaps=allow_gaps, square_off=square_off,
+        symbols=names,
+        timeframe=timeframe,
+        start=start,
+        end=end,
+        costs=costs.value,
+        segment=_value(segment),
+        cash=cash,
+        slippage_ticks=slippage,
+        allow_gaps=allow_gaps,
+        square_off=square_off,
     )
     if len(grid) > 1:
         if trades or report:
-            raise InputError("--trades and --report need one parameter set; run the best row of the sweep again without lists")
+            raise InputError(
+                "--trades and --report need one parameter set; run the best row of the sweep again without lists"
+            )
         _sweep(eng, strategy, grid, sort, workers, as_json, run)
         return
     # the strategy's ctx.log lines on stderr as they come (stdout stays the table or the JSON)
@@ -623,8 +721,15 @@ def replay(
             _say(f"{what} written to {path}", err=True)
 
 
-def _sweep(eng: MarketDataEngine, strategy: str, grid: list[dict[str, str]], sort: str, workers: int | None,
-           as_json: bool, run: dict[str, Any]) -> None:
+def _sweep(
+    eng: MarketDataEngine,
+    strategy: str,
+    grid: list[dict[str, str]],
+    sort: str,
+    workers: int | None,
+    as_json: bool,
+    run: dict[str, Any],
+) -> None:
     """`mde replay` with lists of parameter values: one row per combination, then the error of
     the combinations whose strategy raised (if any)."""
     from .render import sweep_json, sweep_table
@@ -644,28 +749,69 @@ def _sweep(eng: MarketDataEngine, strategy: str, grid: list[dict[str, str]], sor
 @handle_errors
 def paper(
     more_symbols: MoreSymbols = None,
-    strategy: Annotated[str | None, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")] = None,
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", help="sma_cross, orb, or path/to/file.py:ClassName.")
+    ] = None,
     symbols: SymbolsOpt = None,
-    timeframe: Annotated[str | None, typer.Option("--timeframe", "-t", help="For every symbol. Default: each symbol's first in \\[refresh.multi_tf], else \\[refresh] timeframes\\[0].")] = None,
+    timeframe: Annotated[
+        str | None,
+        typer.Option(
+            "--timeframe",
+            "-t",
+            help="For every symbol. Default: each symbol's first in \\[refresh.multi_tf], else \\[refresh] timeframes\\[0].",
+        ),
+    ] = None,
     params: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE.")] = None,
-    session: Annotated[str | None, typer.Option("--session", help="Session name (default: the built-in strategy's name or the class name, then the date, e.g. RsiReversion-2024-06-14); the same name resumes it.")] = None,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            "--session",
+            help="Session name (default: the built-in strategy's name or the class name, then the date, e.g. RsiReversion-2024-06-14); the same name resumes it.",
+        ),
+    ] = None,
     source: SourceOpt = None,
-    day: Annotated[str | None, typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")] = None,
-    speed: Annotated[float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")] = 0.0,
-    tick: Annotated[str | None, typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close.")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")] = None,
-    costs: Annotated[CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha or none.")] = CostKind.zerodha,
-    segment: Annotated[Segment | None, typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles).")] = None,
+    day: Annotated[
+        str | None, typer.Option("--date", help="With --source sample: the bundled day to play, YYYY-MM-DD.")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option("--speed", help="Sample clock: 60 = 60x real time, 0 = as fast as possible.")
+    ] = 0.0,
+    tick: Annotated[
+        str | None,
+        typer.Option("--tick", help="Clock step: 1s (live default), 500ms, 1m; sample default: each candle close."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Stop at HH:MM IST (default: the session's end).")
+    ] = None,
+    costs: Annotated[
+        CostKind, typer.Option("--costs", case_sensitive=False, help="zerodha or none.")
+    ] = CostKind.zerodha,
+    segment: Annotated[
+        Segment | None,
+        typer.Option("--segment", case_sensitive=False, help="Charge as this segment (needed for index candles)."),
+    ] = None,
     cash: Annotated[float, typer.Option("--cash", help="Starting cash in rupees.")] = 1_000_000.0,
-    slippage: Annotated[int, typer.Option("--slippage", help="Ticks against each market/stop fill (live: against the LTP).")] = 0,
+    slippage: Annotated[
+        int, typer.Option("--slippage", help="Ticks against each market/stop fill (live: against the LTP).")
+    ] = 0,
     trades: Annotated[Path | None, typer.Option("--trades", help="Write the closed trades as CSV.")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the same HTML report as mde replay.")] = None,
-    max_loss: Annotated[float | None, typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")] = None,
-    max_qty: Annotated[int | None, typer.Option("--max-qty", help="Risk: largest position per symbol (quantity).")] = None,
-    max_notional: Annotated[float | None, typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")] = None,
+    max_loss: Annotated[
+        float | None, typer.Option("--max-loss", help="Risk: halt and flatten when the day's loss reaches this (Rs).")
+    ] = None,
+    max_qty: Annotated[
+        int | None, typer.Option("--max-qty", help="Risk: largest position per symbol (quantity).")
+    ] = None,
+    max_notional: Annotated[
+        float | None, typer.Option("--max-notional", help="Risk: largest position per symbol (Rs).")
+    ] = None,
     max_orders: Annotated[int | None, typer.Option("--max-orders-per-minute", help="Risk: orders per minute.")] = None,
-    status: Annotated[bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")] = False,
-    halt: Annotated[bool, typer.Option("--halt", help="Kill switch for --session: no new entries, flatten, stop.")] = False,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show what the journal says of --session (or of all sessions).")
+    ] = False,
+    halt: Annotated[
+        bool, typer.Option("--halt", help="Kill switch for --session: no new entries, flatten, stop.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (or --status) as JSON.")] = False,
 ) -> None:
     """Paper-trade a strategy live on Kite, or on a bundled day as if live (--source sample --date).
@@ -711,11 +857,27 @@ def paper(
     # the library holds the rules (--date with --source sample only, the timeframe of each symbol) and
     # checks everything before a journal exists; a terminal gets the live panel, else one line per event
     paper_session = PaperEngine.from_settings(
-        conf, strategy, universe, timeframe, day=day, speed=speed, tick=step, name=session,
-        params={k: v[0] for k, v in grid.items()}, until=until, costs=costs.value,
-        segment=segment.value if segment else None, cash=cash, slippage_ticks=slippage,
-        risk=limits_from(conf, max_loss_per_day=max_loss, max_position_qty=max_qty,
-                         max_position_notional=max_notional, max_orders_per_minute=max_orders),
+        conf,
+        strategy,
+        universe,
+        timeframe,
+        day=day,
+        speed=speed,
+        tick=step,
+        name=session,
+        params={k: v[0] for k, v in grid.items()},
+        until=until,
+        costs=costs.value,
+        segment=segment.value if segment else None,
+        cash=cash,
+        slippage_ticks=slippage,
+        risk=limits_from(
+            conf,
+            max_loss_per_day=max_loss,
+            max_position_qty=max_qty,
+            max_position_notional=max_notional,
+            max_orders_per_minute=max_orders,
+        ),
         log=None if STATE.quiet or panel is not None else (lambda line: typer.echo(line, err=True)),
         on_tick=(lambda snap: panel.update(paper_dashboard(snap))) if panel is not None else None,
     )
@@ -737,16 +899,33 @@ def paper(
 
     replay_table(result.summary, _stdout())
     resumed = f", resumed after {result.resumed_from} series marks" if result.resumed_from else ""
-    typer.echo(f"session {result.name} {result.status}: {result.candles} candles{resumed}; {result.trades.height} trades, "
-               f"net P&L {result.net_pnl:,.2f}, cash {result.cash:,.2f}")
+    typer.echo(
+        f"session {result.name} {result.status}: {result.candles} candles{resumed}; {result.trades.height} trades, "
+        f"net P&L {result.net_pnl:,.2f}, cash {result.cash:,.2f}"
+    )
 
 
 @app.command()
 @handle_errors
 def serve(
-    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token.")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Port (default: \\[serve] port, 8000; 0: any free port, named in the first line).")] = None,
-    token: Annotated[str | None, typer.Option("--token", help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).", show_default=False)] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", help="Address to bind (default: \\[serve] host, 127.0.0.1). Anything but loopback needs a token."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="Port (default: \\[serve] port, 8000; 0: any free port, named in the first line)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="API token required as `Authorization: Bearer ...` (default: $MDE_API_TOKEN).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API and the dashboard (read-only) until Ctrl-C.
 
@@ -768,7 +947,9 @@ def serve(
 @app.command()
 @handle_errors
 def strategies(
-    spec: Annotated[str | None, typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")] = None,
+    spec: Annotated[
+        str | None, typer.Argument(help="A strategy (default: the built-ins), e.g. orb or path/to/file.py:Class.")
+    ] = None,
     fmt: ListFormatOpt = ListFormat.table,
 ) -> None:
     """List strategies and their parameters (set them with `mde replay --param NAME=VALUE`).

@@ -20,7 +20,12 @@ Code: TypeAlias = IntCode | FloatCode
 
 # array/memoryview type codes of the numeric columns we read without Python objects
 CODES: dict[pl.DataType, Code] = {
-    pl.Int8(): "b", pl.Int16(): "h", pl.Int32(): "i", pl.Int64(): "q", pl.Float32(): "f", pl.Float64(): "d",
+    pl.Int8(): "b",
+    pl.Int16(): "h",
+    pl.Int32(): "i",
+    pl.Int64(): "q",
+    pl.Float32(): "f",
+    pl.Float64(): "d",
 }
 _DTYPES = {code: dtype for dtype, code in CODES.items()}
 
@@ -81,7 +86,7 @@ def _chunk_bytes(code: Code, series: pl.Series) -> list[memoryview[int]] | None:
         raw = memoryview(chunk.buffer(1))
         if raw.itemsize != size:
             return None
-        out.append(raw.cast("B")[chunk.offset * size:(chunk.offset + chunk.length) * size])
+        out.append(raw.cast("B")[chunk.offset * size : (chunk.offset + chunk.length) * size])
     return out
 
 

@@ -130,7 +130,9 @@ class Settings(_Picklable):
     margins_file: Path | None = None  # [margins] file: the user's own margin rates (else the bundled one)
     risk: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # [risk] limits of paper sessions
     serve: ServeSettings = ServeSettings()  # [serve], MDE_API_TOKEN, MDE_CORS_ORIGINS
-    lock_timeout: float = 120.0  # seconds a writer waits for another mde's cache lock ([cache] lock_timeout, MDE_LOCK_TIMEOUT)
+    lock_timeout: float = (
+        120.0  # seconds a writer waits for another mde's cache lock ([cache] lock_timeout, MDE_LOCK_TIMEOUT)
+    )
 
     def clock(self) -> datetime:
         """The pinned instant if MDE_NOW is set, else the wall clock, in IST."""
@@ -196,8 +198,12 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _count, "multi_tf": _tf_map},
     "costs": {"file": _str},
     "margins": {"file": _str},
-    "risk": {"max_loss_per_day": _pos_num, "max_position_qty": _pos_int, "max_position_notional": _pos_num,
-             "max_orders_per_minute": _pos_int},
+    "risk": {
+        "max_loss_per_day": _pos_num,
+        "max_position_qty": _pos_int,
+        "max_position_notional": _pos_num,
+        "max_orders_per_minute": _pos_int,
+    },
     # no token here on purpose: a secret does not belong in a file that may be committed
     "serve": {"host": _str, "port": _port, "cors_origins": _str_list, "allowed_hosts": _str_list},
 }
@@ -233,7 +239,6 @@ def _check(raw: dict[str, Any], where: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-
 def find_config_file(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
     if explicit:
         return _config_file(Path(explicit).expanduser(), "config file {path}")
@@ -251,8 +256,6 @@ def _config_file(path: Path, what: str) -> Path:
     if not path.exists():
         raise ConfigError(f"{named} does not exist")
     return path
-
-
 
 
 def load(
@@ -319,7 +322,9 @@ def load(
         in_range = False
     if not in_range:
         last = CLOCK_RANGE[1] - timedelta(days=1)
-        raise ConfigError(f"MDE_NOW must be between {CLOCK_RANGE[0]:%Y-%m-%d} and {last:%Y-%m-%d} (IST), got {given!s:.40}")
+        raise ConfigError(
+            f"MDE_NOW must be between {CLOCK_RANGE[0]:%Y-%m-%d} and {last:%Y-%m-%d} (IST), got {given!s:.40}"
+        )
 
     kite_raw = raw.get("kite", {})
     deadline = kite_raw.get("deadline", 30.0)
@@ -329,7 +334,9 @@ def load(
         except ValueError:
             deadline = float("nan")
         if not 0 < deadline < float("inf"):
-            raise ConfigError(f"MDE_KITE_DEADLINE must be a positive number of seconds, got {env['MDE_KITE_DEADLINE']!r}")
+            raise ConfigError(
+                f"MDE_KITE_DEADLINE must be a positive number of seconds, got {env['MDE_KITE_DEADLINE']!r}"
+            )
     kite = KiteSettings(
         deadline=deadline,
         api_key=env.get("KITE_API_KEY") or kite_raw.get("api_key"),
@@ -347,9 +354,11 @@ def load(
     serve = ServeSettings(
         host=host or serve_raw.get("host", "127.0.0.1"),
         port=port if port is not None else serve_raw.get("port", 8000),
-        cors_origins=tuple(o.strip() for o in cors_env.split(",") if o.strip()) if cors_env
+        cors_origins=tuple(o.strip() for o in cors_env.split(",") if o.strip())
+        if cors_env
         else serve_raw.get("cors_origins", ()),
-        allowed_hosts=tuple(h.strip() for h in hosts_env.split(",") if h.strip()) if hosts_env
+        allowed_hosts=tuple(h.strip() for h in hosts_env.split(",") if h.strip())
+        if hosts_env
         else tuple(serve_raw.get("allowed_hosts", ())),
         token=api_token or env.get("MDE_API_TOKEN") or None,
     )
@@ -374,5 +383,7 @@ def load(
         aliases=aliases,
         now=pinned,
         config_path=path,
-        token_file=Path(env["MDE_TOKEN_FILE"]).expanduser() if env.get("MDE_TOKEN_FILE") else default_config_dir() / "kite_token.json",
+        token_file=Path(env["MDE_TOKEN_FILE"]).expanduser()
+        if env.get("MDE_TOKEN_FILE")
+        else default_config_dir() / "kite_token.json",
     )

@@ -209,7 +209,9 @@ class CostModel:
         return entry + exit_
 
 
-def cost_model(kind: str, segment: str | None, instrument_segment: str | None, symbol: str, table_path: Path | None = None) -> CostModel:
+def cost_model(
+    kind: str, segment: str | None, instrument_segment: str | None, symbol: str, table_path: Path | None = None
+) -> CostModel:
     """Build the model for `--costs KIND [--segment SEG]` on one instrument.
 
     An index has no segment of its own: with `--costs zerodha` the user must say which

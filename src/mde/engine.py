@@ -292,7 +292,9 @@ class MarketDataEngine:
         self.store.lock_timeout = self.settings.lock_timeout
         self.calendar = cal_mod.nse()
         # symbol -> instrument without a catalog is pure given the aliases; memoized for servers
-        self._offline = functools.lru_cache(maxsize=4096)(functools.partial(resolve_offline, aliases=self.settings.aliases))
+        self._offline = functools.lru_cache(maxsize=4096)(
+            functools.partial(resolve_offline, aliases=self.settings.aliases)
+        )
 
     # -- plumbing -----------------------------------------------------------------------
     @property
@@ -389,8 +391,14 @@ class MarketDataEngine:
         """` (it has 1d, 60m)`: the sample's timeframes of a symbol, for messages."""
         try:
             key = self._offline(symbol).key
-            src = self._source if self._source is not None and self._source.name == "sample" else make_source(self.settings, "sample")
-            have = sorted({tf for k, tf in cast("SampleSource", src).series() if k == key}, key=lambda n: parse(n).minutes)
+            src = (
+                self._source
+                if self._source is not None and self._source.name == "sample"
+                else make_source(self.settings, "sample")
+            )
+            have = sorted(
+                {tf for k, tf in cast("SampleSource", src).series() if k == key}, key=lambda n: parse(n).minutes
+            )
         except MdeError:
             return ""
         return f" (it has {', '.join(have)} for {symbol})" if have else f" (it has nothing for {symbol})"
@@ -414,7 +422,10 @@ class MarketDataEngine:
         day = lo.astimezone(IST).date()
         while day <= hi.astimezone(IST).date():
             base = datetime.combine(day, time(0, 0), IST)
-            if any(base + timedelta(minutes=a) <= hi and base + timedelta(minutes=b) > lo for a, b in self.calendar.sessions(day)):
+            if any(
+                base + timedelta(minutes=a) <= hi and base + timedelta(minutes=b) > lo
+                for a, b in self.calendar.sessions(day)
+            ):
                 return True
             day += timedelta(days=1)
         return False
@@ -428,7 +439,9 @@ class MarketDataEngine:
         inst, tf = self._series(symbol, timeframe)
         return self.store.read(inst, tf)
 
-    def save_cache(self, symbol: str, timeframe: str | Timeframe, candles: pl.DataFrame, *, covered: Range | None = None) -> WriteResult:
+    def save_cache(
+        self, symbol: str, timeframe: str | Timeframe, candles: pl.DataFrame, *, covered: Range | None = None
+    ) -> WriteResult:
         """Merge candles into the cache; incomplete ones (closing after now) are dropped.
 
         Every row must be a plausible candle (validate.check: finite positive prices, low <= open,
@@ -439,7 +452,13 @@ class MarketDataEngine:
         return self._save(inst, tf, candles, self.source_name, covered, self.now())[0]
 
     def _save(
-        self, inst: Instrument, tf: Timeframe, candles: pl.DataFrame, source: str, covered: Range | None, now: datetime,
+        self,
+        inst: Instrument,
+        tf: Timeframe,
+        candles: pl.DataFrame,
+        source: str,
+        covered: Range | None,
+        now: datetime,
         empty: Range | None = None,
     ) -> tuple[WriteResult, pl.DataFrame, int]:
         from .candles import normalize, normalize_daily
@@ -453,7 +472,11 @@ class MarketDataEngine:
 
     # -- fetching -----------------------------------------------------------------------
     def download(
-        self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str | None = None
+        self,
+        symbol: str,
+        timeframe: str | Timeframe,
+        start: datetime | date | str,
+        end: datetime | date | str | None = None,
     ) -> FetchReport:
         """Fetch [start, end] (dates are whole sessions) from the source and merge it into the cache."""
         now = self.now()
@@ -480,10 +503,22 @@ class MarketDataEngine:
             result, complete, _ = self._save(inst, tf, raw, self.source.name, None, now, empty=covered)
             return FetchReport(symbol, inst, tf, (lo, hi), 0, 0, 0, result.rows, complete, empty=covered is not None)
         result, complete, _ = self._save(inst, tf, raw, self.source.name, covered, now)
-        return FetchReport(symbol, inst, tf, asked, complete.height, result.added, result.replaced, result.rows, complete,
-                           implausible=result.implausible)
+        return FetchReport(
+            symbol,
+            inst,
+            tf,
+            asked,
+            complete.height,
+            result.added,
+            result.replaced,
+            result.rows,
+            complete,
+            implausible=result.implausible,
+        )
 
-    def fetch_historical(self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str) -> pl.DataFrame:
+    def fetch_historical(
+        self, symbol: str, timeframe: str | Timeframe, start: datetime | date | str, end: datetime | date | str
+    ) -> pl.DataFrame:
         """Exactly [start, end] from the source, merged into the cache; returns the candles received."""
         return self.download(symbol, timeframe, start, end).candles
 
@@ -504,14 +539,26 @@ class MarketDataEngine:
             if self.has_session(fill.lo, top):
                 # nothing at all (Kite: an instrument not traded yet): recorded as empty, not as covered
                 result, complete, _ = self._save(inst, tf, candles, self.source.name, None, now, empty=vouched)
-                return FetchReport(symbol, inst, tf, (fill.lo, top), 0, 0, 0, result.rows, complete, empty=vouched is not None)
+                return FetchReport(
+                    symbol, inst, tf, (fill.lo, top), 0, 0, 0, result.rows, complete, empty=vouched is not None
+                )
             result, _, _ = self._save(inst, tf, candles, self.source.name, vouched, now)
             rows = result.rows
         else:
             rows = fill.rows
         covered = (candles["ts"][0], top) if not candles.is_empty() else (fill.lo, top)
-        return FetchReport(symbol, inst, tf, covered, candles.height, fill.added, fill.replaced, rows, candles,
-                           implausible=fill.implausible)
+        return FetchReport(
+            symbol,
+            inst,
+            tf,
+            covered,
+            candles.height,
+            fill.added,
+            fill.replaced,
+            rows,
+            candles,
+            implausible=fill.implausible,
+        )
 
     def _vouched(self, tf: Timeframe, lo: datetime, hi: datetime, candles: pl.DataFrame, now: datetime) -> Range | None:
         """The part of an answered request [lo, hi] that the ledger may record as covered.
@@ -547,7 +594,9 @@ class MarketDataEngine:
                     return opened
         return None
 
-    def _chunks(self, inst: Instrument, tf: Timeframe, lo: datetime, hi: datetime) -> Iterator[tuple[datetime, datetime, pl.DataFrame]]:
+    def _chunks(
+        self, inst: Instrument, tf: Timeframe, lo: datetime, hi: datetime
+    ) -> Iterator[tuple[datetime, datetime, pl.DataFrame]]:
         """The source's answer for [lo, hi] in pieces, newest first (one piece if it cannot split)."""
         pieces = getattr(self.source, "historical_chunks", None)
         if pieces is None:
@@ -555,7 +604,9 @@ class MarketDataEngine:
         else:
             yield from pieces(inst, tf, lo, hi)
 
-    def _fill_back(self, inst: Instrument, tf: Timeframe, edge: datetime, need: int, now: datetime, *, newest: bool = False) -> _Fill:
+    def _fill_back(
+        self, inst: Instrument, tf: Timeframe, edge: datetime, need: int, now: datetime, *, newest: bool = False
+    ) -> _Fill:
         """Fetch the newest `need` complete candles before `edge`, writing each piece as it arrives.
 
         Pieces come newest first; each is written and recorded in the ledger (from its oldest
@@ -656,8 +707,18 @@ class MarketDataEngine:
             return self._redownload(symbol, inst, tf, now)
         covered = self._vouched(tf, asked[0], asked[1], fresh, now) if asked is not None else None
         result, complete, _ = self._save(inst, tf, raw, self.source.name, covered, now)
-        return FetchReport(symbol, inst, tf, asked or (lo, now), complete.height, result.added, result.replaced, result.rows,
-                           complete, implausible=result.implausible)
+        return FetchReport(
+            symbol,
+            inst,
+            tf,
+            asked or (lo, now),
+            complete.height,
+            result.added,
+            result.replaced,
+            result.rows,
+            complete,
+            implausible=result.implausible,
+        )
 
     def _redownload(self, symbol: str, inst: Instrument, tf: Timeframe, now: datetime) -> FetchReport:
         manifest = self.store.manifest(inst, tf)
@@ -670,9 +731,22 @@ class MarketDataEngine:
         log.warning("%s %s: the source re-adjusted past candles; downloaded the whole series again", inst, tf)
         a, b = asked or (lo, now)
         vouched = self._vouched(tf, a, b, raw, now)
-        result = self.store.replace_series(inst, tf, raw, source=self.source.name, coverage=[vouched] if vouched else [], now=now)
-        return FetchReport(symbol, inst, tf, (a, b), raw.height, result.added, result.replaced, result.rows, raw,
-                           redownloaded=True, implausible=result.implausible)
+        result = self.store.replace_series(
+            inst, tf, raw, source=self.source.name, coverage=[vouched] if vouched else [], now=now
+        )
+        return FetchReport(
+            symbol,
+            inst,
+            tf,
+            (a, b),
+            raw.height,
+            result.added,
+            result.replaced,
+            result.rows,
+            raw,
+            redownloaded=True,
+            implausible=result.implausible,
+        )
 
     def _backfill(self, report: FetchReport, count: int, now: datetime) -> FetchReport:
         """Extend the covered stretch that reaches the newest candle back until it holds `count`
@@ -688,8 +762,14 @@ class MarketDataEngine:
         bad = dict(report.implausible)
         for key, n in fill.implausible.items():
             bad[key] = bad.get(key, 0) + n
-        return replace(report, received=report.received + fill.received, added=report.added + fill.added, rows=fill.rows,
-                       backfilled=fill.added, implausible=bad)
+        return replace(
+            report,
+            received=report.received + fill.received,
+            added=report.added + fill.added,
+            rows=fill.rows,
+            backfilled=fill.added,
+            implausible=bad,
+        )
 
     def _stretch(self, inst: Instrument, tf: Timeframe, now: datetime) -> tuple[datetime | None, int]:
         """The oldest end of the contiguous covered stretch that reaches the newest candle before
@@ -754,7 +834,9 @@ class MarketDataEngine:
         names = [s.strip() for item in symbols or [] for s in item.split(",") if s.strip()]
         names = names or list(self.settings.refresh.symbols)
         if not names:
-            raise ConfigError("no symbols to refresh: give --symbols NIFTY BANKNIFTY or set [refresh] symbols in mde.toml")
+            raise ConfigError(
+                "no symbols to refresh: give --symbols NIFTY BANKNIFTY or set [refresh] symbols in mde.toml"
+            )
         return names
 
     def refresh_many(
@@ -793,7 +875,9 @@ class MarketDataEngine:
             "failed": sum(r.error is not None for r in results),
             "added": sum(r.report.added for r in results if r.report),
             "implausible": sum(sum(r.report.implausible.values()) for r in results if r.report),
-            "redownloaded": [f"{r.report.instrument} {r.report.timeframe}" for r in results if r.report and r.report.redownloaded],
+            "redownloaded": [
+                f"{r.report.instrument} {r.report.timeframe}" for r in results if r.report and r.report.redownloaded
+            ],
             "requests": stats.requests if stats else 0,
             "rate_limited": stats.rate_limited if stats else 0,
             "retries": stats.retries if stats else 0,
@@ -865,7 +949,9 @@ class MarketDataEngine:
             raise self._not_cached(symbol, tf)
         return Window(best, tf, best_tf)
 
-    def history(self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None) -> pl.DataFrame:
+    def history(
+        self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None
+    ) -> pl.DataFrame:
         """Every candle complete at `as_of` (default now), with its `closes_at`, oldest first.
 
         The whole-series counterpart of get_window, for backtests that read ahead of time
@@ -908,7 +994,9 @@ class MarketDataEngine:
         # refuses to compare datetimes of different zones
         return as_of.astimezone(IST) if as_of.tzinfo else as_of.replace(tzinfo=IST)
 
-    def _resampled_window(self, inst: Instrument, src: Timeframe, tf: Timeframe, limit: int, at: datetime) -> pl.DataFrame:
+    def _resampled_window(
+        self, inst: Instrument, src: Timeframe, tf: Timeframe, limit: int, at: datetime
+    ) -> pl.DataFrame:
         per_bucket = 375 // src.minutes + 1 if tf.is_daily else tf.minutes // src.minutes
         want = (limit + 2) * per_bucket
         while True:
@@ -943,13 +1031,17 @@ class MarketDataEngine:
             except MdeError:
                 span = None
             if span is None:  # advice to refresh would fail the same way: say so instead
-                return NotCached(f"no cached {tf} candles for {symbol}, and the sample has none to fetch{self._sample_has(symbol)}")
+                return NotCached(
+                    f"no cached {tf} candles for {symbol}, and the sample has none to fetch{self._sample_has(symbol)}"
+                )
         return NotCached(
             f"no cached {tf} candles for {symbol}; run `mde refresh --symbols {symbol} --timeframe {tf}` first "
             f"(or mde fetch with a date range)"
         )
 
-    def get_latest_candle(self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None) -> Candle | None:
+    def get_latest_candle(
+        self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None
+    ) -> Candle | None:
         """The newest complete candle at `as_of` (default now), or None if the window is empty."""
         tf = parse(timeframe)
         df = self.get_window(symbol, tf, limit=1, as_of=as_of)
@@ -979,7 +1071,9 @@ class MarketDataEngine:
         df = self._complete(self.store.read(inst, tf, lo, hi), tf, self.now())
         yield from self._candles(symbol, df, tf)
 
-    def status(self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None) -> SeriesStatus:
+    def status(
+        self, symbol: str, timeframe: str | Timeframe = "5m", as_of: datetime | str | None = None
+    ) -> SeriesStatus:
         """Is the series up to date at `as_of`? (The window footer and `mde ls` show it.)"""
         inst, tf = self._series(symbol, timeframe)
         at = self._as_of(as_of)
@@ -1003,12 +1097,32 @@ class MarketDataEngine:
             except CacheError as exc:
                 out.append(SeriesInfo(inst, tf, "?", None, None, None, None, [], size, parts, error=exc))
                 continue
-            out.append(SeriesInfo(inst, tf, m.source, m.rows, m.first_ts, m.last_ts, m.updated_at, m.coverage, size, parts,
-                                  m.implausible, m.empty))
+            out.append(
+                SeriesInfo(
+                    inst,
+                    tf,
+                    m.source,
+                    m.rows,
+                    m.first_ts,
+                    m.last_ts,
+                    m.updated_at,
+                    m.coverage,
+                    size,
+                    parts,
+                    m.implausible,
+                    m.empty,
+                )
+            )
         return out
 
     def import_file(
-        self, path: str | Path, symbol: str, timeframe: str | Timeframe, origin: str = "import", *, drop_invalid: bool = False
+        self,
+        path: str | Path,
+        symbol: str,
+        timeframe: str | Timeframe,
+        origin: str = "import",
+        *,
+        drop_invalid: bool = False,
     ) -> ImportReport:
         """Load a CSV or the old JSON cache into the Parquet cache (bars outside sessions dropped).
 
@@ -1022,28 +1136,49 @@ class MarketDataEngine:
             try:
                 self.check_symbol(symbol)
             except InputError as exc:
-                raise InputError(f"{exc.message}; to import under a name the instruments list lacks, "
-                                 f"give it with its exchange: --symbol {inst.key}") from None
+                raise InputError(
+                    f"{exc.message}; to import under a name the instruments list lacks, "
+                    f"give it with its exchange: --symbol {inst.key}"
+                ) from None
         imported = read_candles(path, tf, drop_invalid=drop_invalid)
         now = self.now()
         df = imported.candles
         covered = (df["ts"][0], self.calendar.close_time(df["ts"][-1], tf)) if not df.is_empty() else None
         result, complete, incomplete = self._save(inst, tf, df, origin, covered, now)
-        return ImportReport(inst, tf, imported.rows_read, imported.dropped_outside_session, incomplete, result.added,
-                            result.replaced, result.rows, imported.dropped_invalid, imported.first_outside)
+        return ImportReport(
+            inst,
+            tf,
+            imported.rows_read,
+            imported.dropped_outside_session,
+            incomplete,
+            result.added,
+            result.replaced,
+            result.rows,
+            imported.dropped_invalid,
+            imported.first_outside,
+        )
 
     def prune(
-        self, before: date | str, symbol: str | None = None, timeframe: str | Timeframe | None = None, dry_run: bool = False
+        self,
+        before: date | str,
+        symbol: str | None = None,
+        timeframe: str | Timeframe | None = None,
+        dry_run: bool = False,
     ) -> list[tuple[Instrument, Timeframe, list[str], int]]:
         """Drop candles before a date (whole partitions, or rewrite the one that straddles it)."""
-        cutoff = _as_instant(before if isinstance(before, (date, datetime)) else cal_mod.parse_date(before, "--before date"), "--before")
+        cutoff = _as_instant(
+            before if isinstance(before, (date, datetime)) else cal_mod.parse_date(before, "--before date"), "--before"
+        )
         assert cutoff is not None
         # `is not None`: an empty --symbol/--timeframe is an error, never "prune every series".
         want_inst = self.resolve(symbol) if symbol is not None else None
         want_tf = parse(timeframe) if timeframe is not None else None
         now = self.now()
-        series = [(inst, tf) for inst, tf in self.store.list_series()
-                  if not ((want_inst and inst.key != want_inst.key) or (want_tf and tf != want_tf))]
+        series = [
+            (inst, tf)
+            for inst, tf in self.store.list_series()
+            if not ((want_inst and inst.key != want_inst.key) or (want_tf and tf != want_tf))
+        ]
         # All or nothing: plan every series first (reading every file and manifest it would
         # touch, so a corrupt one stops the prune before anything changed), then apply.
         out = []
@@ -1057,7 +1192,6 @@ class MarketDataEngine:
             return out
         done = [(inst, tf, *self.store.prune(inst, tf, cutoff, now=now)) for inst, tf, _, _ in out]
         return [(inst, tf, parts, dropped) for inst, tf, parts, dropped in done if parts]
-
 
 
 def window_payload(symbol: str, timeframe: str | Timeframe, candles: pl.DataFrame) -> dict[str, Any]:
@@ -1084,7 +1218,13 @@ def window_body(symbol: str, timeframe: str | Timeframe, candles: pl.DataFrame) 
     json.dumps take ~200 us (bench/api.py).
     """
     tf = parse(timeframe)
-    frame = candles if tuple(candles.columns) == WINDOW_COLUMNS else pl.DataFrame([candles.get_column(c) for c in WINDOW_COLUMNS])
+    frame = (
+        candles
+        if tuple(candles.columns) == WINDOW_COLUMNS
+        else pl.DataFrame([candles.get_column(c) for c in WINDOW_COLUMNS])
+    )
     rows = frame_rows(frame)
-    head = dumps({"symbol": validate_symbol(symbol), "timeframe": tf.name, "count": frame.height}, separators=(",", ":"))
+    head = dumps(
+        {"symbol": validate_symbol(symbol), "timeframe": tf.name, "count": frame.height}, separators=(",", ":")
+    )
     return f'{head[:-1]},"candles":{rows}}}'.encode()

@@ -99,7 +99,15 @@ class StrategyError(MdeError):
 # Worst first: what a cron job's exit status reports when several series failed differently.
 # A corrupt cache and a dead token need a human; an outage or a rate limit passes by itself.
 SEVERITY: tuple[type[MdeError], ...] = (
-    CacheError, StrategyError, AuthError, SourceUnavailable, RateLimited, SourceError, ConfigError, InputError, MdeError,
+    CacheError,
+    StrategyError,
+    AuthError,
+    SourceUnavailable,
+    RateLimited,
+    SourceError,
+    ConfigError,
+    InputError,
+    MdeError,
 )
 
 

@@ -152,7 +152,9 @@ def _range(name: str, item: str, pair: str, kind: type | None) -> DecimalRange:
     if step <= 0:
         raise InputError(f"--param {pair!r}: the step must be above 0, like {name}=5:50:5")
     if stop < start:
-        raise InputError(f"--param {pair!r}: the range runs down ({start} > {stop}); write it START:STOP:STEP with START <= STOP")
+        raise InputError(
+            f"--param {pair!r}: the range runs down ({start} > {stop}); write it START:STOP:STEP with START <= STOP"
+        )
     with localcontext(_EXACT):
         count = (stop - start) / step
     if count >= MAX_RANGE:
@@ -380,7 +382,10 @@ def _add_months(day: date, months: int) -> date:
 
 
 def walk_forward(
-    spec: str | WalkForward, start: date, end: date, calendar: Calendar | None = None,
+    spec: str | WalkForward,
+    start: date,
+    end: date,
+    calendar: Calendar | None = None,
 ) -> list[Fold]:
     """Folds over the trading days of [start, end] (inclusive): the first train window starts
     at `start`; the tests follow it back to back up to `end` (the last one may be shorter); a

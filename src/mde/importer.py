@@ -63,14 +63,16 @@ def _read_json(path: Path) -> tuple[pl.DataFrame, str]:
         if isinstance(item, list):  # Kite's raw [ts, o, h, l, c, v(, oi)]
             item = dict(zip(FIELDS, item, strict=False))  # a short row lacks fields: said below
         if not isinstance(item, dict):
-            raise InputError(f"{path}: item {i} is not an object like {{\"ts\": ..., \"open\": ...}}")
+            raise InputError(f'{path}: item {i} is not an object like {{"ts": ..., "open": ...}}')
         if "ts" not in item and "date" in item:
             item = {**item, "ts": item["date"]}
         items.append(item)
     present = [f for f in FIELDS if any(f in item for item in items)]
     missing = [f for f in REQUIRED if f not in present]
     if items and missing:
-        raise InputError(f"{path}: no item has {', '.join(repr(m) for m in missing)}; expected {{ts, open, high, low, close, volume}} objects")
+        raise InputError(
+            f"{path}: no item has {', '.join(repr(m) for m in missing)}; expected {{ts, open, high, low, close, volume}} objects"
+        )
     cols: dict[str, list[Any]] = {f: [_value(item.get(f)) for item in items] for f in present}
     # a field most items have but one lacks (volume: null is how "none" is written)
     lacking = [next((f for f in present if f not in item and f != "oi"), None) for item in items]
@@ -108,8 +110,11 @@ def _read_csv(path: Path) -> tuple[pl.DataFrame, str]:
     width = pl.col("_fields").list.len()
     body = body.with_columns(
         pl.when(width != n).then(pl.lit("row")).alias("_problem"),
-        pl.when(width < n).then(pl.format("short row: {} of {} fields (" + ",".join(header) + ")", width, pl.lit(n)))
-        .when(width > n).then(pl.format("long row: {} fields, the header has {}", width, pl.lit(n))).alias("_detail"),
+        pl.when(width < n)
+        .then(pl.format("short row: {} of {} fields (" + ",".join(header) + ")", width, pl.lit(n)))
+        .when(width > n)
+        .then(pl.format("long row: {} fields, the header has {}", width, pl.lit(n)))
+        .alias("_detail"),
     )
     fields = [
         pl.col("_fields").list.get(i, null_on_oob=True).str.strip_chars().str.strip_chars('"').alias(name)
@@ -142,7 +147,8 @@ def read_candles(path: str | Path, timeframe: Timeframe, *, drop_invalid: bool =
         more = f"; first {len(first)}" if bad > len(first) else ""
         raise InvalidCandles(
             f"{path}: {bad} of {raw.height} rows are not plausible candles ({counts_text(by_reason)}){more}: "
-            + "; ".join(first) + "; nothing was imported: fix them, or pass --drop-invalid to import the rest"
+            + "; ".join(first)
+            + "; nothing was imported: fix them, or pass --drop-invalid to import the rest"
         )
     keep = checked.filter(pl.col("problem").is_null())
     if keep.is_empty():
@@ -157,8 +163,13 @@ def read_candles(path: str | Path, timeframe: Timeframe, *, drop_invalid: bool =
     if outside:
         only = checked.with_columns(pl.when(pl.col("problem") == "session").then(pl.col("problem")).alias("problem"))
         first_outside = report(raw, only, timeframe, cal, label=label, numbers=lines, limit=1)[0]
-    return ImportedCandles(candles=candles, dropped_outside_session=outside, rows_read=raw.height,
-                           dropped_invalid=by_reason if drop_invalid else {}, first_outside=first_outside)
+    return ImportedCandles(
+        candles=candles,
+        dropped_outside_session=outside,
+        rows_read=raw.height,
+        dropped_invalid=by_reason if drop_invalid else {},
+        first_outside=first_outside,
+    )
 
 
 __all__ = ["ImportedCandles", "InvalidCandles", "PROBLEMS", "read_candles"]

@@ -292,8 +292,15 @@ class Catalog:
             token = INDEX_TOKENS[parsed.key]
             self._remember(
                 parsed.key,
-                {"token": token, "name": parsed.tradingsymbol, "expiry": None, "instrument_type": "EQ",
-                 "segment": "INDICES", "lot_size": 0, "tick_size": 0.0},
+                {
+                    "token": token,
+                    "name": parsed.tradingsymbol,
+                    "expiry": None,
+                    "instrument_type": "EQ",
+                    "segment": "INDICES",
+                    "lot_size": 0,
+                    "tick_size": 0.0,
+                },
             )
             return Instrument(parsed.exchange, parsed.tradingsymbol, token)
 
@@ -337,9 +344,7 @@ class Catalog:
             else:
                 futs = futs.clear()
         if futs.is_empty():
-            names = (
-                table.filter(pl.col("instrument_type") == "FUT").get_column("name").drop_nulls().unique().to_list()
-            )
+            names = table.filter(pl.col("instrument_type") == "FUT").get_column("name").drop_nulls().unique().to_list()
             close = difflib.get_close_matches(underlying, names, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(c + '-FUT' for c in close)}?" if close else ""
             raise InputError(f"no futures on {underlying!r} in the instruments list for {typed!r}{hint}")
@@ -387,7 +392,10 @@ class Catalog:
                 pl.col("s").str.len_chars().alias("n")
             )
         pairs = sorted({word[i : i + 2] for i in range(len(word) - 1)})
-        score = [pl.col("s").str.starts_with(word[0]).cast(pl.Int32), pl.col("s").str.ends_with(word[-1]).cast(pl.Int32)]
+        score = [
+            pl.col("s").str.starts_with(word[0]).cast(pl.Int32),
+            pl.col("s").str.ends_with(word[-1]).cast(pl.Int32),
+        ]
         score += [pl.col("s").str.contains(p, literal=True).cast(pl.Int32) for p in pairs]
         lo, hi = len(word) * 0.4, len(word) * 2.5 + 1
         shortlist = (
@@ -415,8 +423,10 @@ class Catalog:
         if close:  # `unknown symbol 'NIFTI'; did you mean NIFTY?` (an explicit exchange is named)
             on = f": not on {where} in the instruments list" if ":" in name else ""
             return f"unknown symbol {shown}{on}; did you mean {', '.join(close)}?"
-        return (f"unknown symbol {shown}: not on {where} in the instruments list; "
-                "find its exact name with `mde instruments --search TEXT`")
+        return (
+            f"unknown symbol {shown}: not on {where} in the instruments list; "
+            "find its exact name with `mde instruments --search TEXT`"
+        )
 
     # -- remembered instruments ----------------------------------------------------------
     def _known_map(self) -> dict[str, dict[str, Any]]:
@@ -436,8 +446,11 @@ class Catalog:
             if not isinstance(data, dict) or not all(isinstance(v, dict) and "token" in v for v in data.values()):
                 raise ValueError("not a map of instruments")
         except ValueError as exc:  # json.JSONDecodeError is a ValueError too
-            raise _file_error(exc, f"{self.known_path} is unreadable (", "); it holds tokens of expired contracts, "
-                              "so mde leaves it alone: fix it or move it aside") from exc
+            raise _file_error(
+                exc,
+                f"{self.known_path} is unreadable (",
+                "); it holds tokens of expired contracts, so mde leaves it alone: fix it or move it aside",
+            ) from exc
         return data
 
     def known(self) -> dict[str, dict[str, Any]]:
@@ -480,8 +493,11 @@ class Catalog:
             try:
                 lock.acquire(timeout=0)
             except Timeout:  # say what we wait for, then wait (the store's cache lock does the same)
-                log.warning("waiting for %s, held by another mde process; giving up after %.0fs",
-                            self.folder / LOCK_FILE, LOCK_TIMEOUT_S)
+                log.warning(
+                    "waiting for %s, held by another mde process; giving up after %.0fs",
+                    self.folder / LOCK_FILE,
+                    LOCK_TIMEOUT_S,
+                )
                 lock.acquire()
             try:
                 current = self._read_known()  # another process may have added some
@@ -495,8 +511,9 @@ class Catalog:
             finally:
                 lock.release()
         except Timeout as exc:
-            raise CacheError(f"another mde process has held {self.folder / LOCK_FILE} for {LOCK_TIMEOUT_S:.0f}s; "
-                             "try again") from exc
+            raise CacheError(
+                f"another mde process has held {self.folder / LOCK_FILE} for {LOCK_TIMEOUT_S:.0f}s; try again"
+            ) from exc
         except OSError as exc:
             log.warning("cannot record %s in %s (%s)", key, self.known_path, exc)
             self._known_map()[key] = {**record, "first_seen": _ist(self._now()).isoformat()}
@@ -508,8 +525,15 @@ class Catalog:
         key = inst.key if isinstance(inst, Instrument) else parse_instrument(inst).key
         exch, _, tsym = key.partition(":")
         if key in INDEX_TOKENS:
-            return {"token": INDEX_TOKENS[key], "tick_size": 0.0, "lot_size": 0, "segment": "INDICES",
-                    "expiry": None, "instrument_type": "EQ", "name": tsym}
+            return {
+                "token": INDEX_TOKENS[key],
+                "tick_size": 0.0,
+                "lot_size": 0,
+                "segment": "INDICES",
+                "expiry": None,
+                "instrument_type": "EQ",
+                "name": tsym,
+            }
         table = self._cheap_table()
         row = self._row(table, exch, tsym) if table is not None else None
         if row is None:
@@ -559,8 +583,9 @@ def bundled_dump() -> tuple[pl.DataFrame, datetime]:
         meta = json.loads(BUNDLED_DUMP.with_name(BUNDLED_META).read_text(encoding="utf-8"))
         return table, _ist(datetime.fromisoformat(meta["fetched_at"]))
     except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
-        raise _file_error(exc, f"the instruments list shipped with mde ({BUNDLED_DUMP}) is unreadable (",
-                          "); reinstall mde") from exc
+        raise _file_error(
+            exc, f"the instruments list shipped with mde ({BUNDLED_DUMP}) is unreadable (", "); reinstall mde"
+        ) from exc
 
 
 class OfflineCatalog(Catalog):
@@ -603,13 +628,17 @@ class OfflineCatalog(Catalog):
         if fut:
             underlying = fut.group("name")
             futs = table.filter((pl.col("instrument_type") == "FUT") & (pl.col("name") == underlying))
-            if futs.height or any(rec.get("name") == underlying and rec.get("instrument_type") == "FUT"
-                                  for rec in self._known_map().values()):
+            if futs.height or any(
+                rec.get("name") == underlying and rec.get("instrument_type") == "FUT"
+                for rec in self._known_map().values()
+            ):
                 return
             names = table.filter(pl.col("instrument_type") == "FUT").get_column("name").drop_nulls().unique().to_list()
             close = difflib.get_close_matches(underlying, names, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(c + '-FUT' for c in close)}?" if close else ""
-            raise InputError(f"unknown symbol {symbol.strip()!r}: no futures on {underlying} in the instruments list{hint}")
+            raise InputError(
+                f"unknown symbol {symbol.strip()!r}: no futures on {underlying} in the instruments list{hint}"
+            )
         parsed = parse_instrument(name)
         if parsed.key in INDEX_TOKENS:
             return
@@ -632,8 +661,9 @@ class InstrumentListing:
     note: str | None = None
 
 
-def list_instruments(settings: Settings, search: str | None = None, *, limit: int = 50,
-                     refresh: bool = False) -> InstrumentListing:
+def list_instruments(
+    settings: Settings, search: str | None = None, *, limit: int = 50, refresh: bool = False
+) -> InstrumentListing:
     """The instruments list of the configured source: the first `limit` rows, or the best
     `limit` matches of `search` (`Catalog.search`). On Kite it is downloaded at most once a
     day (`refresh` forces it); on the sample source it is the cached Kite dump, else the one
@@ -643,8 +673,10 @@ def list_instruments(settings: Settings, search: str | None = None, *, limit: in
     catalog: Catalog
     if settings.source == "sample":
         if refresh:
-            raise InputError("--refresh downloads Kite's instruments list: add --source kite (the sample source "
-                             "serves the list shipped with mde, offline)")
+            raise InputError(
+                "--refresh downloads Kite's instruments list: add --source kite (the sample source "
+                "serves the list shipped with mde, offline)"
+            )
         catalog = OfflineCatalog(settings.cache_dir / "_meta", lambda: settings.now or now_ist())
     else:
         from .sources.kite import KiteSource
@@ -659,4 +691,3 @@ def list_instruments(settings: Settings, search: str | None = None, *, limit: in
     elif settings.source == "sample" and when is not None:
         note = f"the cached Kite dump fetched {when:%Y-%m-%d %H:%M} IST (offline, sample source)"
     return InstrumentListing(rows, table.height, when, note)
-

@@ -56,7 +56,9 @@ class MarginTable:
     def rates_on(self, day: date) -> dict[str, float]:
         i = bisect_right(self.dates, day) - 1
         if i < 0:
-            raise InputError(f"no margin rates for {day} in {self.where} (the table starts {self.dates[0]}); add an older row")
+            raise InputError(
+                f"no margin rates for {day} in {self.where} (the table starts {self.dates[0]}); add an older row"
+            )
         return self.rates[i]
 
     def margin(self, segment: str, qty: int, price: float, day: date, strike: float | None = None) -> float:
@@ -73,9 +75,11 @@ class MarginTable:
 
     def describe(self) -> str:
         r = self.rates[-1]
-        return (f"delivery {r['delivery_pct']:g}% of price x qty, intraday {r['intraday_pct']:g}%, futures "
-                f"{r['futures_pct']:g}%, short options {r['options_short_pct']:g}% (of the strike), long options the "
-                f"premium, plus the opening leg's charges (rates from {self.where}; [margins] file overrides them)")
+        return (
+            f"delivery {r['delivery_pct']:g}% of price x qty, intraday {r['intraday_pct']:g}%, futures "
+            f"{r['futures_pct']:g}%, short options {r['options_short_pct']:g}% (of the strike), long options the "
+            f"premium, plus the opening leg's charges (rates from {self.where}; [margins] file overrides them)"
+        )
 
 
 def _pct(row: dict[str, Any], key: str, where: str) -> float:
@@ -166,8 +170,9 @@ def _dump_tables(cache_dir: Path) -> list[tuple[pl.DataFrame, str]]:
     return out
 
 
-def contract_for(cache_dir: Path, exchange: str, tradingsymbol: str, segment: str, start: date,
-                 label: str | None = None) -> Contract:
+def contract_for(
+    cache_dir: Path, exchange: str, tradingsymbol: str, segment: str, start: date, label: str | None = None
+) -> Contract:
     """The margin segment and lot size of a symbol traded as `segment`.
 
     An NFO/BFO contract takes its own row's lot; an index or a stock traded as futures or
@@ -187,8 +192,12 @@ def contract_for(cache_dir: Path, exchange: str, tradingsymbol: str, segment: st
                 return Contract(segment, max(lot, 1), strike, f"{tradingsymbol}: lot size {lot} from {what}")
             continue
         underlying = INDEX_UNDERLYINGS.get(tradingsymbol, tradingsymbol)
-        futs = table.filter((pl.col("instrument_type") == "FUT") & (pl.col("name") == underlying)
-                            & pl.col("expiry").is_not_null() & (pl.col("lot_size") > 0)).sort("expiry")
+        futs = table.filter(
+            (pl.col("instrument_type") == "FUT")
+            & (pl.col("name") == underlying)
+            & pl.col("expiry").is_not_null()
+            & (pl.col("lot_size") > 0)
+        ).sort("expiry")
         if futs.is_empty():
             continue
         later = futs.filter(pl.col("expiry") >= start)
@@ -197,17 +206,31 @@ def contract_for(cache_dir: Path, exchange: str, tradingsymbol: str, segment: st
         expiry = row["expiry"]
         # Monthly futures are listed about three months ahead: a contract expiring later than that
         # after the run's start did not trade then, and its lot may not be the lot of that time.
-        late = expiry is not None and (expiry.date() if isinstance(expiry, datetime) else expiry) > start + timedelta(days=100)
-        warning = (f"{label or tradingsymbol} as {segment}: the lot size {lot} is that of {row['tradingsymbol']} from {what}, "
-                   f"a contract listed after {start}; lot sizes change by exchange circular (index lots were raised in "
-                   "late 2024), so one lot here may not be one lot of that time: read quantities and P&L with that in mind"
-                   ) if late else ""
-        return Contract(segment, lot, None,
-                        f"{label or tradingsymbol} as {segment}: lot size {lot} of {row['tradingsymbol']} (expiry {expiry}) "
-                        f"from {what}; lot sizes change by exchange circular, so earlier contracts may have had another",
-                        warning)
-    note = (f"{label or tradingsymbol}: no lot size found in an instruments dump; orders are not checked for lots"
-            if derivative or segment in ("futures", "options") else "")
+        late = expiry is not None and (expiry.date() if isinstance(expiry, datetime) else expiry) > start + timedelta(
+            days=100
+        )
+        warning = (
+            (
+                f"{label or tradingsymbol} as {segment}: the lot size {lot} is that of {row['tradingsymbol']} from {what}, "
+                f"a contract listed after {start}; lot sizes change by exchange circular (index lots were raised in "
+                "late 2024), so one lot here may not be one lot of that time: read quantities and P&L with that in mind"
+            )
+            if late
+            else ""
+        )
+        return Contract(
+            segment,
+            lot,
+            None,
+            f"{label or tradingsymbol} as {segment}: lot size {lot} of {row['tradingsymbol']} (expiry {expiry}) "
+            f"from {what}; lot sizes change by exchange circular, so earlier contracts may have had another",
+            warning,
+        )
+    note = (
+        f"{label or tradingsymbol}: no lot size found in an instruments dump; orders are not checked for lots"
+        if derivative or segment in ("futures", "options")
+        else ""
+    )
     return Contract(segment, 1, None, note)
 
 
@@ -230,8 +253,9 @@ def to_tick(price: float, tick: float, up: bool) -> float:
     return round(n * tick, _digits(tick))
 
 
-def round_order_prices(side: int, tick: float, limit: float | None, stop: float | None, stop_loss: float | None,
-                       target: float | None) -> tuple[Any, Any, Any, Any]:
+def round_order_prices(
+    side: int, tick: float, limit: float | None, stop: float | None, stop_loss: float | None, target: float | None
+) -> tuple[Any, Any, Any, Any]:
     """Limit, stop, stop-loss and target of an order of `side` (+1 buy, -1 sell) on the tick grid,
     each in the direction that never fills where the asked price could not (module doc)."""
     if limit is not None:

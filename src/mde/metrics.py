@@ -31,8 +31,10 @@ class Basis:
 
     def describe(self, timeframe: Timeframe) -> str:
         years = ", ".join(str(y) for y in self.years_used)
-        return (f"annualised by NSE trading time: {self.sessions_per_year:g} sessions/year (calendar {years}) "
-                f"x {self.bars_per_session} {timeframe} candles/session = {self.bars_per_year:g} candles/year")
+        return (
+            f"annualised by NSE trading time: {self.sessions_per_year:g} sessions/year (calendar {years}) "
+            f"x {self.bars_per_session} {timeframe} candles/session = {self.bars_per_year:g} candles/year"
+        )
 
 
 def basis_for(cal: Calendar, timeframe: Timeframe, start: date, end: date) -> Basis:
@@ -46,8 +48,11 @@ def basis_for(cal: Calendar, timeframe: Timeframe, start: date, end: date) -> Ba
             d += timedelta(days=1)
         counts.append(n)
     sessions = sum(counts) / len(counts)
-    regular_day = next(d for d in (date(2024, 1, 1) + timedelta(days=k) for k in range(14))
-                       if d.weekday() < 5 and d not in cal.holidays and d not in cal.special)
+    regular_day = next(
+        d
+        for d in (date(2024, 1, 1) + timedelta(days=k) for k in range(14))
+        if d.weekday() < 5 and d not in cal.holidays and d not in cal.special
+    )
     return Basis(round(sessions, 2), cal.candles_per_day(regular_day, timeframe), years)
 
 
@@ -62,7 +67,9 @@ def _round(x: float | None, digits: int = 2) -> float | None:
     return round(x, digits)
 
 
-def equity_frame(times_us: Sequence[int], values: Sequence[float], initial: float, *, final: bool = False) -> pl.DataFrame:
+def equity_frame(
+    times_us: Sequence[int], values: Sequence[float], initial: float, *, final: bool = False
+) -> pl.DataFrame:
     """One point per close time (the last, when several symbols close together), with drawdown.
 
     `final`: the run is over and its typed arrays will not grow again, so the frame can use
@@ -84,7 +91,12 @@ def _column(name: str, code: str, values: Sequence[float] | Sequence[int], final
 
 
 def compute(
-    equity: pl.DataFrame, trades: pl.DataFrame, initial: float, basis: Basis, exposure: float, buy_and_hold_pct: float | None
+    equity: pl.DataFrame,
+    trades: pl.DataFrame,
+    initial: float,
+    basis: Basis,
+    exposure: float,
+    buy_and_hold_pct: float | None,
 ) -> dict[str, object]:
     """The report's metrics, in display order. Money in rupees, ratios plain, `_pct` in percent."""
     values = equity["equity"]
@@ -108,7 +120,11 @@ def compute(
         cagr = None
 
     dd_value = float(equity["drawdown"].min()) if bars else 0.0  # type: ignore[arg-type]  # polars: an aggregate is any value
-    dd_pct = float(equity.select((pl.col("drawdown") / (pl.col("equity") - pl.col("drawdown"))).min()).item()) * 100 if bars else 0.0
+    dd_pct = (
+        float(equity.select((pl.col("drawdown") / (pl.col("equity") - pl.col("drawdown"))).min()).item()) * 100
+        if bars
+        else 0.0
+    )
     dd_bars, dd_start, dd_end = _longest_drawdown(equity["drawdown"])
     ts = equity["ts"]
 

@@ -133,7 +133,11 @@ class DeflatedSharpe:
 
 
 def probabilistic_sharpe_ratio(
-    sharpe_ratio: float, benchmark: float, n: int, skewness: float = 0.0, kurtosis: float = 3.0,
+    sharpe_ratio: float,
+    benchmark: float,
+    n: int,
+    skewness: float = 0.0,
+    kurtosis: float = 3.0,
 ) -> float:
     """PSR(SR*) = Φ( (SR - SR*) sqrt(n - 1) / sqrt(1 - γ3 SR + (γ4 - 1)/4 SR²) )
 
@@ -146,7 +150,9 @@ def probabilistic_sharpe_ratio(
     spread = 1.0 - skewness * sharpe_ratio + (kurtosis - 1.0) / 4.0 * sharpe_ratio**2
     # γ4 >= 1 + γ3² for any distribution, so spread >= (1 - γ3 SR / 2)² >= 0: zero only for two-point ones
     if spread <= 0.0:
-        raise InputError("the Sharpe ratio's standard error is zero for these returns (a two-valued series); PSR is undefined")
+        raise InputError(
+            "the Sharpe ratio's standard error is zero for these returns (a two-valued series); PSR is undefined"
+        )
     z = (sharpe_ratio - benchmark) * math.sqrt(n - 1) / math.sqrt(spread)
     return _NORMAL.cdf(z)
 
@@ -202,10 +208,15 @@ def deflated_sharpe_ratio(
     sr = m.mean / m.std
     sr0 = expected_max_sharpe(n_trials, sr_variance)
     return DeflatedSharpe(
-        sharpe=sr, sharpe0=sr0,
+        sharpe=sr,
+        sharpe0=sr0,
         dsr=probabilistic_sharpe_ratio(sr, sr0, m.n, m.skewness, m.kurtosis),
         psr=probabilistic_sharpe_ratio(sr, 0.0, m.n, m.skewness, m.kurtosis),
-        n_trials=n_trials, sr_variance=sr_variance, n=m.n, skewness=m.skewness, kurtosis=m.kurtosis,
+        n_trials=n_trials,
+        sr_variance=sr_variance,
+        n=m.n,
+        skewness=m.skewness,
+        kurtosis=m.kurtosis,
     )
 
 
@@ -226,8 +237,10 @@ class Overfitting:
 
     def how_to_read(self) -> str:
         verdict = (
-            "the ranking holds up out of sample" if self.pbo < 0.1
-            else "the ranking is partly luck" if self.pbo < 0.5
+            "the ranking holds up out of sample"
+            if self.pbo < 0.1
+            else "the ranking is partly luck"
+            if self.pbo < 0.5
             else "the ranking is mostly luck"
         )
         return (
@@ -272,7 +285,9 @@ def _midrank_share(values: Sequence[float], k: int) -> float:
 
 
 def probability_of_backtest_overfitting(
-    returns: Sequence[Sequence[float]], n_blocks: int = 16, metric: str | Metric = "sharpe",
+    returns: Sequence[Sequence[float]],
+    n_blocks: int = 16,
+    metric: str | Metric = "sharpe",
 ) -> Overfitting:
     """PBO by combinatorially symmetric cross-validation (Bailey, Borwein, López de Prado & Zhu
     2015: the CSCV procedure and the PBO definition), over a T x N matrix (rows = periods in time order, columns =
@@ -296,18 +311,22 @@ def probability_of_backtest_overfitting(
     if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 2 or n_blocks % 2:
         raise InputError(f"n_blocks must be an even number >= 2 (16 is usual), got {n_blocks!r}")
     if n_blocks > MAX_BLOCKS:
-        raise InputError(f"n_blocks={n_blocks} makes {math.comb(n_blocks, n_blocks // 2):,} splits; use at most {MAX_BLOCKS}")
+        raise InputError(
+            f"n_blocks={n_blocks} makes {math.comb(n_blocks, n_blocks // 2):,} splits; use at most {MAX_BLOCKS}"
+        )
     t_all = len(rows)
     n_cols = len(rows[0]) if rows else 0
     if n_cols < 2:
         raise InputError(f"PBO compares combinations: it needs at least 2 columns, got {n_cols}")
     size = t_all // n_blocks
     if size < 2 and (metric == "sharpe" or not isinstance(metric, str)):
-        raise InputError(f"{t_all} periods cannot make {n_blocks} blocks of at least 2; use fewer blocks or more periods")
+        raise InputError(
+            f"{t_all} periods cannot make {n_blocks} blocks of at least 2; use fewer blocks or more periods"
+        )
     if size < 1:
         raise InputError(f"{t_all} periods cannot make {n_blocks} blocks; use fewer blocks or more periods")
-    rows = rows[t_all - size * n_blocks:]
-    blocks = [rows[b * size:(b + 1) * size] for b in range(n_blocks)]
+    rows = rows[t_all - size * n_blocks :]
+    blocks = [rows[b * size : (b + 1) * size] for b in range(n_blocks)]
     splits = list(itertools.combinations(range(n_blocks), n_blocks // 2))
 
     if isinstance(metric, str):
@@ -331,8 +350,13 @@ def probability_of_backtest_overfitting(
     slope, intercept = _ols([p for p in pairs if math.isfinite(p[0]) and math.isfinite(p[1])])
     return Overfitting(
         pbo=sum(1 for lam in logits if lam <= 0.0) / len(logits),
-        logits=tuple(logits), n_splits=len(splits), n_blocks=n_blocks, n_combinations=n_cols,
-        rows_used=size * n_blocks, slope=slope, intercept=intercept,
+        logits=tuple(logits),
+        n_splits=len(splits),
+        n_blocks=n_blocks,
+        n_combinations=n_cols,
+        rows_used=size * n_blocks,
+        slope=slope,
+        intercept=intercept,
         prob_oos_loss=sum(1 for _, oos in pairs if oos < 0.0) / len(pairs),
     )
 

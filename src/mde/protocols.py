@@ -28,7 +28,9 @@ class CandleReader(Protocol):
     timeframe they were built from (None: the source's own). The runner reads them lazily, for
     the windows of other timeframes and symbols a strategy asks for."""
 
-    def history(self, symbol: str, timeframe: str | Timeframe = ..., as_of: datetime | str | None = None) -> pl.DataFrame: ...
+    def history(
+        self, symbol: str, timeframe: str | Timeframe = ..., as_of: datetime | str | None = None
+    ) -> pl.DataFrame: ...
 
     def built_from(self, symbol: str, timeframe: str | Timeframe) -> Timeframe | None: ...
 
@@ -65,7 +67,6 @@ class ReplayEngine(CandleReader, Protocol):
 
 
 if TYPE_CHECKING:  # mypy proves here that the engine has every member the protocols name
-
     from .engine import MarketDataEngine
 
     def _the_engine_is_a_replay_engine(engine: MarketDataEngine) -> ReplayEngine:

@@ -42,9 +42,7 @@ def _price(x: float | None) -> str:
 def window_csv(df: pl.DataFrame) -> str:
     import polars as pl
 
-    out = df.select(
-        pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%:z"), "open", "high", "low", "close", "volume"
-    )
+    out = df.select(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%:z"), "open", "high", "low", "close", "volume")
     return out.write_csv()
 
 
@@ -57,7 +55,9 @@ def status_line(status: SeriesStatus) -> str:
     return f"{base} · up to date as of {fmt_ts(status.as_of)}"
 
 
-def window_table(df: pl.DataFrame, symbol: str, status: SeriesStatus, console: Console, note: str | None = None) -> None:
+def window_table(
+    df: pl.DataFrame, symbol: str, status: SeriesStatus, console: Console, note: str | None = None
+) -> None:
     """The window as a table; the footer is the status line, then `note` (a built window's)."""
     from rich.table import Table
     from rich.text import Text
@@ -112,23 +112,38 @@ def inventory_table(items: list[SeriesInfo], console: Console) -> None:
     flagged = [it for it in items if it.implausible]
     for it in items:
         if it.error is not None:  # named on stderr too; the row says the series is there
-            table.add_row(f"{it.instrument.key} {it.timeframe.name}", "?", "?", "-", "-", "unreadable (see error)",
-                          fmt_bytes(it.bytes))
+            table.add_row(
+                f"{it.instrument.key} {it.timeframe.name}",
+                "?",
+                "?",
+                "-",
+                "-",
+                "unreadable (see error)",
+                fmt_bytes(it.bytes),
+            )
             continue
         day = "%Y-%m-%d"
         covered = ", ".join(f"{a:{day}}..{b:{day}}" for a, b in it.coverage[-2:])
         if len(it.coverage) > 2:
             covered = f"+{len(it.coverage) - 2} more, " + covered
         table.add_row(
-            f"{it.instrument.key} {it.timeframe.name}", it.source, f"{it.rows:,}",
-            fmt_ts(it.first_ts), fmt_ts(it.last_ts), covered or "-", fmt_bytes(it.bytes),
+            f"{it.instrument.key} {it.timeframe.name}",
+            it.source,
+            f"{it.rows:,}",
+            fmt_ts(it.first_ts),
+            fmt_ts(it.last_ts),
+            covered or "-",
+            fmt_bytes(it.bytes),
         )
     console.print(table)
     from .validate import counts_text
 
     for it in flagged:  # a note, not a column: nearly every series has none
-        console.print(f"{it.instrument.key} {it.timeframe.name}: implausible: {sum(it.implausible.values())} "
-                      f"({counts_text(it.implausible)}); kept as the source's", markup=False)
+        console.print(
+            f"{it.instrument.key} {it.timeframe.name}: implausible: {sum(it.implausible.values())} "
+            f"({counts_text(it.implausible)}); kept as the source's",
+            markup=False,
+        )
 
 
 def inventory_rows(items: list[SeriesInfo]) -> list[dict[str, Any]]:
@@ -165,22 +180,31 @@ def fetch_line(report: FetchReport) -> str:
     """`mde fetch`'s one line: what the source sent for the range, and what the cache holds now."""
     lo, hi = report.requested or (None, None)
     if report.empty:
-        return (f"{report.instrument} {report.timeframe}: the source has no candles for {fmt_ts(lo)} → {fmt_ts(hi)} "
-                f"(not listed yet, or no trading); recorded as empty, {report.rows} cached")
-    return (f"{report.instrument} {report.timeframe}: {report.received} candles for {fmt_ts(lo)} → {fmt_ts(hi)}, "
-            f"{report.added} new, {report.rows} cached{implausible_note(report.implausible)}")
+        return (
+            f"{report.instrument} {report.timeframe}: the source has no candles for {fmt_ts(lo)} → {fmt_ts(hi)} "
+            f"(not listed yet, or no trading); recorded as empty, {report.rows} cached"
+        )
+    return (
+        f"{report.instrument} {report.timeframe}: {report.received} candles for {fmt_ts(lo)} → {fmt_ts(hi)}, "
+        f"{report.added} new, {report.rows} cached{implausible_note(report.implausible)}"
+    )
 
 
 def import_line(rep: ImportReport) -> str:
     """`mde import`'s one line: rows read, dropped (by why) and merged."""
     from .validate import counts_text
 
-    invalid = (f", dropped {sum(rep.dropped_invalid.values())} invalid ({counts_text(rep.dropped_invalid)})"
-               if rep.dropped_invalid else "")
+    invalid = (
+        f", dropped {sum(rep.dropped_invalid.values())} invalid ({counts_text(rep.dropped_invalid)})"
+        if rep.dropped_invalid
+        else ""
+    )
     example = f" (first: {rep.first_outside})" if rep.first_outside else ""
-    return (f"{rep.instrument} {rep.timeframe}: read {rep.rows_read} rows{invalid}, dropped {rep.dropped_outside_session} "
-            f"outside NSE sessions{example} and {rep.dropped_incomplete} incomplete, {rep.added} new, {rep.replaced} "
-            f"replaced, {rep.rows} cached")
+    return (
+        f"{rep.instrument} {rep.timeframe}: read {rep.rows_read} rows{invalid}, dropped {rep.dropped_outside_session} "
+        f"outside NSE sessions{example} and {rep.dropped_incomplete} incomplete, {rep.added} new, {rep.replaced} "
+        f"replaced, {rep.rows} cached"
+    )
 
 
 def prune_lines(results: Sequence[tuple[Any, Any, Sequence[str], int]], dry_run: bool) -> list[str]:
@@ -234,7 +258,13 @@ class RefreshProgress:
     def __init__(self, console: Console) -> None:
         from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn())
+        columns = (
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+        )
         self.progress = Progress(*columns, console=console, transient=False)
         self.tasks: list[Any] = []
         self.done = 0
@@ -259,21 +289,37 @@ class RefreshProgress:
             self.progress.start_task(self.tasks[self.done])
 
 
-_INSTRUMENT_COLUMNS = ("instrument_token", "exchange", "tradingsymbol", "name", "instrument_type", "segment", "expiry", "strike", "lot_size", "tick_size")
+_INSTRUMENT_COLUMNS = (
+    "instrument_token",
+    "exchange",
+    "tradingsymbol",
+    "name",
+    "instrument_type",
+    "segment",
+    "expiry",
+    "strike",
+    "lot_size",
+    "tick_size",
+)
 
 
-def instruments_table(rows: pl.DataFrame, total: int, fetched_at: datetime | None, console: Console,
-                      note: str | None = None) -> None:
+def instruments_table(
+    rows: pl.DataFrame, total: int, fetched_at: datetime | None, console: Console, note: str | None = None
+) -> None:
     from rich import box
     from rich.table import Table
 
     table = Table(
-        title=f"{rows.height} of {total:,} instruments", caption=note or f"Kite dump fetched {fmt_ts(fetched_at)} IST",
-        box=box.SIMPLE_HEAD, pad_edge=False,
+        title=f"{rows.height} of {total:,} instruments",
+        caption=note or f"Kite dump fetched {fmt_ts(fetched_at)} IST",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
     cols = [c for c in _INSTRUMENT_COLUMNS if c in rows.columns]
     for name in cols:
-        table.add_column(name, justify="right" if name in ("instrument_token", "strike", "lot_size", "tick_size") else "left")
+        table.add_column(
+            name, justify="right" if name in ("instrument_token", "strike", "lot_size", "tick_size") else "left"
+        )
     for row in rows.select(cols).iter_rows():
         table.add_row(*("" if v is None else str(v) for v in row))
     console.print(table)
@@ -286,13 +332,27 @@ def instruments_json(rows: pl.DataFrame) -> str:
 
 # -- replay ------------------------------------------------------------------------------
 _METRIC_LABELS = {
-    "net_pnl": "net P&L (Rs)", "gross_pnl": "gross P&L (Rs)", "charges": "charges (Rs)", "return_pct": "return %",
-    "cagr_pct": "CAGR %", "max_drawdown": "max drawdown (Rs)", "max_drawdown_pct": "max drawdown %",
-    "max_drawdown_bars": "max drawdown, candles under water", "max_drawdown_from": "  from (peak)",
-    "max_drawdown_to": "  to (recovery)", "sharpe": "Sharpe", "sortino": "Sortino", "trades": "trades",
-    "win_rate_pct": "win rate %", "profit_factor": "profit factor", "expectancy": "expectancy per trade (Rs)",
-    "avg_holding": "average holding time", "exposure_pct": "exposure %", "buy_and_hold_pct": "buy and hold %",
-    "bars": "candles", "years": "years of trading time",
+    "net_pnl": "net P&L (Rs)",
+    "gross_pnl": "gross P&L (Rs)",
+    "charges": "charges (Rs)",
+    "return_pct": "return %",
+    "cagr_pct": "CAGR %",
+    "max_drawdown": "max drawdown (Rs)",
+    "max_drawdown_pct": "max drawdown %",
+    "max_drawdown_bars": "max drawdown, candles under water",
+    "max_drawdown_from": "  from (peak)",
+    "max_drawdown_to": "  to (recovery)",
+    "sharpe": "Sharpe",
+    "sortino": "Sortino",
+    "trades": "trades",
+    "win_rate_pct": "win rate %",
+    "profit_factor": "profit factor",
+    "expectancy": "expectancy per trade (Rs)",
+    "avg_holding": "average holding time",
+    "exposure_pct": "exposure %",
+    "buy_and_hold_pct": "buy and hold %",
+    "bars": "candles",
+    "years": "years of trading time",
 }
 
 
@@ -336,7 +396,7 @@ def replay_table(result: Any, console: Console) -> None:
         table.add_row(_METRIC_LABELS.get(key, key), fmt_metric(key, value) if key in DURATIONS else _metric(value))
     rejected = getattr(result, "rejections", None) or []
     table.add_row("rejected orders (--json lists them)" if rejected else "rejected orders", _metric(len(rejected)))
-    for reason, n in (result.rejections_by_reason().items() if rejected else ()):
+    for reason, n in result.rejections_by_reason().items() if rejected else ():
         table.add_row(f"  {reason}", _metric(n))
     console.print(table)
     console.print(f"costs: {result.cost_basis}\n{result.basis}\n{result.fill_model}", style="dim", markup=False)
@@ -364,8 +424,11 @@ def sweep_table(rows: list[dict[str, Any]], sort_by: str, console: Console) -> N
             table.add_row(*[str(row["params"].get(k, "")) for k in keys], f"[red]{row['error']}[/]", *[""] * len(cols))
         else:
             rejected = _metric(sum((row.get("rejections") or {}).values()))
-            table.add_row(*[str(row["params"].get(k, "")) for k in keys], *[_metric(row["metrics"].get(c)) for c in cols],
-                          rejected)
+            table.add_row(
+                *[str(row["params"].get(k, "")) for k in keys],
+                *[_metric(row["metrics"].get(c)) for c in cols],
+                rejected,
+            )
     console.print(table)
 
 
@@ -393,10 +456,23 @@ def strategies_json(items: list[dict[str, Any]]) -> str:
 def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"paper sessions ({len(items)})",
-                  caption="gross P&L: fills plus open positions at the last processed close; net = gross - charges")
-    for col in ("session", "status", "strategy", "symbols", "day", "fills", "open positions", "last candle",
-                "gross P&L", "charges", "net P&L"):
+    table = Table(
+        title=f"paper sessions ({len(items)})",
+        caption="gross P&L: fills plus open positions at the last processed close; net = gross - charges",
+    )
+    for col in (
+        "session",
+        "status",
+        "strategy",
+        "symbols",
+        "day",
+        "fills",
+        "open positions",
+        "last candle",
+        "gross P&L",
+        "charges",
+        "net P&L",
+    ):
         table.add_column(col, justify="right" if col in ("fills", "gross P&L", "charges", "net P&L") else "left")
     for it in items:
         if it.get("status") == "unreadable":  # a journal that cannot be read: named on stderr too
@@ -405,8 +481,17 @@ def paper_status_table(items: list[dict[str, Any]], console: Console) -> None:
         positions = ", ".join(f"{s} {q:+d}" for s, q in it["positions"].items()) or "flat"
         last = max(it["last_candle"].values(), default="-")
         money = ["-" if it.get(k) is None else f"{it[k]:,.2f}" for k in ("gross_pnl", "charges", "net_pnl")]
-        table.add_row(it["session"], it["status"], str(it["strategy"]), ",".join(it["symbols"]), str(it["day"]),
-                      str(it["fills"]), positions, last, *money)
+        table.add_row(
+            it["session"],
+            it["status"],
+            str(it["strategy"]),
+            ",".join(it["symbols"]),
+            str(it["day"]),
+            str(it["fills"]),
+            positions,
+            last,
+            *money,
+        )
     console.print(table)
     for it in items:  # why a stopped session stopped (its strategy raised); the same --session resumes it
         if it.get("error") and it.get("status") != "unreadable":
@@ -425,19 +510,37 @@ def paper_dashboard(snap: dict[str, Any]) -> Any:
 
     state_style = {"ACTIVE": "green", "REDUCING": "yellow", "HALTED": "bold red"}.get(snap["risk"], "")
     head = Text.assemble(
-        (f"{snap['session']}  ", "bold"), (f"{snap['clock']:%Y-%m-%d %H:%M} IST  ", ""),
-        (snap["risk"], state_style), (f"  {snap['risk_reason']}" if snap["risk_reason"] else "", "dim"),
+        (f"{snap['session']}  ", "bold"),
+        (f"{snap['clock']:%Y-%m-%d %H:%M} IST  ", ""),
+        (snap["risk"], state_style),
+        (f"  {snap['risk_reason']}" if snap["risk_reason"] else "", "dim"),
     )
     table = Table(expand=False)
-    for col, justify in (("symbol", "left"), ("last candle", "left"), ("age", "right"), ("close", "right"),
-                         ("position", "right"), ("avg price", "right"), ("unrealised", "right")):
+    for col, justify in (
+        ("symbol", "left"),
+        ("last candle", "left"),
+        ("age", "right"),
+        ("close", "right"),
+        ("position", "right"),
+        ("avg price", "right"),
+        ("unrealised", "right"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in snap["symbols"]:
         age = "-" if r["age_s"] is None else f"{r['age_s'] / 60:.0f}m"
-        table.add_row(r["symbol"], fmt_ts(r["last_ts"]), age, _price(r["last_close"]), f"{r['position']:+d}",
-                      _price(r["avg_price"]) if r["position"] else "-", _price(r["unrealised"]))
-    money = Text(f"realised {snap['realised']:,.2f}   charges {snap['charges']:,.2f}   cash {snap['cash']:,.2f}   "
-                 f"equity {snap['equity']:,.2f}")
+        table.add_row(
+            r["symbol"],
+            fmt_ts(r["last_ts"]),
+            age,
+            _price(r["last_close"]),
+            f"{r['position']:+d}",
+            _price(r["avg_price"]) if r["position"] else "-",
+            _price(r["unrealised"]),
+        )
+    money = Text(
+        f"realised {snap['realised']:,.2f}   charges {snap['charges']:,.2f}   cash {snap['cash']:,.2f}   "
+        f"equity {snap['equity']:,.2f}"
+    )
     parts: list[Any] = [head, table, money]
     if snap["fills"]:
         parts.append(Text("last fills:\n  " + "\n  ".join(snap["fills"]), style="dim"))

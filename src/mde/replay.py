@@ -39,8 +39,18 @@ from .strategy import SeriesData, Strategy, StrategyRunner, build, load_strategy
 from .symbols import Instrument, validate_symbol
 from .timeframes import Timeframe, parse
 
-SORTABLE = ("net_pnl", "return_pct", "cagr_pct", "sharpe", "sortino", "max_drawdown", "win_rate_pct", "profit_factor",
-            "expectancy", "trades")
+SORTABLE = (
+    "net_pnl",
+    "return_pct",
+    "cagr_pct",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "win_rate_pct",
+    "profit_factor",
+    "expectancy",
+    "trades",
+)
 
 
 def _day_start(d: date) -> datetime:
@@ -72,8 +82,15 @@ class Gaps:
     sessions: int  # session days in the range
 
 
-def find_gaps(engine: Any, inst: Instrument, tf: Timeframe, start: date, end: date, until: datetime,
-              span: tuple[datetime, datetime] | None = None) -> Gaps:
+def find_gaps(
+    engine: Any,
+    inst: Instrument,
+    tf: Timeframe,
+    start: date,
+    end: date,
+    until: datetime,
+    span: tuple[datetime, datetime] | None = None,
+) -> Gaps:
     """Classify the sessions in [start, end] (up to `until`) that the series' coverage ledger lacks."""
     manifest = engine.store.manifest(inst, tf)
     if manifest is not None and manifest.coverage:
@@ -100,7 +117,9 @@ def find_gaps(engine: Any, inst: Instrument, tf: Timeframe, start: date, end: da
     return Gaps(missing, outside, empty, len(days))
 
 
-def missing_sessions(engine: Any, inst: Instrument, tf: Timeframe, start: date, end: date, until: datetime) -> list[date]:
+def missing_sessions(
+    engine: Any, inst: Instrument, tf: Timeframe, start: date, end: date, until: datetime
+) -> list[date]:
     """Sessions in [start, end] (up to `until`) that the series' coverage ledger lacks (sessions
     the source answered with no candle are not lacking)."""
     gaps = find_gaps(engine, inst, tf, start, end, until)
@@ -111,18 +130,26 @@ def _span_text(span: tuple[datetime, datetime]) -> str:
     return f"{span[0]:%Y-%m-%d} to {span[1]:%Y-%m-%d}"
 
 
-def _nothing_to_fetch(name: str, tf: Timeframe, lo: date, hi: date, gaps: Gaps, span: tuple[datetime, datetime] | None) -> str:
+def _nothing_to_fetch(
+    name: str, tf: Timeframe, lo: date, hi: date, gaps: Gaps, span: tuple[datetime, datetime] | None
+) -> str:
     """No candle of the range is cached and no fetch would bring one: say why, advise nothing."""
     if span is not None and gaps.outside:
-        return (f"the sample has no {tf} candles of {name} between {lo} and {hi}: it has them from "
-                f"{_span_text(span)} only; replay dates inside that span")
+        return (
+            f"the sample has no {tf} candles of {name} between {lo} and {hi}: it has them from "
+            f"{_span_text(span)} only; replay dates inside that span"
+        )
     if gaps.empty:
-        return (f"the source answered no {tf} candles of {name} between {lo} and {hi} (recorded as empty by "
-                f"mde fetch: not listed yet, or no trading); replay other dates")
+        return (
+            f"the source answered no {tf} candles of {name} between {lo} and {hi} (recorded as empty by "
+            f"mde fetch: not listed yet, or no trading); replay other dates"
+        )
     return f"the source has no {tf} candles of {name} between {lo} and {hi}; replay other dates"
 
 
-def short_last_session(engine: Any, name: str, tf: Timeframe, ts_us: Sequence[int], start: date, end: date, until: datetime) -> str | None:
+def short_last_session(
+    engine: Any, name: str, tf: Timeframe, ts_us: Sequence[int], start: date, end: date, until: datetime
+) -> str | None:
     """A warning if the last session of [start, end] that has begun by `until` holds fewer
     candles than the calendar says closed by then: a source that lagged the clock when the
     cache was filled (Kite can be minutes behind), or a cache filled by an older mde."""
@@ -223,9 +250,15 @@ def run_replay(
         manifest = engine.store.manifest(inst, src_tf or tf)
         span = engine.source_span(inst, src_tf or tf, manifest.source if manifest is not None else None)
         gaps = find_gaps(engine, inst, src_tf or tf, lo, hi, until, span)
-        if src_tf is None and span is None and (manifest.source if manifest is not None else engine.source_name) == "sample":
-            raise InputError(f"no cached {tf} candles for {name}, and the sample has none to fetch, nor a smaller "
-                             f"timeframe to build them from{engine._sample_has(name)}")
+        if (
+            src_tf is None
+            and span is None
+            and (manifest.source if manifest is not None else engine.source_name) == "sample"
+        ):
+            raise InputError(
+                f"no cached {tf} candles for {name}, and the sample has none to fetch, nor a smaller "
+                f"timeframe to build them from{engine._sample_has(name)}"
+            )
         if src_tf is None:
             if not gaps.missing:
                 raise InputError(_nothing_to_fetch(name, tf, lo, hi, gaps, span))
@@ -256,8 +289,10 @@ def run_replay(
             raise InputError(_nothing_to_fetch(name, tf, lo, hi, gaps, span))
         bad = unpriced(data.frame.slice(i0, i1 - i0))
         if bad:
-            raise InputError(f"{name} {tf}: {bad}; a fill or P&L on such a candle would be a wrong number, so mde "
-                             "does not replay it: pick dates without it, or prune it (the source sent it so)")
+            raise InputError(
+                f"{name} {tf}: {bad}; a fill or P&L on such a candle would be a wrong number, so mde "
+                "does not replay it: pick dates without it, or prune it (the source sent it so)"
+            )
         warm = unpriced(data.frame.slice(0, i0))
         if warm:  # left out of the warm-up, as a missing candle would be, and said
             from .validate import unpriced as rule
@@ -273,9 +308,12 @@ def run_replay(
         ends.append(i1)
         read_from[name] = src_tf
 
-    broker, models, ticks = build_broker(engine, names, costs=costs, segment=segment, cash=cash, slippage_ticks=slippage_ticks,
-                                         start=lo)
-    runner = StrategyRunner([strat], engine, symbols=names, timeframe=tf, broker=broker, as_of=until, square_off=square_off)
+    broker, models, ticks = build_broker(
+        engine, names, costs=costs, segment=segment, cash=cash, slippage_ticks=slippage_ticks, start=lo
+    )
+    runner = StrategyRunner(
+        [strat], engine, symbols=names, timeframe=tf, broker=broker, as_of=until, square_off=square_off
+    )
     if on_log is not None:
         runner.on_note = lambda note: on_log(note.line())
     for data in series:
@@ -308,7 +346,12 @@ def _sweep_one(settings: Any, strategy: str, params: dict[str, str], kwargs: dic
 
 
 def sweep(
-    engine: Any, strategy: str, grid: list[dict[str, str]], *, sort_by: str = "net_pnl", workers: int | None = None,
+    engine: Any,
+    strategy: str,
+    grid: list[dict[str, str]],
+    *,
+    sort_by: str = "net_pnl",
+    workers: int | None = None,
     **kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Run every parameter combination on all cores; rows sorted by `sort_by` (best first)."""
@@ -331,13 +374,17 @@ def sweep(
 
         ctx = multiprocessing.get_context("spawn")  # polars' thread pool does not survive fork
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            rows = list(pool.map(_sweep_one, [settings] * len(grid), [strategy] * len(grid), grid, [kwargs] * len(grid)))
+            rows = list(
+                pool.map(_sweep_one, [settings] * len(grid), [strategy] * len(grid), grid, [kwargs] * len(grid))
+            )
     for row in rows:
         text = row.pop("_traceback", None)
         if text:
             import logging
 
-            logging.getLogger("mde.strategy").debug("the strategy's traceback (%s):\n%s", _combo(row["params"]), text.rstrip())
+            logging.getLogger("mde.strategy").debug(
+                "the strategy's traceback (%s):\n%s", _combo(row["params"]), text.rstrip()
+            )
     ok = [r for r in rows if "metrics" in r]
     failed = [r for r in rows if "error" in r]
     # best first; drawdowns are negative, so the largest (closest to 0) is the best there too
@@ -357,5 +404,7 @@ def sweep_failure(rows: Sequence[Mapping[str, Any]]) -> StrategyError | None:
         return None
     first = raised[0]
     message = first["error"].replace("(run with -v for the traceback)", "").rstrip()
-    return StrategyError(f"{message} with {_combo(first['params'])} ({len(raised)} of {len(rows)} combinations "
-                         "failed; run with -v for the tracebacks)")
+    return StrategyError(
+        f"{message} with {_combo(first['params'])} ({len(raised)} of {len(rows)} combinations "
+        "failed; run with -v for the tracebacks)"
+    )

@@ -70,9 +70,19 @@ def metric_label(key: str) -> str:
     words = key.replace("_pct", " (%)").replace("_", " ").strip()
     return words[:1].upper() + words[1:]
 
+
 TRADE_COLUMNS = (
-    "symbol", "side", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price",
-    "gross_pnl", "charges", "net_pnl", "exit_reason",
+    "symbol",
+    "side",
+    "qty",
+    "entry_ts",
+    "entry_price",
+    "exit_ts",
+    "exit_price",
+    "gross_pnl",
+    "charges",
+    "net_pnl",
+    "exit_reason",
 )
 
 # Geometry of the SVG pictures (user units; the SVGs scale to the page width).
@@ -135,7 +145,7 @@ def render_report(result: Any) -> str:
     cash = _float_or_none(getattr(result, "cash", None))
 
     parts = [
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
         f"<title>Replay: {_e(strategy)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
         _header(result, symbols),
@@ -358,7 +368,6 @@ def _rejections_line(result: Any) -> str:
     return f'<p id="rejections">Rejected orders: {len(rejected):,} ({_e(counts)}); the JSON summary lists them.</p>\n'
 
 
-
 def _fingerprint_section(fingerprint: Sequence[dict[str, Any]]) -> str:
     head = "<h2>Data fingerprint</h2>\n"
     if not fingerprint:
@@ -408,8 +417,10 @@ def _trades_section(trades: pl.DataFrame) -> str:
         return f'<section id="trades">\n{head}<p class="note">No trades.</p>\n</section>\n'
     if n > TRADES_HEAD + TRADES_TAIL:
         shown = [(0, trades.head(TRADES_HEAD)), (n - TRADES_TAIL, trades.tail(TRADES_TAIL))]
-        note = (f'<p class="note" id="trades-note">{n:,} trades: showing the first {TRADES_HEAD:,} '
-                f"and the last {TRADES_TAIL:,}.</p>\n")
+        note = (
+            f'<p class="note" id="trades-note">{n:,} trades: showing the first {TRADES_HEAD:,} '
+            f"and the last {TRADES_TAIL:,}.</p>\n"
+        )
     else:
         shown = [(0, trades)]
         note = f'<p class="note" id="trades-note">{n:,} trades.</p>\n'
@@ -417,13 +428,27 @@ def _trades_section(trades: pl.DataFrame) -> str:
     reason_text = ", ".join(f"{_e(r)}: {c:,}" for r, c in reasons.iter_rows())
     note += f'<p class="note">Exits by reason: {reason_text}.</p>\n'
 
-    names = ("#", "Symbol", "Side", "Qty", "Entry time", "Entry", "Exit time", "Exit",
-             "Gross P&amp;L", "Charges", "Net P&amp;L", "Exit reason")
+    names = (
+        "#",
+        "Symbol",
+        "Side",
+        "Qty",
+        "Entry time",
+        "Entry",
+        "Exit time",
+        "Exit",
+        "Gross P&amp;L",
+        "Charges",
+        "Net P&amp;L",
+        "Exit reason",
+    )
     th = "<tr>" + "".join(f"<th>{x}</th>" for x in names) + "</tr>"
     rows = [th]
     for offset, part in shown:
         if offset:
-            rows.append(f'<tr class="gap"><td colspan="{len(names)}">… {offset - TRADES_HEAD:,} trades not shown …</td></tr>')
+            rows.append(
+                f'<tr class="gap"><td colspan="{len(names)}">… {offset - TRADES_HEAD:,} trades not shown …</td></tr>'
+            )
         rows.extend(_trade_rows(part, offset))
     table = f'<div class="scroll"><table class="trades" id="trades-table">{"".join(rows)}</table></div>\n'
     return f'<section id="trades">\n{head}{note}{table}</section>\n'
@@ -439,25 +464,36 @@ def _log_section(notes: Sequence[Any]) -> str:
     head = "<h2>Strategy log</h2>\n"
     n = len(notes)
     lines = "\n".join(_e(note.line() if hasattr(note, "line") else note) for note in notes[:LOG_LINES])
-    rest = (f'<p class="note" id="log-note">{n:,} lines: showing the first {LOG_LINES:,}; '
-            f"{n - LOG_LINES:,} more not shown.</p>\n" if n > LOG_LINES else f'<p class="note" id="log-note">{n:,} lines.</p>\n')
+    rest = (
+        f'<p class="note" id="log-note">{n:,} lines: showing the first {LOG_LINES:,}; '
+        f"{n - LOG_LINES:,} more not shown.</p>\n"
+        if n > LOG_LINES
+        else f'<p class="note" id="log-note">{n:,} lines.</p>\n'
+    )
     return f'<section id="log">\n{head}{rest}<div class="scroll"><pre id="log-lines">{lines}</pre></div>\n</section>\n'
 
 
 def _trade_rows(part: pl.DataFrame, offset: int) -> list[str]:
     schema = part.schema
     view = part.select(
-        pl.col("symbol").cast(pl.String), pl.col("side").cast(pl.String), "qty",
-        _ist_iso("entry_ts", schema["entry_ts"]), "entry_price",
-        _ist_iso("exit_ts", schema["exit_ts"]), "exit_price",
-        "gross_pnl", "charges", "net_pnl", pl.col("exit_reason").cast(pl.String),
+        pl.col("symbol").cast(pl.String),
+        pl.col("side").cast(pl.String),
+        "qty",
+        _ist_iso("entry_ts", schema["entry_ts"]),
+        "entry_price",
+        _ist_iso("exit_ts", schema["exit_ts"]),
+        "exit_price",
+        "gross_pnl",
+        "charges",
+        "net_pnl",
+        pl.col("exit_reason").cast(pl.String),
     )
     out = []
     for i, (sym, side, qty, ets, ep, xts, xp, gross, chg, net, why) in enumerate(view.iter_rows(), offset + 1):
         out.append(
             f'<tr><td class="n">{i}</td><td>{_e(sym)}</td><td>{_e(side)}</td><td class="n">{_e(fmt_value(qty))}</td>'
-            f"<td>{_e(ets)}</td><td class=\"n\">{_e(fmt_value(ep))}</td>"
-            f"<td>{_e(xts)}</td><td class=\"n\">{_e(fmt_value(xp))}</td>"
+            f'<td>{_e(ets)}</td><td class="n">{_e(fmt_value(ep))}</td>'
+            f'<td>{_e(xts)}</td><td class="n">{_e(fmt_value(xp))}</td>'
             f'<td class="{_num_class(gross)}">{_e(fmt_value(gross))}</td><td class="n">{_e(fmt_value(chg))}</td>'
             f'<td class="{_num_class(net)}">{_e(fmt_value(net))}</td><td>{_e(why)}</td></tr>'
         )
@@ -580,15 +616,19 @@ def _label_positions(n: int, k: int = 6) -> list[int]:
 
 
 def _svg_open(kind: str, height: int, label: str) -> str:
-    return (f'<svg class="chart" data-chart="{_e(kind)}" viewBox="0 0 {WIDTH} {height}" '
-            f'width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11" '
-            f'role="img" aria-label="{_e(label)}"><title>{_e(label)}</title>')
+    return (
+        f'<svg class="chart" data-chart="{_e(kind)}" viewBox="0 0 {WIDTH} {height}" '
+        f'width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="11" '
+        f'role="img" aria-label="{_e(label)}"><title>{_e(label)}</title>'
+    )
 
 
 def _empty_svg(kind: str, height: int, label: str, message: str) -> str:
-    return (_svg_open(kind, height, label)
-            + f'<rect class="frame" x="{PAD_L}" y="{PAD_T}" width="{WIDTH - PAD_L - PAD_R}" height="{height - PAD_T - PAD_B}"/>'
-            + f'<text class="empty" x="{WIDTH // 2}" y="{height // 2}" text-anchor="middle">{_e(message)}</text></svg>\n')
+    return (
+        _svg_open(kind, height, label)
+        + f'<rect class="frame" x="{PAD_L}" y="{PAD_T}" width="{WIDTH - PAD_L - PAD_R}" height="{height - PAD_T - PAD_B}"/>'
+        + f'<text class="empty" x="{WIDTH // 2}" y="{height // 2}" text-anchor="middle">{_e(message)}</text></svg>\n'
+    )
 
 
 # ---------------------------------------------------------------- equity and drawdown
@@ -599,8 +639,12 @@ def _equity_section(equity: object, cash: float | None) -> str:
     eq = _clean_equity(equity)
     n = eq.height
     if n == 0:
-        return (head + _empty_svg("equity", 300, "Equity curve", "no equity data")
-                + _empty_svg("drawdown", 140, "Drawdown", "no equity data") + "</section>\n")
+        return (
+            head
+            + _empty_svg("equity", 300, "Equity curve", "no equity data")
+            + _empty_svg("drawdown", 140, "Drawdown", "no equity data")
+            + "</section>\n"
+        )
     x0, x1 = PAD_L, WIDTH - PAD_R
 
     def x_of(idx: pl.Series) -> list[float]:
@@ -625,13 +669,17 @@ def _equity_section(equity: object, cash: float | None) -> str:
     parts = [_svg_open("equity", h, "Equity curve"), *_y_axis(ys, x0, x1), *_x_labels(label_ts, label_xs, h - 8)]
     if cash is not None:
         yc = ys(cash)
-        parts.append(f'<line class="cash" x1="{x0}" y1="{_f(yc)}" x2="{x1}" y2="{_f(yc)}"><title>starting cash {_e(fmt_value(cash))}</title></line>')
+        parts.append(
+            f'<line class="cash" x1="{x0}" y1="{_f(yc)}" x2="{x1}" y2="{_f(yc)}"><title>starting cash {_e(fmt_value(cash))}</title></line>'
+        )
     parts.append(f'<polyline class="eq" points="{pts}"/>')
     parts.append(f'<rect class="frame" x="{x0}" y="{PAD_T}" width="{x1 - x0}" height="{ys0 - PAD_T}"/></svg>\n')
     last = float(eq["equity"][-1])
-    legend = ('<p class="legend"><span><b style="color:#1f5fbf">—</b> equity (₹)</span>'
-              + ('<span><b style="color:#7a8494">- -</b> starting cash</span>' if cash is not None else "")
-              + f"<span>{n:,} bars; {len(idx):,} points drawn; final equity {_e(fmt_value(last))}</span></p>\n")
+    legend = (
+        '<p class="legend"><span><b style="color:#1f5fbf">—</b> equity (₹)</span>'
+        + ('<span><b style="color:#7a8494">- -</b> starting cash</span>' if cash is not None else "")
+        + f"<span>{n:,} bars; {len(idx):,} points drawn; final equity {_e(fmt_value(last))}</span></p>\n"
+    )
 
     # Drawdown area.
     h2 = 140
@@ -648,20 +696,31 @@ def _equity_section(equity: object, cash: float | None) -> str:
     dpts = [f"{_f(dxs[0])},{_f(y_zero)}"]
     dpts += [f"{_f(x)},{_f(dscale(v))}" for x, v in zip(dxs, dvals.to_list(), strict=True)]
     dpts.append(f"{_f(dxs[-1])},{_f(y_zero)}")
-    dd_parts = [_svg_open("drawdown", h2, "Drawdown"), *_y_axis(dscale, x0, x1), *_x_labels(label_ts, label_xs, h2 - 8),
-                f'<polygon class="dd" points="{" ".join(dpts)}"/>',
-                f'<rect class="frame" x="{x0}" y="{PAD_T}" width="{x1 - x0}" height="{ds0 - PAD_T}"/></svg>\n']
-    dd_legend = (f'<p class="legend"><span><b style="color:#d93025">▆</b> drawdown from the running peak (₹); '
-                 f"deepest {_e(fmt_value(_agg(eq['drawdown'].min())))}</span>"
-                 f"<span>x axis: bar number, labelled with the bar date (market closures take no room)</span></p>\n")
+    dd_parts = [
+        _svg_open("drawdown", h2, "Drawdown"),
+        *_y_axis(dscale, x0, x1),
+        *_x_labels(label_ts, label_xs, h2 - 8),
+        f'<polygon class="dd" points="{" ".join(dpts)}"/>',
+        f'<rect class="frame" x="{x0}" y="{PAD_T}" width="{x1 - x0}" height="{ds0 - PAD_T}"/></svg>\n',
+    ]
+    dd_legend = (
+        f'<p class="legend"><span><b style="color:#d93025">▆</b> drawdown from the running peak (₹); '
+        f"deepest {_e(fmt_value(_agg(eq['drawdown'].min())))}</span>"
+        f"<span>x axis: bar number, labelled with the bar date (market closures take no room)</span></p>\n"
+    )
     return head + "".join(parts) + legend + "".join(dd_parts) + dd_legend + "</section>\n"
 
 
 def _clean_equity(equity: object) -> pl.DataFrame:
     if not isinstance(equity, pl.DataFrame) or equity.height == 0 or "equity" not in equity.columns:
-        return pl.DataFrame({"ts": [], "equity": [], "drawdown": []}, schema={"ts": pl.Datetime("us", IST_NAME), "equity": pl.Float64, "drawdown": pl.Float64})
-    cols = [pl.col("ts") if "ts" in equity.columns else pl.lit(None, pl.Datetime("us", IST_NAME)).alias("ts"),
-            pl.col("equity").cast(pl.Float64)]
+        return pl.DataFrame(
+            {"ts": [], "equity": [], "drawdown": []},
+            schema={"ts": pl.Datetime("us", IST_NAME), "equity": pl.Float64, "drawdown": pl.Float64},
+        )
+    cols = [
+        pl.col("ts") if "ts" in equity.columns else pl.lit(None, pl.Datetime("us", IST_NAME)).alias("ts"),
+        pl.col("equity").cast(pl.Float64),
+    ]
     if "drawdown" in equity.columns:
         cols.append(pl.col("drawdown").cast(pl.Float64))
     else:
@@ -683,8 +742,12 @@ def bucket_candles(df: pl.DataFrame, max_bodies: int = MAX_CANDLES) -> tuple[pl.
         .with_row_index("i")
         .group_by((pl.col("i") // size).alias("b"), maintain_order=True)
         .agg(
-            pl.col("ts").first(), pl.col("ts").last().alias("ts_last"), pl.col("open").first(),
-            pl.col("high").max(), pl.col("low").min(), pl.col("close").last(),
+            pl.col("ts").first(),
+            pl.col("ts").last().alias("ts_last"),
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
         )
         .sort("b")
         .drop("b")
@@ -713,7 +776,11 @@ def _markers(sym: str, trades: pl.DataFrame, candle_ts: pl.Series, size: int, n_
         ts_us = _epoch_us(t[ts_col])
         pos = grid.search_sorted(ts_us, side="right").cast(pl.Int64) - 1
         if what == "entry":
-            kind = pl.when(pl.col("side").cast(pl.String).str.to_lowercase() == "short").then(pl.lit("se")).otherwise(pl.lit("le"))
+            kind = (
+                pl.when(pl.col("side").cast(pl.String).str.to_lowercase() == "short")
+                .then(pl.lit("se"))
+                .otherwise(pl.lit("le"))
+            )
         else:
             kind = pl.lit("x")
         frames.append(
@@ -722,8 +789,13 @@ def _markers(sym: str, trades: pl.DataFrame, candle_ts: pl.Series, size: int, n_
                 pl.lit(pos).alias("pos"),
                 pl.lit(ts_us).alias("us"),
                 pl.col(price_col).cast(pl.Float64).alias("price"),
-                pl.format("{} {} {} @ {}", pl.col("side"), pl.lit(what), _ist_iso(ts_col, t.schema[ts_col]),
-                          pl.col(price_col).round(2)).alias("title"),
+                pl.format(
+                    "{} {} {} @ {}",
+                    pl.col("side"),
+                    pl.lit(what),
+                    _ist_iso(ts_col, t.schema[ts_col]),
+                    pl.col(price_col).round(2),
+                ).alias("title"),
             )
         )
     m = pl.concat(frames)
@@ -733,10 +805,12 @@ def _markers(sym: str, trades: pl.DataFrame, candle_ts: pl.Series, size: int, n_
 
 
 def _candles_section(symbols: Sequence[str], candles: dict[str, pl.DataFrame], trades: pl.DataFrame) -> str:
-    out = ['<section id="charts">\n<h2>Prices and trades</h2>\n',
-           '<p class="legend"><span><b style="color:#0b8a3a">▲</b> long entry</span>'
-           '<span><b style="color:#c5221f">▼</b> short entry</span><span><b>×</b> exit</span>'
-           "<span>hover a candle or marker for its details</span></p>\n"]
+    out = [
+        '<section id="charts">\n<h2>Prices and trades</h2>\n',
+        '<p class="legend"><span><b style="color:#0b8a3a">▲</b> long entry</span>'
+        '<span><b style="color:#c5221f">▼</b> short entry</span><span><b>×</b> exit</span>'
+        "<span>hover a candle or marker for its details</span></p>\n",
+    ]
     if not symbols:
         out.append('<p class="note">No symbols.</p>\n')
     for sym in symbols:
@@ -771,7 +845,8 @@ def _candle_chart(sym: str, df: pl.DataFrame | None, trades: pl.DataFrame) -> st
     bw = min(max(slot * 0.7, 0.6), 14.0)
     geo = bars.with_columns(
         (x0 + (pl.int_range(pl.len()).cast(pl.Float64) + 0.5) * slot).alias("xc"),
-        ys.expr(pl.col("high")).alias("yh"), ys.expr(pl.col("low")).alias("yl"),
+        ys.expr(pl.col("high")).alias("yh"),
+        ys.expr(pl.col("low")).alias("yl"),
         ys.expr(pl.max_horizontal("open", "close")).alias("ytop"),
         ys.expr(pl.min_horizontal("open", "close")).alias("ybot"),
         (pl.col("close") >= pl.col("open")).alias("up"),
@@ -804,7 +879,9 @@ def _candle_chart(sym: str, df: pl.DataFrame | None, trades: pl.DataFrame) -> st
         drawn, total = _marker_svg(marks, ys, x0, slot)
         parts.append(f'<g class="markers">{"".join(drawn)}</g>')
         if len(drawn) < total:
-            marker_note = f"; {len(drawn):,} of {total:,} trade markers drawn (overlapping and surplus ones merged or left out)"
+            marker_note = (
+                f"; {len(drawn):,} of {total:,} trade markers drawn (overlapping and surplus ones merged or left out)"
+            )
     parts.append(f'<rect class="frame" x="{x0}" y="{PAD_T}" width="{x1 - x0}" height="{y0 - PAD_T}"/></svg>\n')
     agg = f"each body merges {size:,} consecutive candles" if size > 1 else "one body per candle"
     note = f'<p class="note">{df.height:,} candles drawn as {m:,} bodies ({agg}){marker_note}.</p>\n'

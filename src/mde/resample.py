@@ -64,7 +64,9 @@ def close_minutes(tf: Timeframe, cal: Calendar, col: str = "ts") -> pl.Expr:
     if tf.is_daily:
         closes = {_day_index(d): s[-1][1] for d, s in cal.special.items() if s}
         if closes:
-            day_close = day.replace_strict(list(closes), list(closes.values()), default=cal.regular[1], return_dtype=pl.Int64)
+            day_close = day.replace_strict(
+                list(closes), list(closes.values()), default=cal.regular[1], return_dtype=pl.Int64
+            )
         else:
             day_close = pl.lit(cal.regular[1], dtype=pl.Int64)
         return day * 1440 + day_close
@@ -113,7 +115,9 @@ def _regular_close_minutes(tf: Timeframe, cal: Calendar) -> pl.Expr:
     minute = local % 1440
     reg_end = cal.regular[1]
     raw_end = local + tf.minutes
-    return pl.when(minute < reg_end).then(pl.min_horizontal(raw_end, (local // 1440) * 1440 + reg_end)).otherwise(raw_end)
+    return (
+        pl.when(minute < reg_end).then(pl.min_horizontal(raw_end, (local // 1440) * 1440 + reg_end)).otherwise(raw_end)
+    )
 
 
 def with_close(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
@@ -124,8 +128,9 @@ def with_close(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
     cheaper. The two parts are merged back in ts order.
     """
     if df.height <= SMALL:
-        closes = pl.Series("closes_at", [(m - IST_OFFSET_MIN) * US_PER_MIN for m in _close_list(df, tf, cal)],
-                           dtype=pl.Int64).cast(TS_DTYPE)
+        closes = pl.Series(
+            "closes_at", [(m - IST_OFFSET_MIN) * US_PER_MIN for m in _close_list(df, tf, cal)], dtype=pl.Int64
+        ).cast(TS_DTYPE)
         return df.with_columns(closes)
     full = minutes_to_ts(close_minutes(tf, cal)).alias("closes_at")
     if tf.is_daily or df.height < 4096 or not cal.special:

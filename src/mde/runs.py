@@ -38,8 +38,18 @@ from .timeframes import Timeframe
 DEFAULT_CASH = 1_000_000.0
 DEFAULT_TICK = 0.05
 TRADE_CSV_COLUMNS = (
-    "symbol", "side", "qty", "entry_ts", "entry_price", "exit_ts", "exit_price", "gross_pnl", "charges", "net_pnl",
-    "exit_reason", "strategy",
+    "symbol",
+    "side",
+    "qty",
+    "entry_ts",
+    "entry_price",
+    "exit_ts",
+    "exit_price",
+    "gross_pnl",
+    "charges",
+    "net_pnl",
+    "exit_reason",
+    "strategy",
 )
 
 
@@ -76,6 +86,7 @@ class ReplayResult:
         for r in self.rejections:
             out[r["reason"]] = out.get(r["reason"], 0) + 1
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
     log: list[Note] = field(default_factory=list)  # the strategy's ctx.log lines and its rejected orders
 
     def summary(self) -> dict[str, Any]:
@@ -91,8 +102,11 @@ class ReplayResult:
             "costs": {"model": self.costs, "segment": self.segment, "basis": self.cost_basis},
             "margins": self.margin_basis,
             "lots": self.lots,
-            "rejections": {"total": len(self.rejections), "by_reason": self.rejections_by_reason(),
-                           "orders": self.rejections},
+            "rejections": {
+                "total": len(self.rejections),
+                "by_reason": self.rejections_by_reason(),
+                "orders": self.rejections,
+            },
             "metrics": self.metrics,
             "annualisation": self.basis,
             "fill_model": self.fill_model,
@@ -148,7 +162,9 @@ def fingerprint(data: SeriesData, source_tf: Timeframe) -> dict[str, Any]:
     for column in (data.ts_us, data.open, data.high, data.low, data.close):
         h.update(cast(memoryview, column))  # SeriesData's columns are memoryviews or typed arrays: their bytes, no copy
     volume = data.volume
-    h.update(volume if isinstance(volume, (array, memoryview)) else array("q", [-1 if v is None else v for v in volume]))
+    h.update(
+        volume if isinstance(volume, (array, memoryview)) else array("q", [-1 if v is None else v for v in volume])
+    )
     first = frame["ts"][0] if frame.height else None
     last = frame["ts"][-1] if frame.height else None
     return {
@@ -163,7 +179,7 @@ def fingerprint(data: SeriesData, source_tf: Timeframe) -> dict[str, Any]:
 
 
 def unpriced(frame: pl.DataFrame) -> str:
-    """"" if every candle has a valid price, else how many do not and the first one.
+    """ "" if every candle has a valid price, else how many do not and the first one.
     (A source's implausible candles are kept in the cache, counted; a NaN close must not reach
     a fill, an equity curve or a comparison in a strategy, where it would be silently wrong.)"""
     from .validate import PRICES, unpriced as rule
@@ -174,10 +190,10 @@ def unpriced(frame: pl.DataFrame) -> str:
     if bad.is_empty():
         return ""
     row = bad.row(0, named=True)
-    what = ", ".join(f"{c} {row[c]}" for c in PRICES if row[c] is None or not (row[c] == row[c] and 0 < row[c] < float("inf")))
-    return (f"{bad.height} candle(s) without a valid price (first: {row['ts'].astimezone(IST):%Y-%m-%d %H:%M} "
-            f"{what})")
-
+    what = ", ".join(
+        f"{c} {row[c]}" for c in PRICES if row[c] is None or not (row[c] == row[c] and 0 < row[c] < float("inf"))
+    )
+    return f"{bad.height} candle(s) without a valid price (first: {row['ts'].astimezone(IST):%Y-%m-%d %H:%M} {what})"
 
 
 def _tick_for(engine: Any, inst: Instrument) -> float:
@@ -196,8 +212,15 @@ def _tick_for(engine: Any, inst: Instrument) -> float:
 
 
 def build_broker(
-    engine: Any, symbols: Sequence[str], *, costs: str, segment: str | None, cash: float, slippage_ticks: int,
-    on_fill: Any = None, start: date | None = None,
+    engine: Any,
+    symbols: Sequence[str],
+    *,
+    costs: str,
+    segment: str | None,
+    cash: float,
+    slippage_ticks: int,
+    on_fill: Any = None,
+    start: date | None = None,
 ) -> tuple[SimBroker, dict[str, CostModel], dict[str, float]]:
     """The simulated broker of a run: a cost model, a tick size and a contract (margin segment,
     lot size) per symbol. Replay and paper both build theirs here, so the same symbols are
@@ -213,18 +236,28 @@ def build_broker(
         models[name] = cost_model(costs, segment, own, name, engine.settings.costs_file)
         ticks[name] = _tick_for(engine, inst)
         # margined as the --segment given, else the instrument's own; an index without one as cash (delivery)
-        contracts[name] = contract_for(engine.settings.cache_dir, inst.exchange, inst.tradingsymbol,
-                                       segment or own or "delivery", day, label=name)
+        contracts[name] = contract_for(
+            engine.settings.cache_dir, inst.exchange, inst.tradingsymbol, segment or own or "delivery", day, label=name
+        )
     margins = load_margins(getattr(engine.settings, "margins_file", None))
-    broker = SimBroker(cash, models.__getitem__, ticks.__getitem__, slippage_ticks, on_fill=on_fill,
-                       contracts=contracts, margins=margins)
+    broker = SimBroker(
+        cash,
+        models.__getitem__,
+        ticks.__getitem__,
+        slippage_ticks,
+        on_fill=on_fill,
+        contracts=contracts,
+        margins=margins,
+    )
     return broker, models, ticks
 
 
 def build_strategy(spec: str | type[Strategy] | Strategy, params: Mapping[str, Any] | None = None) -> Strategy:
     if isinstance(spec, Strategy):
         if params:
-            raise InputError("give parameters to the strategy's constructor, not to run_replay, when passing an instance")
+            raise InputError(
+                "give parameters to the strategy's constructor, not to run_replay, when passing an instance"
+            )
         return spec
     cls = load_strategy(spec) if isinstance(spec, str) else spec
     return build(cls, dict(params or {}))
@@ -272,13 +305,25 @@ def summarize(run: Run, outcome: RunOutcome) -> ReplayResult:
     cost_desc = "; ".join(f"{n}: {models[n].describe()}" for n in names) if len(names) > 1 else model.describe()
     tick_desc = ", ".join(sorted({f"{t:g}" for t in run.ticks.values()}))
     contracts = {n: broker.contract(n) for n in names}
-    lots = {n: {"segment": c.segment, "lot_size": c.lot_size, "source": c.lot_note or None} for n, c in contracts.items()}
+    lots = {
+        n: {"segment": c.segment, "lot_size": c.lot_size, "source": c.lot_note or None} for n, c in contracts.items()
+    }
     lot_desc = "; ".join(c.lot_note for c in contracts.values() if c.lot_note) or "every symbol here trades in ones."
     warnings = [*run.warnings, *(c.lot_warning for c in contracts.values() if c.lot_warning)]
     rejections = [
-        {"ts": us_to_datetime(r.ts_us).isoformat(), "symbol": r.order.symbol, "side": "buy" if r.order.side > 0 else "sell",
-         "qty": r.order.qty, "kind": r.order.kind, "price": r.order.price, "stop_loss": r.order.stop_loss,
-         "target": r.order.target, "strategy": r.order.strategy, "reason": r.code, "detail": r.why}
+        {
+            "ts": us_to_datetime(r.ts_us).isoformat(),
+            "symbol": r.order.symbol,
+            "side": "buy" if r.order.side > 0 else "sell",
+            "qty": r.order.qty,
+            "kind": r.order.kind,
+            "price": r.order.price,
+            "stop_loss": r.order.stop_loss,
+            "target": r.order.target,
+            "strategy": r.order.strategy,
+            "reason": r.code,
+            "detail": r.why,
+        }
         for r in broker.rejections
     ]
     return ReplayResult(
@@ -293,15 +338,22 @@ def summarize(run: Run, outcome: RunOutcome) -> ReplayResult:
         segment=run.segment if run.segment else (model.segment if model.table is not None else None),
         cost_basis=cost_desc,
         version=mde_version(),
-        fill_model=FILL_MODEL.format(slippage=run.slippage_ticks, tick=tick_desc, square_off=run.square_off or strat.square_off,
-                                     margins=broker.margins.describe(), lots=lot_desc),
+        fill_model=FILL_MODEL.format(
+            slippage=run.slippage_ticks,
+            tick=tick_desc,
+            square_off=run.square_off or strat.square_off,
+            margins=broker.margins.describe(),
+            lots=lot_desc,
+        ),
         basis=basis.describe(tf),
         generated_at=datetime.now(IST).replace(microsecond=0),
         metrics=metrics,
         trades=trades,
         equity=equity.select("ts", "equity", "drawdown"),
         candles={d.symbol: d.frame.slice(i0, i1 - i0) for d, i0, i1 in run.spans},
-        fingerprint=[fingerprint(d, d.built_from or d.timeframe) for d in runner._series.values()],  # each series' own base
+        fingerprint=[
+            fingerprint(d, d.built_from or d.timeframe) for d in runner._series.values()
+        ],  # each series' own base
         warnings=warnings,
         events=outcome.events,
         rejections=rejections,

@@ -134,7 +134,10 @@ def ledger_from_candles(ts: pl.Series, tf: Timeframe, calendar: Calendar) -> tup
             if counts.get(day, 0) == calendar.candles_per_day(day, tf):
                 full += 1
                 midnight = datetime(day.year, day.month, day.day, tzinfo=IST)
-                open_, close = midnight + timedelta(minutes=sessions[0][0]), midnight + timedelta(minutes=sessions[-1][1])
+                open_, close = (
+                    midnight + timedelta(minutes=sessions[0][0]),
+                    midnight + timedelta(minutes=sessions[-1][1]),
+                )
                 if current is None:
                     current = [open_, close]
                     ranges.append((open_, close))
@@ -178,12 +181,20 @@ def _implausible(df: pl.DataFrame, tf: Timeframe) -> dict[str, int]:
     return implausible(df, tf, nse())
 
 
-def _entry(df: pl.DataFrame, st: os.stat_result, tf: Timeframe | None = None, bad: dict[str, int] | None = None) -> dict[str, Any]:
+def _entry(
+    df: pl.DataFrame, st: os.stat_result, tf: Timeframe | None = None, bad: dict[str, int] | None = None
+) -> dict[str, Any]:
     """The manifest's summary of one partition file; `implausible` counts its candles that fail
     validate.check by rule (kept: they are the source's truth; `{}` when there are none, absent
     in entries written before mde checked)."""
     ts = df.get_column("ts")
-    entry: dict[str, Any] = {"rows": df.height, "first": _iso(ts[0]), "last": _iso(ts[-1]), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    entry: dict[str, Any] = {
+        "rows": df.height,
+        "first": _iso(ts[0]),
+        "last": _iso(ts[-1]),
+        "bytes": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
     if tf is not None:
         entry["implausible"] = bad if bad is not None else _implausible(df, tf)
     return entry
@@ -545,15 +556,20 @@ class CandleStore:
                 self._remember(path, _stamp(st), out[path])
         return out
 
-    def _decode_batch(self, misses: list[tuple[Path, os.stat_result]], *, contiguous: bool = False
-                      ) -> tuple[pl.DataFrame, list[tuple[Path, os.stat_result, dict[str, Any]]]] | None:
+    def _decode_batch(
+        self, misses: list[tuple[Path, os.stat_result]], *, contiguous: bool = False
+    ) -> tuple[pl.DataFrame, list[tuple[Path, os.stat_result, dict[str, Any]]]] | None:
         """One frame for the files the manifest vouches for (see `_read_batch`), with them."""
         folder = misses[0][0].parent
         try:
             entries = Manifest.from_json((folder / MANIFEST).read_text(encoding="utf-8")).partitions
         except Exception:  # missing or unreadable manifest: file by file
             return None
-        batch = [(path, st, entries[path.stem]) for path, st in misses if path.parent == folder and _entry_matches(entries.get(path.stem), st)]
+        batch = [
+            (path, st, entries[path.stem])
+            for path, st in misses
+            if path.parent == folder and _entry_matches(entries.get(path.stem), st)
+        ]
         if len(batch) < 2 or any(e["rows"] <= 0 for _, _, e in batch):
             return None
         try:
@@ -585,8 +601,13 @@ class CandleStore:
                 )
 
     def read(
-        self, instrument: Instrument, tf: Timeframe, start: datetime | None = None, end: datetime | None = None,
-        *, remember: bool = True,
+        self,
+        instrument: Instrument,
+        tf: Timeframe,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        remember: bool = True,
     ) -> pl.DataFrame:
         """All cached candles with start <= ts <= end (bounds optional).
 
@@ -676,9 +697,12 @@ class CandleStore:
         )
         if short:
             more = f" (first {short[0]})" if len(short) > 1 else f" ({short[0]})"
-            note += f"; {len(short)} session(s) with candles missing are not covered{more}: fetch them again to cover them"
-        note += (f"; ranges answered with no candles cannot be told from the files, and the source is recorded "
-                 f"as '{source}'")
+            note += (
+                f"; {len(short)} session(s) with candles missing are not covered{more}: fetch them again to cover them"
+            )
+        note += (
+            f"; ranges answered with no candles cannot be told from the files, and the source is recorded as '{source}'"
+        )
         return manifest, note
 
     def restore_manifest(self, instrument: Instrument, tf: Timeframe, *, source: str, now: datetime) -> Manifest | None:
@@ -772,7 +796,10 @@ class CandleStore:
                     holder = _lock_holder(path)
                     log.warning(
                         "waiting for the cache lock on %s %s, held by another mde process%s; giving up after %.0fs",
-                        instrument, tf, holder, self.lock_timeout,
+                        instrument,
+                        tf,
+                        holder,
+                        self.lock_timeout,
                     )
                     lock.acquire()
             except Timeout:
@@ -845,7 +872,9 @@ class CandleStore:
         if tf.is_daily:
             candles = normalize_daily(candles)
         with self.lock(instrument, tf) as folder:
-            manifest = self._manifest_or_rebuilt(instrument, tf, folder, source) or Manifest(instrument.key, tf.name, source)
+            manifest = self._manifest_or_rebuilt(instrument, tf, folder, source) or Manifest(
+                instrument.key, tf.name, source
+            )
             if manifest.source != source:
                 last = (manifest.last_ts or now).astimezone(IST).date() + timedelta(days=1)
                 raise InputError(
@@ -877,7 +906,9 @@ class CandleStore:
                         clean_before = old.is_empty() or (
                             prior is not None and prior.get("implausible") == {} and _entry_matches(prior, path.stat())
                         )
-                        counted[str(key)] = {} if clean_before and not bad else (bad if old.is_empty() else _implausible(merged, tf))
+                        counted[str(key)] = (
+                            {} if clean_before and not bad else (bad if old.is_empty() else _implausible(merged, tf))
+                        )
                         written[str(key)] = (merged, self._stage_parquet(staged, merged, path))
                 manifest.coverage = union_ranges([*manifest.coverage, *([covered] if covered else [])])
                 if covered:
@@ -895,8 +926,13 @@ class CandleStore:
             self._remember(folder / f"{key}.parquet", _stamp(st), df)
 
     def _refresh_manifest(
-        self, folder: Path, manifest: Manifest, now: datetime, written: dict[str, tuple[pl.DataFrame, os.stat_result]],
-        counted: dict[str, dict[str, int]] | None = None, removed: frozenset[str] = frozenset(),
+        self,
+        folder: Path,
+        manifest: Manifest,
+        now: datetime,
+        written: dict[str, tuple[pl.DataFrame, os.stat_result]],
+        counted: dict[str, dict[str, int]] | None = None,
+        removed: frozenset[str] = frozenset(),
     ) -> None:
         """Bring the manifest in line with the partition files as they will be (nothing is written).
 
@@ -937,7 +973,14 @@ class CandleStore:
         manifest.updated_at = now
 
     def replace_series(
-        self, instrument: Instrument, tf: Timeframe, candles: pl.DataFrame, *, source: str, coverage: list[Range], now: datetime
+        self,
+        instrument: Instrument,
+        tf: Timeframe,
+        candles: pl.DataFrame,
+        *,
+        source: str,
+        coverage: list[Range],
+        now: datetime,
     ) -> WriteResult:
         """Swap in a whole new series in one step (Kite re-adjusted the past: never mix old and new).
 
@@ -949,7 +992,10 @@ class CandleStore:
         if tf.is_daily:
             candles = normalize_daily(candles)
         with self.lock(instrument, tf) as folder:
-            before = sum(int(m.get("rows", 0)) for m in ((self.manifest(instrument, tf) or Manifest("", "", "")).partitions.values()))
+            before = sum(
+                int(m.get("rows", 0))
+                for m in ((self.manifest(instrument, tf) or Manifest("", "", "")).partitions.values())
+            )
             staging = folder.parent / f".{tf.name}.new"
             staging.mkdir()
             written: dict[str, tuple[pl.DataFrame, os.stat_result]] = {}
@@ -972,10 +1018,16 @@ class CandleStore:
             fsync_dir(folder.parent)
             shutil.rmtree(old)
             self._remember_written(folder, written)
-            return WriteResult(added=max(0, candles.height - before), replaced=min(before, candles.height), rows=candles.height,
-                               implausible=manifest.implausible)
+            return WriteResult(
+                added=max(0, candles.height - before),
+                replaced=min(before, candles.height),
+                rows=candles.height,
+                implausible=manifest.implausible,
+            )
 
-    def prune_plan(self, instrument: Instrument, tf: Timeframe, before: datetime) -> tuple[list[str], int, dict[str, pl.DataFrame]]:
+    def prune_plan(
+        self, instrument: Instrument, tf: Timeframe, before: datetime
+    ) -> tuple[list[str], int, dict[str, pl.DataFrame]]:
         """What `prune` would do, with no lock and no write: (partitions affected, candles
         dropped, the kept part of each affected partition). Reads every file it would touch
         and the manifest, so an unreadable one is a CacheError before anything changes."""
@@ -1025,7 +1077,10 @@ class CandleStore:
             with self._staging(folder) as staged:
                 for stem in affected:
                     if stem not in gone:
-                        written[stem] = (keep[stem], self._stage_parquet(staged, keep[stem], folder / f"{stem}.parquet"))
+                        written[stem] = (
+                            keep[stem],
+                            self._stage_parquet(staged, keep[stem], folder / f"{stem}.parquet"),
+                        )
                 remove = [folder / f"{stem}.parquet" for stem in sorted(gone)]
                 if not remaining:
                     remove.append(folder / MANIFEST)  # nothing left: the series is gone

@@ -42,7 +42,9 @@ _WINDOWS_RESERVED = re.compile(r"^(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?$", 
 def check_not_reserved(name: str, what: str = "symbol") -> None:
     """An InputError for a name Windows reserves (CON, NUL, COM1 ...), on every platform alike."""
     if _WINDOWS_RESERVED.match(name.strip()):
-        raise InputError(f"invalid {what} {name.strip()!r}: {name.strip().upper()} is a device name Windows reserves; pick another")
+        raise InputError(
+            f"invalid {what} {name.strip()!r}: {name.strip().upper()} is a device name Windows reserves; pick another"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,8 +163,16 @@ class CandleBuilder:
     `disconnected`, and call `poll(now)` often (every second) to collect what is final.
     """
 
-    def __init__(self, tokens: Iterable[int], timeframes: Iterable[str | Timeframe], *, now: datetime,
-                 calendar: Calendar | None = None, grace: float = 2.0, index_volume: int | None = None) -> None:
+    def __init__(
+        self,
+        tokens: Iterable[int],
+        timeframes: Iterable[str | Timeframe],
+        *,
+        now: datetime,
+        calendar: Calendar | None = None,
+        grace: float = 2.0,
+        index_volume: int | None = None,
+    ) -> None:
         tfs = sorted({parse(t) for t in timeframes}, key=lambda t: t.minutes)
         if not tfs:
             raise ValueError("no timeframe to build")
@@ -260,7 +268,8 @@ class CandleBuilder:
             return out
         self._watermark = new
         gap_minutes = self._gap_minutes(
-            old, new, self._gaps + ([(self._down_since, _INF)] if self._down_since is not None else []), self.grace)
+            old, new, self._gaps + ([(self._down_since, _INF)] if self._down_since is not None else []), self.grace
+        )
         rows: dict[tuple[int, str], list[tuple[int, float, float, float, float, int | None]]] = {}
         tainted: dict[tuple[int, str], list[tuple[int, int]]] = {}
         for s in self._series.values():
@@ -296,7 +305,8 @@ class CandleBuilder:
                         tainted.setdefault((s.token, tf.name), []).append((start, close))
                     elif agg.seen:
                         rows.setdefault((s.token, tf.name), []).append(
-                            (start, agg.open, agg.high, agg.low, agg.close, agg.volume))
+                            (start, agg.open, agg.high, agg.low, agg.close, agg.volume)
+                        )
         out.candles = _frames(rows)
         # Gaps that ended before the watermark's day can no longer matter: every bucket of an
         # earlier day is final, and a volume baseline starts afresh each day. Memory stays flat.
@@ -373,8 +383,9 @@ class CandleBuilder:
                     found.update(range(max(first, day * 1440 + s_start), min(last, day * 1440 + s_end)))
         return found
 
-    def _finish_minute(self, s: _Series, minute: int, ticks: list[_Tick], blind: list[tuple[float, float]]
-                       ) -> tuple[tuple[float, float, float, float, int | None] | None, bool]:
+    def _finish_minute(
+        self, s: _Series, minute: int, ticks: list[_Tick], blind: list[tuple[float, float]]
+    ) -> tuple[tuple[float, float, float, float, int | None] | None, bool]:
         """The 1m candle of `ticks` (None: no trade) and whether the bucket is tainted."""
         bad = self._overlaps(minute, minute + 1, blind)
         volumed = [t for t in ticks if t[0] >= 0]
@@ -403,8 +414,9 @@ class CandleBuilder:
         return (min(order)[2], max(prices), min(prices), max(order)[2], self.index_volume), False
 
 
-def _frames(rows: dict[tuple[int, str], list[tuple[int, float, float, float, float, int | None]]]
-            ) -> dict[tuple[int, str], pl.DataFrame]:
+def _frames(
+    rows: dict[tuple[int, str], list[tuple[int, float, float, float, float, int | None]]],
+) -> dict[tuple[int, str], pl.DataFrame]:
     """One frame per (token, timeframe), in the cache schema. Built as one frame per
     timeframe and split by token: a frame per series costs ~0.4 ms, which for hundreds of
     instruments a minute would cost more than the ticks themselves."""
@@ -429,6 +441,8 @@ def _frames(rows: dict[tuple[int, str], list[tuple[int, float, float, float, flo
         if len(keys) == 1:
             out[keys[0]] = frame.drop("_token")
             continue
-        for (token,), part in frame.partition_by("_token", as_dict=True, include_key=False, maintain_order=True).items():
+        for (token,), part in frame.partition_by(
+            "_token", as_dict=True, include_key=False, maintain_order=True
+        ).items():
             out[(int(token), name)] = part
     return out

@@ -78,7 +78,7 @@ def parse_duration(text: str, what: str = "duration") -> float:
     """Seconds in '1s', '500ms', '1m' or a bare number of seconds (a clock step, not a timeframe)."""
     raw = text.strip().lower()
     num = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = raw[len(num):] or "s"
+    unit = raw[len(num) :] or "s"
     try:
         value = float(num) * _DURATION_UNITS[unit]
     except (ValueError, KeyError):

@@ -60,7 +60,12 @@ class InvalidCandles(InputError):
 def parse_ts(col: pl.Expr) -> pl.Expr:
     """ISO 8601 text to IST timestamps, null where it is not one. An offset (`+05:30`,
     Kite's `+0530`, `Z`) is honoured; a naive time is IST wall clock."""
-    text = col.str.strip_chars().str.replace(" ", "T").str.replace(r"Z$", "+00:00").str.replace(r"([+-]\d\d)(\d\d)$", "$1:$2")
+    text = (
+        col.str.strip_chars()
+        .str.replace(" ", "T")
+        .str.replace(r"Z$", "+00:00")
+        .str.replace(r"([+-]\d\d)(\d\d)$", "$1:$2")
+    )
     aware = pl.coalesce(
         [text.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False) for f in _AWARE_FORMATS]
     ).dt.convert_time_zone("Asia/Kolkata")
@@ -74,7 +79,11 @@ def _typed_ts(df: pl.DataFrame) -> pl.Expr:
     dtype = df.schema["ts"]
     if isinstance(dtype, pl.Datetime):
         ts = pl.col("ts")
-        ts = ts.dt.replace_time_zone("Asia/Kolkata") if dtype.time_zone is None else ts.dt.convert_time_zone("Asia/Kolkata")
+        ts = (
+            ts.dt.replace_time_zone("Asia/Kolkata")
+            if dtype.time_zone is None
+            else ts.dt.convert_time_zone("Asia/Kolkata")
+        )
         return ts.cast(TS_DTYPE)
     if dtype == pl.Date:
         return pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("Asia/Kolkata").cast(TS_DTYPE)
@@ -106,11 +115,13 @@ def _tables(cal: Calendar) -> tuple[pl.Series, pl.DataFrame, pl.DataFrame]:
         not_regular = pl.Series([_day_index(d) for d in (*cal.holidays, *cal.special)], dtype=pl.Int64)
         sessions = pl.DataFrame(
             [(_day_index(d), s, e) for d, ss in cal.special.items() for s, e in ss],
-            schema={"_day": pl.Int64, "_s": pl.Int64, "_e": pl.Int64}, orient="row",
+            schema={"_day": pl.Int64, "_s": pl.Int64, "_e": pl.Int64},
+            orient="row",
         )
         anchors = pl.DataFrame(
             [(_day_index(d), ss[0][0]) for d, ss in cal.special.items() if ss],
-            schema={"_day": pl.Int64, "_anchor": pl.Int64}, orient="row",
+            schema={"_day": pl.Int64, "_anchor": pl.Int64},
+            orient="row",
         )
         hit = _TABLES[id(cal)] = (cal, not_regular, sessions, anchors)
     return hit[1], hit[2], hit[3]
@@ -121,16 +132,23 @@ def _session_checks(df: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFr
     session starts inside the 15m bucket labelled 11:15, as resample labels it); `_off_grid`:
     ts is not the start of a bucket on the day's grid (anchored at its first session's start)."""
     not_regular, sessions, anchors = _tables(cal)
-    x = df.select(pl.col("ts"), ist_minutes().alias("_local")).with_columns(
-        (pl.col("_local") // 1440).alias("_day"), (pl.col("_local") % 1440).alias("_lo")
-    ).with_columns((pl.col("_lo") + tf.minutes).alias("_hi")).with_row_index("_i")
+    x = (
+        df.select(pl.col("ts"), ist_minutes().alias("_local"))
+        .with_columns((pl.col("_local") // 1440).alias("_day"), (pl.col("_local") % 1440).alias("_lo"))
+        .with_columns((pl.col("_lo") + tf.minutes).alias("_hi"))
+        .with_row_index("_i")
+    )
     regular = (
-        (pl.col("ts").dt.weekday() <= 5) & ~pl.col("_day").is_in(not_regular.implode())
-        & (pl.col("_lo") < cal.regular[1]) & (pl.col("_hi") > cal.regular[0])
+        (pl.col("ts").dt.weekday() <= 5)
+        & ~pl.col("_day").is_in(not_regular.implode())
+        & (pl.col("_lo") < cal.regular[1])
+        & (pl.col("_hi") > cal.regular[0])
     )
     special = (
-        x.select("_i", "_day", "_lo", "_hi").join(sessions, on="_day")
-        .filter((pl.col("_lo") < pl.col("_e")) & (pl.col("_hi") > pl.col("_s"))).get_column("_i")
+        x.select("_i", "_day", "_lo", "_hi")
+        .join(sessions, on="_day")
+        .filter((pl.col("_lo") < pl.col("_e")) & (pl.col("_hi") > pl.col("_s")))
+        .get_column("_i")
     )
     x = x.join(anchors, on="_day", how="left", maintain_order="left")
     anchor = pl.col("_anchor").fill_null(cal.regular[0])
@@ -167,7 +185,9 @@ def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
 
     def bad_count(name: str) -> pl.Expr:
         v = pl.col(name)
-        return pl.col(f"_nan_{name}") | (v.is_not_null() & (~v.is_finite() | (v < 0) | (v > MAX_COUNT) | (v != v.round(0))))
+        return pl.col(f"_nan_{name}") | (
+            v.is_not_null() & (~v.is_finite() | (v < 0) | (v > MAX_COUNT) | (v != v.round(0)))
+        )
 
     if tf.is_daily:
         off_grid, outside = pl.lit(False), pl.lit(False)
@@ -197,11 +217,19 @@ def check(raw: pl.DataFrame, tf: Timeframe, cal: Calendar) -> pl.DataFrame:
             same = pl.struct(cols).n_unique().over("_key") == 1
             flagged = dups.filter(~same | ~pl.col("_key").is_first_distinct()).get_column("_i")
             df = df.with_columns(
-                pl.when(pl.int_range(pl.len()).is_in(flagged.implode())).then(pl.lit("duplicate")).otherwise(pl.col("problem")).alias("problem")
+                pl.when(pl.int_range(pl.len()).is_in(flagged.implode()))
+                .then(pl.lit("duplicate"))
+                .otherwise(pl.col("problem"))
+                .alias("problem")
             )
     out = [pl.col("ts"), *[pl.col(p) for p in PRICES]]
     for name in ("volume", *(["oi"] if "oi" in df.columns else [])):
-        ok = pl.col(name).is_finite() & (pl.col(name) >= 0) & (pl.col(name) <= MAX_COUNT) & (pl.col(name) == pl.col(name).round(0))
+        ok = (
+            pl.col(name).is_finite()
+            & (pl.col(name) >= 0)
+            & (pl.col(name) <= MAX_COUNT)
+            & (pl.col(name) == pl.col(name).round(0))
+        )
         out.append(pl.when(ok).then(pl.col(name).round(0)).cast(pl.Int64).alias(name))
     return df.select([*out, "problem"])
 
@@ -234,8 +262,9 @@ def _ts_text(ts: datetime) -> str:
     return ts.astimezone(IST).strftime("%Y-%m-%d %H:%M:%S").removesuffix(":00")
 
 
-def explain(raw_row: dict[str, Any], row: dict[str, Any], problem: str, tf: Timeframe, cal: Calendar,
-            detail: str | None = None) -> str:
+def explain(
+    raw_row: dict[str, Any], row: dict[str, Any], problem: str, tf: Timeframe, cal: Calendar, detail: str | None = None
+) -> str:
     """One clause saying why a row was refused (for the first few rows of a report)."""
     if problem == "row":
         return detail or "malformed row"
@@ -246,7 +275,11 @@ def explain(raw_row: dict[str, Any], row: dict[str, Any], problem: str, tf: Time
             v = row.get(p)
             if v is None:
                 given = raw_row.get(p)
-                return f"{p} is empty" if given is None or str(given).strip() == "" else f"{p} {_fmt(given)} is not a number"
+                return (
+                    f"{p} is empty"
+                    if given is None or str(given).strip() == ""
+                    else f"{p} {_fmt(given)} is not a number"
+                )
             if v != v or v in (float("inf"), float("-inf")):
                 return f"{p} {v} is not a finite number"
             if v <= 0:
@@ -281,8 +314,17 @@ def explain(raw_row: dict[str, Any], row: dict[str, Any], problem: str, tf: Time
     return PROBLEMS.get(problem, problem)
 
 
-def report(raw: pl.DataFrame, checked: pl.DataFrame, tf: Timeframe, cal: Calendar, *, label: str = "row",
-           numbers: pl.Series | None = None, skip: tuple[str, ...] = (), limit: int = 10) -> list[str]:
+def report(
+    raw: pl.DataFrame,
+    checked: pl.DataFrame,
+    tf: Timeframe,
+    cal: Calendar,
+    *,
+    label: str = "row",
+    numbers: pl.Series | None = None,
+    skip: tuple[str, ...] = (),
+    limit: int = 10,
+) -> list[str]:
     """`<label> N: <reason>` for the first `limit` rows with a problem (not those in `skip`).
     `numbers` are the rows' line numbers in the input (default: 1-based row numbers)."""
     mask = checked.get_column("problem").is_not_null() & ~checked.get_column("problem").is_in(list(skip))
@@ -294,7 +336,9 @@ def report(raw: pl.DataFrame, checked: pl.DataFrame, tf: Timeframe, cal: Calenda
         row = checked.row(i, named=True)
         raw_row = raw.row(i, named=True)
         n = lines[i] if lines is not None else i + 1
-        out.append(f"{label} {n}: {explain(raw_row, row, row['problem'], tf, cal, details[i] if details is not None else None)}")
+        out.append(
+            f"{label} {n}: {explain(raw_row, row, row['problem'], tf, cal, details[i] if details is not None else None)}"
+        )
     return out
 
 

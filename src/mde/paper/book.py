@@ -51,10 +51,19 @@ class PaperRunner(StrategyRunner):
     (`ctx.window("BANKNIFTY")`, its indicators, its marks); `timeframe` (what `ctx.timeframe`
     says) is the timeframe of the candle being processed."""
 
-    def __init__(self, strategies: Strategy, engine: Any, *, symbols: Sequence[str],
-                 timeframes: Mapping[str, Timeframe], broker: Any, as_of: datetime) -> None:
-        super().__init__([strategies], engine, symbols=symbols, timeframe=timeframes[symbols[0]], broker=broker,
-                         as_of=as_of)
+    def __init__(
+        self,
+        strategies: Strategy,
+        engine: Any,
+        *,
+        symbols: Sequence[str],
+        timeframes: Mapping[str, Timeframe],
+        broker: Any,
+        as_of: datetime,
+    ) -> None:
+        super().__init__(
+            [strategies], engine, symbols=symbols, timeframe=timeframes[symbols[0]], broker=broker, as_of=as_of
+        )
         self.timeframes = dict(timeframes)
 
     def series(self, symbol: str, timeframe: str | None = None) -> SeriesData:
@@ -85,9 +94,20 @@ class Book:
     and the traded series in memory (each on its own timeframe), extended as their candles close."""
 
     def __init__(
-        self, engine: Any, strategy: str | type[Strategy] | Strategy, params: Mapping[str, Any] | None,
-        names: Sequence[str], timeframes: Mapping[str, Timeframe], *, costs: str, segment: str | None, cash: float,
-        slippage_ticks: int, limits: RiskLimits, as_of: datetime, fill_on_candles: bool,
+        self,
+        engine: Any,
+        strategy: str | type[Strategy] | Strategy,
+        params: Mapping[str, Any] | None,
+        names: Sequence[str],
+        timeframes: Mapping[str, Timeframe],
+        *,
+        costs: str,
+        segment: str | None,
+        cash: float,
+        slippage_ticks: int,
+        limits: RiskLimits,
+        as_of: datetime,
+        fill_on_candles: bool,
     ) -> None:
         from ..runs import build_broker, build_strategy
 
@@ -95,11 +115,19 @@ class Book:
         self.timeframes = {s: timeframes[s] for s in self.names}
         self.segment, self.slippage_ticks = segment, slippage_ticks
         self.buffer: list[Fill] = []  # the fills of the step being processed
-        self.broker, self.models, self.ticks = build_broker(engine, names, costs=costs, segment=segment, cash=cash,
-                                                            slippage_ticks=slippage_ticks, on_fill=self.buffer.append)
+        self.broker, self.models, self.ticks = build_broker(
+            engine,
+            names,
+            costs=costs,
+            segment=segment,
+            cash=cash,
+            slippage_ticks=slippage_ticks,
+            on_fill=self.buffer.append,
+        )
         self.strat = build_strategy(strategy, params)
-        self.runner = PaperRunner(self.strat, engine, symbols=self.names, timeframes=self.timeframes,
-                                  broker=self.broker, as_of=as_of)
+        self.runner = PaperRunner(
+            self.strat, engine, symbols=self.names, timeframes=self.timeframes, broker=self.broker, as_of=as_of
+        )
         self.runner.fill_on_candles = fill_on_candles
         self.runner.on_note = lambda note: None  # kept in runner.notes; journaled and shown by the engine
         self.guard = RiskEngine(limits)
@@ -175,9 +203,15 @@ class Book:
         self.cursor[data.symbol] = data.close_us[i]
         at = data.close_us[i]
         events: list[JournalEvent] = [
-            ("order", at, {"order": o.id, "side": o.side, "qty": o.qty, "kind": o.kind, "price": o.price,
-                           "reason": o.reason}, o.symbol)
-            for orders in broker.pending.values() for o in orders if o.id >= first_id
+            (
+                "order",
+                at,
+                {"order": o.id, "side": o.side, "qty": o.qty, "kind": o.kind, "price": o.price, "reason": o.reason},
+                o.symbol,
+            )
+            for orders in broker.pending.values()
+            for o in orders
+            if o.id >= first_id
         ]
         events += [("fill", f.ts_us, fill_payload(f), f.symbol) for f in self.buffer]
         events += [reject_event(r) for r in broker.rejections[rejected_before:]]
@@ -203,8 +237,9 @@ class Book:
         except StrategyError as exc:
             journal_error(state, runner, exc)
             raise
-        notes: list[JournalEvent] = [("note", runner.now_us, note_payload(n), n.symbol)
-                                     for n in runner.notes[notes_before:] if n.kind == "log"]
+        notes: list[JournalEvent] = [
+            ("note", runner.now_us, note_payload(n), n.symbol) for n in runner.notes[notes_before:] if n.kind == "log"
+        ]
         for _, _, payload, _ in notes:
             say(payload["line"])
         fills: list[JournalEvent] = [("fill", f.ts_us, fill_payload(f, via), f.symbol) for f in self.buffer]
@@ -225,8 +260,9 @@ class Book:
                 self.broker.cancel(order)
         self.flatten(ts_us, reason)
 
-    def result(self, name: str, resumed_from: int, status: str, lo: date, hi: date, since_us: int,
-               warnings: list[str]) -> SessionResult:
+    def result(
+        self, name: str, resumed_from: int, status: str, lo: date, hi: date, since_us: int, warnings: list[str]
+    ) -> SessionResult:
         from ..runs import Run, summarize
         from ..strategy import RunOutcome
 
@@ -234,16 +270,39 @@ class Book:
         runner.timeframe = min(self.timeframes.values(), key=lambda tf: tf.length)  # the summary's basis
         series = [self.series[sym] for sym in self.names]
         spans = [(d, bisect_left(d.ts_us, since_us), len(d)) for d in series]
-        run = Run(self.engine, self.strat, runner, self.models, self.ticks, spans, lo, hi, self.cash, self.segment,
-                  self.slippage_ticks, None, warnings)
-        outcome = RunOutcome(self.broker, runner.equity_us, runner.equity_values, runner.exposed_count, self.processed,
-                             runner.notes)
+        run = Run(
+            self.engine,
+            self.strat,
+            runner,
+            self.models,
+            self.ticks,
+            spans,
+            lo,
+            hi,
+            self.cash,
+            self.segment,
+            self.slippage_ticks,
+            None,
+            warnings,
+        )
+        outcome = RunOutcome(
+            self.broker, runner.equity_us, runner.equity_values, runner.exposed_count, self.processed, runner.notes
+        )
         summary = summarize(run, outcome)
-        return SessionResult(name, self.broker.trades_frame(), self.processed, resumed_from, self.broker.cash, summary, status)
+        return SessionResult(
+            name, self.broker.trades_frame(), self.processed, resumed_from, self.broker.cash, summary, status
+        )
 
 
-def snapshot(name: str, now: datetime, runner: StrategyRunner, guard: RiskEngine, series: Sequence[SeriesData],
-             state_rejects: Sequence[Any] = (), marks: Mapping[str, float] | None = None) -> dict[str, Any]:
+def snapshot(
+    name: str,
+    now: datetime,
+    runner: StrategyRunner,
+    guard: RiskEngine,
+    series: Sequence[SeriesData],
+    state_rejects: Sequence[Any] = (),
+    marks: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     """What the dashboard shows after a loop: clock, per symbol the last candle and its age,
     position and P&L, charges, the risk state and the latest fills and rejections."""
     broker = runner.broker
@@ -259,16 +318,18 @@ def snapshot(name: str, now: datetime, runner: StrategyRunner, guard: RiskEngine
         for (_sid, sym), pos in broker.positions.items():
             if sym == data.symbol and pos.qty:
                 avg = pos.avg_price
-        rows.append({
-            "symbol": data.symbol,
-            "last_ts": us_to_datetime(data.ts_us[k - 1]) if k else None,
-            "last_close": last_close,
-            "age_s": (now_us - data.close_us[k - 1]) / 1e6 if k else None,
-            "position": qty,
-            "avg_price": avg,
-            "ltp": (marks or {}).get(data.symbol),
-            "unrealised": (mark - avg) * qty if qty and mark is not None else 0.0,
-        })
+        rows.append(
+            {
+                "symbol": data.symbol,
+                "last_ts": us_to_datetime(data.ts_us[k - 1]) if k else None,
+                "last_close": last_close,
+                "age_s": (now_us - data.close_us[k - 1]) / 1e6 if k else None,
+                "position": qty,
+                "avg_price": avg,
+                "ltp": (marks or {}).get(data.symbol),
+                "unrealised": (mark - avg) * qty if qty and mark is not None else 0.0,
+            }
+        )
     realised = sum(t.gross for t in broker.trades)
     return {
         "session": name,

@@ -76,8 +76,9 @@ class SampleClock:
 
     replayable = True
 
-    def __init__(self, day: date, schedule: Sequence[int], *, start: datetime, opens: datetime, end: datetime,
-                 speed: float = 0.0) -> None:
+    def __init__(
+        self, day: date, schedule: Sequence[int], *, start: datetime, opens: datetime, end: datetime, speed: float = 0.0
+    ) -> None:
         self.day, self.start, self.opens, self.end, self.speed = day, start, opens, end, speed
         self.schedule = list(schedule)
         self._i = 0
@@ -118,8 +119,15 @@ class WallClock:
 
     replayable = False
 
-    def __init__(self, now: Callable[[], datetime], end: datetime, tick: float,
-                 sleep: Callable[[float], None] = time_mod.sleep, *, start: datetime | None = None) -> None:
+    def __init__(
+        self,
+        now: Callable[[], datetime],
+        end: datetime,
+        tick: float,
+        sleep: Callable[[float], None] = time_mod.sleep,
+        *,
+        start: datetime | None = None,
+    ) -> None:
         self.now, self.end, self.tick, self.sleep = now, end, tick, sleep
         self.start = self.opens = start if start is not None else now()
         self.day = self.start.date()
@@ -142,4 +150,3 @@ class WallClock:
 
     def describe(self, what: str) -> str:
         return f"live on {self.day} {what}, a tick every {self.tick:g} s until {self.end:%H:%M}"
-

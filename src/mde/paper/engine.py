@@ -78,8 +78,14 @@ class Progress:
     least every `every` seconds of wall time says it is alive, with the session clock, time
     played, candles, fills, equity and P&L (net of the charges so far)."""
 
-    def __init__(self, say: Log, book: Book, started_us: int, every: float = PROGRESS_EVERY_S,
-                 wall: Callable[[], float] = time_mod.monotonic) -> None:
+    def __init__(
+        self,
+        say: Log,
+        book: Book,
+        started_us: int,
+        every: float = PROGRESS_EVERY_S,
+        wall: Callable[[], float] = time_mod.monotonic,
+    ) -> None:
         self.say, self.book, self.started_us, self.every, self.wall = say, book, started_us, every, wall
         self.last = wall()
 
@@ -88,9 +94,11 @@ class Progress:
         broker = book.broker
         equity = book.runner.equity()
         played = max(0, now_us - self.started_us) / 60e6
-        return (f"{us_to_datetime(now_us):%Y-%m-%d %H:%M:%S} progress: {_played(played)} played, "
-                f"{book.processed} candles, {len(broker.fills)} fills, equity {equity:,.2f}, "
-                f"P&L {equity - book.cash:+,.2f} (after {broker.charges_paid:,.2f} charges)")
+        return (
+            f"{us_to_datetime(now_us):%Y-%m-%d %H:%M:%S} progress: {_played(played)} played, "
+            f"{book.processed} candles, {len(broker.fills)} fills, equity {equity:,.2f}, "
+            f"P&L {equity - book.cash:+,.2f} (after {broker.charges_paid:,.2f} charges)"
+        )
 
     def maybe(self, now_us: int) -> None:
         """The line, if the last one is `every` seconds old."""
@@ -106,9 +114,13 @@ class Progress:
             self.maybe(now_us)
 
 
-def update_caches(engine: Any, symbols: Sequence[str], timeframes: Mapping[str, Timeframe],
-                  pool: ThreadPoolExecutor | None, then: Callable[[str], Any] | None = None,
-                  ) -> tuple[dict[str, Exception], list[Any]]:
+def update_caches(
+    engine: Any,
+    symbols: Sequence[str],
+    timeframes: Mapping[str, Timeframe],
+    pool: ThreadPoolExecutor | None,
+    then: Callable[[str], Any] | None = None,
+) -> tuple[dict[str, Exception], list[Any]]:
     """Bring several series up to the engine's now at once, each series' errors kept apart
     (any exception, not only mde's: one series' failure never stops the others), then call
     `then(symbol)` for each (reading the new candles) in the same worker.
@@ -116,6 +128,7 @@ def update_caches(engine: Any, symbols: Sequence[str], timeframes: Mapping[str, 
     Each series has its own files and lock, so their Parquet writes, fsyncs, reads and (live)
     HTTP round trips overlap; on Kite the shared rate limiter still paces the requests.
     """
+
     def one(sym: str) -> tuple[Exception | None, Any]:
         try:
             engine.update_cache(sym, timeframes[sym])
@@ -127,7 +140,9 @@ def update_caches(engine: Any, symbols: Sequence[str], timeframes: Mapping[str, 
         return err, then(sym) if then is not None else None
 
     results = list(pool.map(one, symbols)) if pool is not None and len(symbols) > 1 else [one(s) for s in symbols]
-    return {sym: err for sym, (err, _) in zip(symbols, results, strict=True) if err is not None}, [out for _, out in results]
+    return {sym: err for sym, (err, _) in zip(symbols, results, strict=True) if err is not None}, [
+        out for _, out in results
+    ]
 
 
 def failure_text(exc: Exception) -> str:
@@ -188,29 +203,64 @@ class PaperEngine:
     """
 
     def __init__(
-        self, settings: Settings, engine: Any, strategy: str | type[Strategy] | Strategy, symbols: Sequence[str],
-        timeframes: Mapping[str, Timeframe], clock: Clock, fills: FillPolicy, *, name: str | None = None,
-        params: Mapping[str, Any] | None = None, costs: str = "zerodha", segment: str | None = None,
-        cash: float = 1_000_000.0, slippage_ticks: int = 0, risk: RiskLimits | None = None, log: Log | None = None,
-        on_tick: Callable[[dict[str, Any]], None] | None = None, progress_every: float = PROGRESS_EVERY_S,
+        self,
+        settings: Settings,
+        engine: Any,
+        strategy: str | type[Strategy] | Strategy,
+        symbols: Sequence[str],
+        timeframes: Mapping[str, Timeframe],
+        clock: Clock,
+        fills: FillPolicy,
+        *,
+        name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        costs: str = "zerodha",
+        segment: str | None = None,
+        cash: float = 1_000_000.0,
+        slippage_ticks: int = 0,
+        risk: RiskLimits | None = None,
+        log: Log | None = None,
+        on_tick: Callable[[dict[str, Any]], None] | None = None,
+        progress_every: float = PROGRESS_EVERY_S,
     ) -> None:
         self.settings, self.engine, self.clock, self.fills = settings, engine, clock, fills
         self.names = _names(symbols)
         self.timeframes = {s: timeframes[s] for s in self.names}
-        label = strategy if isinstance(strategy, str) else (strategy if isinstance(strategy, type) else type(strategy)).__name__
+        label = (
+            strategy
+            if isinstance(strategy, str)
+            else (strategy if isinstance(strategy, type) else type(strategy)).__name__
+        )
         self.name = name or default_name(label, clock.day)
         self.limits = risk if risk is not None else limits_from(settings)
         self.say: Log = log or (lambda _m: None)
         self.on_tick, self.progress_every = on_tick, progress_every
-        self.book = Book(engine, strategy, params, self.names, self.timeframes, costs=costs, segment=segment, cash=cash,
-                         slippage_ticks=slippage_ticks, limits=self.limits, as_of=clock.start,
-                         fill_on_candles=fills.fills_on_candles)
+        self.book = Book(
+            engine,
+            strategy,
+            params,
+            self.names,
+            self.timeframes,
+            costs=costs,
+            segment=segment,
+            cash=cash,
+            slippage_ticks=slippage_ticks,
+            limits=self.limits,
+            as_of=clock.start,
+            fill_on_candles=fills.fills_on_candles,
+        )
         tfs = [self.timeframes[s].name for s in self.names]
         self.meta = {
             **({} if clock.replayable else {"mode": "live"}),
-            "strategy": label, "params": repr(sorted((params or {}).items())), "symbols": ",".join(self.names),
-            "risk": self.limits.describe(), "timeframe": tfs[0] if len(set(tfs)) == 1 else ",".join(tfs),
-            "day": clock.day.isoformat(), "cash": repr(float(cash)), "costs": costs, "segment": segment or "",
+            "strategy": label,
+            "params": repr(sorted((params or {}).items())),
+            "symbols": ",".join(self.names),
+            "risk": self.limits.describe(),
+            "timeframe": tfs[0] if len(set(tfs)) == 1 else ",".join(tfs),
+            "day": clock.day.isoformat(),
+            "cash": repr(float(cash)),
+            "costs": costs,
+            "segment": segment or "",
             "slippage": str(slippage_ticks),
         }
         # the session's state while it runs
@@ -221,7 +271,9 @@ class PaperEngine:
         self.done: dict[str, int] = {}  # a replayable re-run: series -> last journaled close
         self.seen: dict[str, int] = {}  # series -> the close its cache was last brought up to
         self.retry_at: dict[str, int] = {}  # series -> not before this instant after a failed update
-        self.last_error: dict[str, str] = {}  # series -> the failure journaled last (journaled again only when it changes)
+        self.last_error: dict[
+            str, str
+        ] = {}  # series -> the failure journaled last (journaled again only when it changes)
         self.pool: ThreadPoolExecutor | None = None
         self.progress = Progress(self.say, self.book, as_us(clock.opens), progress_every)
         self._first = True
@@ -229,27 +281,46 @@ class PaperEngine:
     # -- building ---------------------------------------------------------------------------
     @classmethod
     def from_settings(
-        cls, settings: Settings, strategy: str | type[Strategy] | Strategy, symbols: Sequence[str],
-        timeframe: str | Mapping[str, str] | None = None, *, day: date | str | None = None, speed: float = 0.0,
-        tick: float | None = None, **kw: Any,
+        cls,
+        settings: Settings,
+        strategy: str | type[Strategy] | Strategy,
+        symbols: Sequence[str],
+        timeframe: str | Mapping[str, str] | None = None,
+        *,
+        day: date | str | None = None,
+        speed: float = 0.0,
+        tick: float | None = None,
+        **kw: Any,
     ) -> PaperEngine:
         """The session `mde paper` runs: with `--source kite` live today (`live()`), else a
         bundled day as if live (`sample()`, which needs `day`). `timeframe`: one for every
         symbol, a mapping symbol -> timeframe, or None for each symbol's own (`symbol_timeframes`)."""
         if settings.source == "kite":
             if day is not None:
-                raise InputError("--date plays a bundled day: use it with --source sample (a kite session runs today, live)")
+                raise InputError(
+                    "--date plays a bundled day: use it with --source sample (a kite session runs today, live)"
+                )
             return cls.live(settings, strategy, symbols, timeframe, tick=tick or 1.0, **kw)
         if day is None:
-            raise InputError("a sample session plays a bundled day: add --date YYYY-MM-DD (e.g. 2024-06-14), "
-                             "or use --source kite")
+            raise InputError(
+                "a sample session plays a bundled day: add --date YYYY-MM-DD (e.g. 2024-06-14), or use --source kite"
+            )
         return cls.sample(settings, strategy, symbols, day, timeframe, speed=speed, tick=tick, **kw)
 
     @classmethod
     def sample(
-        cls, settings: Settings, strategy: str | type[Strategy] | Strategy, symbols: Sequence[str], day: date | str,
-        timeframe: str | Mapping[str, str] | None = None, *, speed: float = 0.0, tick: float | None = None,
-        until: str | None = None, engine: Any = None, **kw: Any,
+        cls,
+        settings: Settings,
+        strategy: str | type[Strategy] | Strategy,
+        symbols: Sequence[str],
+        day: date | str,
+        timeframe: str | Mapping[str, str] | None = None,
+        *,
+        speed: float = 0.0,
+        tick: float | None = None,
+        until: str | None = None,
+        engine: Any = None,
+        **kw: Any,
     ) -> PaperEngine:
         """Play `day` of the bundled sample as a live session: a simulated clock at each candle
         close (or every `tick` seconds, as a live session ticks), `speed` x real time (0: no
@@ -277,28 +348,45 @@ class PaperEngine:
         if not schedule:
             if until is not None and engine.calendar.sessions(the_day):
                 whole_day = midnight + timedelta(days=1)
-                first = min((us for sym in names for us in _day_closes(engine, sym, tfs[sym], midnight, whole_day)),
-                            default=None)
+                first = min(
+                    (us for sym in names for us in _day_closes(engine, sym, tfs[sym], midnight, whole_day)),
+                    default=None,
+                )
                 if first is not None:  # a trading day, but --until ends it before its first candle closes
                     what = f"{tfs[names[0]]} candle" if one_tf else "candle"
-                    raise InputError(f"--until {until} ends the session before its first {what} closes "
-                                     f"({us_to_datetime(first):%H:%M}); give a later --until")
-            what = f"{tfs[names[0]]} candles of {', '.join(names)}" if one_tf else f"candles of {describe_series(names, tfs)}"
+                    raise InputError(
+                        f"--until {until} ends the session before its first {what} closes "
+                        f"({us_to_datetime(first):%H:%M}); give a later --until"
+                    )
+            what = (
+                f"{tfs[names[0]]} candles of {', '.join(names)}"
+                if one_tf
+                else f"candles of {describe_series(names, tfs)}"
+            )
             raise InputError(f"the sample has no {what} on {the_day}; pick a trading day of 2024")
         first_open = min(c[0] - _us(tfs[s].length) for s, c in closes.items() if c)
         if tick is not None:  # a clock that ticks like a live one: from the first open, every `tick` seconds
             step = round(tick * 1e6)
             schedule = list(range(first_open + step, schedule[-1] + step, step))
-        clock = SampleClock(the_day, schedule, start=midnight, opens=us_to_datetime(first_open), end=end_of_day,
-                            speed=speed)
+        clock = SampleClock(
+            the_day, schedule, start=midnight, opens=us_to_datetime(first_open), end=end_of_day, speed=speed
+        )
         return cls(settings, engine, strategy, names, tfs, clock, CandleFills(), **kw)
 
     @classmethod
     def live(
-        cls, settings: Settings, strategy: str | type[Strategy] | Strategy, symbols: Sequence[str],
-        timeframe: str | Mapping[str, str] | None = None, *, tick: float = 1.0, until: str | None = None,
-        engine: Any = None, clock: Callable[[], datetime] | None = None,
-        sleep: Callable[[float], None] = time_mod.sleep, **kw: Any,
+        cls,
+        settings: Settings,
+        strategy: str | type[Strategy] | Strategy,
+        symbols: Sequence[str],
+        timeframe: str | Mapping[str, str] | None = None,
+        *,
+        tick: float = 1.0,
+        until: str | None = None,
+        engine: Any = None,
+        clock: Callable[[], datetime] | None = None,
+        sleep: Callable[[float], None] = time_mod.sleep,
+        **kw: Any,
     ) -> PaperEngine:
         """Paper-trade today's session live on Kite: the wall clock (`clock`, default now or a
         running `MDE_NOW`) every `tick` seconds until `until` or the close; fills at the next
@@ -314,14 +402,18 @@ class PaperEngine:
             engine = MarketDataEngine(settings)
         source = engine.source
         if not hasattr(source, "ltp"):
-            raise InputError("a live paper session needs --source kite; to try one without an account, play a bundled "
-                             "day with --source sample --date 2024-06-14")
+            raise InputError(
+                "a live paper session needs --source kite; to try one without an account, play a bundled "
+                "day with --source sample --date 2024-06-14"
+            )
         now_fn = clock or wall_clock(settings.now)
         cal = engine.calendar
         now = now_fn()
         today = now.date()
         if not cal.is_trading_day(today):
-            raise InputError(f"{today} is not an NSE trading day; play a bundled day with --source sample --date 2024-06-14")
+            raise InputError(
+                f"{today} is not an NSE trading day; play a bundled day with --source sample --date 2024-06-14"
+            )
         midnight = datetime.combine(today, datetime.min.time(), IST)
         end = _end_at(midnight, until, from_ist_minutes(to_ist_minutes(midnight) + cal.day_close(today)))
         if now >= end:
@@ -374,8 +466,10 @@ class PaperEngine:
             journal_error(state, runner, exc)
             raise
         resuming = f", resuming after {resumed_from} series marks" if resumed_from and clock.replayable else ""
-        say(f"session {self.name}: {clock.describe(describe_series(self.names, self.timeframes))}{resuming}; "
-            f"a progress line every {self.progress_every:g} s")
+        say(
+            f"session {self.name}: {clock.describe(describe_series(self.names, self.timeframes))}{resuming}; "
+            f"a progress line every {self.progress_every:g} s"
+        )
         interrupted = False
         self.pool = ThreadPoolExecutor(UPDATE_WORKERS, thread_name_prefix="mde-update") if len(self.names) > 1 else None
         try:
@@ -396,23 +490,31 @@ class PaperEngine:
         if clock.replayable:  # every fill journaled before the restart must have come back the same in the re-run
             n = min(len(journaled), len(broker.fills))
             if [fill_payload(f) for f in broker.fills[:n]] != journaled[:n]:
-                raise CacheError(f"session {self.name}: the cache no longer gives the journaled fills; start a new --session")
+                raise CacheError(
+                    f"session {self.name}: the cache no longer gives the journaled fills; start a new --session"
+                )
             if ended and not interrupted:  # a re-emit: the end's fills come back too; nothing is journaled
                 runner.finish(KILL_SWITCH if self.halting else "end of session")
                 if [fill_payload(f) for f in broker.fills] != journaled:
-                    raise CacheError(f"session {self.name}: the cache no longer gives the journaled fills, so its "
-                                     "summary cannot be re-made; `mde paper --status --json` still shows what the "
-                                     "journal holds")
-                warnings = [f"session {self.name} had already {ended}: this summary is re-made from its journal "
-                            "(the same candles, the same fills; nothing new was journaled)"]
+                    raise CacheError(
+                        f"session {self.name}: the cache no longer gives the journaled fills, so its "
+                        "summary cannot be re-made; `mde paper --status --json` still shows what the "
+                        "journal holds"
+                    )
+                warnings = [
+                    f"session {self.name} had already {ended}: this summary is re-made from its journal "
+                    "(the same candles, the same fills; nothing new was journaled)"
+                ]
                 return book.result(self.name, resumed_from, ended, day, day, since_us, warnings)
         if not interrupted:
             runner.set_marks(self.fills.marks)  # live: what is still open closes at its last traded price
             book.finish(state, self.halting, say, via=self.fills.finish_via)
         warnings = [self.fills.warning] if self.fills.warning else []
         if interrupted:
-            warnings.append(f"stopped by Ctrl-C at {us_to_datetime(runner.now_us):%H:%M:%S}; "
-                            "positions are still open and the session resumes")
+            warnings.append(
+                f"stopped by Ctrl-C at {us_to_datetime(runner.now_us):%H:%M:%S}; "
+                "positions are still open and the session resumes"
+            )
         status = "interrupted" if interrupted else "halted" if self.halting else "finished"
         return book.result(self.name, resumed_from, status, day, day, since_us, warnings)
 
@@ -447,7 +549,9 @@ class PaperEngine:
         if self.last_error.get(sym) != text:
             self.last_error[sym] = text
             state.record("stale", now_us, {"error": text}, sym)
-            self.say(f"{us_to_datetime(now_us):%H:%M:%S} {sym}: cache update failed ({text}); going on with the cached data")
+            self.say(
+                f"{us_to_datetime(now_us):%H:%M:%S} {sym}: cache update failed ({text}); going on with the cached data"
+            )
 
     def _walk(self, journal: Sequence[Event]) -> bool:
         """Bring a resumed session back to where its journal ends; True if it was halted by the kill switch."""
@@ -459,16 +563,20 @@ class PaperEngine:
                 data = book.series.get(e.symbol or "")
                 i = bisect_left(data.close_us, e.ts_us) if data is not None else -1
                 if data is None or i >= len(data) or data.close_us[i] != e.ts_us:
-                    raise CacheError(f"session {self.name}: the cache no longer has the journaled {e.symbol} candle; "
-                                     "start a new --session")
+                    raise CacheError(
+                        f"session {self.name}: the cache no longer has the journaled {e.symbol} candle; "
+                        "start a new --session"
+                    )
                 book.step(data, i)
             elif e.kind == "fill" and via is not None and e.payload.get("via") == via:
                 runner.now_us = max(runner.now_us, e.ts_us)
                 try:
                     broker.fill_order(e.payload["order"], e.symbol or "", e.payload["price"], e.ts_us)
                 except KeyError:
-                    raise CacheError(f"session {self.name}: journaled order {e.payload['order']} did not come back "
-                                     "on resume; start a new --session") from None
+                    raise CacheError(
+                        f"session {self.name}: journaled order {e.payload['order']} did not come back "
+                        "on resume; start a new --session"
+                    ) from None
             elif e.kind == "reject" and via is not None and e.payload.get("via") == via:  # refused at a fill: again
                 order = next((o for o in broker.pending.get(e.symbol or "", ()) if o.id == e.payload["order"]), None)
                 if order is not None:
@@ -503,7 +611,9 @@ class PaperEngine:
         broker = book.broker
         now_us = as_us(now)
         self.now_us = now_us
-        if not self.halting and (now_us == self.halt_at or (self.halt_at is None and state.meta().get("halt_requested"))):
+        if not self.halting and (
+            now_us == self.halt_at or (self.halt_at is None and state.meta().get("halt_requested"))
+        ):
             self.halting = True
             book.halt(now_us)
             if self.halt_at is None:
@@ -517,8 +627,17 @@ class PaperEngine:
         if looked:
             self.progress.maybe(now_us)
             if self.on_tick is not None:
-                self.on_tick(snapshot(self.name, now, book.runner, book.guard, [book.series[s] for s in self.names],
-                                      state_rejects=broker.rejected, marks=self.fills.marks))
+                self.on_tick(
+                    snapshot(
+                        self.name,
+                        now,
+                        book.runner,
+                        book.guard,
+                        [book.series[s] for s in self.names],
+                        state_rejects=broker.rejected,
+                        marks=self.fills.marks,
+                    )
+                )
         return True
 
     def _candles(self, state: TradeState, now: datetime) -> bool:
@@ -531,15 +650,20 @@ class PaperEngine:
         for tf in set(self.timeframes.values()):
             close = engine.calendar.latest_close(now, tf)
             closed[tf] = as_us(close) if close is not None else 0
-        due = [sym for sym in self.names
-               if closed[self.timeframes[sym]] > self.seen[sym] and now_us >= self.retry_at.get(sym, 0)]
+        due = [
+            sym
+            for sym in self.names
+            if closed[self.timeframes[sym]] > self.seen[sym] and now_us >= self.retry_at.get(sym, 0)
+        ]
         first, self._first = self._first and not self.clock.replayable, False
         if not due and not first:
             return False  # nothing closed: no cache work at all
         spans: list[tuple[SeriesData, int, int]] = []
         if due:
             engine.pin_clock(now)
-            failed, spans = update_caches(engine, due, self.timeframes, self.pool, then=lambda sym: book.catch_up(sym, now))
+            failed, spans = update_caches(
+                engine, due, self.timeframes, self.pool, then=lambda sym: book.catch_up(sym, now)
+            )
             for sym in due:
                 exc = failed.get(sym)
                 if exc is None:
@@ -581,8 +705,11 @@ def _us(length: timedelta) -> int:
 
 
 def run_session(
-    settings: Settings, strategy: str | type[Strategy] | Strategy, symbols: Sequence[str],
-    timeframe: str | Mapping[str, str] | None = None, **kw: Any,
+    settings: Settings,
+    strategy: str | type[Strategy] | Strategy,
+    symbols: Sequence[str],
+    timeframe: str | Mapping[str, str] | None = None,
+    **kw: Any,
 ) -> SessionResult:
     """Run the paper session `mde paper` runs: live on Kite with `--source kite`, else the
     bundled day `day=` as if live; resumable under the same `name=`. Keyword arguments are

@@ -90,8 +90,15 @@ class PriceFills:
     fills_on_candles = False
     finish_via: str | None = "close"
 
-    def __init__(self, quote: Quote, keys: Mapping[str, str], *, via: str = "ltp", what: str = "LTP request",
-                 warning: str | None = None) -> None:
+    def __init__(
+        self,
+        quote: Quote,
+        keys: Mapping[str, str],
+        *,
+        via: str = "ltp",
+        what: str = "LTP request",
+        warning: str | None = None,
+    ) -> None:
         self.quote, self.keys, self.what = quote, dict(keys), what
         self.via: str | None = via
         self.warning: str | None = warning
@@ -126,7 +133,9 @@ class PriceFills:
             if broker.pending.get(sym):
                 broker.on_price(sym, now_us, price)
         events: list[JournalEvent] = [("fill", f.ts_us, fill_payload(f, self.via), f.symbol) for f in book.buffer]
-        events += [reject_event(r, self.via) for r in broker.rejections[rejected_before:]]  # refused at fill (buying power)
+        events += [
+            reject_event(r, self.via) for r in broker.rejections[rejected_before:]
+        ]  # refused at fill (buying power)
         equity = broker.cash + sum(q * (self.marks.get(s) or runner.mark(s)) for s, q in broker.net.items())
         events += book.risk_after(equity, now_us)
         state.journal(events)  # committed before anything is shown or acted on

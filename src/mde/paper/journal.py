@@ -39,8 +39,10 @@ def open_journal(state: TradeState, name: str, meta: Mapping[str, str], *, repla
         if known.get("status") in ("finished", "halted"):
             if replayable:
                 return known["status"]
-            raise InputError(f"session {name} has {known['status']}; use another --session name "
-                             f"(its fills and P&L: mde paper --status --session {name} --json)")
+            raise InputError(
+                f"session {name} has {known['status']}; use another --session name "
+                f"(its fills and P&L: mde paper --status --session {name} --json)"
+            )
     else:
         state.set_meta({**meta, "status": "running"})
     return None
@@ -70,8 +72,14 @@ def note_payload(note: Note) -> dict[str, Any]:
 
 
 def fill_payload(f: Fill, via: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"order": f.order_id, "side": f.side, "qty": f.qty, "price": f.price, "ts_us": f.ts_us,
-                           "reason": f.reason}
+    out: dict[str, Any] = {
+        "order": f.order_id,
+        "side": f.side,
+        "qty": f.qty,
+        "price": f.price,
+        "ts_us": f.ts_us,
+        "reason": f.reason,
+    }
     return out | {"via": via} if via else out
 
 
@@ -94,6 +102,8 @@ def event_line(event: JournalEvent, now_us: int, *, orders: bool = True) -> str 
     if kind == "risk":
         return f"{at} risk {payload['state']}: {payload['reason']}"
     if kind == "order" and orders:
-        return (f"{at} order {payload['order']} {'BUY' if payload['side'] > 0 else 'SELL'} {payload['qty']} {sym} "
-                f"({payload['reason']})")
+        return (
+            f"{at} order {payload['order']} {'BUY' if payload['side'] > 0 else 'SELL'} {payload['qty']} {sym} "
+            f"({payload['reason']})"
+        )
     return None

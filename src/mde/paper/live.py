@@ -63,7 +63,23 @@ def run_live_session(
 ) -> SessionResult:
     """Paper-trade today's session live (resumable under the same `name`): `PaperEngine.live(...).run()`."""
     return PaperEngine.live(
-        settings, strategy, symbols, timeframe, tick=tick, until=until, engine=engine, clock=clock, sleep=sleep,
-        name=name, params=params, costs=costs, segment=segment, cash=cash, slippage_ticks=slippage_ticks, risk=risk,
-        log=log, on_tick=on_tick, progress_every=progress_every,
+        settings,
+        strategy,
+        symbols,
+        timeframe,
+        tick=tick,
+        until=until,
+        engine=engine,
+        clock=clock,
+        sleep=sleep,
+        name=name,
+        params=params,
+        costs=costs,
+        segment=segment,
+        cash=cash,
+        slippage_ticks=slippage_ticks,
+        risk=risk,
+        log=log,
+        on_tick=on_tick,
+        progress_every=progress_every,
     ).run()

@@ -30,12 +30,19 @@ class RiskLimits:
             value = getattr(self, name)
             if value is None:
                 continue
-            ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
-                  and (not whole or float(value).is_integer()))
+            ok = (
+                not isinstance(value, bool)
+                and isinstance(value, (int, float))
+                and math.isfinite(value)
+                and value > 0
+                and (not whole or float(value).is_integer())
+            )
             if not ok:
                 what = "a whole number >= 1" if whole else "a positive number of rupees"
-                raise InputError(f"risk limit {name} must be {what} (mde paper {flag}, [risk] {name} in mde.toml); "
-                                 f"got {value!r}; leave it out for no limit")
+                raise InputError(
+                    f"risk limit {name} must be {what} (mde paper {flag}, [risk] {name} in mde.toml); "
+                    f"got {value!r}; leave it out for no limit"
+                )
             if whole:
                 object.__setattr__(self, name, int(value))
 

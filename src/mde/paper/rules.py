@@ -43,8 +43,10 @@ def default_timeframe(settings: Settings, symbols: Sequence[str]) -> str:
     firsts = {s: tfs[0] for s in symbols if (tfs := per_instrument(multi_tf, s, settings.aliases))}
     if len(set(firsts.values())) > 1:
         listed = ", ".join(f"{s} {tf}" for s, tf in firsts.items())
-        raise InputError(f"[refresh.multi_tf] gives these symbols different timeframes ({listed}); "
-                         "one session trades one timeframe: pass --timeframe")
+        raise InputError(
+            f"[refresh.multi_tf] gives these symbols different timeframes ({listed}); "
+            "one session trades one timeframe: pass --timeframe"
+        )
     if firsts:
         return next(iter(firsts.values()))
     return settings.refresh.timeframes[0] if settings.refresh.timeframes else "5m"
@@ -58,8 +60,9 @@ def default_name(strategy: str, day: date) -> str:
     return f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in base)[-40:]}-{day}"
 
 
-def symbol_timeframes(settings: Settings, symbols: Sequence[str],
-                      timeframe: str | Timeframe | Mapping[str, str] | None = None) -> dict[str, Timeframe]:
+def symbol_timeframes(
+    settings: Settings, symbols: Sequence[str], timeframe: str | Timeframe | Mapping[str, str] | None = None
+) -> dict[str, Timeframe]:
     """The timeframe each symbol of a session trades on (its first candle close decides, its
     progress is journaled per series `NIFTY:1m`):
 

@@ -35,8 +35,9 @@ from .rules import (
 from .state import TradeState, owner_alive, session_path
 
 
-def session_status(settings: Settings, name: str | None = None, *, all_fills: bool = False,
-                   engine: Any = None) -> list[dict[str, Any]]:
+def session_status(
+    settings: Settings, name: str | None = None, *, all_fills: bool = False, engine: Any = None
+) -> list[dict[str, Any]]:
     """What the journal says of one session (or of all): parameters, state, progress, position,
     fills (`recent_fills` with `ts`), and its P&L (`session_pnl`: gross_pnl, charges, net_pnl).
 
@@ -68,11 +69,25 @@ def session_status(settings: Settings, name: str | None = None, *, all_fills: bo
             if name is not None:
                 raise  # the one session asked for: its one line
             # one bad journal must not hide the others: listed with its error, named by the caller
-            out.append({"session": unsafe_name(path.stem), "status": "unreadable", "error": exc.message,
-                        "strategy": None, "symbols": [], "timeframe": None, "day": None, "fills": 0,
-                        "positions": {}, "last_candle": {}, "recent_fills": [],
-                        "gross_pnl": None, "charges": None, "net_pnl": None,
-                        **({"all_fills": []} if all_fills else {})})
+            out.append(
+                {
+                    "session": unsafe_name(path.stem),
+                    "status": "unreadable",
+                    "error": exc.message,
+                    "strategy": None,
+                    "symbols": [],
+                    "timeframe": None,
+                    "day": None,
+                    "fills": 0,
+                    "positions": {},
+                    "last_candle": {},
+                    "recent_fills": [],
+                    "gross_pnl": None,
+                    "charges": None,
+                    "net_pnl": None,
+                    **({"all_fills": []} if all_fills else {}),
+                }
+            )
             continue
         net: dict[str, int] = {}
         for f in fills:
@@ -84,27 +99,30 @@ def session_status(settings: Settings, name: str | None = None, *, all_fills: bo
         # a journal marked running (or killed before its first line: no status yet) that no
         # process owns has stopped; the same --session resumes it
         shown = status if status not in ("running", "unknown") or owner_alive(path) else "stopped"
-        out.append({
-            "session": unsafe_name(path.stem),  # the file name is escaped (safe_name)
-            "status": shown,
-            # why a stopped session stopped, if its strategy raised (it resumes with the same --session)
-            **({"error": errors[-1].payload.get("error")} if shown == "stopped" and errors else {}),
-            "strategy": meta.get("strategy"),
-            "symbols": meta.get("symbols", "").split(","),
-            "timeframe": meta.get("timeframe"),
-            "day": meta.get("day"),
-            "fills": len(fills),
-            "positions": {s: q for s, q in net.items() if q},
-            "last_candle": {k: us_to_datetime(v).isoformat() for k, v in progress.items() if k != "_end"},
-            **session_pnl(engine, meta, fills, progress),
-            "recent_fills": [f | {"ts": us_to_datetime(f["ts_us"]).isoformat()} for f in fills[-5:]],
-            **({"all_fills": fills} if all_fills else {}),
-        })
+        out.append(
+            {
+                "session": unsafe_name(path.stem),  # the file name is escaped (safe_name)
+                "status": shown,
+                # why a stopped session stopped, if its strategy raised (it resumes with the same --session)
+                **({"error": errors[-1].payload.get("error")} if shown == "stopped" and errors else {}),
+                "strategy": meta.get("strategy"),
+                "symbols": meta.get("symbols", "").split(","),
+                "timeframe": meta.get("timeframe"),
+                "day": meta.get("day"),
+                "fills": len(fills),
+                "positions": {s: q for s, q in net.items() if q},
+                "last_candle": {k: us_to_datetime(v).isoformat() for k, v in progress.items() if k != "_end"},
+                **session_pnl(engine, meta, fills, progress),
+                "recent_fills": [f | {"ts": us_to_datetime(f["ts_us"]).isoformat()} for f in fills[-5:]],
+                **({"all_fills": fills} if all_fills else {}),
+            }
+        )
     return out
 
 
-def session_pnl(engine: Any, meta: Mapping[str, str], fills: Sequence[Mapping[str, Any]],
-                progress: Mapping[str, int]) -> dict[str, Any]:
+def session_pnl(
+    engine: Any, meta: Mapping[str, str], fills: Sequence[Mapping[str, Any]], progress: Mapping[str, int]
+) -> dict[str, Any]:
     """A journal's P&L, labelled: `gross_pnl` (the fills' cash flow plus open positions at
     `marks`), `charges` (of the closed round trips, by the session's own cost model, the same
     SimBroker booking as the run), `net_pnl` = gross_pnl - charges: what the run's summary calls
@@ -141,11 +159,27 @@ def session_pnl(engine: Any, meta: Mapping[str, str], fills: Sequence[Mapping[st
             from ..runs import build_broker
 
             symbols = list(dict.fromkeys(str(f["symbol"]) for f in fills))
-            broker, _, _ = build_broker(engine, symbols, costs=meta.get("costs", "zerodha"),
-                                        segment=meta.get("segment") or None, cash=0.0, slippage_ticks=0)
+            broker, _, _ = build_broker(
+                engine,
+                symbols,
+                costs=meta.get("costs", "zerodha"),
+                segment=meta.get("segment") or None,
+                cash=0.0,
+                slippage_ticks=0,
+            )
             for f in fills:
-                broker.apply(Fill(int(f["order"]), "paper", str(f["symbol"]), int(f["side"]), int(f["qty"]),
-                                  float(f["price"]), int(f["ts_us"]), str(f.get("reason", ""))))
+                broker.apply(
+                    Fill(
+                        int(f["order"]),
+                        "paper",
+                        str(f["symbol"]),
+                        int(f["side"]),
+                        int(f["qty"]),
+                        float(f["price"]),
+                        int(f["ts_us"]),
+                        str(f.get("reason", "")),
+                    )
+                )
             charges = broker.charges_paid
         except MdeError:
             charges = None  # no cost model for it (e.g. an index without a segment in an old journal)
@@ -209,7 +243,23 @@ def run_sample_session(
     With `log`, a progress line goes to it at least every `progress_every` seconds of wall time.
     """
     return PaperEngine.sample(
-        settings, strategy, symbols, day, timeframe, speed=speed, tick=tick, until=until, engine=engine, name=name,
-        params=params, costs=costs, segment=segment, cash=cash, slippage_ticks=slippage_ticks, risk=risk, log=log,
-        on_tick=on_tick, progress_every=PROGRESS_EVERY_S if progress_every is None else progress_every,
+        settings,
+        strategy,
+        symbols,
+        day,
+        timeframe,
+        speed=speed,
+        tick=tick,
+        until=until,
+        engine=engine,
+        name=name,
+        params=params,
+        costs=costs,
+        segment=segment,
+        cash=cash,
+        slippage_ticks=slippage_ticks,
+        risk=risk,
+        log=log,
+        on_tick=on_tick,
+        progress_every=PROGRESS_EVERY_S if progress_every is None else progress_every,
     ).run()

@@ -166,7 +166,9 @@ class TradeState:
             mapped = write_error(self.path.parents[1], exc)
             if mapped is not None:
                 raise mapped from exc
-            raise CacheError(f"cannot create the paper journal folder {self.path.parent}: {exc.strerror or exc}") from exc
+            raise CacheError(
+                f"cannot create the paper journal folder {self.path.parent}: {exc.strerror or exc}"
+            ) from exc
         db = None
         try:
             if not self.path.exists():
@@ -256,7 +258,9 @@ class TradeState:
         """SQLite's quick_check: a damaged page is found at open, not in the middle of a session."""
         rows = db.execute("PRAGMA quick_check").fetchall()
         if rows != [("ok",)]:
-            lines = [ln.strip() for r in rows for ln in str(r[0]).splitlines() if ln.strip() and not ln.startswith("***")]
+            lines = [
+                ln.strip() for r in rows for ln in str(r[0]).splitlines() if ln.strip() and not ln.startswith("***")
+            ]
             first = lines[0] if lines else "quick_check failed"
             more = f", and {len(lines) - 1} more problem(s)" if len(lines) > 1 else ""
             raise _corrupt(self.path, f"{first[:120]}{more}")
@@ -337,7 +341,9 @@ class TradeState:
                 for kind, ts_us, payload, symbol in events:
                     self._append(db, kind, ts_us, payload, symbol)
 
-    def processed(self, series: str, close_us: int, events: Sequence[tuple[str, int, Mapping[str, Any], str | None]] = ()) -> None:
+    def processed(
+        self, series: str, close_us: int, events: Sequence[tuple[str, int, Mapping[str, Any], str | None]] = ()
+    ) -> None:
         """Mark a candle of `series` processed, with the events it produced, in one commit."""
         with self.transaction() as db:
             for kind, ts_us, payload, symbol in events:

@@ -30,8 +30,9 @@ from . import SourceStats
 SAMPLE_DIR = "sample_data"
 
 
-def outside_span(instrument: Instrument, timeframe: Timeframe, start: datetime, end: datetime,
-                 span: tuple[datetime, datetime]) -> str:
+def outside_span(
+    instrument: Instrument, timeframe: Timeframe, start: datetime, end: datetime, span: tuple[datetime, datetime]
+) -> str:
     day = "%Y-%m-%d"
     return (
         f"the sample has no {timeframe} candles of {instrument} between {start:{day}} and {end:{day}}: it has them from "
@@ -81,8 +82,10 @@ class SampleSource:
             return inst
         have = ", ".join(sorted({k for k, _ in self.series()}))
         if self._listed(symbol):  # a real instrument, just not bundled: say so, not "unknown"
-            raise InputError(f"the sample data has no {symbol.strip()!r} ({inst}); it has {have}: "
-                             "use --source kite to fetch it from Kite")
+            raise InputError(
+                f"the sample data has no {symbol.strip()!r} ({inst}); it has {have}: "
+                "use --source kite to fetch it from Kite"
+            )
         names = sorted({k.split(":", 1)[1] for k, _ in self.series()} | set(BUILTIN_ALIASES))
         close = difflib.get_close_matches(validate_symbol(symbol), names, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -36,8 +36,17 @@ from ..errors import InputError, MdeError
 from ..timeframes import Timeframe, parse
 
 __all__ = [
-    "PREFIX_CHECK", "Candle", "Context", "ContextHost", "Indicator", "Note", "Order", "PerSymbolIndicator",
-    "SeriesView", "Strategy", "coerce_param",
+    "PREFIX_CHECK",
+    "Candle",
+    "Context",
+    "ContextHost",
+    "Indicator",
+    "Note",
+    "Order",
+    "PerSymbolIndicator",
+    "SeriesView",
+    "Strategy",
+    "coerce_param",
 ]
 
 _PARAM_TYPES = (int, float, bool, str)
@@ -119,7 +128,9 @@ def coerce_param(key: str, value: Any, kind: type) -> Any:
             return float(text)
         return text
     except ValueError:
-        raise InputError(f"parameter {key}={value!r} is not {kind.__name__ if kind is not bool else 'true/false'}") from None
+        raise InputError(
+            f"parameter {key}={value!r} is not {kind.__name__ if kind is not bool else 'true/false'}"
+        ) from None
 
 
 class Note(NamedTuple):
@@ -157,6 +168,7 @@ class SeriesView(Protocol):
     def visible(self, now_us: int) -> int:
         """How many candles have closed by `now_us`."""
         ...
+
     def candle(self, i: int) -> Candle: ...
 
 
@@ -177,17 +189,30 @@ class ContextHost(Protocol):
     def current(self) -> SeriesView | None:
         """The series whose candle is being processed (None between candles)."""
         ...
+
     @property
     def candle(self) -> Candle | None:
         """The candle being processed (its close is now), None between candles."""
         ...
+
     @property
     def wake(self) -> dict[str, tuple[Indicator, bool]]: ...
     def series(self, symbol: str, timeframe: str | None = None) -> SeriesView: ...
     def equity(self) -> float: ...
     def quantity(self, symbol: str, qty: int | None, lots: int | None) -> int: ...
-    def place(self, sid: str, symbol: str, side: int, qty: int, limit: float | None, stop: float | None,
-              stop_loss: float | None, target: float | None, tag: str, exit_: bool = False) -> Order | None: ...
+    def place(
+        self,
+        sid: str,
+        symbol: str,
+        side: int,
+        qty: int,
+        limit: float | None,
+        stop: float | None,
+        stop_loss: float | None,
+        target: float | None,
+        tag: str,
+        exit_: bool = False,
+    ) -> Order | None: ...
     def note(self, sid: str, message: str, kind: str = "log") -> None: ...
 
 
@@ -206,10 +231,27 @@ class Indicator:
     computed again when a live session adds candles (the values already read must not change).
     """
 
-    __slots__ = ("name", "_runner", "_symbol", "_timeframe", "_compute", "_data", "_values", "_offset", "_all", "_marks")
+    __slots__ = (
+        "name",
+        "_runner",
+        "_symbol",
+        "_timeframe",
+        "_compute",
+        "_data",
+        "_values",
+        "_offset",
+        "_all",
+        "_marks",
+    )
 
-    def __init__(self, runner: ContextHost, symbol: str, timeframe: str | None,
-                 compute: Callable[[pl.DataFrame], pl.Series | pl.Expr], name: str) -> None:
+    def __init__(
+        self,
+        runner: ContextHost,
+        symbol: str,
+        timeframe: str | None,
+        compute: Callable[[pl.DataFrame], pl.Series | pl.Expr],
+        name: str,
+    ) -> None:
         self.name = name or "indicator"
         self._runner = runner
         self._symbol = symbol
@@ -296,13 +338,17 @@ class Indicator:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(f"indicator {self.name} failed: {type(exc).__name__}: {first}") from exc
         if not isinstance(out, pl.Series) or out.len() != frame.height:
-            raise InputError(f"indicator {self.name} must return a polars Series with one value per candle "
-                             f"({frame.height}), not {type(out).__name__}")
+            raise InputError(
+                f"indicator {self.name} must return a polars Series with one value per candle "
+                f"({frame.height}), not {type(out).__name__}"
+            )
         return out
 
     def _looks_ahead(self) -> InputError:
-        return InputError(f"indicator {self.name} looks ahead: its values for earlier candles change when later "
-                          "candles are added; compute each value from its candle and earlier ones only")
+        return InputError(
+            f"indicator {self.name} looks ahead: its values for earlier candles change when later "
+            "candles are added; compute each value from its candle and earlier ones only"
+        )
 
 
 class PerSymbolIndicator:
@@ -405,7 +451,7 @@ class Context:
         Cheaper than `window` (no frame): for a hand-written rule over the recent closes."""
         series = self._runner.series(symbol or self.symbol, timeframe)
         k = series.visible(self._runner.now_us)
-        return list(series.close[max(0, k - _count(n)):k])
+        return list(series.close[max(0, k - _count(n)) : k])
 
     def last(self, symbol: str | None = None, timeframe: str | None = None) -> Candle | None:
         """The latest candle closed by now (a `Candle`), or None.
@@ -431,8 +477,14 @@ class Context:
         k = series.visible(self._runner.now_us)
         return k == 0 or series.close_us[k - 1] < as_us(due)
 
-    def indicator(self, compute: Callable[[pl.DataFrame], pl.Series | pl.Expr], symbol: str | None = None,
-                  timeframe: str | None = None, *, name: str = "") -> Indicator | PerSymbolIndicator:
+    def indicator(
+        self,
+        compute: Callable[[pl.DataFrame], pl.Series | pl.Expr],
+        symbol: str | None = None,
+        timeframe: str | None = None,
+        *,
+        name: str = "",
+    ) -> Indicator | PerSymbolIndicator:
         """A causal indicator of a series, computed once with polars instead of once per candle.
 
         Make it in on_start. `compute(frame)` gets the series' candles (ts, open, high, low,
@@ -449,8 +501,9 @@ class Context:
         name = name or getattr(compute, "__name__", "")
         symbols = self._runner.symbols
         if symbol is None and len(symbols) > 1:
-            return PerSymbolIndicator(self, {s: Indicator(self._runner, s, timeframe, compute, name) for s in symbols},
-                                      timeframe, name)
+            return PerSymbolIndicator(
+                self, {s: Indicator(self._runner, s, timeframe, compute, name) for s in symbols}, timeframe, name
+            )
         return Indicator(self._runner, symbol or self.symbol, timeframe, compute, name)
 
     def wake_on(self, indicator: Indicator | PerSymbolIndicator, *, changes: bool = False) -> None:
@@ -511,28 +564,48 @@ class Context:
         return [o for s in symbols for o in live.get(s, ()) if o.strategy == self._sid]
 
     # -- orders: they fill from the next candle of their symbol (broker.FILL_MODEL)
-    def buy(self, qty: int | None = None, symbol: str | None = None, *, lots: int | None = None,
-            limit: float | None = None, stop: float | None = None, stop_loss: float | None = None,
-            target: float | None = None, tag: str = "") -> Order | None:
+    def buy(
+        self,
+        qty: int | None = None,
+        symbol: str | None = None,
+        *,
+        lots: int | None = None,
+        limit: float | None = None,
+        stop: float | None = None,
+        stop_loss: float | None = None,
+        target: float | None = None,
+        tag: str = "",
+    ) -> Order | None:
         """Buy `qty` units, or `lots` lots (qty = lots x the contract's lot size; 1 for a stock).
 
         A market order fills at the next candle's open; `limit`/`stop` make it a limit or stop
         entry, and `stop_loss`/`target` attach the exits of a bracket (broker.FILL_MODEL).
         Returns the order, or None when it was rejected (the reason is in the strategy's log)."""
         sym = symbol or self.symbol
-        return self._runner.place(self._sid, sym, 1, self._runner.quantity(sym, qty, lots), limit, stop, stop_loss,
-                                  target, tag)
+        return self._runner.place(
+            self._sid, sym, 1, self._runner.quantity(sym, qty, lots), limit, stop, stop_loss, target, tag
+        )
 
-    def sell(self, qty: int | None = None, symbol: str | None = None, *, lots: int | None = None,
-             limit: float | None = None, stop: float | None = None, stop_loss: float | None = None,
-             target: float | None = None, tag: str = "") -> Order | None:
+    def sell(
+        self,
+        qty: int | None = None,
+        symbol: str | None = None,
+        *,
+        lots: int | None = None,
+        limit: float | None = None,
+        stop: float | None = None,
+        stop_loss: float | None = None,
+        target: float | None = None,
+        tag: str = "",
+    ) -> Order | None:
         """Sell `qty` units, or `lots` lots (see `buy`).
 
         From flat it opens a short; to exit a long, `close()` is simpler (it also cancels the
         bracket's exits)."""
         sym = symbol or self.symbol
-        return self._runner.place(self._sid, sym, -1, self._runner.quantity(sym, qty, lots), limit, stop, stop_loss,
-                                  target, tag)
+        return self._runner.place(
+            self._sid, sym, -1, self._runner.quantity(sym, qty, lots), limit, stop, stop_loss, target, tag
+        )
 
     def lot_size(self, symbol: str | None = None) -> int:
         """The lot size of a symbol's contract (1 for a stock or an index traded as cash).
@@ -549,7 +622,9 @@ class Context:
         if qty == 0:
             return None
         _broker(self._runner).cancel_where(sym, self._sid)
-        return self._runner.place(self._sid, sym, -1 if qty > 0 else 1, abs(qty), None, None, None, None, tag, exit_=True)
+        return self._runner.place(
+            self._sid, sym, -1 if qty > 0 else 1, abs(qty), None, None, None, None, tag, exit_=True
+        )
 
     def cancel(self, order: Order) -> None:
         """Cancel one live order.

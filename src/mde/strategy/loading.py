@@ -50,7 +50,9 @@ def strategy_error(exc: BaseException, cls: type[Strategy], when: str) -> Strate
     the line is the innermost one of the strategy's source files (its class and its bases) in
     the traceback. The full traceback is logged at debug level (-v) and kept as `.traceback`."""
     frames = list(traceback.walk_tb(exc.__traceback__))
-    files = {getattr(sys.modules.get(k.__module__), "__file__", None) for k in cls.__mro__ if k not in (Strategy, object)}
+    files = {
+        getattr(sys.modules.get(k.__module__), "__file__", None) for k in cls.__mro__ if k not in (Strategy, object)
+    }
     at = next(((f.f_code.co_filename, line) for f, line in reversed(frames) if f.f_code.co_filename in files), None)
     if at is None:  # not in the strategy's files (a helper it called): the outermost frame outside mde.strategy
         outside = [(f.f_code.co_filename, line) for f, line in frames if not _in_this_package(f.f_code.co_filename)]
@@ -59,7 +61,9 @@ def strategy_error(exc: BaseException, cls: type[Strategy], when: str) -> Strate
     path = rel if not rel.startswith("..") else at[0]
     text = str(exc).strip().splitlines()
     what = f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
-    err = StrategyError(f"strategy {cls.label()} raised {what} at {path}:{at[1]} {when} (run with -v for the traceback)")
+    err = StrategyError(
+        f"strategy {cls.label()} raised {what} at {path}:{at[1]} {when} (run with -v for the traceback)"
+    )
     err.traceback = "".join(traceback.format_exception(exc))
     log.debug("the strategy's traceback:\n%s", err.traceback.rstrip())
     return err

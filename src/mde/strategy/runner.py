@@ -44,7 +44,9 @@ Step = tuple[int, float, tuple[tuple[str, int], ...]]  # (first candle, cash, ne
 class SeriesData:
     """One series held in memory for a run: a frame for windows, plain lists for the hot loop."""
 
-    def __init__(self, symbol: str, timeframe: Timeframe, frame: pl.DataFrame, built_from: Timeframe | None = None) -> None:
+    def __init__(
+        self, symbol: str, timeframe: Timeframe, frame: pl.DataFrame, built_from: Timeframe | None = None
+    ) -> None:
         self.symbol = symbol
         self.timeframe = timeframe
         self.built_from = built_from  # the smaller timeframe the candles were resampled from; None: the source's own
@@ -61,7 +63,9 @@ class SeriesData:
         volume = frame["volume"]
         self.volume: Sequence[int | None] = view("q", volume) if not volume.null_count() else volume.to_list()
         oi = frame["oi"] if "oi" in frame.columns else None  # open interest: futures and options only
-        self.oi: Sequence[int | None] | None = None if oi is None else view("q", oi) if not oi.null_count() else oi.to_list()
+        self.oi: Sequence[int | None] | None = (
+            None if oi is None else view("q", oi) if not oi.null_count() else oi.to_list()
+        )
 
     def __len__(self) -> int:
         return len(self.ts_us)
@@ -96,8 +100,21 @@ class SeriesData:
     def candle(self, i: int) -> Candle:
         """Candle i of the series (the one type `on_candle` receives)."""
         oi = self.oi[i] if self.oi is not None else None
-        return _candle_of((self.symbol, self.timeframe.name, self.ts_us[i], self.open[i], self.high[i], self.low[i],
-                           self.close[i], self.volume[i], self.close_us[i], i, oi))
+        return _candle_of(
+            (
+                self.symbol,
+                self.timeframe.name,
+                self.ts_us[i],
+                self.open[i],
+                self.high[i],
+                self.low[i],
+                self.close[i],
+                self.volume[i],
+                self.close_us[i],
+                i,
+                oi,
+            )
+        )
 
 
 # -- the runner ------------------------------------------------------------------------
@@ -154,7 +171,9 @@ class StrategyRunner:
         self._now_us = 0
         self.current: SeriesData | None = None  # the series whose candle is being processed ...
         self.candle: Candle | None = None  # ... and that candle (its close is now)
-        self.wake: dict[str, tuple[Indicator, bool]] = {}  # symbol -> a lone strategy's wake-up indicator (Context.wake_on)
+        self.wake: dict[
+            str, tuple[Indicator, bool]
+        ] = {}  # symbol -> a lone strategy's wake-up indicator (Context.wake_on)
         self._series: dict[tuple[str, str], SeriesData] = {}
         self.notes: list[Note] = []
         self.on_note: Callable[[Note], None] | None = None  # each note as it is made (replay prints it), else logged
@@ -230,8 +249,11 @@ class StrategyRunner:
 
     def note(self, sid: str, message: str, kind: str = "log") -> None:
         candle = self.candle
-        note = (Note(candle[2], sid, str(message), candle[0], kind) if candle is not None
-                else Note(self.now_us, sid, str(message), None, kind))
+        note = (
+            Note(candle[2], sid, str(message), candle[0], kind)
+            if candle is not None
+            else Note(self.now_us, sid, str(message), None, kind)
+        )
         self.notes.append(note)
         if self.on_note is not None:
             self.on_note(note)
@@ -239,13 +261,25 @@ class StrategyRunner:
             log.info("%s", note.line())
 
     # -- orders
-    def place(self, sid: str, symbol: str, side: int, qty: int, limit: float | None, stop: float | None,
-              stop_loss: float | None, target: float | None, tag: str, exit_: bool = False) -> Order | None:
+    def place(
+        self,
+        sid: str,
+        symbol: str,
+        side: int,
+        qty: int,
+        limit: float | None,
+        stop: float | None,
+        stop_loss: float | None,
+        target: float | None,
+        tag: str,
+        exit_: bool = False,
+    ) -> Order | None:
         assert self.broker is not None
         if symbol not in self.symbols:
             raise InputError(f"cannot trade {symbol}: this run trades {', '.join(self.symbols)}")
-        order = self.broker.place(sid, symbol, side, qty, self.now_us, limit=limit, stop=stop, stop_loss=stop_loss,
-                                  target=target, tag=tag)
+        order = self.broker.place(
+            sid, symbol, side, qty, self.now_us, limit=limit, stop=stop, stop_loss=stop_loss, target=target, tag=tag
+        )
         day = self._blocked.get((sid, symbol))
         if day is not None and day == ist_day(self.now_us) and not exit_:
             self.broker.reject(order, "after the intraday square-off time", "after square-off")
@@ -339,7 +373,9 @@ class StrategyRunner:
         live = broker.pending.setdefault(sym, [])  # the broker keeps this list for the symbol: a cheap test
         booked = broker.fills
         seen = len(booked)
-        steps: list[Step] = [(start, broker.cash, tuple(broker.net.items()))]  # (first candle, cash, net) from each fill on
+        steps: list[Step] = [
+            (start, broker.cash, tuple(broker.net.items()))
+        ]  # (first candle, cash, net) from each fill on
         handlers = self._handlers
         only_fn, only_ctx = handlers[0] if len(handlers) == 1 else (None, None)
         intraday = self._intraday
@@ -360,15 +396,26 @@ class StrategyRunner:
         self.current = None
         self.now_us = data.close_us[end - 1]  # the last close stays now after the span
         if len(booked) != seen:
-            raise MdeError(f"a fill was booked inside on_candle at {us_to_datetime(self.now_us):%Y-%m-%d %H:%M}; orders "
-                           "placed by a strategy fill from the next candle (broker.FILL_MODEL)")
+            raise MdeError(
+                f"a fill was booked inside on_candle at {us_to_datetime(self.now_us):%Y-%m-%d %H:%M}; orders "
+                "placed by a strategy fill from the next candle (broker.FILL_MODEL)"
+            )
         self._equity(data, start, end, steps)
         self._last_close[sym] = data.close[end - 1]
         self._last_close_us[sym] = data.close_us[end - 1]
 
-    def _dense(self, data: SeriesData, start: int, end: int, live: list[Order], steps: list[Step],
-               seen: int, handlers: Sequence[tuple[Callable[[Context, Candle], None], Context]], only_fn: Any,
-               only_ctx: Any) -> int:
+    def _dense(
+        self,
+        data: SeriesData,
+        start: int,
+        end: int,
+        live: list[Order],
+        steps: list[Step],
+        seen: int,
+        handlers: Sequence[tuple[Callable[[Context, Candle], None], Context]],
+        only_fn: Any,
+        only_ctx: Any,
+    ) -> int:
         """Every candle to every strategy. Returns the number of fills booked so far."""
         broker = self.broker
         assert broker is not None
@@ -379,10 +426,14 @@ class StrategyRunner:
         square_off = self._square_off
         n = end - start
         whole = start == 0 and end == len(data)
-        cols = [c if whole else c[start:end] for c in (data.ts_us, data.open, data.high, data.low, data.close,
-                                                        data.volume, data.close_us)]
+        cols = [
+            c if whole else c[start:end]
+            for c in (data.ts_us, data.open, data.high, data.low, data.close, data.volume, data.close_us)
+        ]
         oi: Iterable[int | None] = repeat(None, n) if data.oi is None else data.oi if whole else data.oi[start:end]
-        candles = map(_candle_of, zip(repeat(sym, n), repeat(data.timeframe.name, n), *cols, range(start, end), oi, strict=True))
+        candles = map(
+            _candle_of, zip(repeat(sym, n), repeat(data.timeframe.name, n), *cols, range(start, end), oi, strict=True)
+        )
         for candle in candles:
             if intraday:
                 square_off(data, candle[9])
@@ -400,8 +451,18 @@ class StrategyRunner:
                     on_candle(ctx, candle)
         return seen
 
-    def _sparse(self, data: SeriesData, start: int, end: int, marks: Sequence[int], live: list[Order],
-                steps: list[Step], seen: int, fn: Any, ctx: Any) -> int:
+    def _sparse(
+        self,
+        data: SeriesData,
+        start: int,
+        end: int,
+        marks: Sequence[int],
+        live: list[Order],
+        steps: list[Step],
+        seen: int,
+        fn: Any,
+        ctx: Any,
+    ) -> int:
         """A lone strategy woken by an indicator (Context.wake_on): only its candles, and every
         candle while an order of the symbol is live, are visited. Returns the fills booked so far."""
         broker = self.broker
@@ -440,7 +501,9 @@ class StrategyRunner:
         if isinstance(exc, MdeError):
             return None
         frames = list(traceback.walk_tb(exc.__traceback__))
-        strategy = next((f.f_locals.get("self") for f, _ in frames if isinstance(f.f_locals.get("self"), Strategy)), None)
+        strategy = next(
+            (f.f_locals.get("self") for f, _ in frames if isinstance(f.f_locals.get("self"), Strategy)), None
+        )
         if strategy is None:
             return None
         candle = self.candle
@@ -565,7 +628,9 @@ class StrategyRunner:
         return RunOutcome(self.broker, self.equity_us, self.equity_values, self.exposed_count, n, self.notes)
 
 
-def merge_events(series: Sequence[SeriesData], starts: Sequence[int], ends: Sequence[int]) -> list[tuple[SeriesData, int, int]]:
+def merge_events(
+    series: Sequence[SeriesData], starts: Sequence[int], ends: Sequence[int]
+) -> list[tuple[SeriesData, int, int]]:
     """Spans (series, start, end) that visit the candles of several series in close-time order
     (ties: the order of `series`). One series is one span."""
     if len(series) == 1:
@@ -579,4 +644,3 @@ def merge_events(series: Sequence[SeriesData], starts: Sequence[int], ends: Sequ
         else:
             spans.append((series[k], i, i + 1))
     return spans
-

@@ -88,8 +88,12 @@ class RateLimiter:
     """
 
     def __init__(
-        self, rate: int, window: float = 1.0, clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep, margin: float = 0.02,
+        self,
+        rate: int,
+        window: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        margin: float = 0.02,
     ) -> None:
         self.rate, self.window, self.clock, self.sleep = rate, window, clock, sleep
         self.span = window + margin
@@ -223,7 +227,9 @@ class KiteSource:
 
         token = access_token(self.settings, self.settings.clock())
         if not token:
-            raise AuthError("no valid Kite access token (they expire daily at ~06:00 IST): run `mde login`, or set KITE_ACCESS_TOKEN")
+            raise AuthError(
+                "no valid Kite access token (they expire daily at ~06:00 IST): run `mde login`, or set KITE_ACCESS_TOKEN"
+            )
         if token not in self._secrets:
             self._secrets.append(token)
         return token
@@ -232,7 +238,9 @@ class KiteSource:
     def client(self) -> Any:
         if self._client is None:
             client_class = _fast_client_class()
-            client = client_class(self.api_key, access_token=self.access_token(), root=self.settings.kite.root, timeout=self.retry.timeout)
+            client = client_class(
+                self.api_key, access_token=self.access_token(), root=self.settings.kite.root, timeout=self.retry.timeout
+            )
             adapter = _tracking_adapter()()
             client.reqsession.mount("https://", adapter)
             client.reqsession.mount("http://", adapter)
@@ -258,8 +266,10 @@ class KiteSource:
             raise
         except Exception as exc:
             answer = Answer(
-                status=call.status if call else None, content_type=call.content_type if call else None,
-                cut_at_deadline=self.retry.deadline if call and call.expired else None, timeout=self.retry.timeout,
+                status=call.status if call else None,
+                content_type=call.content_type if call else None,
+                cut_at_deadline=self.retry.deadline if call and call.expired else None,
+                timeout=self.retry.timeout,
             )
             error = kite_error(exc, what, self._secrets, answer=answer)
             if error is None:
@@ -374,7 +384,9 @@ class KiteSource:
                 future.cancel()
             pool.shutdown(wait=True)
 
-    def _chunk_fetcher(self, instrument: Instrument, timeframe: Timeframe) -> Callable[[tuple[datetime, datetime]], pl.DataFrame]:
+    def _chunk_fetcher(
+        self, instrument: Instrument, timeframe: Timeframe
+    ) -> Callable[[tuple[datetime, datetime]], pl.DataFrame]:
         interval = timeframe.kite_interval
         with_oi = instrument.exchange in ("NFO", "BFO", "MCX", "CDS")
         what = f"fetching {instrument} {timeframe}"
@@ -382,8 +394,15 @@ class KiteSource:
         def one(chunk: tuple[datetime, datetime]) -> pl.DataFrame:
             lo, hi = chunk
             rows = self.call(
-                "historical", f"{what} {lo:%Y-%m-%d}..{hi:%Y-%m-%d}", self.client.historical_data,
-                instrument.token, _wall(lo), _wall(hi), interval, False, with_oi,
+                "historical",
+                f"{what} {lo:%Y-%m-%d}..{hi:%Y-%m-%d}",
+                self.client.historical_data,
+                instrument.token,
+                _wall(lo),
+                _wall(hi),
+                interval,
+                False,
+                with_oi,
             )
             return _to_frame(rows)
 

@@ -76,7 +76,11 @@ def retryable(error: MdeError) -> bool:
 
 
 def kite_error(
-    exc: BaseException, doing: str, secrets: Iterable[str | None] = (), *, answer: Answer | None = None,
+    exc: BaseException,
+    doing: str,
+    secrets: Iterable[str | None] = (),
+    *,
+    answer: Answer | None = None,
     login: bool = False,
 ) -> MdeError | None:
     """`exc`, raised while `doing` something through kiteconnect, as mde's error with `exc`
@@ -101,8 +105,9 @@ def _printed(exc: BaseException) -> str:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         out += traceback.format_exception_only(current)
-        current = current.__cause__ if current.__cause__ is not None or current.__suppress_context__ \
-            else current.__context__
+        current = (
+            current.__cause__ if current.__cause__ is not None or current.__suppress_context__ else current.__context__
+        )
     return "".join(out)
 
 

@@ -60,8 +60,9 @@ def dump_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 class InstrumentCatalog(Catalog):
     """The Kite instruments dump, cached per IST day, plus every instrument ever resolved."""
 
-    def __init__(self, folder: Path | str, download: Callable[[], list[dict[str, Any]]],
-                 now: Callable[[], datetime]) -> None:
+    def __init__(
+        self, folder: Path | str, download: Callable[[], list[dict[str, Any]]], now: Callable[[], datetime]
+    ) -> None:
         super().__init__(folder, now)
         self._download = download
         self._download_failed = False
