@@ -21,8 +21,16 @@ from mde.grid import (
     sample_indices,
     walk_forward,
 )
-from mde.replay import param_grid
-from mde.strategy import coerce_param, load_strategy
+from mde.strategy import coerce_param, load_strategy, parse_params
+
+
+def param_grid(pairs: list[str]) -> list[dict[str, str]]:
+    """`replay.param_grid` as it was before it became `parse_grid(pairs, kinds).combos()`: the
+    behaviour the switch must keep (text values, the product in the order given)."""
+    parsed = parse_params(pairs)
+    keys = list(parsed)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(parsed[k] for k in keys))]
+
 
 # distinct once converted (no two are the same number), as a sweep's values must be
 TOKENS = ["5", "10", "-3", "0.5", "2.50", "abc", "true", "1e3", "+7", "x y", "05:30"]

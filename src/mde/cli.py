@@ -681,7 +681,10 @@ def replay(
     if not names:
         raise InputError("replay needs a symbol: --symbol NIFTY (several: --symbol NIFTY BANKNIFTY)")
     eng = engine(source)
-    grid = param_grid(params or [])
+    from .strategy import load_strategy
+
+    kinds = {name: kind for name, (kind, _) in load_strategy(strategy).parameters().items()}
+    grid = param_grid(params or [], kinds)
     run: dict[str, Any] = dict(
         symbols=names,
         timeframe=timeframe,
@@ -741,6 +744,104 @@ def _sweep(
     else:
         sweep_table(rows, sort, _stdout())
     failure = sweep_failure(rows)
+    if failure is not None:
+        raise failure
+
+
+@app.command("sweep")
+@handle_errors
+def sweep_cmd(
+    more_symbols: MoreSymbols = None,
+    strategy: StrategyOpt = ...,  # type: ignore[assignment]
+    symbols: SymbolsOpt = None,
+    timeframe: TimeframeOpt = "5m",
+    start: FromOpt = ...,  # type: ignore[assignment]
+    end: Annotated[str, typer.Option("--to", help="Last session, YYYY-MM-DD (inclusive).")] = ...,  # type: ignore[assignment]
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="NAME=V1,V2 (a list), NAME=START:STOP:STEP (inclusive range), or both: fast=2,5:50:5."
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option("--samples", help="Run N combinations drawn at random from the grid (seeded).")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of --samples (the same seed, the same sample everywhere).")
+    ] = 0,
+    sort: Annotated[
+        str, typer.Option("--sort", help="The metric that ranks combinations (and picks each walk-forward fold's).")
+    ] = "sharpe",
+    top: Annotated[int, typer.Option("--top", help="Rows shown in the table.")] = 10,
+    walk: Annotated[
+        str | None, typer.Option("--walk-forward", help="train=6M,test=1M[,anchored]: units D (trading days), W, M, Y.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Local processes (default: all cores).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write every row as Parquet.")] = None,
+    report: ReportOpt = None,
+    costs: CostsOpt = CostKind.zerodha,
+    segment: SegmentOpt = None,
+    cash: CashOpt = 1_000_000.0,
+    slippage: SlippageOpt = 0,
+    square_off: Annotated[
+        str | None, typer.Option("--square-off", help="HH:MM IST for intraday strategies (default 15:20).")
+    ] = None,
+    allow_gaps: Annotated[
+        bool, typer.Option("--allow-gaps", help="Run even if the cache lacks sessions of the range.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sweep as one JSON object, nothing else.")] = False,
+    source: SourceOpt = None,
+) -> None:
+    """Search a strategy's parameters: every combination (or a sample) x symbol, optionally
+    walk-forward, with the probability of backtest overfitting and the deflated Sharpe ratio.
+
+    Example:  mde sweep --strategy sma_cross -s NIFTY --from 2024-01-01 --to 2024-06-28 -p fast=5:20:5 -p slow=30:90:30 --walk-forward train=2M,test=1M
+    """
+    from .errors import InputError
+    from .sweep import run_sweep, sweep_failure
+
+    assert strategy is not None  # typer refuses the command without --strategy
+    names = symbol_list(symbols, more_symbols)
+    if not names:
+        raise InputError("sweep needs a symbol: --symbol NIFTY (several: --symbol NIFTY BANKNIFTY)")
+    if top < 1:
+        raise InputError(f"--top must be at least 1, got {top}")
+    result = run_sweep(
+        engine(source),
+        strategy,
+        names,
+        timeframe,
+        start,
+        end,
+        params or [],
+        samples=samples,
+        seed=seed,
+        sort_by=sort,
+        walk=walk,
+        workers=workers,
+        costs=costs.value,
+        segment=_value(segment),
+        cash=cash,
+        slippage_ticks=slippage,
+        allow_gaps=allow_gaps,
+        square_off=square_off,
+    )
+    if out:
+        result.write_parquet(out)
+    if report:
+        result.write_report(report)
+    if as_json:
+        from .render import sweep_result_json
+
+        typer.echo(sweep_result_json(result))
+    else:
+        from .render import sweep_result_table
+
+        sweep_result_table(result, top, _stdout())
+        for path, what in ((out, "rows"), (report, "report")):
+            if path:
+                _say(f"{what} written to {path}", err=True)
+    failure = sweep_failure(result)
     if failure is not None:
         raise failure
 

@@ -549,3 +549,105 @@ def paper_dashboard(snap: dict[str, Any]) -> Any:
     if snap.get("log"):
         parts.append(Text("strategy log:\n  " + "\n  ".join(snap["log"]), style="dim"))
     return Group(*parts)
+
+
+def sweep_result_table(result: Any, top: int, console: Console) -> None:
+    """`mde sweep`: the top rows by the sort metric, the skipped count, PBO and DSR per symbol
+    with how to read them, and with walk-forward the folds' choices and the out-of-sample curve
+    beside the in-sample figures."""
+    from rich.table import Table
+
+    sort_by = result.sort_by
+    grid = [
+        n
+        for n in result.param_names
+        if any(n in c for c in result.combinations) and len({str(c[n]) for c in result.combinations}) > 1
+    ]
+    names = grid or result.param_names[:2]
+    cols = ["net_pnl", "return_pct", "sharpe", "max_drawdown_pct", "win_rate_pct", "trades"]
+    if sort_by not in cols:
+        cols.insert(0, sort_by)
+    rows = [r for r in result.ok_rows() if r.get("window") != "test"]
+    walk = result.walk is not None
+    title = (
+        f"{result.strategy} on {', '.join(result.symbols)} {result.timeframe} · {result.start} → {result.end}: "
+        f"{len(result.combinations)} combinations run, {len(result.skipped)} skipped (refused by the strategy); "
+        f"top {min(top, len(rows))} of {len(rows)} {'train rows' if walk else 'rows'} by {sort_by}"
+    )
+    table = Table(title=title)
+    for k in names:
+        table.add_column(k, justify="right")
+    table.add_column("symbol")
+    if walk:
+        table.add_column("fold", justify="right")
+    for c in cols:
+        table.add_column(_METRIC_LABELS.get(c, c), justify="right", style="bold" if c == sort_by else None)
+    table.add_column("rejected", justify="right")
+    for row in sorted(rows, key=lambda r: ((r["metrics"].get(sort_by) is None), -(r["metrics"].get(sort_by) or 0.0)))[
+        :top
+    ]:
+        cells = [str(row["params"].get(k, "")) for k in names] + [row["symbol"]]
+        if walk:
+            cells.append(str(row["fold"]))
+        cells += [_metric(row["metrics"].get(c)) for c in cols] + [_metric(row.get("rejections_total"))]
+        table.add_row(*cells)
+    console.print(table)
+    if walk:
+        folds = Table(
+            title=f"walk-forward {result.walk.train}/{result.walk.test}{' anchored' if result.walk.anchored else ''}: "
+            f"the best train combination of each fold on its test window"
+        )
+        for col in ("fold", "symbol", "train", "test", "chosen", f"train {sort_by}", f"test {sort_by}", "test net P&L"):
+            folds.add_column(col, justify="right" if col not in ("symbol", "chosen") else "left")
+        for c in result.chosen:
+            oos = c["out_of_sample"] or {}
+            folds.add_row(
+                str(c["fold"]),
+                c["symbol"],
+                f"{c['train'][0]} → {c['train'][1]}",
+                f"{c['test'][0]} → {c['test'][1]}",
+                " ".join(f"{k}={c['params'][k]}" for k in names),
+                _metric(c["in_sample"].get(sort_by)),
+                _metric(oos.get(sort_by)),
+                _metric(oos.get("net_pnl")),
+            )
+        console.print(folds)
+        side = Table(
+            title="stitched out-of-sample curve beside the in-sample (train windows) figures, chained from --cash"
+        )
+        side.add_column("symbol")
+        for col in ("", "sessions", "net P&L", "return %", "Sharpe", "max drawdown %"):
+            side.add_column(col, justify="right")
+        for sym in result.symbols:
+            for label, figs in (("out of sample", result.oos.get(sym)), ("in sample", result.insample.get(sym))):
+                if figs:
+                    side.add_row(
+                        sym,
+                        label,
+                        _metric(figs["sessions"]),
+                        _metric(figs["net_pnl"]),
+                        _metric(figs["return_pct"]),
+                        _metric(figs["sharpe"]),
+                        _metric(figs["max_drawdown_pct"]),
+                    )
+        console.print(side)
+    for sym, st in result.stats.items():
+        best = " ".join(f"{k}={(st.get('best') or {}).get(k)}" for k in names)
+        pbo, dsr = st.get("pbo"), st.get("dsr")
+        pbo_text = "-" if pbo is None else f"{pbo['value']:.2f}"
+        dsr_text = "-" if dsr is None else f"{dsr['value']:.2f}"
+        console.print(f"{sym} best {best}: PBO {pbo_text}, DSR {dsr_text}", markup=False)
+        for text in (pbo and pbo["reading"], dsr and dsr["reading"], st.get("note")):
+            if text:
+                console.print(f"  {text}", style="dim", markup=False)
+    from .overfit import DSR_HOW_TO_READ, PBO_HOW_TO_READ
+
+    for text in (PBO_HOW_TO_READ, DSR_HOW_TO_READ):
+        console.print(f"how to read: {text}", style="dim", markup=False)
+    for row in result.failed_rows():
+        combo = " ".join(f"{k}={row['params'].get(k)}" for k in names)
+        console.print(f"failed {combo} {row['symbol']}: {row['error']}", style="red", markup=False, highlight=False)
+
+
+def sweep_result_json(result: Any) -> str:
+    return dumps(result.summary(), indent=1, default=str)

@@ -13,7 +13,6 @@ closed before now, warm-up before `start` included; `on_candle` runs for candles
 
 from __future__ import annotations
 
-import itertools
 import os
 import shlex
 from bisect import bisect_left, bisect_right
@@ -35,7 +34,7 @@ from .runs import (
     summarize,
     unpriced,
 )
-from .strategy import SeriesData, Strategy, StrategyRunner, build, load_strategy, merge_events, parse_params
+from .strategy import SeriesData, Strategy, StrategyRunner, build, load_strategy, merge_events
 from .symbols import Instrument, validate_symbol
 from .timeframes import Timeframe, parse
 
@@ -326,11 +325,14 @@ def run_replay(
 
 
 # -- sweeps ----------------------------------------------------------------------------
-def param_grid(pairs: Sequence[str]) -> list[dict[str, str]]:
-    """`--param fast=5,10 --param slow=30,50` -> the 4 combinations, in a stable order."""
-    parsed = parse_params(pairs)
-    keys = list(parsed)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(parsed[k] for k in keys))]
+def param_grid(pairs: Sequence[str], kinds: Mapping[str, type] | None = None) -> list[dict[str, Any]]:
+    """`--param fast=5,10 --param slow=30,50` -> the 4 combinations, in a stable order (the
+    first parameter varies slowest). Ranges (`fast=5:50:5`) work too; a parameter given twice
+    or a value listed twice is an InputError (it would run the same combinations twice).
+    `kinds`: the strategy's parameter types (`Strategy.parameters()`), see `grid.parse_grid`."""
+    from .grid import parse_grid
+
+    return parse_grid(pairs, kinds).combos()
 
 
 def _sweep_one(settings: Any, strategy: str, params: dict[str, str], kwargs: dict[str, Any]) -> dict[str, Any]:
