@@ -1067,6 +1067,64 @@ def strategies(
         strategies_table(items, _stdout())
 
 
+@app.command()
+@handle_errors
+def stream(
+    symbols: MoreSymbols = None,
+    symbols_opt: SymbolsOpt = None,
+    timeframes: Annotated[
+        list[str] | None, typer.Option("--timeframe", "-t", help="Timeframe(s) to build (default 1m).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Stop at HH:MM IST (or an ISO instant), then reconcile the day.")
+    ] = None,
+    reconcile_day: Annotated[
+        str | None,
+        typer.Option(
+            "--reconcile",
+            help="Do not stream: replace the candles of this day (YYYY-MM-DD) with Kite's historical ones.",
+        ),
+    ] = None,
+    no_reconcile: Annotated[bool, typer.Option("--no-reconcile", help="Do not reconcile after --until.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary at the end.")] = False,
+) -> None:
+    """Build live candles from Kite's WebSocket ticker into the cache (origin `ticks`).
+
+    Candles are built from the ticks' exchange timestamps on the 09:15 grid and written once
+    complete (plus \\[stream] grace); a candle with a disconnect inside it is fetched from the
+    historical API instead. Ctrl-C or SIGTERM writes every complete candle and exits 0; a
+    rejected token is exit 3. After --until the day is reconciled with Kite's historical
+    candles, so the cache ends equal to what `mde fetch` writes.
+
+    Example:  mde stream --symbols NIFTY BANKNIFTY INFY -t 1m -t 5m --until 15:30
+    """
+    import threading
+
+    from .jsonout import dumps
+    from .stream import reconcile, run_stream, stop_on_signals
+
+    names = symbol_list(symbols_opt, symbols)
+    tfs = timeframes or ["1m"]
+    eng = engine(SourceKind.kite)
+    if reconcile_day is not None:
+        report = reconcile(eng, names, tfs, reconcile_day)
+        if as_json:
+            typer.echo(dumps(report.to_dict(), indent=1))
+        else:
+            _say(report.line())
+        return
+    say = (lambda line: None) if as_json else _say
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        summary = run_stream(eng, names, tfs, until=until, reconcile_after=not no_reconcile, stop=stop, say=say)
+    if as_json:
+        typer.echo(dumps(summary.to_dict(), indent=1))
+        return
+    _say(summary.line())
+    if summary.reconciled is not None:
+        _say(summary.reconciled.line())
+
+
 # Every command takes -v/-q after its name too.
 for _info in app.registered_commands:
     if _info.cls in (None, TyperCommand):

@@ -4,7 +4,7 @@ Lookup of the file: `--config PATH`, else `$MDE_CONFIG`, else `./mde.toml`, else
 defaults. Relative paths inside a file are relative to that file's folder. Unknown keys
 and wrong types are errors naming the key and the file, so a typo never goes unnoticed.
 
-Environment: MDE_CACHE_DIR, MDE_SOURCE, MDE_NOW, MDE_KITE_ROOT, MDE_KITE_DEADLINE, MDE_LOCK_TIMEOUT, KITE_API_KEY,
+Environment: MDE_CACHE_DIR, MDE_SOURCE, MDE_NOW, MDE_KITE_ROOT, MDE_KITE_WS_ROOT, MDE_KITE_DEADLINE, MDE_LOCK_TIMEOUT, KITE_API_KEY,
 KITE_ACCESS_TOKEN, KITE_API_SECRET, MDE_TOKEN_FILE, MDE_API_TOKEN, MDE_CORS_ORIGINS. Secrets never
 appear in a repr or a message.
 """
@@ -34,6 +34,8 @@ MAX_COUNT = 1_000_000
 # would ask for decades of candles that cannot exist.
 CLOCK_RANGE = (datetime(1990, 1, 1, tzinfo=IST), datetime(2100, 1, 1, tzinfo=IST))
 DEFAULT_KITE_ROOT = "https://api.kite.trade"
+DEFAULT_KITE_WS_ROOT = "wss://ws.kite.trade"
+DEFAULT_STREAM_GRACE = 2.0
 
 
 def default_cache_dir() -> Path:
@@ -55,6 +57,7 @@ class KiteSettings:
     access_token: str | None = field(default=None, repr=False)
     api_secret: str | None = field(default=None, repr=False)
     deadline: float = 30.0  # seconds for one request, all of it ([kite] deadline, MDE_KITE_DEADLINE)
+    ws_root: str = DEFAULT_KITE_WS_ROOT  # the ticker's WebSocket ([kite] ws_root, MDE_KITE_WS_ROOT)
 
 
 def _rebuild(cls: type, state: dict[str, Any]) -> Any:
@@ -133,6 +136,9 @@ class Settings(_Picklable):
     lock_timeout: float = (
         120.0  # seconds a writer waits for another mde's cache lock ([cache] lock_timeout, MDE_LOCK_TIMEOUT)
     )
+    stream_grace: float = (
+        DEFAULT_STREAM_GRACE  # [stream] grace: seconds `mde stream` waits for late ticks after a close
+    )
 
     def clock(self) -> datetime:
         """The pinned instant if MDE_NOW is set, else the wall clock, in IST."""
@@ -194,7 +200,8 @@ def _source(v: Any) -> str:
 SCHEMA: dict[str, dict[str, Any]] = {
     "cache": {"dir": _str, "lock_timeout": _pos_num},
     "source": {"kind": _source},
-    "kite": {"api_key": _str, "root": _str, "deadline": _pos_num},
+    "kite": {"api_key": _str, "root": _str, "ws_root": _str, "deadline": _pos_num},
+    "stream": {"grace": _pos_num},
     "refresh": {"symbols": _str_list, "timeframes": _str_list, "count": _count, "multi_tf": _tf_map},
     "costs": {"file": _str},
     "margins": {"file": _str},
@@ -341,6 +348,7 @@ def load(
         deadline=deadline,
         api_key=env.get("KITE_API_KEY") or kite_raw.get("api_key"),
         root=(env.get("MDE_KITE_ROOT") or kite_raw.get("root") or DEFAULT_KITE_ROOT).rstrip("/"),
+        ws_root=(env.get("MDE_KITE_WS_ROOT") or kite_raw.get("ws_root") or DEFAULT_KITE_WS_ROOT).rstrip("/"),
         access_token=env.get("KITE_ACCESS_TOKEN") or None,
         api_secret=env.get("KITE_API_SECRET") or None,
     )
@@ -371,6 +379,7 @@ def load(
         if not 0 <= lock_timeout < float("inf"):
             raise ConfigError(f"MDE_LOCK_TIMEOUT must be a number of seconds, got {env['MDE_LOCK_TIMEOUT']!r}")
     return Settings(
+        stream_grace=float(raw.get("stream", {}).get("grace", DEFAULT_STREAM_GRACE)),
         lock_timeout=lock_timeout,
         serve=serve,
         costs_file=(base / Path(costs_file).expanduser()) if costs_file else None,

@@ -200,6 +200,14 @@ def _entry(
     return entry
 
 
+def _spans(candles: pl.DataFrame, tf: Timeframe) -> list[Range]:
+    """[start, start + timeframe) of each candle, merged where they touch."""
+    if candles.is_empty():
+        return []
+    step = timedelta(days=1) if tf.is_daily else timedelta(minutes=tf.minutes)
+    return union_ranges((ts, ts + step) for ts in candles["ts"].to_list())
+
+
 def subtract_ranges(ranges: Iterable[Range], cut: Range) -> list[Range]:
     """`ranges` without the part inside `cut`."""
     out: list[Range] = []
@@ -247,6 +255,9 @@ class Manifest:
     # ranges with sessions that the source answered with no candle at all (a Kite instrument
     # before it was listed): not gaps to fetch again; a later answer with candles removes them
     empty: list[Range] = field(default_factory=list)
+    # ranges [first candle start, last candle close) whose candles `mde stream` built from live
+    # ticks (origin "ticks") and no answer of the source has replaced yet (reconciliation does)
+    ticks: list[Range] = field(default_factory=list)
 
     @property
     def implausible(self) -> dict[str, int]:
@@ -270,6 +281,7 @@ class Manifest:
                 "updated_at": _iso(self.updated_at),
                 "coverage": [[_iso(a), _iso(b)] for a, b in self.coverage],
                 **({"empty": [[_iso(a), _iso(b)] for a, b in self.empty]} if self.empty else {}),
+                **({"ticks": [[_iso(a), _iso(b)] for a, b in self.ticks]} if self.ticks else {}),
                 "partitions": self.partitions,
             },
             indent=1,
@@ -291,6 +303,7 @@ class Manifest:
             coverage=[(_instant(a), _instant(b)) for a, b in raw.get("coverage", [])],
             partitions=dict(raw.get("partitions", {})),
             empty=[(_instant(a), _instant(b)) for a, b in raw.get("empty", [])],
+            ticks=[(_instant(a), _instant(b)) for a, b in raw.get("ticks", [])],
         )
 
 
@@ -865,9 +878,17 @@ class CandleStore:
         covered: Range | None = None,
         now: datetime,
         empty: Range | None = None,
+        origin: str | None = None,
+        replace: Range | None = None,
     ) -> WriteResult:
         """Merge `candles` into the series (new wins on equal ts) and record `covered` as answered
-        (and `empty` as answered with no candle)."""
+        (and `empty` as answered with no candle).
+
+        `origin="ticks"`: the candles were built from live ticks (`mde stream`), recorded in the
+        manifest's `ticks` ranges; a write of the source's own answer (origin None) removes
+        the ranges it covers or rewrites. `replace=(lo, hi)`: cached candles with lo <= ts <= hi
+        are dropped in the same atomic write (reconciliation: the source's answer replaces a
+        streamed day whole, a candle Kite does not have included)."""
         candles = normalize(candles)
         if tf.is_daily:
             candles = normalize_daily(candles)
@@ -887,34 +908,54 @@ class CandleStore:
             counted: dict[str, dict[str, int]] = {}
             bad_written: dict[str, int] = {}
             with self._staging(folder) as staged:
+                parts: list[tuple[str, pl.DataFrame]] = []
                 if not candles.is_empty():
                     keyed = candles.with_columns(_partition_expr(tf).alias("_part"))
-                    for (key,), part in keyed.group_by("_part", maintain_order=True):
-                        path = folder / f"{key}.parquet"
-                        old = self._read_file(path)
-                        part = part.drop("_part")
-                        merged = merge_candles(old, part)
-                        new_rows = merged.height - old.height
-                        added += new_rows
-                        replaced += part.height - new_rows
-                        # every rule is about one row, so a partition checked clean stays clean when only
-                        # clean candles come in: then only the new ones are checked (a live tick's few)
-                        bad = _implausible(part, tf)
-                        for name, n in bad.items():
-                            bad_written[name] = bad_written.get(name, 0) + n
-                        prior = manifest.partitions.get(str(key))
-                        clean_before = old.is_empty() or (
-                            prior is not None and prior.get("implausible") == {} and _entry_matches(prior, path.stat())
-                        )
-                        counted[str(key)] = (
-                            {} if clean_before and not bad else (bad if old.is_empty() else _implausible(merged, tf))
-                        )
-                        written[str(key)] = (merged, self._stage_parquet(staged, merged, path))
+                    parts = [
+                        (str(key), part.drop("_part")) for (key,), part in keyed.group_by("_part", maintain_order=True)
+                    ]
+                if replace is not None:
+                    lo_r, hi_r = replace
+                    touched = {
+                        p.stem
+                        for p in _partitions_in(folder)
+                        if not self._read_file(p).filter(pl.col("ts").is_between(lo_r, hi_r)).is_empty()
+                    }
+                    parts += [(key, empty_candles()) for key in sorted(touched - {k for k, _ in parts})]
+                for key, part in parts:
+                    path = folder / f"{key}.parquet"
+                    old = self._read_file(path)
+                    if replace is not None:
+                        kept = old.filter(~pl.col("ts").is_between(replace[0], replace[1]))
+                        old = kept
+                    merged = merge_candles(old, part)
+                    new_rows = merged.height - old.height
+                    added += new_rows
+                    replaced += part.height - new_rows
+                    # every rule is about one row, so a partition checked clean stays clean when only
+                    # clean candles come in: then only the new ones are checked (a live tick's few)
+                    bad = _implausible(part, tf)
+                    for name, n in bad.items():
+                        bad_written[name] = bad_written.get(name, 0) + n
+                    prior = manifest.partitions.get(str(key))
+                    clean_before = old.is_empty() or (
+                        prior is not None and prior.get("implausible") == {} and _entry_matches(prior, path.stat())
+                    )
+                    counted[str(key)] = (
+                        {} if clean_before and not bad else (bad if old.is_empty() else _implausible(merged, tf))
+                    )
+                    written[str(key)] = (merged, self._stage_parquet(staged, merged, path))
                 manifest.coverage = union_ranges([*manifest.coverage, *([covered] if covered else [])])
                 if covered:
                     manifest.empty = subtract_ranges(manifest.empty, covered)
                 if empty:
                     manifest.empty = union_ranges([*manifest.empty, empty])
+                spans = _spans(candles, tf)
+                if origin == "ticks":
+                    manifest.ticks = union_ranges([*manifest.ticks, *spans])
+                elif manifest.ticks:
+                    for cut in [*spans, *([covered] if covered else []), *([replace] if replace else [])]:
+                        manifest.ticks = subtract_ranges(manifest.ticks, cut)
                 self._refresh_manifest(folder, manifest, now, written, counted)
                 self._stage_manifest(staged, folder, manifest)
                 staged.commit()
