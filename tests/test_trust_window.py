@@ -501,7 +501,15 @@ def test_every_json_printer_writes_null_for_nan(tmp_path: Path) -> None:
 # JSON written for mde's own use, never printed or served: the manifest, the token file, the
 # paper journal's payloads and the instruments meta files (read back by Python's json), and the
 # importer's quoting of a bad value inside an error message.
-INTERNAL_JSON = {"jsonout.py", "store.py", "auth.py", "paper/state.py", "instruments.py", "importer.py"}
+INTERNAL_JSON = {
+    "jsonout.py",
+    "store.py",
+    "sources/kite/auth.py",
+    "paper/state.py",
+    "instruments.py",
+    "sources/kite/instruments.py",
+    "importer.py",
+}
 
 
 def test_no_module_writes_user_facing_json_around_the_one_writer() -> None:
