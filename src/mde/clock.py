@@ -28,6 +28,12 @@ def as_us(ts: datetime) -> int:
     return int(ts.timestamp() * US_PER_SECOND)
 
 
+def to_ist(ts: datetime) -> datetime:
+    """The same instant in IST; a naive datetime is taken to be IST wall clock already (what
+    Kite sends, and what a user types)."""
+    return ts.replace(tzinfo=IST) if ts.tzinfo is None or ts.utcoffset() is None else ts.astimezone(IST)
+
+
 def us_to_datetime(us: int) -> datetime:
     """The IST datetime of an epoch-microsecond instant (exact, no float)."""
     return _EPOCH_IST + timedelta(microseconds=us + IST_OFFSET_US)

@@ -45,7 +45,7 @@ import polars as pl
 
 from .atomic import atomic_write
 from .calendar import now_ist
-from .clock import IST
+from .clock import to_ist
 from .errors import CacheError, InputError
 from .symbols import BUILTIN_ALIASES, Instrument, parse_instrument, validate_symbol
 
@@ -101,13 +101,8 @@ BUNDLED_META = "instruments.json"
 BUNDLED_DATE = "2025-12-19"  # when the dump was taken (about; see data/README.md)
 
 
-def _ist(now: datetime) -> datetime:
-    """An instant in IST; a naive one is taken to be IST already."""
-    return now.replace(tzinfo=IST) if now.tzinfo is None else now.astimezone(IST)
-
-
 def _today(now: datetime) -> date:
-    return _ist(now).date()
+    return to_ist(now).date()
 
 
 def _to_date(value: Any) -> date | None:
@@ -130,7 +125,7 @@ def read_meta(folder: Path) -> datetime | None:
         fetched = datetime.fromisoformat(meta["fetched_at"])
     except (OSError, ValueError, KeyError, TypeError):  # a derived file: as if there were none
         return None
-    return _ist(fetched)
+    return to_ist(fetched)
 
 
 def read_dump(folder: Path) -> pl.DataFrame | None:
@@ -502,7 +497,7 @@ class Catalog:
             try:
                 current = self._read_known()  # another process may have added some
                 prev = current.get(key) or {}
-                first_seen = prev.get("first_seen") or _ist(self._now()).isoformat()
+                first_seen = prev.get("first_seen") or to_ist(self._now()).isoformat()
                 current[key] = {**record, "first_seen": first_seen}
                 with atomic_write(self.known_path, "w") as fh:
                     json.dump(dict(sorted(current.items())), fh, indent=1, ensure_ascii=False)
@@ -516,7 +511,7 @@ class Catalog:
             ) from exc
         except OSError as exc:
             log.warning("cannot record %s in %s (%s)", key, self.known_path, exc)
-            self._known_map()[key] = {**record, "first_seen": _ist(self._now()).isoformat()}
+            self._known_map()[key] = {**record, "first_seen": to_ist(self._now()).isoformat()}
 
     # -- contract details ----------------------------------------------------------------
     def instrument_info(self, inst: Instrument | str) -> dict[str, Any] | None:
@@ -581,7 +576,7 @@ def bundled_dump() -> tuple[pl.DataFrame, datetime]:
     try:
         table = pl.read_parquet(BUNDLED_DUMP)
         meta = json.loads(BUNDLED_DUMP.with_name(BUNDLED_META).read_text(encoding="utf-8"))
-        return table, _ist(datetime.fromisoformat(meta["fetched_at"]))
+        return table, to_ist(datetime.fromisoformat(meta["fetched_at"]))
     except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
         raise _file_error(
             exc, f"the instruments list shipped with mde ({BUNDLED_DUMP}) is unreadable (", "); reinstall mde"

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ...atomic import atomic_write
-from ...clock import IST
+from ...clock import IST, to_ist
 from ...config import Settings
 from ...errors import AuthError, ConfigError, InputError, MdeError, SourceUnavailable
 from .errors import kite_error
@@ -55,24 +55,19 @@ class TokenInfo:
 # -- time -------------------------------------------------------------------------------
 
 
-def _ist(ts: datetime) -> datetime:
-    """A naive datetime is IST wall clock (that is what Kite's login_time is)."""
-    return ts.replace(tzinfo=IST) if ts.tzinfo is None or ts.utcoffset() is None else ts.astimezone(IST)
-
-
 def expiry_after(login_time: datetime) -> datetime:
     """The next 06:00 IST strictly after `login_time` (05:30 -> 06:00 today, 09:00 -> 06:00 tomorrow)."""
-    t = _ist(login_time)
+    t = to_ist(login_time)  # a naive login_time is IST wall clock, as Kite sends it
     six = datetime.combine(t.date(), EXPIRY_TIME, IST)
     return six if t < six else datetime.combine(t.date() + timedelta(days=1), EXPIRY_TIME, IST)
 
 
 def _now(settings: Settings, now: datetime | None) -> datetime:
-    return _ist(now) if now is not None else settings.clock()
+    return to_ist(now) if now is not None else settings.clock()
 
 
 def _fmt(ts: datetime) -> str:
-    return _ist(ts).strftime("%Y-%m-%d %H:%M IST")
+    return to_ist(ts).strftime("%Y-%m-%d %H:%M IST")
 
 
 def _fmt_left(delta: timedelta) -> str:
@@ -117,7 +112,7 @@ def save_token(settings: Settings, access_token: str, user_id: str, login_time: 
     """Write the token file (0600, atomic) and return what was saved."""
     if not access_token:
         raise AuthError("Kite returned no access token; run `mde login` again")
-    login = _ist(login_time).replace(microsecond=0)
+    login = to_ist(login_time).replace(microsecond=0)
     info = TokenInfo(access_token=access_token, user_id=user_id, login_time=login, expires_at=expiry_after(login))
     body = {
         "access_token": info.access_token,
@@ -147,8 +142,8 @@ def load_token(settings: Settings, now: datetime | None = None) -> TokenInfo | N
         data = json.loads(raw)
         if not isinstance(data, dict) or not all(isinstance(data.get(k), str) and data.get(k) for k in TOKEN_FIELDS):
             raise ValueError
-        login = _ist(datetime.fromisoformat(data["login_time"]))
-        expires = _ist(datetime.fromisoformat(data["expires_at"]))
+        login = to_ist(datetime.fromisoformat(data["login_time"]))
+        expires = to_ist(datetime.fromisoformat(data["expires_at"]))
     except ValueError as exc:  # json.JSONDecodeError is a ValueError too
         raise _token_file_error(path, exc) from None  # its text may quote the file, token and all
     return TokenInfo(
@@ -284,7 +279,7 @@ def exchange_request_token(client: Any, request_token: str, api_secret: str | No
             login = None
     if not isinstance(login, datetime):
         login = datetime.now(IST)
-    login = _ist(login).replace(microsecond=0)
+    login = to_ist(login).replace(microsecond=0)
     return TokenInfo(
         access_token=str(data["access_token"]),
         user_id=str(data.get("user_id") or ""),

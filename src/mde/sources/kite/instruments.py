@@ -24,8 +24,9 @@ from typing import Any
 import polars as pl
 
 from ...atomic import atomic_write
+from ...clock import to_ist
 from ...errors import SourceError
-from ...instruments import SCHEMA, Catalog, _ist, _to_date, _today, log
+from ...instruments import SCHEMA, Catalog, _to_date, _today, log
 
 _REQUIRED = ("instrument_token", "tradingsymbol", "exchange")
 
@@ -119,7 +120,7 @@ class InstrumentCatalog(Catalog):
         rows = self._download()
         self.downloads += 1
         table = dump_frame(rows)
-        fetched = _ist(self._now())
+        fetched = to_ist(self._now())
         encoded = io.BytesIO()  # encoded first: a full disk is then an OSError, not a polars error
         table.write_parquet(encoded, compression="zstd", statistics=False)
         try:
